@@ -1,0 +1,79 @@
+"""The attention branch of Attentive Normalization: pooling -> head -> activation.
+
+It reads the per-(n, c) moments that the layer has already computed for its standardization, so the
+input is never traversed a second time for the attention weights.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+POOLINGS = ("rsd", "mean", "concat")
+HEADS = ("a2", "a1")
+ACTIVATIONS = ("hsigmoid", "softmax", "sigmoid")
+
+# The reference code's constant in mean / sqrt(var + 1e-3); it also keeps the pooled std finite.
+POOL_EPS = 1e-3
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not valid; choose one of {', '.join(choices)}")
+
+
+def _activate(logits: torch.Tensor, activation: str) -> torch.Tensor:
+    if activation == "hsigmoid":
+        return F.hardsigmoid(logits)  # relu6(a + 3) / 6
+    if activation == "softmax":
+        return logits.softmax(dim=1)  # over the K components
+    return logits.sigmoid()
+
+
+class AttentionWeights(nn.Module):
+    """Instance-specific mixture weights lam (N, K) from per-plane moments.
+
+    The reference implementation's head is a 1x1 convolution on the pooled (N, C, 1, 1) map; a linear
+    layer on the (N, C) vector is the same map with the same parameter count and initialization.
+    """
+
+    def __init__(self, num_features: int, k: int, pooling: str, head: str, activation: str) -> None:
+        super().__init__()
+        check_choice("pooling", pooling, POOLINGS)
+        check_choice("head", head, HEADS)
+        check_choice("activation", activation, ACTIVATIONS)
+        self.pooling, self.head, self.activation = pooling, head, activation
+        in_features = 2 * num_features if pooling == "concat" else num_features
+        self.fc = nn.Linear(in_features, k, bias=head == "a1")
+        self.norm = nn.BatchNorm1d(k) if head == "a2" else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Kaiming-normal with fan_out, as the reference initializes its 1x1 conv (fan_out = K).
+        nn.init.kaiming_normal_(self.fc.weight, mode="fan_out", nonlinearity="relu")
+        if self.fc.bias is not None:
+            nn.init.zeros_(self.fc.bias)
+        if self.norm is not None:
+            self.norm.reset_parameters()  # weight 1, bias 0, fresh running statistics
+
+    def pool(self, mean: torch.Tensor, var: torch.Tensor, plane_size: int) -> torch.Tensor:
+        """mean, var: (N, C) per-plane mean and biased variance over plane_size = H*W positions."""
+        if self.pooling == "mean":
+            return mean
+        # Unbiased variance as in the reference; a 1x1 plane has none, so it counts as 0 instead of NaN.
+        unbiased = var * (plane_size / (plane_size - 1)) if plane_size > 1 else torch.zeros_like(var)
+        if self.pooling == "rsd":
+            return mean * torch.rsqrt(unbiased + POOL_EPS)
+        return torch.cat([mean, torch.sqrt(unbiased + POOL_EPS)], dim=1)
+
+    def forward(self, mean: torch.Tensor, var: torch.Tensor, plane_size: int) -> torch.Tensor:
+        logits = self.fc(self.pool(mean, var, plane_size))
+        if self.norm is not None:
+            if self.norm.training and logits.shape[0] < 2:
+                raise ValueError(
+                    "AttentiveNorm2d with head='a2' normalizes the K attention logits over the batch, which "
+                    "cannot train on a batch of 1; use a batch of at least 2, head='a1', or eval mode"
+                )
+            logits = self.norm(logits)
+        return _activate(logits, self.activation)

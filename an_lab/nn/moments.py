@@ -1,0 +1,35 @@
+"""Statistics of coarser supports derived from per-(n, c) plane moments by the law of total variance.
+
+Each helper takes mean and biased variance of shape (N, C) over equally sized planes and never touches the
+input again; the pooled variance stays exact (no E[x^2] - E[x]^2 cancellation).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def batch_moments(mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel moments over (N, H, W), shape (C,)."""
+    # (torch.var_mean would say the same in one call, but it is several times slower on CPU.)
+    batch_mean = mean.mean(dim=0)
+    return batch_mean, (var + (mean - batch_mean).square()).mean(dim=0)
+
+
+def group_moments(mean: torch.Tensor, var: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample moments over groups of C // groups channels, expanded back to shape (N, C)."""
+    n, channels = mean.shape
+    grouped = mean.view(n, groups, -1)
+    group_mean = grouped.mean(dim=2, keepdim=True)
+    group_var = (var.view(n, groups, -1) + (grouped - group_mean).square()).mean(dim=2, keepdim=True)
+    per_group = channels // groups
+    return (
+        group_mean.expand(-1, -1, per_group).reshape(n, channels),
+        group_var.expand(-1, -1, per_group).reshape(n, channels),
+    )
+
+
+def plane_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and biased variance of each (n, c) plane of a 4D tensor, in two passes."""
+    mean = x.mean(dim=(2, 3))
+    return mean, (x - mean[:, :, None, None]).square().mean(dim=(2, 3))
