@@ -159,12 +159,13 @@ wait_until() {
 }
 
 # start_daemon NAME CMD...: run CMD in the foreground mode of the daemon, detached from our
-# session and our stdio (a caller capturing our stdout must not wait for the daemons), record its PID.
+# session and our stdio (a caller capturing our stdout must not wait for the daemons) and without
+# the lock's fd 9 (a daemon holding it would block every later call), and record its PID.
 start_daemon() {
     local name=$1
     shift
     local out=$LOGS/$name.console.log
-    setsid "$@" </dev/null >>"$out" 2>&1 &
+    setsid "$@" </dev/null >>"$out" 2>&1 9>&- &
     local pid=$!
     echo "$pid" >"$(pid_file "$name")"
     sleep 0.1
@@ -246,6 +247,8 @@ CredType=cred/munge
 # Short credential lifetime: a requeued job otherwise waits up to 120 s to start again.
 AuthInfo=cred_expire=10
 MpiDefault=none
+# No mail on a test node; the default /bin/mail is absent and slurmctld logs an error.
+MailProg=/bin/true
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 ReturnToService=2

@@ -10,51 +10,35 @@ from functools import partial
 import torchvision
 from torch import nn
 
+from an_lab.catalog import DEFAULT_K, INPUT_SIZE, NORM_CHOICES, PLACEMENTS, STEMS, check_choice, resolve_k
 from an_lab.models import mobilenet, resnet
 from an_lab.models.cifar_resnet import CifarResNet
 from an_lab.models.convert import attentive_twin, convertible_norms
 from an_lab.nn import AttentiveNorm2d, SwitchableNorm2d
 
-NORM_CHOICES = ("bn", "gn", "sn", "se", "an", "an_gn")
-PLACEMENTS = ("paper", "all")
-STEMS = ("plain", "deep")
-
 
 @dataclass(frozen=True)
 class Architecture:
     build: Callable[..., nn.Module]  # (num_classes=, norm_layer=, **kw) -> model
-    default_k: tuple[int, ...]  # the paper's K per stage
     stage_of: Callable[[str], int]
     paper_sites: Callable[[nn.Module], dict[str, int]]
-    input_size: int
     is_resnet: bool = True
 
 
-def _cifar(depth: int) -> Callable[..., nn.Module]:
-    return partial(CifarResNet, depth)
-
-
-_RESNET_K = (10, 10, 20, 20)
 ARCHITECTURES: dict[str, Architecture] = {
     **{
-        name: Architecture(getattr(torchvision.models, name), _RESNET_K, resnet.stage_of, resnet.paper_an_sites, 224)
+        name: Architecture(getattr(torchvision.models, name), resnet.stage_of, resnet.paper_an_sites)
         for name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
     },
     "mobilenet_v2": Architecture(
-        torchvision.models.mobilenet_v2,
-        (5, 5, 5, 5, 10, 10, 10),
-        mobilenet.stage_of,
-        mobilenet.paper_an_sites,
-        224,
-        is_resnet=False,
+        torchvision.models.mobilenet_v2, mobilenet.stage_of, mobilenet.paper_an_sites, is_resnet=False
     ),
-    # The papers do not train CIFAR ResNets; K doubles in the last of the three stages as in the ImageNet schedule.
     **{
-        f"cifar_resnet{depth}": Architecture(_cifar(depth), (10, 10, 20), resnet.stage_of, resnet.paper_an_sites, 32)
+        f"cifar_resnet{depth}": Architecture(partial(CifarResNet, depth), resnet.stage_of, resnet.paper_an_sites)
         for depth in (20, 32, 56)
     },
 }
-MODEL_NAMES = tuple(ARCHITECTURES)
+assert set(ARCHITECTURES) == set(DEFAULT_K) == set(INPUT_SIZE), "catalog.py and the registry list the same models"
 
 
 def _group_norm(channels: int) -> nn.GroupNorm:
@@ -64,29 +48,6 @@ def _group_norm(channels: int) -> nn.GroupNorm:
 
 def _backbone_norm(norm: str) -> Callable[[int], nn.Module]:
     return {"gn": _group_norm, "an_gn": _group_norm, "sn": SwitchableNorm2d}.get(norm, nn.BatchNorm2d)
-
-
-def resolve_k(name: str, k: int | tuple[int, ...] | list[int] | None) -> tuple[int, ...]:
-    """K per stage: the paper's schedule, one int for every stage, or a tuple with one K per stage."""
-    default = ARCHITECTURES[name].default_k
-    if k is None:
-        return default
-    if isinstance(k, int) and not isinstance(k, bool):
-        return (k,) * len(default)
-    schedule = tuple(k)
-    if len(schedule) != len(default):
-        raise ValueError(
-            f"k={schedule} has {len(schedule)} entries but {name} has {len(default)} stages; "
-            f"give one K per stage, e.g. k={default}"
-        )
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in schedule):
-        raise ValueError(f"k={schedule} is not valid; every K must be an integer >= 1")
-    return schedule
-
-
-def _check(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not valid; choose one of {', '.join(choices)}")
 
 
 def create(
@@ -111,10 +72,10 @@ def create(
     zero_init_residual starts the last norm of each residual block at zero (both mixtures for AN).
     kw goes to the torchvision constructor (e.g. dropout for mobilenet_v2).
     """
-    _check("name", name, MODEL_NAMES)
-    _check("norm", norm, NORM_CHOICES)
-    _check("placement", placement, PLACEMENTS)
-    _check("stem", stem, STEMS)
+    check_choice("name", name, tuple(ARCHITECTURES))
+    check_choice("norm", norm, NORM_CHOICES)
+    check_choice("placement", placement, PLACEMENTS)
+    check_choice("stem", stem, STEMS)
     arch = ARCHITECTURES[name]
     if not arch.is_resnet and (norm == "se" or stem == "deep"):
         raise ValueError(f"norm='se' and stem='deep' apply to ResNets only, not to {name}")

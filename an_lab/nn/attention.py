@@ -10,17 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-POOLINGS = ("rsd", "mean", "concat")
-HEADS = ("a2", "a1")
-ACTIVATIONS = ("hsigmoid", "softmax", "sigmoid")
+from an_lab.catalog import ACTIVATIONS, HEADS, POOLINGS, check_choice
 
 # The reference code's constant in mean / sqrt(var + 1e-3); it also keeps the pooled std finite.
 POOL_EPS = 1e-3
-
-
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not valid; choose one of {', '.join(choices)}")
 
 
 def _activate(logits: torch.Tensor, activation: str) -> torch.Tensor:

@@ -17,10 +17,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from an_lab.nn.attention import AttentionWeights, check_choice
+from an_lab.catalog import STANDARDIZATIONS, check_choice
+from an_lab.nn.attention import AttentionWeights
 from an_lab.nn.moments import batch_moments, group_moments, plane_moments
-
-NORMS = ("batch", "group", "instance", "layer")
 
 
 class _GradLink:
@@ -173,7 +172,7 @@ class AttentiveNorm2d(nn.Module):
         track_running_stats: bool = True,
     ) -> None:
         super().__init__()
-        check_choice("norm", norm, NORMS)
+        check_choice("norm", norm, STANDARDIZATIONS)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k={k!r} is not valid; the number of affine components must be an integer >= 1")
         if num_features < 1:

@@ -1,0 +1,48 @@
+"""The names users choose from, in one torch-free place: layers, models, the CLI and config validation share them."""
+
+from __future__ import annotations
+
+# AttentiveNorm2d design axes (paper Table 1); the first value of each is the paper's best choice.
+POOLINGS = ("rsd", "mean", "concat")
+HEADS = ("a2", "a1")
+ACTIVATIONS = ("hsigmoid", "softmax", "sigmoid")
+STANDARDIZATIONS = ("batch", "group", "instance", "layer")
+
+# models.create()
+NORM_CHOICES = ("bn", "gn", "sn", "se", "an", "an_gn")
+PLACEMENTS = ("paper", "all")
+STEMS = ("plain", "deep")
+
+# The paper's K per stage for each network, and the input side it is profiled at.
+_RESNET_K = (10, 10, 20, 20)
+DEFAULT_K: dict[str, tuple[int, ...]] = {
+    **{name: _RESNET_K for name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")},
+    "mobilenet_v2": (5, 5, 5, 5, 10, 10, 10),
+    # The papers train no CIFAR ResNets; K doubles in the last of the three stages as in the ImageNet schedule.
+    **{f"cifar_resnet{depth}": (10, 10, 20) for depth in (20, 32, 56)},
+}
+MODEL_NAMES = tuple(DEFAULT_K)
+INPUT_SIZE = {name: 32 if name.startswith("cifar_") else 224 for name in MODEL_NAMES}
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not valid; choose one of {', '.join(choices)}")
+
+
+def resolve_k(model: str, k: int | tuple[int, ...] | list[int] | None) -> tuple[int, ...]:
+    """K per stage: the paper's schedule (None), one int for every stage, or one K per stage."""
+    default = DEFAULT_K[model]
+    if k is None:
+        return default
+    if isinstance(k, int) and not isinstance(k, bool):
+        k = (k,) * len(default)
+    schedule = tuple(k)
+    if len(schedule) != len(default):
+        raise ValueError(
+            f"k={schedule} has {len(schedule)} entries but {model} has {len(default)} stages; "
+            f"give one K per stage, e.g. k={default}"
+        )
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in schedule):
+        raise ValueError(f"k={schedule} is not valid; every K must be an integer >= 1")
+    return schedule

@@ -1,0 +1,83 @@
+"""The `an-lab` command. Heavy libraries (torch, lightning, wandb) are imported inside the commands that need them,
+so that --help and the bookkeeping commands start fast."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from an_lab import catalog
+from an_lab.errors import UsageError
+
+
+def _k_schedule(text: str) -> int | tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.replace("(", "").replace(")", "").split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a K schedule; write an int or e.g. 10,10,20,20") from None
+    if not values:
+        raise argparse.ArgumentTypeError("the K schedule is empty; write an int or e.g. 10,10,20,20")
+    return values[0] if len(values) == 1 else values
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from an_lab.profiling import profile
+
+    options = {"norm": args.norm, "k": args.k, "placement": args.placement, "stem": args.stem}
+    options.update(pooling=args.pooling, head=args.head, activation=args.activation, num_classes=args.num_classes)
+    try:
+        counts = profile(args.model, input_size=args.input_size, **options)
+    except ValueError as error:
+        raise UsageError(f"an-lab profile: {error}") from None
+    if args.json:
+        print(json.dumps(counts, indent=2))
+        return 0
+    side = counts["input_size"]
+    print(f"model            {counts['model']} (norm={counts['norm']}, input {side}x{side})")
+    print(f"parameters       {counts['params']:,} ({counts['params'] / 1e6:.2f}M)")
+    print(f"MACs             {counts['macs']:,} ({counts['macs'] / 1e9:.2f}G)")
+    print(f"over BN          {counts['params_over_bn']:+,} parameters")
+    print(f"AN layers        {counts['an_layers']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="an-lab", description="Attentive Normalization experiments and sweeps.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    prof = commands.add_parser(
+        "profile",
+        help="parameter and MAC counts of a model",
+        description=(
+            "Parameter count and multiply-accumulates (the papers' FLOPS column) of a model, and what AN adds over BN."
+        ),
+    )
+    prof.add_argument(
+        "model", choices=catalog.MODEL_NAMES, metavar="MODEL", help=f"one of: {', '.join(catalog.MODEL_NAMES)}"
+    )
+    prof.add_argument("--norm", default="an", choices=catalog.NORM_CHOICES)
+    prof.add_argument("--k", type=_k_schedule, default=None, help="K for all stages or per stage, e.g. 10,10,20,20")
+    prof.add_argument("--pooling", default="rsd", choices=catalog.POOLINGS)
+    prof.add_argument("--head", default="a2", choices=catalog.HEADS)
+    prof.add_argument("--activation", default="hsigmoid", choices=catalog.ACTIVATIONS)
+    prof.add_argument("--placement", default="paper", choices=catalog.PLACEMENTS)
+    prof.add_argument("--stem", default="plain", choices=catalog.STEMS)
+    prof.add_argument("--input-size", type=int, default=None, help="image side (default: 224, or 32 for CIFAR nets)")
+    prof.add_argument("--num-classes", type=int, default=1000)
+    prof.add_argument("--json", action="store_true", help="print the counts as JSON")
+    prof.set_defaults(run=_cmd_profile)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
