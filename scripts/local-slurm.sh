@@ -128,7 +128,7 @@ our_pid() {
     pid=$(<"$f")
     [[ $pid =~ ^[0-9]+$ ]] || return 1
     # A zombie or a recycled PID has no (or another) marker in its environment.
-    tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qxF "LOCAL_SLURM_STATE_DIR=$STATE" || return 1
+    tr '\0' '\n' 2>/dev/null <"/proc/$pid/environ" | grep -qxF "LOCAL_SLURM_STATE_DIR=$STATE" || return 1
     echo "$pid"
 }
 
@@ -145,15 +145,17 @@ free_port() {
     die "found no free TCP port"
 }
 
-# wait_until SECONDS WHAT LOGFILE CMD...: poll CMD until it succeeds; fail with the log tail.
+# wait_until SECONDS WHAT DAEMON CMD...: poll CMD until it succeeds; fail early if DAEMON died,
+# and on failure show the end of that daemon's logs.
 wait_until() {
-    local secs=$1 what=$2 logf=$3
+    local secs=$1 what=$2 daemon=$3
     shift 3
     local deadline=$((SECONDS + secs))
     until "$@" >/dev/null 2>&1; do
-        if ((SECONDS >= deadline)); then
-            die "timed out after ${secs}s waiting for $what" "$logf"
-        fi
+        our_pid "$daemon" >/dev/null \
+            || die "$daemon exited while waiting for $what" "$(log_file "$daemon")" "$LOGS/$daemon.console.log"
+        ((SECONDS < deadline)) \
+            || die "timed out after ${secs}s waiting for $what" "$(log_file "$daemon")" "$LOGS/$daemon.console.log"
         sleep 0.2
     done
 }
@@ -226,7 +228,7 @@ write_slurm_conf() {
     local ctld_port=$1 slurmd_port=$2 dbd_port=$3 node hw first_job_id real_mem cpus
     node=$(node_name)
     # Hardware as slurmd itself sees it; keep everything after NodeName=... on the first line.
-    hw=$(slurmd -C | head -n 1 | sed -E 's/^NodeName=[^ ]+ //')
+    hw=$(slurmd -C 2>&1 | head -n 1 | sed -E 's/^NodeName=[^ ]+ //') || die "slurmd -C failed: $hw"
     [[ $hw == *CPUs=* ]] || die "unexpected output of slurmd -C: $hw"
     cpus=$(sed -E 's/.*CPUs=([0-9]+).*/\1/' <<<"$hw")
     real_mem=$(sed -E 's/.*RealMemory=([0-9]+).*/\1/' <<<"$hw")
@@ -324,8 +326,11 @@ start_munged() {
         # local-slurm cluster, that cluster's `down` would pull it from under us: refuse.
         local owner
         owner=$(cat "$MUNGE_OWNER_FILE" 2>/dev/null || true)
-        if [[ -n $owner && $owner != "$STATE" && -d $owner ]]; then
+        if [[ -n $owner && -d $owner ]]; then
             die "munged at $MUNGE_SOCKET belongs to the cluster in $owner; run: $0 down $owner"
+        elif [[ -n $owner ]]; then
+            die "munged at $MUNGE_SOCKET belongs to a cluster whose state dir $owner was deleted" \
+                "without \`down\`; stop its daemons by hand (ps aux | grep $owner)"
         fi
         die "a munged not started by local-slurm already serves $MUNGE_SOCKET; stop it first"
     fi
@@ -338,7 +343,7 @@ start_munged() {
         --pid-file="$RUN/munged.daemon.pid" \
         --log-file="$(log_file munged)" \
         --seed-file="$STATE/munge/munged.seed"
-    wait_until 15 "munged to answer" "$(log_file munged)" munge_works
+    wait_until 15 "munged to answer" munged munge_works
     echo "$STATE" >"$MUNGE_OWNER_FILE"
 }
 
@@ -363,7 +368,7 @@ start_mysqld() {
         --skip-name-resolve \
         --innodb-flush-log-at-trx-commit=2 \
         --innodb-buffer-pool-size=64M
-    wait_until 30 "mariadb to accept connections" "$(log_file mysqld)" mysql_cli -e 'SELECT 1'
+    wait_until 30 "mariadb to accept connections" mysqld mysql_cli -e 'SELECT 1'
     # slurmdbd connects over TCP from 127.0.0.1 (a host of localhost would pick some other socket).
     mysql_cli -e "CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1';
                   ALTER USER 'slurm'@'127.0.0.1' IDENTIFIED BY '$db_pass';
@@ -391,13 +396,13 @@ start_slurmdbd() {
 
 start_slurmctld() {
     start_daemon slurmctld slurmctld -D -f "$SLURM_CONF_FILE"
-    wait_until 30 "slurmctld to answer" "$(log_file slurmctld)" \
+    wait_until 30 "slurmctld to answer" slurmctld \
         bash -c 'timeout 5 scontrol ping | grep -q "is UP"'
 }
 
 start_slurmd() {
     start_daemon slurmd slurmd -D -f "$SLURM_CONF_FILE" -N "$(node_name)"
-    wait_until 30 "node $(node_name) to become idle" "$(log_file slurmd)" node_ready
+    wait_until 30 "node $(node_name) to become idle" slurmd node_ready
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -460,6 +465,12 @@ take_lock() {
     flock -w 180 9 || die "another local-slurm.sh holds $LOCK_FILE"
 }
 
+stop_after_failed_up() {
+    [[ $1 -eq 0 ]] && return 0
+    log "up failed: stopping the daemons it started"
+    stop_all_daemons
+}
+
 cmd_up() {
     require_root
     set_paths "${1:-}"
@@ -474,6 +485,9 @@ cmd_up() {
     # A half-started or half-dead cluster from this state dir: restart it cleanly.
     cancel_all_jobs
     stop_all_daemons
+
+    # If a step fails, stop what this call started (the logs stay for diagnosis).
+    trap 'stop_after_failed_up $?' EXIT
 
     local start=$SECONDS
     mkdir -p "$ETC" "$RUN" "$LOGS" "$STATE/munge" "$STATE/spool/slurmctld" "$STATE/spool/slurmd" "$STATE/mysql"
@@ -499,8 +513,9 @@ cmd_up() {
     log "starting slurmdbd"; start_slurmdbd
     log "starting slurmctld"; start_slurmctld
     log "starting slurmd";   start_slurmd
-    wait_until 20 "sacct to answer" "$(log_file slurmdbd)" sacct_answers
+    wait_until 20 "sacct to answer" slurmdbd sacct_answers
     healthy || die "cluster started but is not healthy" "$(log_file slurmctld)" "$(log_file slurmd)"
+    trap - EXIT
     log "cluster up in $((SECONDS - start)) s (node $(node_name), partition $PARTITION, logs in $LOGS)"
     print_env
 }

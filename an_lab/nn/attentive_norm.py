@@ -21,20 +21,6 @@ from an_lab.catalog import STANDARDIZATIONS, check_choice
 from an_lab.nn.attention import AttentionWeights
 from an_lab.nn.moments import batch_moments, group_moments, plane_moments
 
-
-class _GradLink:
-    """Carries the output gradient from the affine's backward to the moments' backward.
-
-    Both nodes contribute an input gradient; adding them inside one kernel saves autograd's separate
-    accumulation pass over the whole tensor.
-    """
-
-    __slots__ = ("centered", "grad_out", "scale")
-
-    def __init__(self) -> None:
-        self.centered = self.grad_out = self.scale = None
-
-
 # Plane sizes from which batch norm's per-channel native kernels beat broadcast ops on CPU (measured at
 # ResNet-50 stage shapes): the elementwise kernel wins from 28x28 planes, the reduction kernel from 7x7.
 _NATIVE_MIN_PLANE = 512
@@ -87,8 +73,21 @@ def _plane_sums(grad: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torc
     return dot.view(x.shape[:2]), total.view(x.shape[:2])
 
 
+class _GradLink:
+    """Hands the centred input from the moments to the affine in forward, and the output gradient back in backward.
+
+    Both nodes contribute an input gradient; adding them inside one kernel saves autograd's separate
+    accumulation pass over the whole tensor. Saved tensors stay with autograd, which frees them after backward.
+    """
+
+    __slots__ = ("centered", "grad_out", "scale")
+
+    def __init__(self) -> None:
+        self.centered = self.grad_out = self.scale = None
+
+
 class _PlaneMoments(torch.autograd.Function):
-    """(mean, biased variance) of each (n, c) plane; keeps the centred input for the affine that follows."""
+    """(mean, biased variance) of each (n, c) plane; hands the centred input on to the affine that follows."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, link: _GradLink):
@@ -97,18 +96,20 @@ class _PlaneMoments(torch.autograd.Function):
         centered = x - _planes(mean)
         var = torch.linalg.vector_norm(centered, dim=(2, 3)).square_().div_(plane_size)
         link.centered = centered
+        ctx.save_for_backward(centered)
         ctx.link, ctx.plane_size = link, plane_size
         return mean, var
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_mean: torch.Tensor, grad_var: torch.Tensor):
+        (centered,) = ctx.saved_tensors
         link = ctx.link
         # d mean / dx = 1/HW and d var / dx = 2 (x - mean) / HW: a per-plane affine map of the centred input.
-        grad = _plane_affine(link.centered, grad_var * (2.0 / ctx.plane_size), grad_mean / ctx.plane_size)
+        grad = _plane_affine(centered, grad_var * (2.0 / ctx.plane_size), grad_mean / ctx.plane_size)
         if link.grad_out is not None:
             grad.addcmul_(link.grad_out, _planes(link.scale))
-        link.centered = link.grad_out = link.scale = None
+            link.grad_out = link.scale = None
         return grad, None
 
 
@@ -117,22 +118,40 @@ class _CenteredAffine(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, mean, scale, shift, link: _GradLink):
+        centered, link.centered = link.centered, None
         ctx.defer_input_grad = x.requires_grad
         ctx.link = link
-        ctx.save_for_backward(scale)
-        return _plane_affine(link.centered, scale, shift)
+        ctx.save_for_backward(scale, centered)
+        return _plane_affine(centered, scale, shift)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
-        (scale,) = ctx.saved_tensors
-        link = ctx.link
-        grad_scale, grad_shift = _plane_sums(grad_out, link.centered)
+        scale, centered = ctx.saved_tensors
+        grad_scale, grad_shift = _plane_sums(grad_out, centered)
         if ctx.defer_input_grad:
             # scale is computed from the moments of x, so _PlaneMoments.backward runs after this node and
             # adds grad_out * scale to the input gradient there.
-            link.grad_out, link.scale = grad_out, scale
+            ctx.link.grad_out, ctx.link.scale = grad_out, scale
         return None, -scale * grad_shift, grad_scale, grad_shift, None
+
+
+class _GatherAcrossRanks(torch.autograd.Function):
+    """all_gather of a small tensor whose backward returns to each rank the summed gradient of its own copy."""
+
+    @staticmethod
+    def forward(ctx, local: torch.Tensor, group):
+        ctx.group = group
+        gathered = local.new_empty(dist.get_world_size(group) * local.numel())
+        dist.all_gather_into_tensor(gathered, local.contiguous(), group=group)
+        return gathered.view(-1, *local.shape)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.contiguous()
+        dist.all_reduce(grad, group=ctx.group)
+        return grad[dist.get_rank(ctx.group)], None
 
 
 def _moments_and_affine_eager(x: torch.Tensor, mixer) -> torch.Tensor:
@@ -186,7 +205,8 @@ class AttentiveNorm2d(nn.Module):
         self.groups = {"group": groups, "instance": num_features, "layer": 1}.get(norm, 0)
         self.eps, self.momentum = eps, momentum
         self.track_running_stats = track_running_stats and norm == "batch"
-        self.process_group = None  # set by convert_sync_batchnorm
+        self.sync_stats = False  # set by convert_sync_batchnorm, with its process group (None: the whole world)
+        self.process_group = None
         self.gamma = nn.Parameter(torch.empty(k, num_features))
         self.beta = nn.Parameter(torch.empty(k, num_features))
         self.attention = AttentionWeights(num_features, k, pooling, head, activation)
@@ -247,13 +267,11 @@ class AttentiveNorm2d(nn.Module):
         """Per-channel batch mean and biased variance from per-plane ones, across processes when synced."""
         count = mean.shape[0] * plane_size
         batch_mean, batch_var = batch_moments(mean, var)
-        if self.training and self.process_group is not None and dist.is_available() and dist.is_initialized():
-            world = dist.get_world_size(self.process_group)
-            if world > 1:
-                from torch.distributed.nn.functional import all_gather  # differentiable collective
-
+        if self.training and self.sync_stats and dist.is_available() and dist.is_initialized():
+            group = self.process_group or dist.group.WORLD
+            if dist.get_world_size(group) > 1:
                 local = torch.cat([batch_mean.new_full((1,), count), batch_mean, batch_var])
-                gathered = torch.stack(all_gather(local, group=self.process_group))
+                gathered = _GatherAcrossRanks.apply(local, group)
                 counts, means, variances = (
                     gathered[:, :1],
                     gathered[:, 1 : -self.num_features],
@@ -322,5 +340,5 @@ class AttentiveNorm2d(nn.Module):
         module = nn.SyncBatchNorm.convert_sync_batchnorm(module, process_group)
         for layer in module.modules():
             if isinstance(layer, cls) and layer.norm == "batch":
-                layer.process_group = process_group if process_group is not None else dist.group.WORLD
+                layer.sync_stats, layer.process_group = True, process_group
         return module
