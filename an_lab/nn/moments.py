@@ -13,7 +13,8 @@ def batch_moments(mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, 
     """Per-channel moments over (N, H, W), shape (C,)."""
     # (torch.var_mean would say the same in one call, but it is several times slower on CPU.)
     batch_mean = mean.mean(dim=0)
-    return batch_mean, (var + (mean - batch_mean).square()).mean(dim=0)
+    offset = mean - batch_mean
+    return batch_mean, torch.addcmul(var, offset, offset).mean(dim=0)
 
 
 def group_moments(mean: torch.Tensor, var: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -21,7 +22,8 @@ def group_moments(mean: torch.Tensor, var: torch.Tensor, groups: int) -> tuple[t
     n, channels = mean.shape
     grouped = mean.view(n, groups, -1)
     group_mean = grouped.mean(dim=2, keepdim=True)
-    group_var = (var.view(n, groups, -1) + (grouped - group_mean).square()).mean(dim=2, keepdim=True)
+    offset = grouped - group_mean
+    group_var = torch.addcmul(var.view(n, groups, -1), offset, offset).mean(dim=2, keepdim=True)
     per_group = channels // groups
     return (
         group_mean.expand(-1, -1, per_group).reshape(n, channels),

@@ -1,0 +1,98 @@
+"""Callbacks that make a run resumable, reproducible and honest about failure."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+
+from an_lab.rundir import CHECKPOINT
+
+
+class DivergenceError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class ReseedEachEpoch(pl.Callback):
+    """Seed every RNG from (seed, epoch) before each epoch's data order and augmentations are drawn.
+
+    An epoch is then a function of the weights at its start alone, so a run resumed from an epoch-end checkpoint
+    continues exactly as the uninterrupted run would have.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch_seed = (self.seed * 100_003 + trainer.current_epoch) % 2**31
+        random.seed(epoch_seed)
+        np.random.seed(epoch_seed)
+        torch.manual_seed(epoch_seed)
+
+
+class AtomicLastCheckpoint(pl.Callback):
+    """Save last.ckpt at the end of every training epoch, written beside it and renamed into place."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / CHECKPOINT
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.save(trainer)
+
+    def save(self, trainer: pl.Trainer) -> None:
+        temporary = self.path.with_name(f".{self.path.name}.tmp")
+        trainer.save_checkpoint(temporary)  # every rank calls it; rank 0 writes
+        if trainer.is_global_zero:
+            os.replace(temporary, self.path)
+        trainer.strategy.barrier("last-checkpoint")
+
+
+class DivergenceGuard(pl.Callback):
+    """Stop at the first NaN or infinite training loss instead of training on garbage."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not math.isfinite(float(loss)):
+            raise DivergenceError(
+                f"training loss became {float(loss)} at epoch {trainer.current_epoch}, step {batch_idx}"
+            )
+
+
+class Throughput(pl.Callback):
+    """Training images per second, data loading included and validation excluded; the first epoch is left out
+    when there are several (warm-up, compilation)."""
+
+    def __init__(self) -> None:
+        self.images = 0
+        self.seconds = 0.0
+        self._start = self._last = 0.0
+        self._epoch_images = 0
+        self.epochs_seen = 0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._epoch_images = 0
+        self._start = self._last = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self._epoch_images += len(batch[1]) * trainer.world_size
+        self._last = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        elapsed = self._last - self._start
+        self.epochs_seen += 1
+        if self.epochs_seen == 2:  # drop the warm-up epoch once a second one exists
+            self.images, self.seconds = 0, 0.0
+        self.images += self._epoch_images
+        self.seconds += elapsed
+
+    @property
+    def images_per_second(self) -> float | None:
+        return self.images / self.seconds if self.seconds > 0 else None

@@ -1,0 +1,134 @@
+"""LightningDataModules for the runs' data sets, with the papers' crops and torchvision's transforms v2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from an_lab.config import DataConfig
+from an_lab.rundir import write_json_atomic
+
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+CIFAR_STATS = ((0.507, 0.487, 0.441), (0.267, 0.256, 0.276))
+DIGITS_STATS = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+def materialize_digits(root: Path) -> Path:
+    """Write scikit-learn's handwritten digits (1,797 8x8 scans) as PNG files in an imagefolder layout.
+
+    A stratified 80/20 split with a fixed seed; the folder is reused once complete (a marker file comes last).
+    """
+    target = root / "digits"
+    marker = target / "complete.json"
+    if marker.exists():
+        return target
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)
+    indices = np.arange(len(images))
+    train, val = train_test_split(indices, test_size=0.2, random_state=0, stratify=digits.target)
+    for split, members in (("train", train), ("val", val)):
+        for index in members:
+            folder = target / split / str(digits.target[index])
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(images[index], mode="L").save(folder / f"{index:04d}.png")
+    write_json_atomic(marker, {"train": len(train), "val": len(val)})
+    return target
+
+
+def _finish(stats) -> list:
+    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(*stats)]
+
+
+def _transforms(data: DataConfig) -> tuple[v2.Compose, v2.Compose]:
+    size = data.image_size
+    if data.name == "imagefolder":
+        train = [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()]
+        val = [v2.Resize(round(size / 0.875), antialias=True), v2.CenterCrop(size)]
+        stats = IMAGENET_STATS
+    elif data.name == "digits":  # no flips: a mirrored digit is another glyph
+        rgb = v2.RGB()
+        train = [rgb, v2.Resize(size, antialias=True), v2.RandomCrop(size, padding=size // 8)]
+        val = [rgb, v2.Resize(size, antialias=True)]
+        stats = DIGITS_STATS
+    elif data.name in ("cifar10", "cifar100"):
+        train = [v2.RandomCrop(size, padding=size // 8), v2.RandomHorizontalFlip()]
+        val = []
+        stats = CIFAR_STATS
+    else:  # fake
+        train, val, stats = [], [], IMAGENET_STATS
+    return v2.Compose(train + _finish(stats)), v2.Compose(val + _finish(stats))
+
+
+class ImageClassificationData(pl.LightningDataModule):
+    def __init__(self, data: DataConfig) -> None:
+        super().__init__()
+        self.config = data
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.num_classes = data.num_classes
+
+    def prepare_data(self) -> None:
+        if self.config.name == "digits":
+            materialize_digits(Path(self.config.root))
+        elif self.config.name in ("cifar10", "cifar100") and self.config.download:
+            dataset = getattr(torchvision.datasets, self.config.name.upper())
+            for train in (True, False):
+                dataset(self.config.root, train=train, download=True)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        self.train_set, self.val_set = self._datasets()
+        classes = getattr(self.train_set, "classes", None)
+        if self.num_classes is None:
+            self.num_classes = len(classes) if classes else 10
+
+    def _datasets(self) -> tuple[Dataset, Dataset]:
+        config = self.config
+        train_tf, val_tf = _transforms(config)
+        root = Path(config.root)
+        if config.name in ("digits", "imagefolder"):
+            folder = materialize_digits(root) if config.name == "digits" else root
+            return (
+                torchvision.datasets.ImageFolder(folder / "train", transform=train_tf),
+                torchvision.datasets.ImageFolder(folder / "val", transform=val_tf),
+            )
+        if config.name in ("cifar10", "cifar100"):
+            dataset = getattr(torchvision.datasets, config.name.upper())
+            return dataset(root, train=True, transform=train_tf), dataset(root, train=False, transform=val_tf)
+        shape = (3, config.image_size, config.image_size)
+        classes = config.num_classes or 1000
+        return (
+            torchvision.datasets.FakeData(config.fake_size, shape, classes, transform=train_tf, random_offset=0),
+            torchvision.datasets.FakeData(
+                max(config.fake_size // 8, 1), shape, classes, transform=val_tf, random_offset=1
+            ),
+        )
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        workers = self.config.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.config.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and len(dataset) > self.config.batch_size,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
