@@ -213,7 +213,7 @@ def _field_names(model: type[BaseModel], path: tuple) -> list[str]:
     return list(model.model_fields)
 
 
-def explain(error: ValidationError, source: str, schema: type[BaseModel] = None) -> str:
+def explain(error: ValidationError, source: str, schema: type[BaseModel] | None = None) -> str:
     """One readable paragraph from pydantic's errors: the file, the key, what is wrong, the valid choices."""
     schema = schema or RunConfig
     lines = []

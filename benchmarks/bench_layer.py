@@ -62,11 +62,11 @@ def bench_layers(regime: str, rounds: int, device: torch.device) -> list[dict]:
             "an_straightforward": _regime(straightforward_twin(fused), regime),
         }
 
-        def step(layer: nn.Module):
+        def step(layer: nn.Module, x=x, grad=grad):
             return lambda: layer(x).backward(grad)
 
-        seconds = interleaved_medians({n: step(m) for n, m in layers.items()}, rounds=rounds, iterations=10)
-        rows.append(_row(f"{channels}x{side}x{side}", regime, seconds))
+        timings = interleaved_medians({n: step(m) for n, m in layers.items()}, rounds=rounds, iterations=10)
+        rows.append(_row(f"{channels}x{side}x{side}", regime, *timings))
     return rows
 
 
@@ -92,15 +92,16 @@ def bench_step(regime: str, batch: int, rounds: int, device: torch.device) -> di
 
         return run
 
-    seconds = interleaved_medians({n: step(m) for n, m in models.items()}, rounds=rounds, iterations=1, warmup=2)
-    return _row(f"ResNet-50 step, batch {batch}", regime, seconds)
+    timings = interleaved_medians({n: step(m) for n, m in models.items()}, rounds=rounds, iterations=1, warmup=2)
+    return _row(f"ResNet-50 step, batch {batch}", regime, *timings)
 
 
-def _row(shape: str, regime: str, seconds: dict[str, float]) -> dict:
+def _row(shape: str, regime: str, seconds: dict[str, float], spread: dict[str, float]) -> dict:
     return {
         "shape": shape,
         "regime": regime,
         "ms": {name: round(value * 1e3, 3) for name, value in seconds.items()},
+        "spread": {name: round(value, 3) for name, value in spread.items()},
         "an_over_bn": round(seconds["an"] / seconds["bn"], 3),
         "straightforward_over_bn": round(seconds["an_straightforward"] / seconds["bn"], 3),
     }
@@ -123,13 +124,15 @@ def main() -> None:
         rows.append(bench_step(regime, args.step_batch, args.step_rounds, device))
 
     print(f"device: {device_name()}, torch {torch.__version__}, fp32, NCHW, training mode, forward + backward")
-    print("| shape | regime | BN ms | AN ms | straightforward AN ms | AN / BN | straightforward / BN |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    print("median of interleaved rounds; spread = (max - min) / median of the BN and AN rounds")
+    print("| shape | regime | BN ms | AN ms | straightforward AN ms | AN / BN | straightforward / BN | spread BN, AN |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
-        ms = row["ms"]
+        ms, spread = row["ms"], row["spread"]
         print(
             f"| {row['shape']} | {row['regime']} | {ms['bn']:.2f} | {ms['an']:.2f} | {ms['an_straightforward']:.2f} "
-            f"| {row['an_over_bn']:.3f} | {row['straightforward_over_bn']:.3f} |"
+            f"| {row['an_over_bn']:.3f} | {row['straightforward_over_bn']:.3f} "
+            f"| {spread['bn']:.0%}, {spread['an']:.0%} |"
         )
     print(f"saved {save({'device': device_name(), 'rows': rows}, 'layer')}")
 

@@ -25,8 +25,11 @@ def synchronize() -> None:
 
 def interleaved_medians(
     candidates: dict[str, Callable[[], None]], *, rounds: int, iterations: int, warmup: int = 3
-) -> dict[str, float]:
-    """Median seconds per call of each candidate; candidates alternate within every round so drift hits all alike."""
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Median seconds per call of each candidate, and the relative spread (max - min) / median of the rounds.
+
+    Candidates alternate within every round so that drift of the machine hits all of them alike.
+    """
     for run in candidates.values():
         for _ in range(warmup):
             run()
@@ -39,7 +42,9 @@ def interleaved_medians(
                 run()
             synchronize()
             samples[name].append((time.perf_counter() - start) / iterations)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    spread = {name: (max(values) - min(values)) / medians[name] for name, values in samples.items()}
+    return medians, spread
 
 
 def save(results: dict, name: str) -> Path:
