@@ -42,6 +42,24 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from an_lab.config import load_config, run_dir
+
+    config = load_config(args.config, args.set)
+    from an_lab.lightning_modules.train import RunFailed, train
+
+    try:
+        result = train(config, progress=not args.quiet)
+    except RunFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    final, best = result["final"], result["best"]
+    print(f"run        {run_dir(config)}")
+    print(f"top-1 err  {final['top1_err']:.2f}% final, {best['top1_err']:.2f}% best (epoch {best['epoch']})")
+    print(f"top-5 err  {final['top5_err']:.2f}% final")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="an-lab", description="Attentive Normalization experiments and sweeps.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -67,6 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--num-classes", type=int, default=1000)
     prof.add_argument("--json", action="store_true", help="print the counts as JSON")
     prof.set_defaults(run=_cmd_profile)
+
+    train = commands.add_parser(
+        "train",
+        help="train one run from a config file",
+        description=(
+            "Train one model into runs/<run_id>/; a rerun resumes from last.ckpt and a finished run is not retrained."
+        ),
+    )
+    train.add_argument("config", nargs="?", help="YAML run config (default: the embedded defaults)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key, repeatable")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(run=_cmd_train)
     return parser
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torchvision
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
 from an_lab.config import DataConfig
@@ -45,6 +45,45 @@ def materialize_digits(root: Path) -> Path:
     return target
 
 
+class EpochSeededSampler(Sampler):
+    """Shuffled (epoch, index) keys; the order is a function of (seed, epoch) alone, set by Lightning's set_epoch.
+
+    A resumed fit builds its data iterator at another moment than a fresh one (before set_epoch), so nothing may
+    be drawn when the iterator is built: the permutation is drawn from its own generator on first use, and the
+    epoch travels with every index to the dataset, which seeds each sample's augmentation from it.
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        epoch = self.epoch
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+        return ((epoch, index) for index in order.tolist())
+
+
+class SeededSamples(Dataset):
+    """Loads sample `index` with its augmentation randomness seeded from (seed, epoch, index), in any process."""
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, index = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(((self.seed * 1_000_003 + epoch) * 10_000_019 + index) % 2**63)
+            return self.dataset[index]
+
+
 def _finish(stats) -> list:
     return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(*stats)]
 
@@ -70,9 +109,10 @@ def _transforms(data: DataConfig) -> tuple[v2.Compose, v2.Compose]:
 
 
 class ImageClassificationData(pl.LightningDataModule):
-    def __init__(self, data: DataConfig) -> None:
+    def __init__(self, data: DataConfig, seed: int = 0) -> None:
         super().__init__()
         self.config = data
+        self.seed = seed
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.num_classes = data.num_classes
@@ -117,10 +157,14 @@ class ImageClassificationData(pl.LightningDataModule):
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         workers = self.config.num_workers
+        sampler = None
+        if shuffle:
+            dataset, sampler = SeededSamples(dataset, self.seed), EpochSeededSampler(len(dataset), self.seed)
         return DataLoader(
             dataset,
             batch_size=self.config.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
+            generator=torch.Generator(),  # building the iterator must not draw from the global RNG
             drop_last=shuffle and len(dataset) > self.config.batch_size,
             num_workers=workers,
             persistent_workers=workers > 0,

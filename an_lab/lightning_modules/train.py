@@ -79,20 +79,34 @@ def _wandb_logger(config: RunConfig, directory: Path) -> WandbLogger | None:
     )
 
 
-def _epoch_rows(path: Path) -> list[dict]:
-    """Per-epoch validation rows of Lightning's metrics.csv (rows of one epoch are merged)."""
-    if not path.exists():
-        return []
+def _attempt_logs(directory: Path) -> list[Path]:
+    return sorted((directory / "logs").glob("attempt-*"), key=lambda p: int(p.name.split("-")[1]))
+
+
+def epoch_metrics(directory: Path) -> list[dict]:
+    """Per-epoch rows over all attempts' CSV logs; an epoch logged again after a resume replaces the old row."""
     merged: dict[int, dict] = {}
-    with path.open() as handle:
-        for row in csv.DictReader(handle):
-            epoch = int(float(row["epoch"]))
-            merged.setdefault(epoch, {}).update({k: float(v) for k, v in row.items() if v not in ("", None)})
+    for attempt in _attempt_logs(directory):
+        path = attempt / METRICS
+        if not path.exists():
+            continue
+        with path.open() as handle:
+            for row in csv.DictReader(handle):
+                epoch = int(float(row["epoch"]))
+                merged.setdefault(epoch, {}).update({k: float(v) for k, v in row.items() if v not in ("", None)})
     return [merged[epoch] for epoch in sorted(merged)]
 
 
+def _write_metrics_csv(path: Path, rows: list[dict]) -> None:
+    columns = sorted({key for row in rows for key in row}, key=lambda key: (key != "epoch", key))
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def _result(config: RunConfig, trainer: pl.Trainer, module: ImageClassifier, throughput, seconds: float) -> dict:
-    rows = [row for row in _epoch_rows(Path(trainer.logger.log_dir) / METRICS) if "val_top1_err" in row]
+    rows = [row for row in epoch_metrics(run_dir(config)) if "val_top1_err" in row]
     final = rows[-1]
     best = min(rows, key=lambda row: row["val_top1_err"])
     return {
@@ -166,12 +180,14 @@ def train(config: RunConfig, *, plugins: list | None = None, progress: bool = Tr
 
     started = time.perf_counter()
     pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
-    data = ImageClassificationData(config.data)
+    data = ImageClassificationData(config.data, seed=config.trainer.seed)
     data.prepare_data()
     data.setup("fit")
     module = ImageClassifier(config, data.num_classes)
 
-    loggers = [CSVLogger(save_dir=str(directory), name="", version="")]
+    # One CSV log per attempt: Lightning's CSV logger would overwrite an earlier attempt's rows on resume.
+    attempt = len(_attempt_logs(directory))
+    loggers = [CSVLogger(save_dir=str(directory), name="logs", version=f"attempt-{attempt}")]
     wandb_logger = _wandb_logger(config, directory / "wandb")
     if wandb_logger is not None:
         loggers.append(wandb_logger)
@@ -211,5 +227,6 @@ def train(config: RunConfig, *, plugins: list | None = None, progress: bool = Tr
 
         result["diagnostics"] = [p.name for p in save_diagnostics(module.model, data, directory)]
     if trainer.is_global_zero:
+        _write_metrics_csv(directory / METRICS, epoch_metrics(directory))
         write_json_atomic(directory / RESULT, result)
     return result

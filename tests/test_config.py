@@ -1,0 +1,68 @@
+"""Run configs: recipes, overrides, identity, and one clear error per mistake (exit 2, nothing started)."""
+
+import pytest
+from conftest import an_lab, write_config
+
+from an_lab.config import RECIPES, load_config, run_id
+from an_lab.errors import UsageError
+
+
+def test_recipes_are_presets_that_keys_override(tmp_path):
+    config = load_config(write_config(tmp_path / "c.yaml", {"recipe": "sota", "trainer": {"epochs": 3}}))
+    assert config.model.stem == "deep" and config.optim.label_smoothing == 0.1 and config.optim.mixup_alpha == 0.2
+    assert config.trainer.epochs == 3 and config.data.image_size == 224
+    assert load_config(None, ["recipe=mobile"]).optim.weight_decay == 4e-5
+    assert set(RECIPES) >= {"vanilla", "sota", "mobile", "cifar"}
+
+
+def test_overrides_and_identity(tmp_path):
+    base = load_config(None)
+    changed = load_config(None, ["model.an.pooling=mean", "model.an.k=[5, 5, 10]"])
+    assert changed.model.an.pooling == "mean" and changed.model.an.k == (5, 5, 10)
+    assert run_id(changed) != run_id(base)
+    # Where a run writes and how it logs does not change what it computes.
+    assert run_id(load_config(None, ["output_dir=/elsewhere", "wandb.mode=online", "data.num_workers=7"])) == run_id(
+        base
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.an.poolng=mean"], "unknown key 'model.an.poolng'; did you mean pooling?"),
+        (["model.an.pooling=max"], "model.an.pooling: 'max' is not valid; choose one of 'rsd', 'mean' or 'concat'"),
+        (["model.an.k=[10, 20]"], "k=(10, 20) has 2 entries but cifar_resnet20 has 3 stages"),
+        (["model.name=resnet49"], "model.name: 'resnet49' is not valid"),
+        (["recipe=fancy"], "recipe 'fancy' is not valid; choose one of vanilla, sota, mobile, cifar, custom"),
+        (["trainer.epochs=0"], "trainer.epochs: Input should be greater than or equal to 1"),
+        (["model.norm=se"], "norm 'se' and stem 'deep' apply to torchvision ResNets only"),
+        (["justakey"], "write KEY=VALUE"),
+    ],
+)
+def test_config_mistakes_are_one_clear_message(overrides, message):
+    with pytest.raises(UsageError) as error:
+        load_config(None, overrides)
+    assert message in str(error.value)
+
+
+def test_cli_reports_config_and_data_errors_with_exit_2_before_building_anything(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model:\n  name: [unclosed\n")
+    result = an_lab("train", broken)
+    assert result.returncode == 2 and f"{broken}: not valid YAML at line 3, column 1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+    tree = {"data": {"name": "imagefolder", "root": str(tmp_path / "nowhere")}, "output_dir": str(tmp_path / "runs")}
+    result = an_lab("train", write_config(tmp_path / "c.yaml", tree))
+    assert result.returncode == 2
+    assert "has no class folders in train/" in result.stderr and "/train/<class>/<image>" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+    (tmp_path / "empty" / "train" / "cat").mkdir(parents=True)
+    (tmp_path / "empty" / "val" / "cat").mkdir(parents=True)
+    tree["data"]["root"] = str(tmp_path / "empty")
+    result = an_lab("train", write_config(tmp_path / "c.yaml", tree))
+    assert result.returncode == 2 and "hold no images" in result.stderr
+
+    result = an_lab("train", "--set", "data.name=cifar10", "--set", f"data.root={tmp_path}")
+    assert result.returncode == 2 and "set data.download: true to fetch it" in result.stderr
