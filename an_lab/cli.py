@@ -60,6 +60,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from an_lab.sweeps.plan import make_plan, render
+    from an_lab.sweeps.spec import load_sweep
+
+    print(render(make_plan(load_sweep(args.sweep, args.set))))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="an-lab", description="Attentive Normalization experiments and sweeps.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -97,6 +105,25 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key, repeatable")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(run=_cmd_train)
+
+    plan = commands.add_parser(
+        "plan",
+        help="show the runs of a sweep file without launching anything",
+        description=(
+            "Expand a sweep file into its runs: one row per run with the cell, what it changes against the base cell, "
+            "the seed, the run id and its state read from the run directory; then counts and a compute estimate. "
+            "Launches nothing and writes nothing."
+        ),
+    )
+    plan.add_argument("sweep", metavar="SWEEP.yaml", help="sweep file, e.g. sweeps/quickstart.yaml")
+    plan.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key of the sweep's base (data.root=...) or of the sweep (seeds=[0,1]), repeatable",
+    )
+    plan.set_defaults(run=_cmd_plan)
     return parser
 
 

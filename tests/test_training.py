@@ -87,3 +87,37 @@ def test_a_diverging_run_stops_marks_failed_and_exits_non_zero(tmp_path, data_ro
     failed = json.loads((run_dir(load_config(config)) / "failed.json").read_text())
     assert failed["reason"].startswith("diverged")
     assert not (run_dir(load_config(config)) / "result.json").exists()
+
+
+def test_sigterm_flushes_wandb_keeps_the_checkpoint_and_the_run_resumes(tmp_path, data_root):
+    config = write_config(tmp_path / "run.yaml", digits_config(data_root, tmp_path / "runs", epochs=3))
+    directory = run_dir(load_config(config))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "an_lab.cli", "train", str(config), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 300
+    while not (directory / "last.ckpt").exists():
+        assert process.poll() is None and time.time() < deadline, "training ended before SIGTERM"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-2000:]
+    offline_runs = list((directory / "wandb").glob("wandb/offline-run-*/run-*.wandb"))
+    assert offline_runs and offline_runs[0].stat().st_size > 0
+    assert (directory / "last.ckpt").exists() and not (directory / "result.json").exists()
+
+    resumed = an_lab("train", config, "--quiet")
+    assert resumed.returncode == 0 and "Restoring states from the checkpoint" in resumed.stderr
+    assert json.loads((directory / "result.json").read_text())["epochs"] == 3
+
+
+def test_bf16_autocast_and_channels_last_train(tmp_path, data_root):
+    tree = digits_config(data_root, tmp_path / "runs", epochs=1, precision="bf16-mixed", channels_last=True)
+    tree["wandb"]["mode"] = "disabled"
+    result = an_lab("train", write_config(tmp_path / "run.yaml", tree), "--quiet")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((run_dir(load_config(tmp_path / "run.yaml")) / "result.json").read_text())
+    assert summary["precision"] == "bf16-mixed" and summary["final"]["top1_err"] < 90.0

@@ -1,0 +1,26 @@
+"""Sweeps: a sweep file (spec) expands into cells x seeds (expand), each one resolved RunConfig; `plan` shows them.
+
+    sweep = load_sweep("sweeps/quickstart.yaml", ["seeds=[0,1]"])   # validated, overrides applied
+    runs = expand(sweep)                                             # [PlannedRun(cell, config, run_id)]
+    print(render(make_plan(sweep)))                                  # what `an-lab plan` prints
+
+Torch-free: `an-lab plan` and `an-lab status` import only this package, pydantic and yaml.
+"""
+
+from an_lab.sweeps.expand import Cell, PlannedRun, check_data_paths, expand, resolve_settings
+from an_lab.sweeps.plan import Plan, make_plan, render
+from an_lab.sweeps.spec import Sweep, SweepSpec, load_sweep
+
+__all__ = [
+    "Cell",
+    "Plan",
+    "PlannedRun",
+    "Sweep",
+    "SweepSpec",
+    "check_data_paths",
+    "expand",
+    "load_sweep",
+    "make_plan",
+    "render",
+    "resolve_settings",
+]

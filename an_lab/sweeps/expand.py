@@ -1,0 +1,368 @@
+"""Expansion: the sweep's mode turns its axes into cells, and each cell runs once per seed as one resolved RunConfig.
+
+ablation: the base cell (the first value of every axis) plus, per axis, one cell for each of its other values
+          with only that axis changed (the paper's Table 1);
+grid:     the cartesian product of the axes;
+list:     the cells written out under `cells:`;
+search:   no cells of its own (Optuna picks trials later); its axis values and ranges are checked here.
+Baselines are added in every mode: each is the base cell with the baseline's keys changed.
+
+Every cell resolves as `config.resolve` would (recipe preset, then the base, then the cell's keys), with `wandb.group`
+set to the sweep name and `wandb.tags` to the cell's values; wandb is no part of a run's identity, so ids survive.
+"""
+
+from __future__ import annotations
+
+import itertools
+import reprlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from an_lab import catalog
+from an_lab.config import RECIPES, RunConfig, deep_merge, run_id
+from an_lab.data_sources import check_data
+from an_lab.errors import UsageError
+from an_lab.sweeps.spec import CONFIG_KEYS, Loc, Sweep, axis_settings, config_key_problem, show_loc
+
+
+@dataclass(frozen=True)
+class Cell:
+    index: int
+    kind: str  # base, axis (ablation), grid, list or baseline
+    settings: dict[str, Any]  # dotted run-config keys -> values this cell sets on the sweep's base
+    sources: dict[str, Loc]  # where in the sweep file each setting is written
+    changes: dict[str, Any]  # the settings whose resolved value differs from the base cell's
+    label: str
+    tags: tuple[str, ...]
+    config: RunConfig  # before the sweep's seeds are applied
+    name: str | None = None  # baselines: their name
+    loc: Loc = ()  # the place in the file that makes this cell
+
+    def describe(self) -> str:
+        return ", ".join(f"{key}={show(value)}" for key, value in self.changes.items()) or "(base)"
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    cell: Cell
+    config: RunConfig
+    run_id: str
+
+    @property
+    def seed(self) -> int:
+        return self.config.trainer.seed
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.config.output_dir) / self.run_id
+
+
+def show(value: Any) -> str:
+    """A value as users write it, compactly: (10,10,20,20), 0.1, rsd, true."""
+    if isinstance(value, list | tuple):
+        return "(" + ",".join(show(v) for v in value) + ")"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {show(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def model_title(name: str) -> str:
+    if name.startswith("cifar_resnet"):
+        return f"ResNet-{name.removeprefix('cifar_resnet')}"
+    if name.startswith("resnet"):
+        return f"ResNet-{name.removeprefix('resnet')}"
+    return {"mobilenet_v2": "MobileNetV2"}.get(name, name)
+
+
+# Keys the label spells out itself; other changes are appended as key=value.
+_LABELLED = {"model.name", "model.norm", "model.an.pooling", "model.an.head", "model.an.activation", "model.an.k"}
+
+
+def label(config: RunConfig, changes: dict[str, Any], *, with_model: bool = False, an_detail: bool = True) -> str:
+    """The paper's way of naming a row: "RSD + A2 + hsigmoid + K=(10,10,20,20)" for AN, "BN" for a baseline.
+
+    with_model: prefix the network ("ResNet-50 BN"; the recipe is then taken to go with it and left out);
+    an_detail: spell out AN's choices (when the sweep varies them), else just "AN".
+    """
+    model = config.model
+    if model.norm in ("an", "an_gn") and not an_detail:
+        text = model.norm.upper().replace("_", "-")
+    elif model.norm in ("an", "an_gn"):
+        k = ",".join(str(v) for v in catalog.resolve_k(model.name, model.an.k))
+        pooling = "RSD" if model.an.pooling == "rsd" else model.an.pooling.capitalize()
+        text = f"{pooling} + {model.an.head.upper()} + {model.an.activation} + K=({k})"
+        text = f"AN-GN {text}" if model.norm == "an_gn" else text
+    else:
+        text = model.norm.upper()
+    if with_model:
+        text = f"{model_title(model.name)} {text}"
+    skip = _LABELLED | ({"recipe"} if with_model else set())
+    extras = [f"{key.rpartition('.')[2]}={show(value)}" for key, value in changes.items() if key not in skip]
+    return ", ".join([text, *extras])
+
+
+def _leaves(key: str, value: Any) -> Iterator[tuple[str, Any]]:
+    """A setting on a section (`model.an: {pooling: mean}`) as its dotted leaves."""
+    if isinstance(value, dict) and CONFIG_KEYS.get(key):
+        for inner, inner_value in value.items():
+            yield from _leaves(f"{key}.{inner}", inner_value)
+    else:
+        yield key, value
+
+
+def _get(config: RunConfig, key: str) -> Any:
+    node: Any = config
+    for part in key.split("."):
+        node = getattr(node, part, None)
+    return node
+
+
+def problems(error: ValidationError) -> tuple[str, str]:
+    """(the first key at fault, one readable sentence) from pydantic's errors about a run config."""
+    sentences, first = [], ""
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        first = first or key
+        if item["type"] == "extra_forbidden":
+            sentences.append(config_key_problem(key) or f"unknown key {key!r}")
+        elif item["type"] == "literal_error":
+            sentences.append(f"{key}: {item['input']!r} is not valid; choose one of {item['ctx']['expected']}")
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            inner, colon, rest = message.partition(": ")
+            if colon and f"{key}.{inner}" in CONFIG_KEYS:  # a section's check names its key: "an.k: ..."
+                key, message = f"{key}.{inner}", rest
+            quiet = isinstance(item["input"], dict) or item["type"] == "value_error"  # the message names the value
+            got = "" if quiet else f" (got {reprlib.repr(item['input'])})"
+            sentences.append(f"{key or 'run config'}: {message}{got}")
+    return first, "; ".join(sentences)
+
+
+class Resolver:
+    """Resolves cell settings on the sweep's base as `config.resolve` does, fast enough for 10,000 cells."""
+
+    def __init__(self, sweep: Sweep):
+        self.sweep = sweep
+        self._trees: dict[str, dict] = {}
+        wandb = sweep.base.get("wandb")
+        self._wandb = dict(wandb) if isinstance(wandb, dict) else {}
+
+    def _tree(self, settings: dict[str, Any], tags: tuple[str, ...]) -> dict:
+        recipe = settings.get("recipe", self.sweep.base.get("recipe", "custom"))
+        key = recipe if isinstance(recipe, str) else repr(recipe)
+        if key not in self._trees:
+            self._trees[key] = deep_merge(RECIPES.get(key, {}), self.sweep.base)
+        tree = dict(self._trees[key])
+        for dotted, value in settings.items():
+            parts = dotted.split(".")
+            node = tree
+            for part in parts[:-1]:
+                child = node.get(part)
+                node[part] = child = dict(child) if isinstance(child, dict) else {}
+                node = child
+            node[parts[-1]] = value
+        tree["wandb"] = {**self._wandb, "group": self.sweep.name, "tags": tags}
+        return tree
+
+    def validate(self, settings: dict[str, Any], tags: tuple[str, ...] = ()) -> RunConfig | ValidationError:
+        try:
+            return RunConfig.model_validate(self._tree(settings, tags))
+        except ValidationError as error:
+            return error
+
+    def diagnose(self, settings: dict[str, Any], sources: dict[str, Loc], error: ValidationError) -> UsageError:
+        """Blame the base, else the one setting that fails on its own, else the combination of the cell's settings."""
+        sweep = self.sweep
+        base_error = self.validate({})
+        if isinstance(base_error, ValidationError):
+            key, sentence = problems(base_error)
+            loc = ("base", *key.split(".")) if key else ("base",)
+            return sweep.error(f"base: {sentence}", loc, ("base",))
+        for key, value in settings.items():
+            alone = self.validate({key: value})
+            if isinstance(alone, ValidationError):
+                loc = sources.get(key, ())
+                return sweep.error(f"{show_loc(loc)}: {problems(alone)[1]}", loc)
+        together = ", ".join(f"{key}={show(value)}" for key, value in settings.items())
+        lines = sorted({n for loc in sources.values() if (n := sweep.line(loc)) is not None})
+        where = f" (lines {', '.join(map(str, lines))})" if lines else ""
+        return UsageError(
+            f"{sweep.path}: the cell {together}{where} is not a valid run: {problems(error)[1]}; "
+            "every combination of the axes must make a valid run (use mode list to pick the valid ones)"
+        )
+
+    def resolve(self, settings: dict[str, Any], sources: dict[str, Loc], tags: tuple[str, ...] = ()) -> RunConfig:
+        config = self.validate(settings, tags)
+        if isinstance(config, ValidationError):
+            raise self.diagnose(settings, sources, config)
+        return config
+
+
+def resolve_settings(sweep: Sweep, settings: dict[str, Any], tags: tuple[str, ...] = ()) -> RunConfig:
+    """One run config from dotted settings on the sweep's base (for search trials); errors as UsageError."""
+    flat = dict(leaf for key, value in settings.items() for leaf in _leaves(key, value))
+    return Resolver(sweep).resolve(flat, {}, tags)
+
+
+@dataclass
+class _Draft:
+    kind: str
+    settings: dict[str, Any]
+    sources: dict[str, Loc]
+    tags: tuple[str, ...]
+    name: str | None = None
+    loc: Loc = ()
+
+
+def _axis_draft(sweep: Sweep, kind: str, choice: dict[str, int], loc: Loc = ()) -> _Draft:
+    settings: dict[str, Any] = {}
+    sources: dict[str, Loc] = {}
+    for axis, index in choice.items():
+        value_loc: Loc = ("axes", axis, index)
+        for key, value in axis_settings(axis, sweep.spec.axes[axis][index]).items():
+            for leaf, leaf_value in _leaves(key, value):
+                settings[leaf] = leaf_value
+                sources[leaf] = value_loc if key == axis else (*value_loc, key)
+    tags = tuple(f"{key.rpartition('.')[2]}={show(value)}"[:64] for key, value in settings.items())
+    return _Draft(kind, settings, sources, tags, loc=loc)
+
+
+def _drafts(sweep: Sweep) -> tuple[_Draft, list[_Draft]]:
+    """(the base cell, every cell of the mode in order, baselines last)."""
+    spec = sweep.spec
+    axes = spec.axes
+    first = dict.fromkeys(axes, 0)
+    base = _axis_draft(sweep, "base", first, ("base",)) if spec.mode != "list" else _Draft("base", {}, {}, ())
+    drafts: list[_Draft] = []
+    if spec.mode == "ablation":
+        drafts.append(base)
+        for axis, values in axes.items():
+            for index in range(1, len(values)):
+                drafts.append(_axis_draft(sweep, "axis", {**first, axis: index}, ("axes", axis, index)))
+    elif spec.mode == "grid":
+        names = list(axes)
+        for combination in itertools.product(*(range(len(axes[name])) for name in names)):
+            drafts.append(_axis_draft(sweep, "grid", dict(zip(names, combination, strict=True))))
+    elif spec.mode == "list":
+        for index, cell in enumerate(spec.cells):
+            settings, sources = {}, {}
+            for key, value in cell.items():
+                for leaf, leaf_value in _leaves(key, value):
+                    settings[leaf], sources[leaf] = leaf_value, ("cells", index, key)
+            tags = tuple(f"{key.rpartition('.')[2]}={show(value)}"[:64] for key, value in settings.items())
+            drafts.append(_Draft("list", settings, sources, tags, loc=("cells", index)))
+    for name, changes in spec.baselines.items():
+        settings, sources = dict(base.settings), dict(base.sources)
+        tags = [f"baseline={name}"]
+        for key, value in changes.items():
+            for leaf, leaf_value in _leaves(key, value):
+                settings[leaf], sources[leaf] = leaf_value, ("baselines", name, key)
+                tags.append(f"{leaf.rpartition('.')[2]}={show(leaf_value)}"[:64])
+        drafts.append(_Draft("baseline", settings, sources, tuple(tags), name, ("baselines", name)))
+    return base, drafts
+
+
+def base_config(sweep: Sweep) -> RunConfig:
+    """The base cell's run config: the sweep's base with the first value of every axis (list mode: the base alone)."""
+    base, _ = _drafts(sweep)
+    return Resolver(sweep).resolve(base.settings, base.sources, base.tags)
+
+
+def _check_search_space(sweep: Sweep, resolver: Resolver, base: _Draft) -> None:
+    """Search mode: every categorical value and both ends of every range must make a valid run on the base cell."""
+    for axis, values in sweep.spec.axes.items():
+        for index in range(len(values)):
+            draft = _axis_draft(sweep, "search", {**dict.fromkeys(sweep.spec.axes, 0), axis: index})
+            resolver.resolve(draft.settings, draft.sources)
+    for key, bounds in sweep.spec.search.space.items():
+        for end in ("low", "high"):
+            value = getattr(bounds, end)
+            value = int(value) if bounds.type == "int" else value
+            resolver.resolve({**base.settings, key: value}, {**base.sources, key: ("search", "space", key, end)})
+
+
+def expand(sweep: Sweep) -> list[PlannedRun]:
+    """Every run of the sweep, cells in order and seeds within each cell; raises UsageError on an invalid or
+    duplicate cell. Search mode returns its baselines only (trials come from Optuna)."""
+    resolver = Resolver(sweep)
+    base, drafts = _drafts(sweep)
+    base_config = resolver.resolve(base.settings, base.sources, base.tags)
+    if sweep.mode == "search":
+        _check_search_space(sweep, resolver, base)
+    configs = [
+        base_config if draft is base else resolver.resolve(draft.settings, draft.sources, draft.tags)
+        for draft in drafts
+    ]
+    all_changes = [
+        {key: _get(config, key) for key in draft.settings if _get(config, key) != _get(base_config, key)}
+        for draft, config in zip(drafts, configs, strict=True)
+    ]
+    with_model = len({config.model.name for config in configs}) > 1
+    an_detail = any(key.startswith("model.an.") for changes in all_changes for key in changes) or sweep.mode == "search"
+    seeds = sweep.spec.seeds
+    runs: list[PlannedRun] = []
+    owner: dict[str, Cell] = {}
+    for index, (draft, config, changes) in enumerate(zip(drafts, configs, all_changes, strict=True)):
+        cell = Cell(
+            index=index,
+            kind=draft.kind,
+            settings=draft.settings,
+            sources=draft.sources,
+            changes=changes,
+            label=label(config, changes, with_model=with_model, an_detail=an_detail),
+            tags=draft.tags,
+            config=config,
+            name=draft.name,
+            loc=draft.loc,
+        )
+        for seed in seeds if seeds is not None else (config.trainer.seed,):
+            seeded = config
+            if seed != config.trainer.seed:
+                seeded = config.model_copy(update={"trainer": config.trainer.model_copy(update={"seed": seed})})
+            identifier = run_id(seeded)
+            if identifier in owner:
+                raise _duplicate(sweep, owner[identifier], cell, identifier)
+            owner[identifier] = cell
+            runs.append(PlannedRun(cell, seeded, identifier))
+    return runs
+
+
+def _duplicate(sweep: Sweep, first: Cell, second: Cell, identifier: str) -> UsageError:
+    def where(cell: Cell) -> str:
+        number = sweep.line(cell.loc) if cell.loc else None
+        if number is None:
+            numbers = sorted({n for loc in cell.sources.values() if (n := sweep.line(loc)) is not None})
+            return f"lines {', '.join(map(str, numbers))}" if numbers else "no line"
+        return f"line {number}"
+
+    def name(cell: Cell) -> str:
+        kind = f"baseline {cell.name!r}" if cell.kind == "baseline" else f"{cell.kind} cell"
+        return f"{kind} {cell.label!r} [{cell.describe()}] ({where(cell)})"
+
+    return UsageError(
+        f"{sweep.path}: duplicate cells: the {name(first)} and the {name(second)} resolve to the same run "
+        f"{identifier}; remove one or make them differ"
+    )
+
+
+def check_data_paths(sweep: Sweep, runs: list[PlannedRun]) -> None:
+    """Every distinct data config of the runs must be readable (the launcher calls this too, before starting)."""
+    seen = set()
+    for run in runs:
+        data = run.config.data
+        if data in seen:
+            continue
+        seen.add(data)
+        loc: Loc = ("base", "data", "root")
+        for key, source in run.cell.sources.items():
+            if key.startswith("data."):
+                loc = source
+        check_data(data, sweep.where(loc, ("base", "data"), ("base",)))

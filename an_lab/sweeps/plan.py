@@ -1,0 +1,171 @@
+"""`an-lab plan`: the runs of a sweep as a table, their state read from the run directories, and a compute estimate.
+
+It launches nothing and writes nothing; it imports neither torch nor lightning nor wandb.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from an_lab import rundir
+from an_lab.config import DataConfig, RunConfig
+from an_lab.sweeps.expand import PlannedRun, base_config, check_data_paths, expand, show
+from an_lab.sweeps.spec import Sweep
+
+# Multiply-accumulates of one forward pass of one image, norm=bn, 1000 classes, at the model's native input side
+# (catalog.INPUT_SIZE: 224, or 32 for the CIFAR ResNets). Produced once with torch (an_lab.profiling.count_macs):
+#   python -c "from an_lab.catalog import MODEL_NAMES, INPUT_SIZE; from an_lab.models import create;
+#              from an_lab.profiling import count_macs;
+#              [print(n, count_macs(create(n, norm='bn'), INPUT_SIZE[n])) for n in MODEL_NAMES]"
+# AN, SE, GN and SN add well under 1% to these; a smaller classifier head (10 or 100 classes) changes them a little.
+MACS_PER_IMAGE: dict[str, int] = {
+    "resnet18": 1_814_073_344,
+    "resnet34": 3_663_761_408,
+    "resnet50": 4_089_184_256,
+    "resnet101": 7_801_405_440,
+    "resnet152": 11_513_626_624,
+    "mobilenet_v2": 300_774_272,
+    "cifar_resnet20": 40_614_400,
+    "cifar_resnet32": 68_925_952,
+    "cifar_resnet56": 125_549_056,
+}
+NATIVE_SIZE = {name: 32 if name.startswith("cifar_") else 224 for name in MACS_PER_IMAGE}
+# Training images per epoch of the data sets whose size is known without reading them.
+TRAIN_IMAGES = {"digits": 1_437, "cifar10": 50_000, "cifar100": 50_000, "imagenet": 1_281_167}
+TRAINING_FACTOR = 3  # forward + backward (about twice the forward) per training image
+
+
+def train_images(data: DataConfig) -> int | None:
+    """Training images per epoch, or None where only reading the folder could tell (imagefolder other than ImageNet)."""
+    if data.name == "fake":
+        return data.fake_size
+    if data.name == "imagefolder":
+        parts = [part.lower() for part in Path(data.root).parts]
+        is_imagenet = any("imagenet" in part or "ilsvrc" in part for part in parts)
+        return TRAIN_IMAGES["imagenet"] if is_imagenet else None
+    return TRAIN_IMAGES.get(data.name)
+
+
+def run_macs(config: RunConfig) -> int | None:
+    """Multiply-accumulates to train one run: epochs x training images x 3 x MACs per image at the run's image size."""
+    images = train_images(config.data)
+    if images is None:
+        return None
+    trainer = config.trainer
+    if trainer.limit_train_batches is not None:
+        devices = trainer.devices if isinstance(trainer.devices, int) else 1
+        images = min(images, trainer.limit_train_batches * config.data.batch_size * devices * trainer.num_nodes)
+    name = config.model.name
+    per_image = MACS_PER_IMAGE[name] * (config.data.image_size / NATIVE_SIZE[name]) ** 2
+    return round(trainer.epochs * images * TRAINING_FACTOR * per_image)
+
+
+@dataclass
+class Estimate:
+    macs: int = 0  # summed over the runs to run whose size is known
+    counted: int = 0
+    unknown: list[str] = field(default_factory=list)  # why some runs could not be counted
+
+    def words(self) -> str:
+        if not self.counted and not self.unknown:
+            return "nothing to run"
+        amount = f"~{self.macs:.1e}".replace("e+", "e")
+        text = f"{amount} multiply-accumulates to run" if self.counted else "compute unknown"
+        text += " (training: epochs x train images x 3 x MACs per image"
+        text += f"; BN network MACs scaled to each run's image size; {self.counted} runs)"
+        if self.unknown:
+            text += f"; not counted: {len(self.unknown)} runs ({'; '.join(sorted(set(self.unknown)))})"
+        return text
+
+
+@dataclass
+class Plan:
+    sweep: Sweep
+    runs: list[PlannedRun]
+    states: list[tuple[str, str | None]]  # rundir.state of each run
+    estimate: Estimate
+
+    def count(self, *states: str) -> int:
+        return sum(state in states for state, _ in self.states)
+
+    @property
+    def cells(self) -> int:
+        return len({id(run.cell) for run in self.runs})
+
+
+TO_RUN = ("pending", "interrupted", "failed")
+
+
+def make_plan(sweep: Sweep, *, check_data: bool = True) -> Plan:
+    """Expand the sweep, read each run's state from its directory and estimate the compute of what is left to run."""
+    runs = expand(sweep)
+    if check_data:
+        check_data_paths(sweep, runs)
+    states = [rundir.state(run.run_dir) for run in runs]
+    estimate = Estimate()
+    for run, (state, _) in zip(runs, states, strict=True):
+        if state not in TO_RUN:
+            continue
+        macs = run_macs(run.config)
+        if macs is None:
+            estimate.unknown.append(f"{run.config.data.root}: imagefolder of unknown size")
+        else:
+            estimate.macs += macs
+            estimate.counted += 1
+    if sweep.mode == "search" and sweep.spec.search is not None:
+        trials = sweep.spec.search.n_trials * len(sweep.spec.seeds or [0])
+        macs = run_macs(base_config(sweep))
+        if macs is None:
+            estimate.unknown += ["search trials: imagefolder of unknown size"] * trials
+        else:
+            estimate.macs += macs * trials
+            estimate.counted += trials
+    return Plan(sweep, runs, states, estimate)
+
+
+def _state_text(state: str, detail: str | None) -> str:
+    return f"{state}({detail})" if detail else state
+
+
+def render(plan: Plan) -> str:
+    """Plain text: a header, one row per run, counts, the compute estimate."""
+    sweep = plan.sweep
+    seeds = sweep.spec.seeds
+    header = (
+        f"sweep {sweep.name} ({sweep.mode}, {sweep.path}): {plan.cells} cells x "
+        f"{len(seeds) if seeds else 1} seed{'s' if seeds and len(seeds) > 1 else ''} = {len(plan.runs)} runs "
+        f"in {sweep.output_dir}/"
+    )
+    rows = [("#", "cell", "changes", "seed", "run id", "state")]
+    for number, (run, (state, detail)) in enumerate(zip(plan.runs, plan.states, strict=True), start=1):
+        rows.append(
+            (str(number), run.cell.label, run.cell.describe(), str(run.seed), run.run_id, _state_text(state, detail))
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
+    lines = [header, ""]
+    for row in rows:
+        lines.append("  ".join(text.ljust(width) for text, width in zip(row, widths, strict=False)) + "  " + row[-1])
+    lines.append("")
+    done, failed, running = plan.count("done"), plan.count("failed"), plan.count("running")
+    to_run = plan.count(*TO_RUN)
+    counts = f"cells {plan.cells}, runs {len(plan.runs)}, done {done}, to run {to_run}"
+    if failed:
+        counts += f" (of which failed {failed}: rerun with --retry-failed)"
+    if running:
+        counts += f", running {running}"
+    lines.append(counts)
+    search = sweep.spec.search
+    if sweep.mode == "search" and search is not None:
+        space = [f"{axis} in {show(values)}" for axis, values in sweep.spec.axes.items()]
+        space += [
+            f"{key} in [{bounds.low:g}, {bounds.high:g}]{' log' if bounds.log else ''} ({bounds.type})"
+            for key, bounds in search.space.items()
+        ]
+        lines.append(
+            f"search: {search.n_trials} trials chosen by Optuna ({search.sampler} sampler, {search.pruner} pruner), "
+            f"{search.direction} {search.metric}; space: {'; '.join(space) or 'empty'}; study: {sweep.storage}"
+        )
+    lines.append(f"compute: {plan.estimate.words()}")
+    lines.append(f"sweep folder: {sweep.sweep_dir}/ (manifest written by `an-lab sweep`; plan writes nothing)")
+    return "\n".join(lines)

@@ -1,0 +1,573 @@
+"""The sweep file: its schema (unknown keys are errors), where each key sits in the file, and `load_sweep()`.
+
+A sweep file names a base run config, design axes (dotted keys into the run config), a mode that expands them into
+cells, seeds, baselines and launcher settings. Everything here is torch-free: `an-lab plan` and `an-lab status` use it.
+Mistakes become one `UsageError` that names the file, the key and, where the key is in the file, its line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import reprlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from an_lab.config import RunConfig, load_yaml, parse_assignment, set_path
+from an_lab.errors import UsageError
+
+MODES = ("ablation", "grid", "list", "search")
+# Metrics logged once per validation epoch (an_lab/lightning_modules/classifier.py) that a search can optimize.
+METRICS = ("val_top1_err", "val_top5_err", "val_loss", "train_loss")
+# Optuna's samplers and pruners by the names users write; the values are the optuna class names.
+SAMPLERS = {
+    "tpe": "TPESampler",
+    "random": "RandomSampler",
+    "cmaes": "CmaEsSampler",
+    "grid": "GridSampler",
+    "qmc": "QMCSampler",
+    "gp": "GPSampler",
+    "nsgaii": "NSGAIISampler",
+    "nsgaiii": "NSGAIIISampler",
+    "bruteforce": "BruteForceSampler",
+}
+PRUNERS = {
+    "median": "MedianPruner",
+    "none": "NopPruner",
+    "percentile": "PercentilePruner",
+    "hyperband": "HyperbandPruner",
+    "successive_halving": "SuccessiveHalvingPruner",
+    "threshold": "ThresholdPruner",
+    "wilcoxon": "WilcoxonPruner",
+}
+SLURM_KEYS = (
+    "partition",
+    "account",
+    "qos",
+    "time",
+    "nodes",
+    "gpus_per_node",
+    "cpus_per_task",
+    "mem",
+    "constraint",
+    "array_parallelism",
+    "additional_parameters",
+)
+# Run config keys the sweep sets itself: cells may not change them.
+RESERVED = ("output_dir", "wandb")
+
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def check_name(value: str, what: str = "name") -> str:
+    """A name that becomes a folder, a W&B group or a job name: letters, digits, '_', '.', '-'; no '..' or slashes."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value) or ".." in value:
+        raise ValueError(
+            f"{what} {value!r} is not usable as a folder or job name: use only letters, digits, '_', '.' and '-', "
+            "start with a letter, digit or '_', and no '..' (no slashes, spaces or shell characters)"
+        )
+    return value
+
+
+def _walk_keys(model: type[BaseModel], prefix: str = "") -> dict[str, bool]:
+    keys: dict[str, bool] = {}
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        section = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        keys[prefix + name] = section
+        if section:
+            keys.update(_walk_keys(annotation, f"{prefix}{name}."))
+    return keys
+
+
+# Every dotted key of the run config -> whether it is a section (model, model.an, ...) rather than a value.
+CONFIG_KEYS: dict[str, bool] = _walk_keys(RunConfig)
+
+
+def config_key_problem(key: str) -> str | None:
+    """Why `key` is not a dotted key of the run config, with the close names; None when it is one."""
+    if key in CONFIG_KEYS:
+        return None
+    close = difflib.get_close_matches(key, list(CONFIG_KEYS), n=3, cutoff=0.6)
+    parent, _, _ = key.rpartition(".")
+    if CONFIG_KEYS.get(parent):
+        valid = [k.rpartition(".")[2] for k in CONFIG_KEYS if k.rpartition(".")[0] == parent]
+        here = f" (valid keys under {parent}: {', '.join(valid)})"
+    else:
+        here = f" (top-level keys: {', '.join(k for k in CONFIG_KEYS if '.' not in k)})"
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    return f"unknown config key {key!r}{hint}{here}"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SlurmSettings(Strict):
+    """Validated here, used by the SLURM launcher (submitit's names without the `slurm_` prefix)."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time: str | int | None = None  # minutes, or "HH:MM:SS"
+    nodes: int = Field(1, ge=1)
+    gpus_per_node: int = Field(1, ge=0)
+    cpus_per_task: int | None = Field(None, ge=1)
+    mem: str | None = None  # e.g. "64G"
+    constraint: str | None = None
+    array_parallelism: int | None = Field(None, ge=1)
+    additional_parameters: dict[str, Any] = {}
+
+
+class LauncherSettings(Strict):
+    executor: Literal["local", "slurm"] = "local"
+    max_parallel: int = Field(1, ge=1)  # runs at once (local processes, or SLURM array tasks unless array_parallelism)
+    slurm: SlurmSettings | None = None
+
+
+class Range(Strict):
+    """A numeric search dimension: Optuna's suggest_float / suggest_int."""
+
+    type: Literal["float", "int"] = "float"
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Range:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("give log or step, not both")
+        if self.type == "int" and not (float(self.low).is_integer() and float(self.high).is_integer()):
+            raise ValueError("an int range needs integer low and high")
+        return self
+
+
+class SearchSettings(Strict):
+    metric: str | None = None  # required in search mode; checked with the mode
+    direction: Literal["minimize", "maximize"] = "minimize"
+    n_trials: int = Field(20, ge=1)
+    sampler: str = "tpe"
+    sampler_options: dict[str, Any] = {}
+    pruner: str = "median"
+    pruner_options: dict[str, Any] = {}
+    storage: str | None = None  # any Optuna storage URL; default: a journal file in the sweep folder
+    space: dict[str, Range] = {}  # numeric ranges; list-valued axes are the categorical dimensions
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str | None) -> str | None:
+        if value is not None and value not in METRICS:
+            close = difflib.get_close_matches(value, METRICS, n=2)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            raise ValueError(f"metric {value!r} is not logged{hint} (choose one of {', '.join(METRICS)})")
+        return value
+
+    @field_validator("sampler", "pruner")
+    @classmethod
+    def _known_name(cls, value: str, info) -> str:
+        names = SAMPLERS if info.field_name == "sampler" else PRUNERS
+        if value not in names:
+            close = difflib.get_close_matches(value, list(names), n=2)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            raise ValueError(f"{info.field_name} {value!r} is not known{hint} (choose one of {', '.join(names)})")
+        return value
+
+
+class SweepSpec(Strict):
+    """The sweep file as written (axes and cells hold dotted run-config keys, checked by `load_sweep`)."""
+
+    name: str
+    description: str = ""
+    mode: Literal[MODES]  # type: ignore[valid-type]
+    base: dict[str, Any] = {}
+    axes: dict[str, list[Any]] = {}
+    cells: list[dict[str, Any]] = []
+    baselines: dict[str, dict[str, Any]] = {}
+    seeds: list[int] | None = Field(None, min_length=1)  # None: the base's trainer.seed
+    launcher: LauncherSettings = LauncherSettings()
+    output_dir: str | None = None  # where runs go; overrides base.output_dir
+    search: SearchSettings | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return check_name(value, "the sweep name")
+
+    @field_validator("output_dir")
+    @classmethod
+    def _folder(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or any(c in value for c in "\n\r\0")):
+            raise ValueError("output_dir must name a folder")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"seeds {value} repeat a seed; each seed runs every cell once")
+        return value
+
+
+# A location in the sweep file: keys and list indices from the top, e.g. ("axes", "model.an.k", 1).
+Loc = tuple[str | int, ...]
+
+
+@dataclass
+class Sweep:
+    """A validated sweep file, with the overrides applied, ready to expand into runs (`an_lab.sweeps.expand`)."""
+
+    path: Path
+    spec: SweepSpec
+    base: dict  # run-config tree of the base: nested keys, --set overrides applied, output_dir set
+    overrides: tuple[str, ...] = ()
+    lines: dict[Loc, int] = field(default_factory=dict, repr=False)
+    overridden: set[Loc] = field(default_factory=set, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def mode(self) -> str:
+        return self.spec.mode
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.base.get("output_dir", "runs"))
+
+    @property
+    def sweep_dir(self) -> Path:
+        """The sweep's own folder (manifest, Optuna journal): <output_dir>/sweeps/<name>/; runs sit in <output_dir>/."""
+        return self.output_dir / "sweeps" / self.name
+
+    @property
+    def storage(self) -> str | None:
+        """Search mode: the Optuna storage URL, or the default journal file in the sweep folder."""
+        if self.spec.search is None:
+            return None
+        return self.spec.search.storage or str(self.sweep_dir / "optuna-journal.log")
+
+    def line(self, loc: Loc) -> int | None:
+        return self.lines.get(tuple(loc))
+
+    def where(self, *locs: Loc) -> str:
+        """`file, line N` for the first of `locs` found in the file (or `(from --set)`), else just the file."""
+        for loc in locs:
+            if any(tuple(loc[: len(o)]) == o for o in self.overridden):
+                return f"{self.path} (from --set)"
+            if loc[:1] == ("base",) and loc[1:] and all(isinstance(part, str) for part in loc[1:]):
+                loc = self.base_key_loc(".".join(loc[1:]))  # type: ignore[arg-type]
+            if (number := self.line(loc)) is not None:
+                return f"{self.path}, line {number}"
+        return str(self.path)
+
+    def error(self, message: str, *locs: Loc) -> UsageError:
+        return UsageError(f"{self.where(*locs)}: {message}")
+
+    def base_key_loc(self, dotted: str) -> Loc:
+        """Where a run-config key of the base is written: nested (`model: {an: {k: ...}}`) or dotted."""
+        parts = dotted.split(".")
+        for cut in range(len(parts), 0, -1):
+            for loc in (("base", *parts[:cut]), ("base", ".".join(parts[:cut]))):
+                if loc in self.lines:
+                    return loc
+        return ("base", *parts)
+
+
+def show_loc(loc: Loc) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+MAX_VALUES = 100_000  # values in the file once YAML aliases are expanded (a "billion laughs" file has 10**9)
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], path: set[int]) -> int:
+    """Values in the node once aliases are expanded (shared nodes counted once each time they are used)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if id(node) in path:
+        raise ValueError("a YAML alias refers to a collection that contains it")
+    path.add(id(node))
+    children: list[yaml.Node] = []
+    if isinstance(node, yaml.MappingNode):
+        children = [value for _, value in node.value]
+    elif isinstance(node, yaml.SequenceNode):
+        children = list(node.value)
+    size = 1
+    for child in children:
+        size += _expanded_size(child, sizes, path)
+        if size > MAX_VALUES:
+            break
+    path.discard(id(node))
+    sizes[id(node)] = size
+    return size
+
+
+def _line_index(text: str) -> tuple[dict[Loc, int], list[tuple[Loc, int, int]]]:
+    """Line of every key and list item, from the YAML node tree (composing builds no objects), and repeated keys."""
+    lines: dict[Loc, int] = {}
+    repeats: list[tuple[Loc, int, int]] = []
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lines, repeats  # load_yaml has reported it already
+    if root is not None:
+        try:
+            size = _expanded_size(root, {}, set())
+        except (ValueError, RecursionError) as error:
+            raise ValueError(str(error) if isinstance(error, ValueError) else "the YAML nests too deeply") from None
+        if size > MAX_VALUES:
+            raise ValueError(f"the YAML expands to more than {MAX_VALUES:,} values through its aliases")
+    seen: set[int] = set()  # aliases share nodes: visit each once (and never loop)
+    stack: list[tuple[yaml.Node, Loc]] = [(root, ())] if root is not None else []
+    while stack:
+        node, loc = stack.pop()
+        if id(node) in seen or len(loc) > 32:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.value == "<<":
+                    continue
+                key, number = key_node.value, key_node.start_mark.line + 1
+                if key in first:
+                    repeats.append(((*loc, key), first[key], number))
+                first.setdefault(key, number)
+                lines.setdefault((*loc, key), number)
+                stack.append((value_node, (*loc, key)))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                lines.setdefault((*loc, index), item.start_mark.line + 1)
+                stack.append((item, (*loc, index)))
+    return lines, repeats
+
+
+def nest(tree: dict) -> dict:
+    """Dotted keys of a run-config tree (`model.an.k: ...`) into nested sections."""
+    nested: dict = {}
+    for key, value in tree.items():
+        value = nest(value) if isinstance(value, dict) else value
+        parts = str(key).split(".")
+        node = nested
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+            node[parts[-1]].update(value)
+        else:
+            node[parts[-1]] = value
+    return nested
+
+
+def _apply_override(raw: dict, assignment: str) -> Loc:
+    """`--set`: top-level sweep keys (seeds, launcher.max_parallel, axes.<dotted key>, ...) or else keys of the base."""
+    parts, value = parse_assignment(assignment)
+    head = parts[0]
+    if head == "axes" and len(parts) > 1:
+        parts = ["axes", ".".join(parts[1:])]
+    elif head == "baselines" and len(parts) > 2:
+        parts = ["baselines", parts[1], ".".join(parts[2:])]
+    elif head == "search" and parts[1:2] == ["space"] and len(parts) > 2:
+        parts = ["search", "space", ".".join(parts[2:])]
+    elif head not in SweepSpec.model_fields:
+        parts = ["base", *parts]
+    if parts[0] == "base" and not isinstance(raw.get("base", {}), dict):
+        raise UsageError(f"--set {assignment!r}: the sweep's base is not a mapping")
+    if parts[0] == "base":
+        raw["base"] = nest(raw.get("base") or {})
+    set_path(raw, parts, value)
+    return tuple(parts)
+
+
+def _explain(error: ValidationError, sweep: Sweep) -> str:
+    """The first problem pydantic found in the sweep file, with its line and close names for unknown keys."""
+    item = error.errors()[0]
+    loc = tuple(item["loc"])
+    key = show_loc(loc)
+    if item["type"] == "extra_forbidden":
+        model: type[BaseModel] = SweepSpec
+        for part in loc[:-1]:
+            annotation = model.model_fields[str(part)].annotation if str(part) in model.model_fields else None
+            for candidate in getattr(annotation, "__args__", ()) or (annotation,):
+                if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                    model = candidate
+        valid = list(model.model_fields)
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=3)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        message = f"unknown key {key!r}{hint} (valid keys here: {', '.join(valid)})"
+    elif item["type"] == "literal_error":
+        message = f"{key}: {item['input']!r} is not valid; choose one of {item['ctx']['expected']}"
+    elif item["type"] == "missing":
+        message = f"{key} is required"
+    elif item["type"] == "value_error":  # our validators' messages name the value already
+        message = f"{key}: {item['msg'].removeprefix('Value error, ')}"
+    else:
+        message = f"{key}: {item['msg']} (got {reprlib.repr(item['input'])})"
+    return f"{sweep.where(loc)}: {message}"
+
+
+def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
+    """Read, validate and apply `--set` overrides; keys of axes, cells and baselines are checked against the run config.
+
+    Whether every cell resolves to a valid run config, and duplicate cells, are checked by `expand()`.
+    """
+    path = Path(path)
+    try:
+        raw = load_yaml(path)  # safe loading: tags such as !!python/object are errors, not code
+        lines, repeats = _line_index(path.read_text())
+    except (ValueError, RecursionError) as error:
+        reason = str(error) if isinstance(error, ValueError) else "the YAML nests too deeply"
+        raise UsageError(f"{path}: {reason}; write the values out") from None
+    sweep = Sweep(path=path, spec=None, base={}, overrides=tuple(overrides), lines=lines)  # type: ignore[arg-type]
+    if repeats:
+        loc, first, second = repeats[0]
+        raise UsageError(f"{path}, line {second}: {show_loc(loc)} is given twice (lines {first} and {second})")
+    if "name" not in raw:
+        try:
+            raw["name"] = check_name(path.stem, "the sweep name")
+        except ValueError as error:
+            raise UsageError(f"{path}: {error}; the file name is the default, add a name: key") from None
+    for assignment in overrides:
+        sweep.overridden.add(_apply_override(raw, assignment))
+    try:
+        spec = SweepSpec.model_validate(raw)
+    except ValidationError as error:
+        raise UsageError(_explain(error, sweep)) from None
+    sweep.spec = spec
+    base = nest(spec.base)
+    if spec.output_dir is not None:
+        base["output_dir"] = spec.output_dir
+    sweep.base = base
+    _check_structure(sweep)
+    return sweep
+
+
+def _check_keys(sweep: Sweep, settings: dict, loc: Loc, what: str) -> None:
+    for key in settings:
+        key_loc = (*loc, key)
+        if (problem := config_key_problem(str(key))) is not None:
+            raise sweep.error(f"{show_loc(key_loc)}: {problem}", key_loc, loc)
+        if str(key).split(".")[0] in RESERVED:
+            raise sweep.error(
+                f"{show_loc(key_loc)}: {what} may not set {key!r}; the sweep sets it (output_dir: the sweep's "
+                "output_dir; wandb group and tags: the sweep name and the cell's values)",
+                key_loc,
+            )
+        if key == "trainer.seed" and sweep.spec.seeds is not None:
+            raise sweep.error(
+                f"{show_loc(key_loc)}: trainer.seed is set by the sweep's seeds: {sweep.spec.seeds}; "
+                "remove one of the two",
+                key_loc,
+                ("seeds",),
+            )
+
+
+def axis_settings(axis: str, value: Any) -> dict[str, Any]:
+    """The run-config keys one axis value sets: {axis: value} for a config key, the value itself for a named axis."""
+    return {axis: value} if axis in CONFIG_KEYS else dict(value)
+
+
+def _check_structure(sweep: Sweep) -> None:
+    """Mode rules, axis names and values, cells and baselines: everything that needs no run config resolved."""
+    spec = sweep.spec
+    if spec.mode == "list":
+        if not spec.cells:
+            raise sweep.error("mode list needs cells: a list of mappings of dotted keys to values", ("mode",))
+        if spec.axes:
+            raise sweep.error("mode list takes cells, not axes; list every cell under cells:", ("axes",))
+    elif spec.cells:
+        raise sweep.error(f"cells: apply to mode list only (this sweep's mode is {spec.mode})", ("cells",))
+    if spec.mode == "search":
+        if spec.search is None or spec.search.metric is None:
+            raise sweep.error(
+                f"mode search needs search.metric, the validation metric to optimize (one of {', '.join(METRICS)})",
+                ("search",),
+                ("mode",),
+            )
+    elif spec.search is not None:
+        raise sweep.error(f"search: applies to mode search only (this sweep's mode is {spec.mode})", ("search",))
+
+    owners: dict[str, str] = {}  # config key -> the axis that sets it
+    for axis, values in spec.axes.items():
+        loc: Loc = ("axes", axis)
+        if not values:
+            raise sweep.error(f"axes.{axis} is empty; give at least one value, e.g. [a, b]", loc)
+        if axis in CONFIG_KEYS:
+            _check_keys(sweep, {axis: None}, ("axes",), "an axis")
+            keys = [axis]
+        else:
+            if "." in axis:
+                raise sweep.error(f"axes: {config_key_problem(axis)}", loc)
+            if not all(isinstance(v, dict) and v for v in values):
+                raise sweep.error(
+                    f"axes: {config_key_problem(axis)}; an axis that is not a config key moves several keys "
+                    "together, and each of its values is then a mapping of dotted keys, e.g. "
+                    "[{trainer.epochs: 90, optim.base_lr: 0.1}, {trainer.epochs: 120, optim.base_lr: 0.2}]",
+                    loc,
+                )
+            try:
+                check_name(axis, "the axis name")
+            except ValueError as error:
+                raise sweep.error(f"axes: {error}", loc) from None
+            keys = []
+            for index, value in enumerate(values):
+                _check_keys(sweep, value, (*loc, index), "an axis")
+                keys += [k for k in value if k not in keys]
+        for key in keys:
+            for other_key, other_axis in owners.items():
+                if key == other_key or key.startswith(other_key + ".") or other_key.startswith(key + "."):
+                    raise sweep.error(
+                        f"axes {other_axis!r} and {axis!r} both set {min(key, other_key, key=len)!r}; "
+                        "let one axis own each key (a named axis can move several keys together)",
+                        loc,
+                    )
+            owners[key] = axis
+        seen: dict[str, int] = {}
+        for index, value in enumerate(values):
+            canonical = yaml.safe_dump(value, default_flow_style=True, sort_keys=True)
+            if canonical in seen:
+                first = sweep.line((*loc, seen[canonical]))
+                raise sweep.error(
+                    f"axes.{axis} lists {value!r} twice (items {seen[canonical] + 1} and {index + 1}"
+                    + (f", lines {first} and {sweep.line((*loc, index))}" if first else "")
+                    + "); each value makes a cell, and two equal cells would be one run",
+                    (*loc, index),
+                )
+            seen[canonical] = index
+
+    for index, cell in enumerate(spec.cells):
+        if not cell:
+            raise sweep.error(f"cells[{index}] is empty; give the dotted keys this cell changes", ("cells", index))
+        _check_keys(sweep, cell, ("cells", index), "a cell")
+    for name, settings in spec.baselines.items():
+        try:
+            check_name(name, "the baseline name")
+        except ValueError as error:
+            raise sweep.error(f"baselines: {error}", ("baselines", name)) from None
+        if not settings:
+            raise sweep.error(
+                f"baselines.{name} is empty; give the keys it changes, e.g. {{model.norm: bn}}", ("baselines", name)
+            )
+        _check_keys(sweep, settings, ("baselines", name), "a baseline")
+    if spec.search is not None:
+        for key in spec.search.space:
+            loc = ("search", "space", key)
+            _check_keys(sweep, {key: None}, ("search", "space"), "the search space")
+            if key in owners:
+                raise sweep.error(f"search.space.{key} is also an axis; give it in one place", loc)
+            if CONFIG_KEYS[key]:
+                raise sweep.error(f"search.space.{key} is a section; a range needs a numeric key", loc)

@@ -1,0 +1,102 @@
+"""How cheap the cheap commands are: `an-lab --help` and `an-lab plan` against `python -c "import torch"` measured in
+the same run (target: each under a quarter of it), and planning a 10,000-cell grid in process (target: under 2 s).
+
+    python benchmarks/bench_plan.py [--rounds 5]
+
+Wall times are medians of interleaved rounds of fresh processes; the grid is planned (loaded, expanded, states read
+from 10,000 run directories that do not exist yet, rendered) in this process without torch. Exit status 1 when a
+target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+GRID_TARGET_S = 2.0
+COMMAND_TARGET = 0.25  # of the torch import
+
+GRID = """\
+name: bench-grid
+mode: grid
+base:
+  model: {name: cifar_resnet20}
+  data: {name: digits, root: data}
+axes:  # 10 x 10 x 10 x 10 = 10,000 cells
+  optim.base_lr: [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1]
+  optim.weight_decay: [1.0e-5, 2.0e-5, 3.0e-5, 4.0e-5, 5.0e-5, 6.0e-5, 7.0e-5, 8.0e-5, 9.0e-5, 1.0e-4]
+  trainer.epochs: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+  model.an.k: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+output_dir: {output_dir}
+"""
+
+
+def _wall(command: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def command_times(rounds: int) -> dict[str, float]:
+    cli = [shutil.which("an-lab")] if shutil.which("an-lab") else [sys.executable, "-m", "an_lab.cli"]
+    commands = {
+        'python -c "import torch"': [sys.executable, "-c", "import torch"],
+        "an-lab --help": [*cli, "--help"],
+        "an-lab plan sweeps/quickstart.yaml": [*cli, "plan", "sweeps/quickstart.yaml"],
+    }
+    for command in commands.values():  # warm the file cache
+        _wall(command)
+    samples: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(rounds):
+        for name, command in commands.items():
+            samples[name].append(_wall(command))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def grid_time(rounds: int) -> tuple[float, int]:
+    from an_lab.sweeps import load_sweep, make_plan, render
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "grid.yaml"
+        path.write_text(GRID.replace("{output_dir}", str(Path(folder) / "runs")))
+        times, runs = [], 0
+        for _ in range(rounds):
+            start = time.perf_counter()
+            plan = make_plan(load_sweep(path))
+            render(plan)
+            times.append(time.perf_counter() - start)
+            runs = len(plan.runs)
+    return statistics.median(times), runs
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+
+    seconds, runs = grid_time(max(1, args.rounds // 2))
+    walls = command_times(args.rounds)
+    torch_s = walls['python -c "import torch"']
+    missed = seconds >= GRID_TARGET_S or "torch" in sys.modules
+    print(f"median of {args.rounds} rounds, {sys.platform}, Python {sys.version.split()[0]}")
+    print(f"{'command':40} {'wall s':>8} {'x torch':>8}  target")
+    for name, wall in walls.items():
+        ratio = wall / torch_s
+        verdict = "" if "torch" in name else ("ok" if ratio < COMMAND_TARGET else "MISSED") + f" (< {COMMAND_TARGET})"
+        missed |= verdict.startswith("MISSED")
+        print(f"{name:40} {wall:8.3f} {ratio:8.2f}  {verdict}")
+    verdict = "ok" if seconds < GRID_TARGET_S else "MISSED"
+    print(f"{f'plan a 10,000-cell grid ({runs} runs)':40} {seconds:8.3f} {seconds / torch_s:8.2f}  {verdict} (< 2 s)")
+    print(f"torch imported by the planning process: {'torch' in sys.modules}")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,326 @@
+"""Sweep files and `an-lab plan`: expansion into cells x seeds, stable run ids, states from the run directories,
+one clear error per hostile sweep file (exit 2, nothing written), and no torch on the way."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import an_lab
+
+from an_lab.config import RunConfig, deep_merge, resolve, run_id
+from an_lab.sweeps import expand, load_sweep, make_plan, render
+from an_lab.sweeps.spec import nest
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEPS = ROOT / "sweeps"
+AXES = ("model.an.pooling", "model.an.head", "model.an.activation", "model.an.k")
+
+
+@pytest.fixture
+def imagenet(tmp_path) -> Path:
+    """A two-image imagefolder whose path names ImageNet (so that the estimate knows its size)."""
+    from PIL import Image
+
+    root = tmp_path / "imagenet"
+    for split in ("train", "val"):
+        (root / split / "x").mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(root / split / "x" / "a.png")
+    return root
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_shipped_sweeps_expand_to_the_papers_designs(imagenet):
+    quick = expand(load_sweep(SWEEPS / "quickstart.yaml"))
+    assert len(quick) == 9 and len({run.cell.index for run in quick}) == 9
+    assert quick[0].cell.label == "RSD + A2 + hsigmoid + K=(10,10,20)" and quick[0].cell.describe() == "(base)"
+    assert [run.cell.label for run in quick][-1] == "BN" and quick[-1].cell.name == "bn"
+    assert {run.config.model.name for run in quick} == {"cifar_resnet20"}
+    assert all(run.config.trainer.epochs == 6 and run.config.data.name == "digits" for run in quick)
+
+    table1 = expand(load_sweep(SWEEPS / "ablation.yaml", [f"data.root={imagenet}"]))
+    labels = [run.cell.label for run in table1]
+    assert len(table1) == 9 and labels[0] == "RSD + A2 + hsigmoid + K=(10,10,20,20)" and labels[-1] == "BN"
+    assert "Mean + A2 + hsigmoid + K=(10,10,20,20)" in labels and "RSD + A2 + hsigmoid + K=(20,20,40,40)" in labels
+    assert all(run.config.recipe == "vanilla" and run.config.model.name == "resnet50" for run in table1)
+
+    table2 = expand(load_sweep(SWEEPS / "table2.yaml"))
+    assert len(table2) == 14 and len({run.run_id for run in table2}) == 14
+    assert {"ResNet-50 SE", "ResNet-101 AN", "MobileNetV2 GN"} <= {run.cell.label for run in table2}
+    mobile = [run.config for run in table2 if run.config.model.name == "mobilenet_v2"]
+    assert len(mobile) == 4 and all(c.recipe == "mobile" and c.model.norm != "se" for c in mobile)
+
+    cifar = expand(load_sweep(SWEEPS / "cifar-ablation.yaml"))
+    assert len(cifar) == 27 and {run.seed for run in cifar} == {0, 1, 2}
+    assert all(run.config.data.name == "cifar100" and run.config.model.name == "cifar_resnet56" for run in cifar)
+
+
+def test_ablation_cells_change_exactly_one_axis_from_the_base_cell():
+    sweep = load_sweep(SWEEPS / "quickstart.yaml")
+    runs = expand(sweep)
+    base = runs[0].cell
+    assert base.kind == "base" and base.changes == {}
+    changed = [run.cell for run in runs if run.cell.kind == "axis"]
+    assert len(changed) == sum(len(values) - 1 for values in sweep.spec.axes.values()) == 7
+    for cell in changed:
+        assert len(cell.changes) == 1 and next(iter(cell.changes)) in AXES
+        for key in AXES:  # every other axis keeps its first value
+            if key not in cell.changes:
+                assert cell.settings[key] == sweep.spec.axes[key][0]
+    # One-value axes add no cell.
+    assert len(expand(load_sweep(SWEEPS / "quickstart.yaml", ["axes.model.an.head=[a2]"]))) == 8
+
+
+def test_grid_is_the_product_list_is_explicit_baselines_and_seeds_multiply(tmp_path):
+    grid = write(
+        tmp_path / "grid.yaml",
+        "name: g\nmode: grid\nbase: {data: {name: fake}}\n"
+        "axes:\n  model.an.pooling: [rsd, mean, concat]\n  model.an.head: [a2, a1]\n  trainer.epochs: [1, 2]\n"
+        "baselines:\n  bn: {model.norm: bn}\n  gn: {model.norm: gn}\nseeds: [0, 1]\n",
+    )
+    runs = expand(load_sweep(grid))
+    assert len(runs) == (3 * 2 * 2 + 2) * 2 and len({run.run_id for run in runs}) == len(runs)
+    assert [run.seed for run in runs[:4]] == [0, 1, 0, 1]
+    cells = {run.cell.index: run.cell for run in runs}
+    assert sum(cell.kind == "grid" for cell in cells.values()) == math.prod((3, 2, 2))
+    assert cells[11].changes == {"model.an.pooling": "concat", "model.an.head": "a1", "trainer.epochs": 2}
+    assert cells[11].label == "Concat + A1 + hsigmoid + K=(10,10,20), epochs=2"
+    # Baselines are the base cell with their keys changed.
+    assert [c.label for c in cells.values() if c.kind == "baseline"] == ["BN", "GN"]
+
+    listed = write(
+        tmp_path / "list.yaml",
+        "name: l\nmode: list\nbase: {data: {name: fake}, model: {name: resnet18}}\n"
+        "cells:\n  - {model.norm: bn}\n  - {model.norm: se}\n  - {model.an.pooling: mean, model.an.k: 4}\n",
+    )
+    runs = expand(load_sweep(listed))
+    assert [run.cell.label for run in runs] == ["BN", "SE", "Mean + A2 + hsigmoid + K=(4,4,4,4)"]
+    assert runs[2].cell.changes == {"model.an.pooling": "mean", "model.an.k": 4}
+
+
+def test_a_named_axis_moves_several_keys_together(tmp_path):
+    path = write(
+        tmp_path / "s.yaml",
+        "name: s\nmode: ablation\nbase: {data: {name: fake}}\naxes:\n  schedule:\n"
+        "    - {trainer.epochs: 90, optim.base_lr: 0.1}\n    - {trainer.epochs: 120, optim.base_lr: 0.2}\n",
+    )
+    runs = expand(load_sweep(path))
+    assert len(runs) == 2 and runs[1].cell.changes == {"trainer.epochs": 120, "optim.base_lr": 0.2}
+    assert runs[1].config.trainer.epochs == 120 and runs[1].config.optim.base_lr == 0.2
+    assert runs[1].cell.label.endswith("epochs=120, base_lr=0.2")
+
+
+def test_run_ids_are_stable_and_survive_edits_of_other_cells(tmp_path):
+    first = expand(load_sweep(SWEEPS / "quickstart.yaml"))
+    again = expand(load_sweep(SWEEPS / "quickstart.yaml"))
+    assert [run.run_id for run in first] == [run.run_id for run in again]
+
+    edited = write(
+        tmp_path / "quickstart.yaml",
+        (SWEEPS / "quickstart.yaml").read_text().replace("[20, 20, 40]]", "[40, 40, 80]]"),
+    )
+    after = expand(load_sweep(edited))
+    changed = [(a.run_id, b.run_id) for a, b in zip(first, after, strict=True) if a.run_id != b.run_id]
+    assert len(changed) == 1 and after[7].cell.label == "RSD + A2 + hsigmoid + K=(40,40,80)"
+
+    # Group and tags label the runs in W&B but are no part of their identity; resolution matches config.resolve.
+    run = first[1]
+    assert run.config.wandb.group == "quickstart" and "pooling=mean" in run.config.wandb.tags
+    sweep = load_sweep(SWEEPS / "quickstart.yaml")
+    tree = deep_merge(sweep.base, nest(run.cell.settings))
+    assert run_id(resolve(tree)) == run.run_id
+    assert run_id(RunConfig.model_validate(run.config.model_dump() | {"wandb": {}})) == run.run_id
+
+
+def test_plan_reads_done_and_failed_states_from_the_run_directories(tmp_path):
+    out = tmp_path / "runs"
+    runs = expand(load_sweep(SWEEPS / "quickstart.yaml", [f"output_dir={out}"]))
+    assert all(run.run_dir.parent == out for run in runs)
+    result = an_lab("plan", SWEEPS / "quickstart.yaml", "--set", f"output_dir={out}")
+    assert result.returncode == 0, result.stderr
+    assert "cells 9, runs 9, done 0, to run 9" in result.stdout and not out.exists()
+
+    runs[3].run_dir.mkdir(parents=True)
+    (runs[3].run_dir / "result.json").write_text(json.dumps({"status": "done"}))
+    runs[4].run_dir.mkdir(parents=True)
+    (runs[4].run_dir / "failed.json").write_text(json.dumps({"reason": "loss diverged"}))
+    result = an_lab("plan", SWEEPS / "quickstart.yaml", "--set", f"output_dir={out}")
+    rows = {line.split()[0]: line for line in result.stdout.splitlines() if line[:1].isdigit()}
+    assert runs[3].run_id in rows["4"] and rows["4"].endswith("done")
+    assert rows["5"].endswith("failed(loss diverged)") and rows["1"].endswith("pending")
+    assert "cells 9, runs 9, done 1, to run 8 (of which failed 1: rerun with --retry-failed)" in result.stdout
+    assert "multiply-accumulates to run" in result.stdout and "runs/sweeps/quickstart/" in result.stdout
+
+
+def test_plan_on_the_imagenet_sweeps_needs_their_data(tmp_path, imagenet):
+    for name in ("ablation.yaml", "table2.yaml"):
+        result = an_lab("plan", SWEEPS / name, "--set", f"output_dir={tmp_path / 'out'}")
+        assert result.returncode == 2
+        assert "data.root '/datasets/imagenet' has no class folders in train/" in result.stderr
+        assert f"sweeps/{name}, line " in result.stderr
+    result = an_lab("plan", SWEEPS / "ablation.yaml", "--set", f"data.root={imagenet}", "--set", "seeds=[0,1]")
+    assert result.returncode == 0, result.stderr
+    assert "cells 9, runs 18, done 0, to run 18" in result.stdout
+    # 18 runs x 120 epochs x 1,281,167 images x 3 x 4,089,184,256 MACs
+    assert "~3.4e19 multiply-accumulates to run" in result.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_search_mode_is_validated_and_planned(tmp_path):
+    path = write(
+        tmp_path / "search.yaml",
+        f"name: s\nmode: search\noutput_dir: {tmp_path / 'out'}\nbase: {{data: {{name: fake, fake_size: 64}}}}\n"
+        "axes:\n  model.an.pooling: [rsd, mean]\n"
+        "search:\n  metric: val_top1_err\n  n_trials: 5\n  sampler: random\n"
+        "  space: {optim.base_lr: {low: 0.01, high: 1.0, log: true}}\nbaselines:\n  bn: {model.norm: bn}\n",
+    )
+    sweep = load_sweep(path)
+    assert sweep.storage == str(tmp_path / "out" / "sweeps" / "s" / "optuna-journal.log")
+    text = render(make_plan(sweep))
+    assert "search: 5 trials chosen by Optuna (random sampler, median pruner), minimize val_top1_err" in text
+    assert "optim.base_lr in [0.01, 1] log (float)" in text and "cells 1, runs 1" in text
+    result = an_lab("plan", path, "--set", "search.space.trainer.epochs={type: int, low: 0, high: 3}")
+    assert result.returncode == 2 and "search.space.trainer.epochs.low" in result.stderr
+    assert "trainer.epochs: Input should be greater than or equal to 1" in result.stderr
+
+
+BASE = "name: hostile\nmode: ablation\nbase:\n  model: {name: cifar_resnet20}\n  data: {name: fake}\n"
+HOSTILE = {
+    "malformed": ("name: x\nmode: [ablation\n", "not valid YAML at line 3, column 1", None),
+    "python_tag": (
+        "name: x\nmode: ablation\nbase: !!python/object/apply:os.system ['touch {tmp}/pwned']\n",
+        "could not determine a constructor for the tag 'tag:yaml.org,2002:python/object/apply:os.system'",
+        None,
+    ),
+    "unknown_top_level": (BASE + "axez:\n  model.an.pooling: [rsd]\n", "unknown key 'axez'; did you mean axes?", 6),
+    "unknown_axis_key": (
+        BASE + "axes:\n  model.an.poolng: [rsd, mean]\n",
+        "axes: unknown config key 'model.an.poolng'; did you mean model.an.pooling",
+        7,
+    ),
+    "unknown_base_key": (
+        "name: x\nmode: grid\nbase:\n  optim: {base_lr: 0.1, wieght_decay: 0.1}\n",
+        "base: unknown config key 'optim.wieght_decay'; did you mean optim.weight_decay?",
+        4,
+    ),
+    "unknown_axis_value": (
+        BASE + "axes:\n  model.an.pooling: [rsd, max]\n",
+        "axes.model.an.pooling[1]: model.an.pooling: 'max' is not valid; choose one of 'rsd', 'mean' or 'concat'",
+        7,
+    ),
+    "k_schedule_length": (
+        BASE + "axes:\n  model.an.k:\n    - [10, 10, 20]\n    - [5, 5, 10, 10]\n",
+        "axes.model.an.k[1]: model.an.k: k=(5, 5, 10, 10) has 4 entries but cifar_resnet20 has 3 stages",
+        9,
+    ),
+    "empty_axis": (BASE + "axes:\n  model.an.pooling: []\n", "axes.model.an.pooling is empty", 7),
+    "duplicate_cells": (
+        BASE + "baselines:\n  bn: {model.norm: bn}\n  bn_again: {model.norm: bn}\n",
+        "duplicate cells: the baseline 'bn' 'BN' [model.norm=bn] (line 7) and the baseline 'bn_again' 'BN'",
+        None,
+    ),
+    "duplicate_list_cells": (
+        "name: x\nmode: list\ncells:\n  - {model.an.k: 4}\n  - {model.an: {k: 4}}\n",
+        "(line 4) and the list cell",
+        None,
+    ),
+    "duplicate_axis_value": (
+        BASE + "axes:\n  model.an.pooling: [rsd, mean, mean]\n",
+        "axes.model.an.pooling lists 'mean' twice",
+        7,
+    ),
+    "repeated_yaml_key": (
+        BASE + "axes:\n  model.an.pooling: [rsd]\n  model.an.pooling: [mean]\n",
+        "axes.model.an.pooling is given twice (lines 7 and 8)",
+        8,
+    ),
+    "search_without_metric": (
+        "name: x\nmode: search\naxes:\n  model.an.pooling: [rsd, mean]\n",
+        "mode search needs search.metric",
+        None,
+    ),
+    "unknown_sampler": (
+        "name: x\nmode: search\nsearch: {metric: val_top1_err, sampler: tpee}\n",
+        "search.sampler: sampler 'tpee' is not known; did you mean tpe?",
+        3,
+    ),
+    "unreadable_data": (
+        "name: x\nmode: ablation\nbase:\n  data: {name: imagefolder, root: {tmp}/nowhere}\n",
+        "has no class folders in train/",
+        4,
+    ),
+    "name_with_dots_and_slash": ("name: ../../etc\nmode: ablation\n", "is not usable as a folder or job name", 1),
+    "baseline_shell_name": (
+        BASE + "baselines:\n  'bn; rm -rf ~': {model.norm: bn}\n",
+        "the baseline name 'bn; rm -rf ~' is not usable as a folder or job name",
+        7,
+    ),
+    "invalid_grid_combination": (
+        "name: x\nmode: grid\nbase: {model: {name: resnet50}}\n"
+        "axes:\n  model.name: [resnet50, mobilenet_v2]\n  model.norm: [bn, se]\n",
+        "the cell model.name=mobilenet_v2, model.norm=se (lines 5, 6) is not a valid run: model: norm 'se'",
+        None,
+    ),
+    "unknown_slurm_key": (
+        "name: x\nmode: ablation\nlauncher: {executor: slurm, slurm: {partiton: gpu}}\n",
+        "unknown key 'launcher.slurm.partiton'; did you mean partition?",
+        3,
+    ),
+    "billion_laughs": (
+        "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}' if i else 'x'] * 9)}]\n" for i in range(10))
+        + "name: x\nmode: grid\naxes:\n  model.an.k: *l9\n",
+        "the YAML expands to more than 100,000 values through its aliases",
+        None,
+    ),
+    "recursive_alias": ("name: x\nmode: grid\nbase: &b {model: *b}\n", "a YAML alias refers to a collection", None),
+    "seed_twice": ("name: x\nmode: ablation\nseeds: [0, 1, 0]\n", "seeds [0, 1, 0] repeat a seed", 3),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_sweep_files_are_one_clear_error_and_write_nothing(tmp_path, case):
+    text, message, line = HOSTILE[case]
+    out = tmp_path / "out"
+    path = write(tmp_path / f"{case}.yaml", text.replace("{tmp}", str(tmp_path)) + f"output_dir: {out}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "an_lab.cli", "plan", str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith(f"error: {path}") and message in result.stderr, result.stderr
+    if line is not None:
+        assert f"{path}, line {line}:" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert result.stderr.count("\n") == 1  # one paragraph
+    assert not out.exists() and not (tmp_path / "pwned").exists()
+
+
+def test_set_overrides_reach_the_base_and_the_sweep(tmp_path):
+    sweep = load_sweep(
+        SWEEPS / "quickstart.yaml",
+        ["trainer.epochs=2", "launcher.max_parallel=4", "axes.model.an.pooling=[rsd]", "baselines.bn.model.norm=gn"],
+    )
+    runs = expand(sweep)
+    assert sweep.spec.launcher.max_parallel == 4 and len(runs) == 7
+    assert all(run.config.trainer.epochs == 2 for run in runs) and runs[-1].cell.label == "GN"
+    result = an_lab("plan", SWEEPS / "quickstart.yaml", "--set", "model.an.poolng=mean")
+    assert result.returncode == 2 and "(from --set)" in result.stderr
+    assert "did you mean model.an.pooling" in result.stderr
+
+
+def test_plan_imports_neither_torch_nor_lightning_nor_wandb():
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "an_lab.cli", "plan", "sweeps/quickstart.yaml"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    heavy = [line for line in result.stderr.splitlines() if any(n in line for n in ("torch", "lightning", "wandb"))]
+    assert heavy == []
