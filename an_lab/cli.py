@@ -68,6 +68,78 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from an_lab.sweeps.launch import prepare
+    from an_lab.sweeps.spec import load_sweep
+
+    sweep = load_sweep(args.sweep, args.set)
+    executor = args.executor or sweep.spec.launcher.executor
+    if executor != "local":
+        raise UsageError(f"{args.sweep}: executor {executor!r} is not available yet; use --executor local")
+    selection = prepare(sweep, args.retry_failed)
+    print(
+        f"sweep {sweep.name}: {len(selection.launch)} to run, {len(selection.done)} done, "
+        f"{len(selection.failed)} failed (kept; --retry-failed relaunches them), {len(selection.running)} running"
+    )
+    if selection.launch:
+        _run_locally(sweep, selection.launch, args.max_parallel or sweep.spec.launcher.max_parallel)
+    from an_lab.analysis import render_table
+    from an_lab.sweeps.manifest import load_manifest
+    from an_lab.sweeps.status import collect, render_status
+
+    manifest = load_manifest(sweep.sweep_dir)
+    rows = collect(manifest)
+    print(render_status(manifest, rows))
+    print()
+    print(render_table(manifest, "markdown"))
+    return 0 if all(row["state"] == "done" for row in rows) else 1
+
+
+def _run_locally(sweep, runs, max_parallel: int) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from an_lab.rundir import RESULT, read_json
+    from an_lab.slurm.local import LocalJob, run_local
+
+    labels = {run.run_id: run.cell.label for run in runs}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
+        task = bar.add_task(f"{sweep.name}: runs", total=len(runs))
+
+        def finished(job: LocalJob) -> None:
+            result = read_json(job.run_dir / RESULT)
+            outcome = f"top-1 err {result['final']['top1_err']:.2f}%" if result else f"FAILED (exit {job.returncode})"
+            bar.console.print(f"{labels[job.run_id]} [{job.run_id}]: {outcome}")
+            bar.advance(task)
+
+        jobs = [LocalJob(run.run_id, run.run_dir) for run in runs]
+        try:
+            run_local(jobs, max_parallel, on_finish=finished)
+        except KeyboardInterrupt:
+            raise UsageError("interrupted: running runs were stopped and resume on the next launch") from None
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from an_lab.sweeps.manifest import load_manifest
+    from an_lab.sweeps.status import collect, render_status
+
+    manifest = load_manifest(args.sweep, args.set)
+    print(render_status(manifest, collect(manifest)))
+    return 0
+
+
+def _cmd_table(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from an_lab.analysis.table import render_table
+    from an_lab.sweeps.manifest import load_manifest
+
+    if args.set and Path(args.sweep).is_dir():
+        raise UsageError(f"{args.sweep}: --set applies to a sweep file, not to a sweep folder's manifest")
+    manifest = load_manifest(args.sweep, args.set)
+    sys.stdout.write(render_table(manifest, args.format, metric=args.metric, baseline=args.baseline))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="an-lab", description="Attentive Normalization experiments and sweeps.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -124,6 +196,56 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a key of the sweep's base (data.root=...) or of the sweep (seeds=[0,1]), repeatable",
     )
     plan.set_defaults(run=_cmd_plan)
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="launch the runs of a sweep that are not done",
+        description=(
+            "Write the sweep's manifest and launch only its runs that are not done (interrupted runs resume); "
+            "failed runs are relaunched only with --retry-failed. Ends with the sweep's status."
+        ),
+    )
+    sweep.add_argument("sweep", help="sweep YAML file")
+    sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key, repeatable")
+    sweep.add_argument("--retry-failed", action="store_true", help="relaunch runs that failed")
+    sweep.add_argument("--executor", choices=("local", "slurm"), default=None, help="default: the file's launcher")
+    sweep.add_argument("--max-parallel", type=int, default=None, help="local runs at once (default: the file's)")
+    sweep.set_defaults(run=_cmd_sweep)
+
+    status = commands.add_parser(
+        "status",
+        help="state of every run of a sweep",
+        description="Per-run state (pending, running, interrupted, done, failed with its reason), counts and the best "
+        "cell so far, read from the run directories.",
+    )
+    status.add_argument("sweep", help="sweep YAML file, or the sweep folder <output_dir>/sweeps/<name>/")
+    status.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key, repeatable")
+    status.set_defaults(run=_cmd_status)
+
+    table = commands.add_parser(
+        "table",
+        help="results table of a sweep: mean ± std over seeds per cell",
+        description=(
+            "One row per cell as the paper's Table 1 names it: #Params (M), MACs (G), final top-1 / top-5 error as "
+            "mean ± std over the seeds done, the seeds done, and the difference against the baseline in brackets "
+            "(paper Table 2). Best values of complete cells are marked; incomplete cells show the mean of their done "
+            "runs with a dagger (failed runs count as not done). Reads result files only."
+        ),
+    )
+    table.add_argument("sweep", metavar="SWEEP", help="sweep YAML file, or the folder <output_dir>/sweeps/<name>/")
+    table.add_argument("--format", default="markdown", choices=("markdown", "latex", "csv", "html"))
+    table.add_argument("--metric", default="both", choices=("top1", "top5", "both"), help="error columns")
+    table.add_argument(
+        "--baseline",
+        default=None,
+        metavar="CELL",
+        help="cell label, baseline name (bn) or cell index to compare against; 'none' for no brackets "
+        "(default: the first baseline cell)",
+    )
+    table.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a key of a sweep file, repeatable"
+    )
+    table.set_defaults(run=_cmd_table)
     return parser
 
 

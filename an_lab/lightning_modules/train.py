@@ -120,9 +120,6 @@ def _result(config: RunConfig, trainer: pl.Trainer, module: ImageClassifier, thr
             "train_loss": final.get("train_loss"),
         },
         "best": {"top1_err": best["val_top1_err"], "top5_err": best["val_top5_err"], "epoch": int(best["epoch"])},
-        "curve": [
-            {"epoch": int(r["epoch"]), "top1_err": r["val_top1_err"], "top5_err": r["val_top5_err"]} for r in rows
-        ],
         "params": count_parameters(module.model),
         "macs": count_macs(module.model, config.data.image_size),
         "epochs": trainer.current_epoch,

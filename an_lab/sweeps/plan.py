@@ -124,8 +124,16 @@ def make_plan(sweep: Sweep, *, check_data: bool = True) -> Plan:
     return Plan(sweep, runs, states, estimate)
 
 
-def _state_text(state: str, detail: str | None) -> str:
+def state_text(state: str, detail: str | None) -> str:
     return f"{state}({detail})" if detail else state
+
+
+def align(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows of text cells as left-aligned columns (the last column is not padded)."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
+    return [
+        "  ".join(text.ljust(width) for text, width in zip(row, widths, strict=False)) + "  " + row[-1] for row in rows
+    ]
 
 
 def render(plan: Plan) -> str:
@@ -140,13 +148,9 @@ def render(plan: Plan) -> str:
     rows = [("#", "cell", "changes", "seed", "run id", "state")]
     for number, (run, (state, detail)) in enumerate(zip(plan.runs, plan.states, strict=True), start=1):
         rows.append(
-            (str(number), run.cell.label, run.cell.describe(), str(run.seed), run.run_id, _state_text(state, detail))
+            (str(number), run.cell.label, run.cell.describe(), str(run.seed), run.run_id, state_text(state, detail))
         )
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
-    lines = [header, ""]
-    for row in rows:
-        lines.append("  ".join(text.ljust(width) for text, width in zip(row, widths, strict=False)) + "  " + row[-1])
-    lines.append("")
+    lines = [header, "", *align(rows), ""]
     done, failed, running = plan.count("done"), plan.count("failed"), plan.count("running")
     to_run = plan.count(*TO_RUN)
     counts = f"cells {plan.cells}, runs {len(plan.runs)}, done {done}, to run {to_run}"

@@ -1,0 +1,1 @@
+"""Launchers: runs as local processes (local.py), or as submitit job arrays on a SLURM cluster."""

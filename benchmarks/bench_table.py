@@ -1,0 +1,153 @@
+"""How fast `an-lab table` reads a large sweep: 10,000 result.json files (2,500 cells x 4 seeds,
+a few failed and pending runs) in a synthetic sweep folder; target: the whole command under 2 s.
+
+    python benchmarks/bench_table.py [--rounds 3] [--cells 2500] [--seeds 4]
+
+Wall times are medians of fresh `an-lab table SWEEP_DIR` processes (after one warm-up run, so the file cache is warm as
+it is right after a sweep); the in-process split (collect: reading the run directories; render) is shown beside them.
+Also checks that the command imports no torch, lightning or wandb. Exit status 1 when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET_S = 2.0
+HEAVY = ("torch", "torchvision", "lightning", "pytorch_lightning", "wandb")
+POOLINGS, HEADS, ACTIVATIONS = ("RSD", "Mean", "Concat"), ("A1", "A2"), ("hsigmoid", "softmax", "sigmoid")
+
+
+def _result(run_id: str, rng: random.Random, epochs: int = 120) -> dict:
+    top1, top5 = 21 + rng.random() * 3, 5 + rng.random() * 2
+    return {
+        "run_id": run_id,
+        "config_hash": f"{rng.getrandbits(48):012x}",
+        "status": "done",
+        "final": {"top1_err": top1, "top5_err": top5, "val_loss": 0.9 + rng.random(), "train_loss": 1.2},
+        "best": {"top1_err": top1 - 0.05, "top5_err": top5 - 0.02, "epoch": epochs - 3},
+        "params": 25_755_420 + rng.randrange(0, 400_000),
+        "macs": 4_089_184_256,
+        "epochs": epochs,
+        "wall_time_s": 86_400.0,
+        "images_per_s": 2_900.0,
+        "device": "8 x NVIDIA H100",
+        "precision": "16-mixed",
+        "versions": {"an_lab": "0.1.0", "torch": "2.15.0", "python": "3.11.9"},
+        "git_revision": "0123456789abcdef0123456789abcdef01234567",
+        "finished_at": 1.7e9 + rng.random() * 1e6,
+    }
+
+
+def make_sweep(folder: Path, cells: int, seeds: int) -> tuple[Path, int]:
+    """A sweep folder <folder>/sweeps/bench/manifest.json and its run directories in <folder>/runs; returns the folder
+    and the number of result.json files written (one run in 50 failed, one in 50 pending)."""
+    rng = random.Random(0)
+    runs_root, manifest_cells, written = folder / "runs", [], 0
+    for index in range(cells):
+        kind, name = ("baseline", "bn") if index == cells - 1 else ("base" if index == 0 else "grid", None)
+        pooling, head, activation = POOLINGS[index % 3], HEADS[index // 3 % 2], ACTIVATIONS[index // 6 % 3]
+        label = "BN" if name else f"{pooling} + {head} + {activation} + K=({index % 97},{index % 89},{index // 97})"
+        members = []
+        for seed in range(seeds):
+            run_id = f"resnet50-an-{index:05d}-{seed}"
+            members.append({"run_id": run_id, "seed": seed})
+            directory = runs_root / run_id
+            draw = rng.randrange(50)
+            if draw == 0:
+                continue  # pending: no directory yet
+            directory.mkdir(parents=True)
+            if draw == 1:
+                (directory / "failed.json").write_text(json.dumps({"reason": "NCCL timeout", "time": 1.7e9}))
+                continue
+            (directory / "result.json").write_text(json.dumps(_result(run_id, rng), indent=2, sort_keys=True))
+            written += 1
+        manifest_cells.append(
+            {"index": index, "kind": kind, "name": name, "label": label, "changes": {}, "tags": [], "runs": members}
+        )
+    sweep = folder / "sweeps" / "bench"
+    sweep.mkdir(parents=True)
+    manifest = {"name": "bench", "mode": "grid", "sweep_file": str(folder / "bench.yaml"), "output_dir": str(runs_root)}
+    manifest.update(updated=time.time(), cells=manifest_cells)
+    (sweep / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    return sweep, written
+
+
+def _cli() -> list[str]:
+    return [shutil.which("an-lab")] if shutil.which("an-lab") else [sys.executable, "-m", "an_lab.cli"]
+
+
+def command_time(sweep: Path, fmt: str, rounds: int) -> float:
+    command = [*_cli(), "table", str(sweep), "--format", fmt]
+    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)  # warm-up
+    walls = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        walls.append(time.perf_counter() - start)
+    return statistics.median(walls)
+
+
+def heavy_imports(sweep: Path) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "an_lab.cli", "table", str(sweep)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    names = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    return sorted(name for name in names if name.split(".")[0] in HEAVY)
+
+
+def in_process(sweep: Path) -> tuple[float, float, int]:
+    from an_lab.analysis import collect, render_table
+    from an_lab.sweeps.manifest import load_manifest
+
+    start = time.perf_counter()
+    manifest = load_manifest(sweep)
+    runs = collect(manifest)
+    middle = time.perf_counter()
+    render_table(manifest, runs=runs)
+    return middle - start, time.perf_counter() - middle, len(runs)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cells", type=int, default=2500)
+    parser.add_argument("--seeds", type=int, default=4)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        sweep, results = make_sweep(Path(folder), args.cells, args.seeds)
+        made = time.perf_counter() - start
+        read_s, render_s, runs = in_process(sweep)
+        walls = {fmt: command_time(sweep, fmt, args.rounds) for fmt in ("markdown", "latex", "csv", "html")}
+        heavy = heavy_imports(sweep)
+
+    print(f"median of {args.rounds} rounds, {sys.platform}, Python {sys.version.split()[0]}")
+    print(f"sweep: {args.cells:,} cells x {args.seeds} seeds = {runs:,} runs, {results:,} result.json", end=" ")
+    print(f"(made in {made:.1f} s)")
+    print(f"in process: collect {read_s:.3f} s, render Markdown {render_s:.3f} s")
+    missed = bool(heavy)
+    for fmt, wall in walls.items():
+        verdict = "ok" if wall < TARGET_S else "MISSED"
+        missed |= wall >= TARGET_S
+        print(f"an-lab table SWEEP_DIR --format {fmt:9} {wall:6.3f} s  {verdict} (< {TARGET_S:g} s)")
+    print(f"heavy imports (torch, lightning, wandb): {', '.join(heavy) or 'none'}")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""`an-lab sweep` end to end through the real local executor and the real Trainer, and `an-lab status`."""
+
+import json
+
+import pytest
+import yaml
+from conftest import an_lab
+
+pytestmark = pytest.mark.slow
+
+
+def small_sweep(data_root, output_dir, axes: dict) -> dict:
+    return {
+        "name": "small",
+        "mode": "ablation",
+        "base": {
+            "model": {"name": "cifar_resnet20", "norm": "an"},
+            "data": {"name": "digits", "root": str(data_root), "image_size": 16, "batch_size": 64, "num_workers": 0},
+            "optim": {"base_lr": 0.4, "warmup_epochs": 1},
+            "trainer": {"epochs": 2},
+            "wandb": {"mode": "disabled"},
+        },
+        "axes": axes,
+        "baselines": {"bn": {"model.norm": "bn"}},
+        "launcher": {"executor": "local", "max_parallel": 2},
+        "output_dir": str(output_dir),
+    }
+
+
+def test_sweep_runs_what_is_missing_and_nothing_twice(tmp_path, data_root):
+    path = tmp_path / "small.yaml"
+    output = tmp_path / "runs"
+    path.write_text(yaml.safe_dump(small_sweep(data_root, output, {"model.an.pooling": ["rsd", "mean"]})))
+
+    first = an_lab("sweep", path)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "3 to run, 0 done" in first.stdout and "done 3" in first.stdout
+    manifest = json.loads((output / "sweeps" / "small" / "manifest.json").read_text())
+    assert [cell["label"] for cell in manifest["cells"]] == [
+        "RSD + A2 + hsigmoid + K=(10,10,20)",
+        "Mean + A2 + hsigmoid + K=(10,10,20)",
+        "BN",
+    ]
+    finished = {p.parent.name: p.stat().st_mtime for p in output.glob("*/result.json")}
+    assert len(finished) == 3
+
+    again = an_lab("sweep", path)
+    assert again.returncode == 0 and "0 to run, 3 done" in again.stdout
+
+    # Editing one axis value keeps every run whose config did not change.
+    path.write_text(yaml.safe_dump(small_sweep(data_root, output, {"model.an.pooling": ["rsd", "concat"]})))
+    edited = an_lab("sweep", path)
+    assert edited.returncode == 0 and "1 to run, 2 done" in edited.stdout
+    for run_id, mtime in finished.items():
+        assert (output / run_id / "result.json").stat().st_mtime == mtime  # nothing ran twice
+
+    status = an_lab("status", output / "sweeps" / "small")  # from a fresh process, on the sweep folder
+    assert status.returncode == 0 and "done 3" in status.stdout and "best so far:" in status.stdout
+
+
+def test_a_failed_run_reports_its_reason_and_only_retry_failed_relaunches_it(tmp_path, data_root):
+    path = tmp_path / "failing.yaml"
+    output = tmp_path / "runs"
+    sweep = small_sweep(data_root, output, {"optim.base_lr": [0.4, 1.0e9]})
+    sweep["baselines"] = {}
+    path.write_text(yaml.safe_dump(sweep))
+
+    first = an_lab("sweep", path)
+    assert first.returncode == 1
+    status = an_lab("status", path)
+    assert "failed(diverged: training loss became nan" in status.stdout and "done 1" in status.stdout
+
+    kept = an_lab("sweep", path)
+    assert "0 to run, 1 done, 1 failed" in kept.stdout
+    retried = an_lab("sweep", path, "--retry-failed")
+    assert "1 to run, 1 done, 0 failed" in retried.stdout
+    assert len(list(output.glob("*/logs/attempt-*"))) == 3  # the good run once, the failing one twice
