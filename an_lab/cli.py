@@ -81,8 +81,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         f"sweep {sweep.name}: {len(selection.launch)} to run, {len(selection.done)} done, "
         f"{len(selection.failed)} failed (kept; --retry-failed relaunches them), {len(selection.running)} running"
     )
+    max_parallel = args.max_parallel or sweep.spec.launcher.max_parallel
     if selection.launch:
-        _run_locally(sweep, selection.launch, args.max_parallel or sweep.spec.launcher.max_parallel)
+        _run_locally(sweep, selection.launch, max_parallel)
+    if sweep.mode == "search":
+        from an_lab.sweeps.expand import expand
+        from an_lab.sweeps.search import run_search
+
+        run_search(sweep, expand(sweep), max_parallel, report=print)
     from an_lab.analysis import render_table
     from an_lab.sweeps.manifest import load_manifest
     from an_lab.sweeps.status import collect, render_status
@@ -113,7 +119,7 @@ def _run_locally(sweep, runs, max_parallel: int) -> None:
 
         jobs = [LocalJob(run.run_id, run.run_dir) for run in runs]
         try:
-            run_local(jobs, max_parallel, on_finish=finished)
+            run_local(lambda: jobs.pop(0) if jobs else None, max_parallel, on_finish=finished)
         except KeyboardInterrupt:
             raise UsageError("interrupted: running runs were stopped and resume on the next launch") from None
 

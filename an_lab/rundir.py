@@ -11,6 +11,7 @@ runs/<run_id>/
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import socket
@@ -73,3 +74,21 @@ def state(run_dir: Path) -> tuple[str, str | None]:
     if _alive_here(started):
         return "running", None
     return "interrupted", "resumes from last.ckpt" if (run_dir / CHECKPOINT).exists() else None
+
+
+def attempt_logs(directory: Path) -> list[Path]:
+    return sorted((directory / "logs").glob("attempt-*"), key=lambda p: int(p.name.split("-")[1]))
+
+
+def epoch_metrics(directory: Path) -> list[dict]:
+    """Per-epoch rows over all attempts' CSV logs; an epoch logged again after a resume replaces the old row."""
+    merged: dict[int, dict] = {}
+    for attempt in attempt_logs(directory):
+        path = attempt / METRICS
+        if not path.exists():
+            continue
+        with path.open() as handle:
+            for row in csv.DictReader(handle):
+                epoch = int(float(row["epoch"]))
+                merged.setdefault(epoch, {}).update({k: float(v) for k, v in row.items() if v not in ("", None)})
+    return [merged[epoch] for epoch in sorted(merged)]

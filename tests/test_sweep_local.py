@@ -75,3 +75,44 @@ def test_a_failed_run_reports_its_reason_and_only_retry_failed_relaunches_it(tmp
     retried = an_lab("sweep", path, "--retry-failed")
     assert "1 to run, 1 done, 0 failed" in retried.stdout
     assert len(list(output.glob("*/logs/attempt-*"))) == 3  # the good run once, the failing one twice
+
+
+def test_search_asks_and_tells_optuna_from_one_process_and_prunes(tmp_path, data_root):
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    sweep = small_sweep(data_root, tmp_path / "runs", {"model.an.pooling": ["rsd", "mean"]})
+    sweep.update(name="search", mode="search", baselines={})
+    sweep["base"]["trainer"]["epochs"] = 3
+    sweep["search"] = {
+        "metric": "val_top1_err",
+        "n_trials": 4,
+        "sampler": "random",
+        "pruner": "median",
+        "pruner_options": {"n_startup_trials": 1, "n_warmup_steps": 0},
+        "space": {"optim.base_lr": {"low": 0.05, "high": 50.0, "log": True}},
+    }
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+
+    result = an_lab("sweep", path)
+    assert "best trial" in result.stdout, result.stdout[-3000:] + result.stderr[-3000:]
+    journal = tmp_path / "runs" / "sweeps" / "search" / "optuna-journal.log"
+    study = optuna.load_study(study_name="search", storage=JournalStorage(JournalFileBackend(str(journal))))
+    states = [trial.state for trial in study.trials]
+    assert len(states) == 4 and all(state.is_finished() for state in states)
+    assert optuna.trial.TrialState.COMPLETE in states
+    for trial in study.trials:  # every trial is a run directory of its own, reported epoch by epoch
+        run_dir = tmp_path / "runs" / trial.user_attrs["run_id"]
+        assert (run_dir / "config.json").exists()
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            assert len(trial.intermediate_values) == 3
+        if trial.state == optuna.trial.TrialState.PRUNED:
+            assert "pruned by Optuna" in json.loads((run_dir / "failed.json").read_text())["reason"]
+    manifest = json.loads((tmp_path / "runs" / "sweeps" / "search" / "manifest.json").read_text())
+    assert sum(cell["kind"] == "trial" for cell in manifest["cells"]) == 4
+
+    again = an_lab("sweep", path)  # the study has all its trials: none is asked again
+    assert "best trial" in again.stdout and "trial 4" not in again.stdout
+    reloaded = optuna.load_study(study_name="search", storage=JournalStorage(JournalFileBackend(str(journal))))
+    assert len(reloaded.trials) == 4

@@ -29,7 +29,18 @@ from an_lab.lightning_modules.callbacks import (
 from an_lab.lightning_modules.classifier import ImageClassifier
 from an_lab.lightning_modules.data import ImageClassificationData
 from an_lab.profiling import count_macs, count_parameters
-from an_lab.rundir import CHECKPOINT, CONFIG, METRICS, RESULT, mark_failed, mark_started, read_json, write_json_atomic
+from an_lab.rundir import (
+    CHECKPOINT,
+    CONFIG,
+    METRICS,
+    RESULT,
+    attempt_logs,
+    epoch_metrics,
+    mark_failed,
+    mark_started,
+    read_json,
+    write_json_atomic,
+)
 
 
 class RunFailed(RuntimeError):
@@ -77,24 +88,6 @@ def _wandb_logger(config: RunConfig, directory: Path) -> WandbLogger | None:
         resume="allow",
         config=config.model_dump(mode="json"),
     )
-
-
-def _attempt_logs(directory: Path) -> list[Path]:
-    return sorted((directory / "logs").glob("attempt-*"), key=lambda p: int(p.name.split("-")[1]))
-
-
-def epoch_metrics(directory: Path) -> list[dict]:
-    """Per-epoch rows over all attempts' CSV logs; an epoch logged again after a resume replaces the old row."""
-    merged: dict[int, dict] = {}
-    for attempt in _attempt_logs(directory):
-        path = attempt / METRICS
-        if not path.exists():
-            continue
-        with path.open() as handle:
-            for row in csv.DictReader(handle):
-                epoch = int(float(row["epoch"]))
-                merged.setdefault(epoch, {}).update({k: float(v) for k, v in row.items() if v not in ("", None)})
-    return [merged[epoch] for epoch in sorted(merged)]
 
 
 def _write_metrics_csv(path: Path, rows: list[dict]) -> None:
@@ -183,8 +176,9 @@ def train(config: RunConfig, *, plugins: list | None = None, progress: bool = Tr
     module = ImageClassifier(config, data.num_classes)
 
     # One CSV log per attempt: Lightning's CSV logger would overwrite an earlier attempt's rows on resume.
-    attempt = len(_attempt_logs(directory))
-    loggers = [CSVLogger(save_dir=str(directory), name="logs", version=f"attempt-{attempt}")]
+    attempt = len(attempt_logs(directory))
+    # Rows are flushed every step so that a search's orchestrator sees each epoch's validation metrics.
+    loggers = [CSVLogger(directory, name="logs", version=f"attempt-{attempt}", flush_logs_every_n_steps=1)]
     wandb_logger = _wandb_logger(config, directory / "wandb")
     if wandb_logger is not None:
         loggers.append(wandb_logger)

@@ -29,6 +29,8 @@ class LocalJob:
     process: subprocess.Popen | None = None
     gpu: str | None = None
     returncode: int | None = None
+    stopped: bool = False  # stopped on purpose (e.g. pruned), not failed
+    payload: object = None  # the caller's own data, e.g. an Optuna trial
 
 
 def visible_gpus() -> list[str]:
@@ -64,33 +66,45 @@ def _record_failure(job: LocalJob) -> None:
 
 
 def run_local(
-    jobs: list[LocalJob], max_parallel: int, on_finish: Callable[[LocalJob], None] = lambda job: None
-) -> list[LocalJob]:
-    """Run every job to its end; returns them with their return codes. Interrupts stop the children first."""
+    next_job: Callable[[], LocalJob | None],
+    max_parallel: int,
+    on_finish: Callable[[LocalJob], None] = lambda job: None,
+    should_stop: Callable[[LocalJob], bool] = lambda job: False,
+) -> None:
+    """Run jobs from next_job (None: no more) until all ended; should_stop is asked about each running job on
+    every poll and stops it with SIGTERM. Interrupts stop the children first."""
     gpus = visible_gpus()
-    parallel = max(1, min(max_parallel, len(gpus) or max_parallel, len(jobs) or 1))
+    parallel = max(1, min(max_parallel, len(gpus) or max_parallel))
     threads = max(1, (os.cpu_count() or 1) // parallel)
-    waiting, running = list(jobs), []
+    running: list[LocalJob] = []
     free_gpus = list(gpus[:parallel])
+    exhausted = False
 
     def interrupted(signum, frame):
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupted)
     try:
-        while waiting or running:
-            while waiting and len(running) < parallel:
-                job = waiting.pop(0)
+        while running or not exhausted:
+            while not exhausted and len(running) < parallel:
+                job = next_job()
+                if job is None:
+                    exhausted = True
+                    break
                 job.gpu = free_gpus.pop(0) if free_gpus else None
                 _start(job, threads)
                 running.append(job)
             time.sleep(0.2)
+            for job in running:
+                if not job.stopped and job.process.poll() is None and should_stop(job):
+                    job.stopped = True
+                    os.killpg(job.process.pid, signal.SIGTERM)
             for job in [j for j in running if j.process.poll() is not None]:
                 running.remove(job)
                 job.returncode = job.process.returncode
                 if job.gpu is not None:
                     free_gpus.append(job.gpu)
-                if job.returncode != 0:
+                if job.returncode != 0 and not job.stopped:
                     _record_failure(job)
                 on_finish(job)
     except KeyboardInterrupt:
@@ -102,4 +116,3 @@ def run_local(
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
-    return jobs
