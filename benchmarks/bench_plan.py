@@ -1,4 +1,4 @@
-"""How cheap the cheap commands are: `an-lab --help` and `an-lab plan` against `python -c "import torch"` measured in
+"""How cheap the cheap commands are: `an-lab --help`, `plan` and `status` against `python -c "import torch"` measured in
 the same run (target: each under a quarter of it), and planning a 10,000-cell grid in process (target: under 2 s).
 
     python benchmarks/bench_plan.py [--rounds 5]
@@ -50,6 +50,7 @@ def command_times(rounds: int) -> dict[str, float]:
         'python -c "import torch"': [sys.executable, "-c", "import torch"],
         "an-lab --help": [*cli, "--help"],
         "an-lab plan sweeps/quickstart.yaml": [*cli, "plan", "sweeps/quickstart.yaml"],
+        "an-lab status sweeps/quickstart.yaml": [*cli, "status", "sweeps/quickstart.yaml"],
     }
     for command in commands.values():  # warm the file cache
         _wall(command)

@@ -1,4 +1,4 @@
-"""How fast `an-lab table` reads a large sweep: 10,000 result.json files (2,500 cells x 4 seeds,
+"""How fast `an-lab table` and `an-lab status` read a large sweep: 10,000 result.json files (2,500 cells x 4 seeds,
 a few failed and pending runs) in a synthetic sweep folder; target: the whole command under 2 s.
 
     python benchmarks/bench_table.py [--rounds 3] [--cells 2500] [--seeds 4]
@@ -23,6 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_S = 2.0
+FORMATS = ("markdown", "latex", "csv", "html")
 HEAVY = ("torch", "torchvision", "lightning", "pytorch_lightning", "wandb")
 POOLINGS, HEADS, ACTIVATIONS = ("RSD", "Mean", "Concat"), ("A1", "A2"), ("hsigmoid", "softmax", "sigmoid")
 
@@ -86,8 +87,8 @@ def _cli() -> list[str]:
     return [shutil.which("an-lab")] if shutil.which("an-lab") else [sys.executable, "-m", "an_lab.cli"]
 
 
-def command_time(sweep: Path, fmt: str, rounds: int) -> float:
-    command = [*_cli(), "table", str(sweep), "--format", fmt]
+def command_time(sweep: Path, arguments: list[str], rounds: int) -> float:
+    command = [*_cli(), arguments[0], str(sweep), *arguments[1:]]
     subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)  # warm-up
     walls = []
     for _ in range(rounds):
@@ -133,7 +134,9 @@ def main() -> int:
         sweep, results = make_sweep(Path(folder), args.cells, args.seeds)
         made = time.perf_counter() - start
         read_s, render_s, runs = in_process(sweep)
-        walls = {fmt: command_time(sweep, fmt, args.rounds) for fmt in ("markdown", "latex", "csv", "html")}
+        commands = {f"table SWEEP_DIR --format {fmt}": ["table", "--format", fmt] for fmt in FORMATS}
+        commands["status SWEEP_DIR"] = ["status"]
+        walls = {name: command_time(sweep, arguments, args.rounds) for name, arguments in commands.items()}
         heavy = heavy_imports(sweep)
 
     print(f"median of {args.rounds} rounds, {sys.platform}, Python {sys.version.split()[0]}")
@@ -141,10 +144,10 @@ def main() -> int:
     print(f"(made in {made:.1f} s)")
     print(f"in process: collect {read_s:.3f} s, render Markdown {render_s:.3f} s")
     missed = bool(heavy)
-    for fmt, wall in walls.items():
+    for name, wall in walls.items():
         verdict = "ok" if wall < TARGET_S else "MISSED"
         missed |= wall >= TARGET_S
-        print(f"an-lab table SWEEP_DIR --format {fmt:9} {wall:6.3f} s  {verdict} (< {TARGET_S:g} s)")
+        print(f"an-lab {name:35} {wall:6.3f} s  {verdict} (< {TARGET_S:g} s)")
     print(f"heavy imports (torch, lightning, wandb): {', '.join(heavy) or 'none'}")
     return 1 if missed else 0
 

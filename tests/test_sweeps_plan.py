@@ -313,9 +313,12 @@ def test_set_overrides_reach_the_base_and_the_sweep(tmp_path):
     assert "did you mean model.an.pooling" in result.stderr
 
 
-def test_plan_imports_neither_torch_nor_lightning_nor_wandb():
+@pytest.mark.parametrize(
+    "command", [["plan", "sweeps/quickstart.yaml"], ["status", "sweeps/quickstart.yaml"], ["--help"]]
+)
+def test_cheap_commands_import_neither_torch_nor_lightning_nor_wandb(command):
     result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "an_lab.cli", "plan", "sweeps/quickstart.yaml"],
+        [sys.executable, "-X", "importtime", "-m", "an_lab.cli", *command],
         capture_output=True,
         text=True,
         cwd=ROOT,
