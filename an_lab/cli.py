@@ -146,6 +146,10 @@ def _cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_set(command: argparse.ArgumentParser, help: str = "override a key, repeatable") -> None:
+    command.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="an-lab", description="Attentive Normalization experiments and sweeps.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -180,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     train.add_argument("config", nargs="?", help="YAML run config (default: the embedded defaults)")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key, repeatable")
+    _add_set(train)
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(run=_cmd_train)
 
@@ -194,13 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     plan.add_argument("sweep", metavar="SWEEP.yaml", help="sweep file, e.g. sweeps/quickstart.yaml")
-    plan.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a key of the sweep's base (data.root=...) or of the sweep (seeds=[0,1]), repeatable",
-    )
+    _add_set(plan, "override a key of the sweep's base (data.root=...) or of the sweep (seeds=[0,1]), repeatable")
     plan.set_defaults(run=_cmd_plan)
 
     sweep = commands.add_parser(
@@ -212,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     sweep.add_argument("sweep", help="sweep YAML file")
-    sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key, repeatable")
+    _add_set(sweep)
     sweep.add_argument("--retry-failed", action="store_true", help="relaunch runs that failed")
     sweep.add_argument("--executor", choices=("local", "slurm"), default=None, help="default: the file's launcher")
     sweep.add_argument("--max-parallel", type=int, default=None, help="local runs at once (default: the file's)")
@@ -225,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
         "cell so far, read from the run directories.",
     )
     status.add_argument("sweep", help="sweep YAML file, or the sweep folder <output_dir>/sweeps/<name>/")
-    status.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key, repeatable")
+    _add_set(status)
     status.set_defaults(run=_cmd_status)
 
     table = commands.add_parser(
@@ -248,9 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="cell label, baseline name (bn) or cell index to compare against; 'none' for no brackets "
         "(default: the first baseline cell)",
     )
-    table.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a key of a sweep file, repeatable"
-    )
+    _add_set(table, "override a key of a sweep file, repeatable")
     table.set_defaults(run=_cmd_table)
     return parser
 

@@ -48,6 +48,7 @@ class ImageClassifier(pl.LightningModule):
         self.config = config
         self.num_classes = num_classes
         self.model = build_model(config, num_classes)
+        self.compiled = False
         if config.trainer.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         alpha = config.optim.mixup_alpha
@@ -57,8 +58,10 @@ class ImageClassifier(pl.LightningModule):
         self.val_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
 
     def configure_model(self) -> None:
-        if self.config.trainer.compile and not isinstance(self.model, torch._dynamo.eval_frame.OptimizedModule):
+        # Lightning may call this hook more than once (e.g. on resume); compile the model only the first time.
+        if self.config.trainer.compile and not self.compiled:
             self.model = torch.compile(self.model)
+            self.compiled = True
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.config.trainer.channels_last:
