@@ -146,6 +146,110 @@ def _cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _results_target(args: argparse.Namespace):
+    """(manifest, the sweep's folder <output_dir>/sweeps/<name>/) for plot, report and sync."""
+    from pathlib import Path
+
+    from an_lab.sweeps.manifest import load_manifest
+
+    if args.set and Path(args.sweep).is_dir():
+        raise UsageError(f"{args.sweep}: --set applies to a sweep file, not to a sweep folder's manifest")
+    manifest = load_manifest(args.sweep, args.set)
+    if Path(args.sweep).is_dir():
+        return manifest, Path(args.sweep)
+    return manifest, Path(manifest["output_dir"]) / "sweeps" / str(manifest["name"])
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from an_lab.analysis.plots import plot_sweep
+
+    manifest, folder = _results_target(args)
+    for path in plot_sweep(manifest, Path(args.out) if args.out else folder / "figures"):
+        print(path)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    if args.publish and not args.wandb:
+        raise UsageError("--publish goes with --wandb")
+    if args.html and (args.entity or args.project or args.publish):
+        raise UsageError("--entity, --project and --publish go with --wandb, not with --html")
+    if args.timeout <= 0:
+        raise UsageError(f"--timeout {args.timeout:g}: give a positive number of seconds")
+    manifest, folder = _results_target(args)
+    if args.html:
+        from an_lab.analysis.html import write_summary
+
+        path = write_summary(manifest, Path(args.out) if args.out else folder / "summary.html", baseline=args.baseline)
+        print(f"summary page: {path} (self-contained; open it in a browser)")
+        return 0
+    import importlib.util
+
+    if importlib.util.find_spec("wandb_workspaces") is None:
+        raise UsageError("W&B reports need wandb-workspaces: pip install wandb-workspaces")
+    from an_lab.analysis.wandb_report import (
+        offline_reason,
+        publish_command,
+        publish_report,
+        resolve_target,
+        write_report_spec,
+    )
+
+    entity, project = resolve_target(manifest, args.entity, args.project)
+    spec = Path(args.out) if args.out else folder / "wandb-report.json"
+    write_report_spec(manifest, spec, entity, project, sweep=args.sweep, baseline=args.baseline)
+    later = publish_command(args.sweep, entity, project)
+    reason = offline_reason()
+    if reason and not args.publish:
+        print(f"W&B report specification written to {spec} (not published: {reason})")
+        print(f"publish it when online with: {later}")
+        return 0
+    try:
+        url = publish_report(manifest, entity, project, timeout=args.timeout, baseline=args.baseline)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        print(f"the report's specification is in {spec}; publish it when online with: {later}", file=sys.stderr)
+        return 1
+    print(f"W&B report: {url}")
+    return 0
+
+
+def _cmd_sync(args: argparse.Namespace) -> int:
+    from an_lab.analysis.wandb_report import sync_sweep
+
+    if args.timeout <= 0:
+        raise UsageError(f"--timeout {args.timeout:g}: give a positive number of seconds")
+    manifest, _ = _results_target(args)
+    labels = {
+        run["run_id"]: cell.get("label") or f"cell {cell['index']}"
+        for cell in manifest["cells"]
+        for run in cell["runs"]
+    }
+
+    def show(outcome) -> None:
+        where = f" {outcome.folder.name}" if outcome.folder is not None else ""
+        detail = f": {outcome.detail}" if outcome.detail else ""
+        print(f"{labels[outcome.run_id]} [{outcome.run_id}]{where}: {outcome.status}{detail}", flush=True)
+
+    outcomes = sync_sweep(manifest, timeout=args.timeout, report=show)
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        counts[outcome.status] = counts.get(outcome.status, 0) + 1
+    print(", ".join(f"{count} {status}" for status, count in counts.items()) or "no runs")
+    offline = [outcome.detail for outcome in outcomes if outcome.status == "not synced (offline)"]
+    if offline:
+        print(f"error: cannot sync without W&B: {offline[0]}; the offline runs stay on disk", file=sys.stderr)
+        return 1
+    if counts.get("failed") or counts.get("timed out"):
+        print("error: some runs were not synced (see above); rerun `an-lab sync` to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _add_set(command: argparse.ArgumentParser, help: str = "override a key, repeatable") -> None:
     command.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=help)
 
@@ -248,6 +352,58 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_set(table, "override a key of a sweep file, repeatable")
     table.set_defaults(run=_cmd_table)
+
+    plot = commands.add_parser(
+        "plot",
+        help="PNG figures of a sweep: error per design choice, validation curves, parameters vs error",
+        description=(
+            "Write PNG figures of a sweep's finished runs: final top-1 error per design choice grouped by axis (the "
+            "paper's Figure 1 style; baselines dashed), validation top-1 error per epoch per cell, and parameters "
+            "against error. Mean ± std over the done seeds; incomplete cells are marked. Reads result files only."
+        ),
+    )
+    plot.add_argument("sweep", metavar="SWEEP", help="sweep YAML file, or the folder <output_dir>/sweeps/<name>/")
+    plot.add_argument("--out", default=None, metavar="DIR", help="PNG folder (default: <sweep folder>/figures)")
+    _add_set(plot, "override a key of a sweep file, repeatable")
+    plot.set_defaults(run=_cmd_plot)
+
+    report = commands.add_parser(
+        "report",
+        help="a W&B report (--wandb) or a self-contained HTML page (--html) of a sweep",
+        description=(
+            "--html: one HTML file with the results table, the figures (embedded) and the runs, no external files "
+            "(default <sweep folder>/summary.html). --wandb: a W&B report (wandb-workspaces) of the sweep's runs "
+            "grouped by cell, with curves, a bar chart of the final error and the results table; without W&B access "
+            "(WANDB_MODE=offline or no API key) its specification is written to a file (default <sweep folder>/"
+            "wandb-report.json) to publish later with --publish; with access it is published and its URL printed."
+        ),
+    )
+    report.add_argument("sweep", metavar="SWEEP", help="sweep YAML file, or the folder <output_dir>/sweeps/<name>/")
+    kind = report.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--wandb", action="store_true", help="a W&B report")
+    kind.add_argument("--html", action="store_true", help="a self-contained HTML summary page")
+    report.add_argument("--out", default=None, metavar="FILE", help="where to write the page or the report's spec")
+    report.add_argument("--entity", default=None, help="W&B entity (default: WANDB_ENTITY or the runs' config)")
+    report.add_argument("--project", default=None, help="W&B project (default: WANDB_PROJECT, the runs' or an-lab)")
+    report.add_argument("--publish", action="store_true", help="save the report to W&B now (needs a network)")
+    report.add_argument("--timeout", type=float, default=120.0, metavar="S", help="bound on publishing (s)")
+    report.add_argument("--baseline", default=None, metavar="CELL", help="baseline of the results table (see table)")
+    _add_set(report, "override a key of a sweep file, repeatable")
+    report.set_defaults(run=_cmd_report)
+
+    sync = commands.add_parser(
+        "sync",
+        help="upload the offline W&B data of a sweep's runs (wandb sync), each call time-bounded",
+        description=(
+            "Run `wandb sync` on every offline W&B run folder of the sweep's runs, each call stopped after --timeout "
+            "seconds, and report per run: synced, already synced, failed, timed out or not synced (offline). Exits 1 "
+            "when a run is left unsynced (for example without a network or API key)."
+        ),
+    )
+    sync.add_argument("sweep", metavar="SWEEP", help="sweep YAML file, or the folder <output_dir>/sweeps/<name>/")
+    sync.add_argument("--timeout", type=float, default=60.0, metavar="S", help="bound per run folder (default: 60 s)")
+    _add_set(sync, "override a key of a sweep file, repeatable")
+    sync.set_defaults(run=_cmd_sync)
     return parser
 
 

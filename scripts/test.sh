@@ -3,6 +3,12 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]' || exit 1
+# Debian's chromium renders the sweep summary page in tests/test_results_plots.py; installed once, only when missing.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }; } >/dev/null 2>&1 \
+    || echo "warning: could not install chromium (apt-get install chromium); the HTML page test needs it" >&2
+fi
 export WANDB_MODE=offline WANDB_ERROR_REPORTING=false WANDB_SILENT=true
 python3 -m pytest "$@"
 status=$?

@@ -1,0 +1,522 @@
+"""`an-lab plot`, `an-lab report --html / --wandb` and `an-lab sync` on a hand-written finished sweep (no training):
+the numbers behind the figures, valid PNG files, the W&B report's specification written offline, sync ending within
+its time bound without a network, the HTML page rendered in headless Chromium, and no torch import."""
+
+import base64
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from an_lab.analysis import axis_groups, cell_curves, render_table, scatter_points
+from an_lab.analysis.wandb_report import run_bounded
+from an_lab.cli import main
+from an_lab.sweeps.manifest import load_manifest
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = "RSD + A2 + hsigmoid + K=(10,10,20,20)"
+MEAN = "Mean + A2 + hsigmoid + K=(10,10,20,20)"
+CONCAT = "Concat + A2 + hsigmoid + K=(10,10,20,20)"
+SOFTMAX = "RSD + A2 + softmax + K=(10,10,20,20)"
+SMALL_K = "RSD + A2 + hsigmoid + K=(5,5,10,10)"
+AN_TAGS = {"pooling": "rsd", "head": "a2", "activation": "hsigmoid", "k": "(10,10,20,20)"}
+AN, SMALL, BN = 25_755_420, 25_610_000, 25_557_032
+EPOCHS = 5
+
+# cell index -> (kind, name, label, changes, tags over the base's, [(run_id, seed, final top-1 error | failed | None)])
+CELLS = {
+    0: ("base", None, BASE, {}, {}, [("an-0", 0, 21.5), ("an-1", 1, 21.7)]),
+    1: (
+        "axis",
+        None,
+        MEAN,
+        {"model.an.pooling": "mean"},
+        {"pooling": "mean"},
+        [("mean-0", 0, 21.85), ("mean-1", 1, "failed")],
+    ),
+    2: (
+        "axis",
+        None,
+        CONCAT,
+        {"model.an.pooling": "concat"},
+        {"pooling": "concat"},
+        [("concat-0", 0, None), ("concat-1", 1, None)],
+    ),
+    3: (
+        "axis",
+        None,
+        SOFTMAX,
+        {"model.an.activation": "softmax"},
+        {"activation": "softmax"},
+        [("softmax-0", 0, 22.0), ("softmax-1", 1, 22.4)],
+    ),
+    4: (
+        "axis",
+        None,
+        SMALL_K,
+        {"model.an.k": [5, 5, 10, 10]},
+        {"k": "(5,5,10,10)"},
+        [("k-0", 0, 21.9), ("k-1", 1, 22.1)],
+    ),
+    5: ("baseline", "bn", "BN", {"model.norm": "bn"}, None, [("bn-0", 0, 23.0), ("bn-1", 1, 23.02)]),
+}
+
+
+def _curve(final: float) -> list[float]:
+    """Validation top-1 error per epoch, ending at `final`: final + 10 * (epochs left)."""
+    return [final + 10.0 * (EPOCHS - 1 - epoch) for epoch in range(EPOCHS)]
+
+
+def _write_run(folder: Path, run_id: str, seed: int, final: float, params: int) -> None:
+    """result.json and logs/attempt-0/metrics.csv as a finished run leaves them (Lightning's CSV: train and
+    validation rows of an epoch apart)."""
+    logs = folder / "logs" / "attempt-0"
+    logs.mkdir(parents=True)
+    lines = ["epoch,val_top1_err,val_top5_err,val_loss,train_loss"]
+    for epoch, error in enumerate(_curve(final)):
+        lines.append(f"{epoch},{error},{error / 4},{error / 20},")
+        lines.append(f"{epoch},,,,{2.0 - 0.3 * epoch}")
+    (logs / "metrics.csv").write_text("\n".join(lines) + "\n")
+    result = {
+        "run_id": run_id,
+        "status": "done",
+        "final": {"top1_err": final, "top5_err": final / 4, "val_loss": final / 20, "train_loss": 0.8},
+        "best": {"top1_err": final, "top5_err": final / 4, "epoch": EPOCHS - 1},
+        "params": params,
+        "macs": 4_094_000_000,
+        "epochs": EPOCHS,
+        "wall_time_s": 10.0,
+        "images_per_s": 500.0,
+        "finished_at": 1.7e9,
+    }
+    (folder / "result.json").write_text(json.dumps(result))
+    config = {
+        "wandb": {"entity": None, "project": "an-lab-test", "group": "known", "tags": []},
+        "trainer": {"seed": seed},
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    """<tmp>/runs/sweeps/known/manifest.json and the run directories of CELLS in <tmp>/runs."""
+    runs = tmp_path / "runs"
+    cells = []
+    for index, (kind, name, label, changes, tags, members) in CELLS.items():
+        tag_values = {"baseline": "bn", "norm": "bn"} if tags is None else {**AN_TAGS, **tags}
+        cells.append(
+            {
+                "index": index,
+                "kind": kind,
+                "name": name,
+                "label": label,
+                "changes": changes,
+                "tags": [f"{key}={value}" for key, value in tag_values.items()],
+                "runs": [{"run_id": run_id, "seed": seed} for run_id, seed, _ in members],
+            }
+        )
+        for run_id, seed, content in members:
+            folder = runs / run_id
+            folder.mkdir(parents=True)
+            if content == "failed":
+                (folder / "failed.json").write_text(json.dumps({"reason": "out of memory", "time": 1.7e9}))
+            elif content is not None:
+                params = BN if kind == "baseline" else (SMALL if index == 4 else AN)
+                _write_run(folder, run_id, seed, content, params)
+    folder = runs / "sweeps" / "known"
+    folder.mkdir(parents=True)
+    manifest = {"name": "known", "mode": "ablation", "sweep_file": "known.yaml", "output_dir": str(runs)}
+    manifest.update(updated=1.7e9, cells=cells)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) < 1e-9
+
+
+# ---------------------------------------------------------------- the numbers behind the figures
+
+
+def test_axis_groups_put_the_base_first_in_every_axis_and_baselines_apart(sweep):
+    groups, references = axis_groups(load_manifest(sweep))
+    assert [(group.name, group.keys) for group in groups] == [
+        ("pooling", ("model.an.pooling",)),
+        ("activation", ("model.an.activation",)),
+        ("k", ("model.an.k",)),
+    ]
+    pooling, activation, k = groups
+    assert [bar.value for bar in pooling.bars] == ["rsd", "mean", "concat"]
+    assert [bar.value for bar in activation.bars] == ["hsigmoid", "softmax"]
+    assert [bar.value for bar in k.bars] == ["(10,10,20,20)", "(5,5,10,10)"]
+    for group in groups:
+        base = group.bars[0]
+        assert base.is_base and base.cell == 0 and base.label == BASE and not any(b.is_base for b in group.bars[1:])
+        assert _close(base.mean, 21.6) and abs(base.std - 0.141421356) < 1e-6 and (base.done, base.runs) == (2, 2)
+    mean, concat = pooling.bars[1:]
+    assert _close(mean.mean, 21.85) and mean.std != mean.std and (mean.done, mean.runs) == (1, 2)  # one run: no std
+    assert not mean.complete and concat.done == 0 and concat.mean != concat.mean  # nothing done: NaN
+    softmax = activation.bars[1]
+    assert _close(softmax.mean, 22.2) and abs(softmax.std - 0.282842712) < 1e-6 and softmax.complete
+    assert _close(k.bars[1].mean, 22.0)
+    assert len(references) == 1
+    assert (references[0].label, references[0].done, references[0].runs) == ("BN", 2, 2)
+    assert _close(references[0].mean, 23.01)
+
+
+def test_cell_curves_average_the_done_seeds_per_epoch(sweep):
+    curves = cell_curves(load_manifest(sweep))
+    assert sorted(curves) == [0, 1, 3, 4, 5]  # the concat cell has no done run
+    assert [epoch for epoch, _ in curves[0]] == list(range(EPOCHS))
+    assert all(_close(value, 21.6 + 10 * (EPOCHS - 1 - epoch)) for epoch, value in curves[0])
+    assert all(_close(value, 21.85 + 10 * (EPOCHS - 1 - epoch)) for epoch, value in curves[1])  # the failed run: out
+    assert _close(curves[5][-1][1], 23.01)
+
+
+def test_scatter_points_are_params_in_millions_against_mean_error(sweep):
+    points = {point.cell: point for point in scatter_points(load_manifest(sweep))}
+    assert sorted(points) == [0, 1, 3, 4, 5]
+    assert _close(points[0].params_m, AN / 1e6) and _close(points[0].mean, 21.6) and points[0].kind == "base"
+    assert _close(points[4].params_m, SMALL / 1e6) and points[4].label == SMALL_K
+    assert (points[1].done, points[1].runs) == (1, 2) and points[5].kind == "baseline"
+
+
+# ---------------------------------------------------------------- an-lab plot
+
+
+def _png(path_or_bytes) -> Image.Image:
+    data = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    assert image.format == "PNG"
+    return image
+
+
+def test_plot_writes_three_readable_pngs_into_the_sweep_folder(sweep, capsys):
+    assert main(["plot", str(sweep)]) == 0
+    printed = capsys.readouterr().out.split()
+    names = ["error_by_axis.png", "val_curves.png", "params_vs_error.png"]
+    assert printed == [str(sweep / "figures" / name) for name in names]
+    for name in names:
+        image = _png(sweep / "figures" / name)
+        width, height = image.size
+        assert 800 <= width <= 4000 and 400 <= height <= 3000, (name, image.size)
+        colors = image.convert("RGB").getcolors(maxcolors=1 << 20)
+        assert colors is None or len(colors) > 50  # drawn, not blank
+    out = sweep.parent / "elsewhere"
+    assert main(["plot", str(sweep), "--out", str(out)]) == 0
+    assert sorted(path.name for path in out.iterdir()) == sorted(names)
+
+
+def test_plot_without_finished_runs_is_a_usage_error(sweep, capsys):
+    manifest = json.loads((sweep / "manifest.json").read_text())
+    manifest["output_dir"] = str(sweep / "nowhere")
+    (sweep / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["plot", str(sweep)]) == 2
+    assert "no finished runs yet" in capsys.readouterr().err
+    assert not (sweep / "figures").exists()
+    assert main(["report", str(sweep), "--html"]) == 0  # the page still shows the table and the runs' states
+    page = (sweep / "summary.html").read_text()
+    assert "No figures: no finished runs yet." in page and "<img" not in page and BASE in page
+
+
+def test_plot_set_applies_to_sweep_files_only(sweep, capsys):
+    assert main(["plot", str(sweep), "--set", "seeds=[0]"]) == 2
+    assert "--set applies to a sweep file" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- an-lab report --wandb (offline)
+
+
+def _walk(node):
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+def test_wandb_report_offline_writes_its_spec_and_says_how_to_publish(sweep, capsys, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert main(["report", str(sweep), "--wandb", "--entity", "lab"]) == 0
+    out = capsys.readouterr().out
+    spec_path = sweep / "wandb-report.json"
+    assert f"written to {spec_path}" in out and "WANDB_MODE=offline" in out
+    assert f"an-lab report {sweep} --wandb --publish --entity lab --project an-lab-test" in out  # project: runs' config
+    spec = json.loads(spec_path.read_text())
+    assert (spec["group"], spec["entity"], spec["project"]) == ("known", "lab", "an-lab-test")
+    report = spec["report"]
+    assert report["project"] == {"name": "an-lab-test", "entityName": "lab"}
+    nodes = list(_walk(report))
+    grids = [node for node in nodes if node.get("type") == "panel-grid"]
+    assert len(grids) == 1
+    (runset,) = grids[0]["metadata"]["runSets"]
+    assert runset["filters"]["filters"] == [
+        {"key": {"section": "run", "name": "group"}, "op": "=", "value": "known", "disabled": False}
+    ]
+    assert [(key["section"], key["name"]) for key in runset["grouping"]] == [
+        ("config", "model.value.an.pooling"),
+        ("config", "model.value.an.activation"),
+        ("config", "model.value.an.k"),
+        ("config", "model.value.norm"),
+    ]
+    panels = grids[0]["metadata"]["panelBankSectionConfig"]["panels"]
+    lines = [panel["config"] for panel in panels if panel["viewType"] == "Run History Line Plot"]
+    bars = [panel["config"] for panel in panels if panel["viewType"] == "Bar Chart"]
+    assert lines[0]["metrics"] == ["val_top1_err"] and lines[0]["xAxis"] == "epoch"
+    assert len(bars) == 1 and bars[0]["metrics"] == ["val_top1_err"]
+    markdown = [node["content"] for node in nodes if node.get("type") == "markdown-block"]
+    table = render_table(load_manifest(sweep), "markdown")
+    assert table in markdown
+    assert "21.60 ± 0.14" in table and "21.85†" in table
+
+
+def test_wandb_publish_without_a_network_fails_fast_and_keeps_the_spec(sweep, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    spec = tmp_path / "elsewhere" / "report.json"
+    started = time.monotonic()
+    assert main(["report", str(sweep), "--wandb", "--publish", "--out", str(spec), "--timeout", "5"]) == 1
+    assert time.monotonic() - started < 5
+    err = capsys.readouterr().err
+    assert "cannot publish the report: WANDB_MODE=offline" in err and str(spec) in err
+    assert json.loads(spec.read_text())["report"]["displayName"].startswith("Sweep known")
+
+
+def test_report_options_that_do_not_go_together(sweep, capsys):
+    assert main(["report", str(sweep), "--html", "--publish"]) == 2
+    assert "--publish goes with --wandb" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: exactly one of --wandb / --html
+        main(["report", str(sweep)])
+
+
+# ---------------------------------------------------------------- an-lab sync (offline)
+
+
+def _offline_data(sweep: Path) -> list[Path]:
+    """An offline W&B folder for two runs, as WandbLogger(mode='offline') leaves them (content not needed)."""
+    folders = []
+    for run_id in ("an-0", "bn-1"):
+        folder = sweep.parent.parent / run_id / "wandb" / "wandb" / f"offline-run-20260101_000000-{run_id}"
+        folder.mkdir(parents=True)
+        (folder / f"run-{run_id}.wandb").write_bytes(b"\0" * 64)
+        folders.append(folder)
+    return folders
+
+
+def _sync(sweep: Path, env: dict[str, str], bound: float) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "an_lab.cli", "sync", str(sweep), "--timeout", str(bound)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=bound * 4 + 30,  # the test's own guard: a hang fails here instead of blocking the suite
+    )
+
+
+@pytest.mark.parametrize("case", ["offline mode", "no api key", "server down"])
+def test_sync_without_a_network_ends_within_its_bound_with_a_clear_error(sweep, tmp_path, case):
+    _offline_data(sweep)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_") and k != "NETRC"}
+    env.update(HOME=str(tmp_path), WANDB_ERROR_REPORTING="false")  # no ~/.netrc
+    if case == "offline mode":
+        env["WANDB_MODE"] = "offline"
+        expected = "WANDB_MODE=offline is set"
+    elif case == "no api key":
+        expected = "no W&B API key"
+    else:
+        env.update(WANDB_API_KEY="x" * 40, WANDB_BASE_URL="http://127.0.0.1:9")  # nothing listens on port 9
+        expected = "http://127.0.0.1:9 is not reachable"
+    started = time.monotonic()
+    done = _sync(sweep, env, bound=10)
+    assert time.monotonic() - started < 10
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"error: cannot sync without W&B: {expected}" in done.stderr and "Traceback" not in done.stderr
+    assert f"{BASE} [an-0] offline-run-20260101_000000-an-0: not synced (offline)" in done.stdout
+    assert "BN [bn-0]: no offline data" in done.stdout and "BN [bn-1] offline-run" in done.stdout
+    assert "2 not synced (offline)" in done.stdout
+
+
+def test_a_hanging_command_is_stopped_at_the_bound_with_its_children():
+    # like `wandb sync` without a network: the command waits forever, and a child it started holds the output open
+    script = (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    started = time.monotonic()
+    status, output = run_bounded([sys.executable, "-c", script], timeout=2)
+    assert status is None and time.monotonic() - started < 10
+    child = int(output.split()[0])
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            break
+        if state == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"the command's child {child} outlived the bound")
+    assert run_bounded([sys.executable, "-c", "print('ok')"], timeout=20) == (0, "ok\n")
+
+
+# ---------------------------------------------------------------- the HTML page
+
+
+class _Dom(HTMLParser):
+    """The table rows (cell texts) and images of a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.images: list[dict] = []
+        self.external: list[str] = []
+        self._in_results = 0
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        if tag == "table" and "an-lab-results" in (attributes.get("class") or ""):
+            self._in_results = 1
+        elif tag == "tr" and self._in_results:
+            self.rows.append([])
+        elif tag in ("td", "th") and self._in_results:
+            self._cell = []
+        elif tag == "img":
+            self.images.append(attributes)
+        if tag in ("link", "script", "iframe") or any(
+            name in ("src", "href") and value and not value.startswith(("data:", "#")) for name, value in attrs
+        ):
+            self.external.append(tag)
+
+    def handle_endtag(self, tag):
+        if tag == "table" and self._in_results:
+            self._in_results = 0
+        elif tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _run_chromium(*args: str) -> subprocess.CompletedProcess:
+    profile = tempfile.mkdtemp(prefix="an-lab-chromium-")
+    command = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        *args,
+    ]
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_html_page_is_self_contained(sweep, capsys):
+    assert main(["report", str(sweep), "--html"]) == 0
+    page = (sweep / "summary.html").read_text()
+    assert f"summary page: {sweep / 'summary.html'}" in capsys.readouterr().out
+    dom = _Dom()
+    dom.feed(page)
+    assert dom.external == []
+    assert [row[0] for row in dom.rows[1:]] == [BASE, MEAN, CONCAT, SOFTMAX, SMALL_K, "BN"]
+    assert len(dom.images) == 3 and all(image["src"].startswith("data:image/png;base64,") for image in dom.images)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_html_page_renders_in_headless_chromium(sweep, tmp_path):
+    if _chromium() is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; scripts/test.sh installs it (apt-get install chromium)")
+        pytest.skip("chromium is not installed (apt-get install chromium); CI runs this test")
+    out = tmp_path / "page" / "summary.html"
+    assert main(["report", str(sweep), "--html", "--out", str(out)]) == 0
+    # A copy of the page with a probe writing each image's decoded width into the DOM (the page has no script).
+    probe = (
+        "<script>addEventListener('load', () => { for (const image of document.images) "
+        "image.dataset.naturalWidth = image.naturalWidth; document.body.dataset.loaded = 'yes'; });</script>"
+    )
+    probed = out.with_name("probed.html")
+    probed.write_text(out.read_text().replace("</body>", probe + "\n</body>"))
+    done = _run_chromium("--virtual-time-budget=5000", "--dump-dom", probed.as_uri())
+    assert done.returncode == 0, done.stderr[-2000:]
+    dom = _Dom()
+    dom.feed(done.stdout)
+    assert 'data-loaded="yes"' in done.stdout, done.stdout[-2000:]
+    rows = dom.rows
+    assert rows[0][:3] == ["Method", "#Params (M)", "MACs (G)"]
+    assert [row[0] for row in rows[1:]] == [BASE, MEAN, CONCAT, SOFTMAX, SMALL_K, "BN"]
+    assert rows[1][3].startswith("21.60 ± 0.14") and rows[2][3].startswith("21.85†") and rows[3][3] == "—"
+    assert len(dom.images) == 3
+    for image in dom.images:
+        assert int(image["data-natural-width"]) > 0
+        prefix, data = image["src"].split(",", 1)
+        assert prefix == "data:image/png;base64"
+        decoded = _png(base64.b64decode(data))
+        assert int(image["data-natural-width"]) == decoded.size[0]
+    shot = tmp_path / "page.png"
+    done = _run_chromium("--screenshot=" + str(shot), "--window-size=1200,2000", out.as_uri())
+    assert done.returncode == 0 and shot.exists(), done.stderr[-2000:]
+    screenshot = _png(shot).convert("RGB")
+    assert screenshot.size == (1200, 2000)
+    assert len(screenshot.getcolors(maxcolors=1 << 20) or range(1000)) > 100  # text, table and a figure drawn
+
+
+# ---------------------------------------------------------------- no torch
+
+
+HEAVY = {"torch", "torchvision", "lightning", "pytorch_lightning", "torchmetrics"}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("plot", "--out", "{tmp}/figures"), ("report", "--html", "--out", "{tmp}/s.html"), ("report", "--wandb")],
+    ids=["plot", "report-html", "report-wandb"],
+)
+def test_commands_import_no_torch(sweep, tmp_path, command):
+    args = [part.format(tmp=tmp_path) for part in command]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "an_lab.cli", args[0], str(sweep), *args[1:]],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    modules = [line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
+    assert modules, "no -X importtime output"
+    assert [module for module in modules if module.split(".")[0] in HEAVY] == []
+    if args[0] == "plot" or "--html" in args:
+        assert not [module for module in modules if module.split(".")[0] in ("wandb", "wandb_workspaces")]
