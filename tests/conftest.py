@@ -1,5 +1,6 @@
 """Shared fixtures: real data written to disk once per session, and a helper to run the real `an-lab` command."""
 
+import json
 import os
 import subprocess
 import sys
@@ -31,6 +32,16 @@ def an_lab(*args: str, cwd: Path | None = None, timeout: float = 600) -> subproc
         timeout=timeout,
         cwd=cwd,
     )
+
+
+def write_manifest(root: Path, runs: Path, cells: list[dict], name: str = "known") -> Path:
+    """A sweep folder <root>/sweeps/<name>/ holding a hand-written manifest of runs that live in `runs`."""
+    folder = root / "sweeps" / name
+    folder.mkdir(parents=True)
+    manifest = {"name": name, "mode": "ablation", "sweep_file": f"{name}.yaml", "output_dir": str(runs)}
+    manifest.update(updated=1.7e9, cells=cells)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
 
 
 def write_config(path: Path, tree: dict) -> Path:

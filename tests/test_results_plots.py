@@ -15,6 +15,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from conftest import write_manifest
 from PIL import Image
 
 from an_lab.analysis import axis_groups, cell_curves, render_table, scatter_points
@@ -132,12 +133,7 @@ def sweep(tmp_path) -> Path:
             elif content is not None:
                 params = BN if kind == "baseline" else (SMALL if index == 4 else AN)
                 _write_run(folder, run_id, seed, content, params)
-    folder = runs / "sweeps" / "known"
-    folder.mkdir(parents=True)
-    manifest = {"name": "known", "mode": "ablation", "sweep_file": "known.yaml", "output_dir": str(runs)}
-    manifest.update(updated=1.7e9, cells=cells)
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    return folder
+    return write_manifest(runs, runs, cells)
 
 
 def _close(a: float, b: float) -> bool:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import write_manifest
 
 from an_lab.analysis import collect, render_table, summarize
 from an_lab.cli import main
@@ -83,12 +84,7 @@ def sweep(tmp_path) -> Path:
                 (folder / "failed.json").write_text(json.dumps({"reason": "out of memory", "time": 1.7e9}))
             else:
                 (folder / "result.json").write_text(json.dumps(_result(run_id, *content)))
-    folder = tmp_path / "sweeps" / "known"
-    folder.mkdir(parents=True)
-    manifest = {"name": "known", "mode": "ablation", "sweep_file": "known.yaml", "output_dir": str(runs)}
-    manifest.update(updated=1.7e9, cells=cells)
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    return folder
+    return write_manifest(tmp_path, runs, cells)
 
 
 def table(capsys, *args) -> str:
