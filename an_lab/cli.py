@@ -74,8 +74,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     sweep = load_sweep(args.sweep, args.set)
     executor = args.executor or sweep.spec.launcher.executor
-    if executor != "local":
-        raise UsageError(f"{args.sweep}: executor {executor!r} is not available yet; use --executor local")
+    if executor == "slurm":
+        return _sweep_on_slurm(sweep, args)
     selection = prepare(sweep, args.retry_failed)
     print(
         f"sweep {sweep.name}: {len(selection.launch)} to run, {len(selection.done)} done, "
@@ -96,6 +96,30 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     manifest = load_manifest(sweep.sweep_dir)
     rows = collect(manifest)
     print(render_status(manifest, rows))
+    print()
+    print(render_table(manifest, "markdown"))
+    return 0 if all(row["state"] == "done" for row in rows) else 1
+
+
+def _sweep_on_slurm(sweep, args: argparse.Namespace) -> int:
+    """One job array for the runs that are not done; returns once queued, or follows the jobs with --wait."""
+    from an_lab.slurm.submitit_launcher import follow, launch_sweep
+
+    jobs = launch_sweep(sweep, args.retry_failed, args.wait)
+    if not args.wait:
+        return 0
+    if jobs:
+        follow(sweep, jobs)
+    from an_lab.analysis import render_table
+    from an_lab.sweeps.manifest import load_manifest
+    from an_lab.sweeps.status import collect, render_status, scheduler_view
+
+    manifest = load_manifest(sweep.sweep_dir)
+    rows = collect(manifest)
+    notes = scheduler_view(manifest, rows)
+    print(render_status(manifest, rows))
+    for note in notes:
+        print(f"note: {note}")
     print()
     print(render_table(manifest, "markdown"))
     return 0 if all(row["state"] == "done" for row in rows) else 1
@@ -126,10 +150,42 @@ def _run_locally(sweep, runs, max_parallel: int) -> None:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from an_lab.sweeps.manifest import load_manifest
-    from an_lab.sweeps.status import collect, render_status
+    from an_lab.sweeps.status import collect, render_status, scheduler_view
 
     manifest = load_manifest(args.sweep, args.set)
-    print(render_status(manifest, collect(manifest)))
+    rows = collect(manifest)
+    notes = scheduler_view(manifest, rows)  # SLURM jobs: one squeue and one sacct call for the whole sweep
+    print(render_status(manifest, rows))
+    for note in notes:
+        print(f"note: {note}")
+    return 0
+
+
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    from an_lab.slurm.scheduler import cancel, recorded_jobs
+
+    manifest, folder = _results_target(args)
+    jobs = recorded_jobs(folder)
+    if not jobs:
+        print(f"sweep {manifest['name']}: no SLURM jobs recorded in {folder}; nothing to cancel")
+        return 0
+    cancelled, error = cancel(jobs.values())
+    if error:
+        print(f"error: could not cancel the jobs of sweep {manifest['name']}: {error}", file=sys.stderr)
+        return 1
+    if not cancelled:
+        print(f"sweep {manifest['name']}: none of its {len(jobs)} recorded SLURM jobs is queued or running")
+        return 0
+    runs = {job_id: run_id for run_id, job_id in jobs.items()}
+    labels = {run["run_id"]: cell["label"] for cell in manifest["cells"] for run in cell["runs"]}
+    for job in cancelled:
+        run_id = runs.get(job.job_id, "?")
+        print(f"{labels.get(run_id, run_id)} [{run_id}]: slurm {job.job_id} cancelled (was {job.state.lower()})")
+    arrays = sorted({job.job_id.split("_")[0] for job in cancelled})
+    print(
+        f"cancelled {len(cancelled)} job(s) of sweep {manifest['name']} (scancel {' '.join(arrays)}); the runs keep "
+        "their last.ckpt and resume on the next `an-lab sweep`"
+    )
     return 0
 
 
@@ -318,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--retry-failed", action="store_true", help="relaunch runs that failed")
     sweep.add_argument("--executor", choices=("local", "slurm"), default=None, help="default: the file's launcher")
     sweep.add_argument("--max-parallel", type=int, default=None, help="local runs at once (default: the file's)")
+    sweep.add_argument("--wait", action="store_true", help="slurm: follow the jobs until they end, then report")
     sweep.set_defaults(run=_cmd_sweep)
 
     status = commands.add_parser(
@@ -404,6 +461,19 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--timeout", type=float, default=60.0, metavar="S", help="bound per run folder (default: 60 s)")
     _add_set(sync, "override a key of a sweep file, repeatable")
     sync.set_defaults(run=_cmd_sync)
+
+    cancel = commands.add_parser(
+        "cancel",
+        help="cancel a sweep's SLURM jobs (scancel); its runs stay resumable",
+        description=(
+            "Cancel, with one scancel call, the sweep's SLURM jobs that are still queued or running (the job ids "
+            "`an-lab sweep --executor slurm` recorded in the sweep folder) and report them. Cancelled runs keep their "
+            "last checkpoint and resume on the next `an-lab sweep`."
+        ),
+    )
+    cancel.add_argument("sweep", metavar="SWEEP", help="sweep YAML file, or the folder <output_dir>/sweeps/<name>/")
+    _add_set(cancel, "override a key of a sweep file, repeatable")
+    cancel.set_defaults(run=_cmd_cancel)
     return parser
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,3 +48,38 @@ def write_manifest(root: Path, runs: Path, cells: list[dict], name: str = "known
 def write_config(path: Path, tree: dict) -> Path:
     path.write_text(yaml.safe_dump(tree))
     return path
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A real single-node SLURM cluster with accounting (scripts/local-slurm.sh) for the whole session.
+
+    Installs the Debian packages if missing, starts the daemons with their state in a fresh temporary folder,
+    exports SLURM_CONF for this process and every command it starts, and stops exactly those daemons at the end.
+    """
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.skip("the local SLURM cluster needs root on a Debian machine (scripts/local-slurm.sh)")
+    script = ROOT / "scripts" / "local-slurm.sh"
+    state = tmp_path_factory.mktemp("slurm-cluster")
+    install = subprocess.run([script, "install"], capture_output=True, text=True, timeout=900)
+    if install.returncode != 0:
+        pytest.fail(f"local-slurm.sh install failed:\n{install.stderr[-3000:]}")
+    up = subprocess.run([script, "up", state], capture_output=True, text=True, timeout=300)
+    if up.returncode != 0:
+        subprocess.run([script, "down", state], capture_output=True, timeout=300)
+        pytest.fail(f"local-slurm.sh up failed:\n{up.stderr[-3000:]}")
+    export = up.stdout.strip().splitlines()[-1]
+    assert export.startswith("export SLURM_CONF="), up.stdout
+    previous = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = export.split("=", 1)[1]
+    try:
+        yield state
+    finally:
+        subprocess.run([script, "down", state], capture_output=True, timeout=300)
+        if previous is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = previous

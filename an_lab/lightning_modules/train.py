@@ -212,12 +212,14 @@ def train(config: RunConfig, *, plugins: list | None = None, progress: bool = Tr
         if wandb_logger is not None and wandb_logger._experiment is not None:
             wandb_logger.experiment.finish()
 
+    if not trainer.is_global_zero:
+        # DDP (e.g. srun tasks of a SLURM job): rank 0 reads the CSV logs only it writes and writes the one result.
+        return {"run_id": run_id(config), "status": "done", "global_rank": trainer.global_rank}
     result = _result(config, trainer, module, throughput, time.perf_counter() - started)
-    if trainer_config.diagnostics and trainer.is_global_zero:
+    if trainer_config.diagnostics:
         from an_lab.lightning_modules.diagnostics import save_diagnostics
 
         result["diagnostics"] = [p.name for p in save_diagnostics(module.model, data, directory)]
-    if trainer.is_global_zero:
-        _write_metrics_csv(directory / METRICS, epoch_metrics(directory))
-        write_json_atomic(directory / RESULT, result)
+    _write_metrics_csv(directory / METRICS, epoch_metrics(directory))
+    write_json_atomic(directory / RESULT, result)
     return result

@@ -34,6 +34,52 @@ def collect(manifest: dict) -> list[dict]:
     return rows
 
 
+def scheduler_view(manifest: dict, rows: list[dict]) -> list[str]:
+    """Refine the rows of runs submitted to SLURM with the scheduler's view; returns notes to print.
+
+    One squeue and one sacct call for the whole sweep (an_lab.slurm.scheduler), only for runs that are not done.
+    Queued and running jobs override what the run folder says (pending, requeued, running); a job that ended badly
+    makes its run failed with the scheduler's reason; a cancelled job leaves its run interrupted (resumable). Without
+    accounting, ended jobs keep the state of their run folder, with a note.
+    """
+    from an_lab.slurm.scheduler import last_error_line, log_file, query, recorded_jobs
+
+    sweep_dir = Path(manifest["output_dir"]) / "sweeps" / str(manifest["name"])
+    recorded = recorded_jobs(sweep_dir)
+    by_id = {row["run_id"]: row for row in rows}
+    unfinished = {
+        run_id: job for run_id, job in recorded.items() if run_id in by_id and by_id[run_id]["state"] != "done"
+    }
+    if not unfinished:
+        return []
+    view = query(unfinished.values())
+    for run_id, job_id in unfinished.items():
+        row, job = by_id[run_id], view.jobs.get(job_id)
+        if job is None:
+            if row["state"] == "pending":
+                row["detail"] = f"submitted as slurm {job_id}"
+            continue
+        folder_reason = row["detail"] if row["state"] == "failed" else None
+        if job.active:
+            if job.state in ("RUNNING", "COMPLETING", "CONFIGURING"):
+                row["state"] = "running"
+            elif job.requeues or job.state.startswith("REQUEUE") or job.reason == "BeginTime":
+                row["state"] = "requeued"
+            else:
+                row["state"] = "pending"
+            row["detail"] = job.describe()
+        elif row["state"] == "failed" or job.failed:
+            log = log_file(sweep_dir, job_id)
+            reason = folder_reason or last_error_line(log) or f"see {log}"
+            row["state"], row["detail"] = "failed", f"{reason}; {job.describe()}"
+        else:  # cancelled, preempted without requeue, or ended without a result: resumable
+            row["state"] = "interrupted"
+            row["detail"] = f"{job.describe()}; resumes on the next launch"
+    known = sum(job in view.jobs for job in unfinished.values())
+    notes = [f"slurm: {known} of {len(unfinished)} unfinished runs' jobs known to the scheduler", *view.notes]
+    return notes
+
+
 def best_cell(rows: list[dict]) -> tuple[str, float, int] | None:
     """(label, mean final top-1 error, runs done) of the cell with the lowest mean over its finished runs."""
     errors: dict[str, list[float]] = {}
@@ -52,7 +98,8 @@ def render_status(manifest: dict, rows: list[dict]) -> str:
         error = f"{row['top1_err']:.2f}" if row["top1_err"] is not None else ""
         table.append((row["cell"], str(row["seed"]), row["run_id"], error, state_text(row["state"], row["detail"])))
     counts = Counter(row["state"] for row in rows)
-    summary = ", ".join(f"{name} {counts[name]}" for name in ("done", "running", "interrupted", "failed", "pending"))
+    names = ("done", "running", "requeued", "interrupted", "failed", "pending")
+    summary = ", ".join(f"{name} {counts[name]}" for name in names if name != "requeued" or counts[name])
     lines = [f"sweep {manifest['name']}: {len(rows)} runs in {manifest['output_dir']}/", "", *align(table), "", summary]
     best = best_cell(rows)
     if best is not None:

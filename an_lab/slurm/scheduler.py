@@ -1,0 +1,255 @@
+"""What SLURM says about a sweep's jobs: one batched `squeue` and one batched `sacct` call, and `scancel`.
+
+Torch-free and submitit-free, so that `an-lab status` stays fast. squeue is the truth for jobs that are still queued
+or running (sacct lags it by a few seconds); sacct adds the jobs that ended, their exit codes and their requeue
+history (`sacct -D` keeps one record per attempt). A cluster without accounting (sacct failing) or a machine without
+SLURM commands gives notes, never exceptions: callers then fall back on the run folders.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Job states (the first word: "CANCELLED by 0" is CANCELLED) of a job that is not over yet.
+ACTIVE = frozenset(
+    {
+        "PENDING",
+        "RUNNING",
+        "CONFIGURING",
+        "COMPLETING",
+        "REQUEUED",
+        "REQUEUE_HOLD",
+        "REQUEUE_FED",
+        "RESIZING",
+        "SIGNALING",
+        "STAGE_OUT",
+        "SUSPENDED",
+        "STOPPED",
+        "RESV_DEL_HOLD",
+        "SPECIAL_EXIT",
+    }
+)
+# Ended states that mean the run failed (rather than was stopped on purpose).
+FAILED = frozenset({"FAILED", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "TIMEOUT"})
+# An attempt that ended in one of these was followed by another attempt of the same job.
+REQUEUE_MARKS = frozenset({"REQUEUED", "PREEMPTED", "REQUEUE_HOLD", "REQUEUE_FED"})
+TIMEOUT_S = 30
+
+
+@dataclass
+class JobState:
+    job_id: str  # "123_4" for task 4 of array 123, "123" for a plain job
+    state: str  # SLURM's state word: PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT, ...
+    reason: str | None = None  # why it is pending, or the scheduler's reason for the end
+    exit_code: str | None = None  # "1:0" (exit status:signal), from sacct
+    node: str | None = None
+    requeues: int = 0  # earlier attempts of this job that were requeued (from sacct's history)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+    @property
+    def failed(self) -> bool:
+        return self.state in FAILED
+
+    def describe(self) -> str:
+        """E.g. `slurm 123_4 FAILED, exit code 1:0` or `slurm 123_4 PENDING (Resources)`."""
+        text = f"slurm {self.job_id} {self.state}"
+        if self.reason and self.reason not in ("None", "(null)"):
+            text += f" ({self.reason})"
+        if self.exit_code and not self.active and self.exit_code != "0:0":
+            text += f", exit code {self.exit_code}"
+        if self.requeues:
+            text += f", requeued {self.requeues}x"
+        return text
+
+
+@dataclass
+class QueueView:
+    jobs: dict[str, JobState] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    squeue_ok: bool = False
+    sacct_ok: bool = False
+
+
+def array_id(job_id: str) -> str:
+    """The id sbatch returned: `123` for `123_4` and for `123`."""
+    return str(job_id).split("_", 1)[0]
+
+
+def expand_ids(text: str) -> list[str]:
+    """Job ids of one squeue/sacct JobID field: `123_[0-3,7%2]` (pending array tasks) -> 123_0 ... 123_3, 123_7."""
+    match = re.fullmatch(r"(\d+)_\[([^\]]*)\]", text.strip())
+    if match is None:
+        return [text.strip()]
+    base, spec = match.group(1), match.group(2).split("%", 1)[0]
+    ids = []
+    for part in filter(None, spec.split(",")):
+        low, _, high = part.partition("-")
+        ids.extend(f"{base}_{task}" for task in range(int(low), int(high or low) + 1))
+    return ids
+
+
+def _run(command: list[str]) -> tuple[str | None, str | None]:
+    """(stdout, None) or (None, why it failed) -- never raises for a missing or failing command."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S)
+    except FileNotFoundError:
+        return None, f"{command[0]} not found (no SLURM client commands on this machine)"
+    except subprocess.TimeoutExpired:
+        return None, f"{command[0]} did not answer within {TIMEOUT_S} s"
+    except OSError as error:
+        return None, f"{command[0]}: {error}"
+    if done.returncode != 0:
+        message = (done.stderr or done.stdout).strip().splitlines()
+        return None, f"{command[0]} exited {done.returncode}: {message[-1] if message else 'no output'}"
+    return done.stdout, None
+
+
+def _squeue(arrays: list[str]) -> tuple[dict[str, JobState] | None, str | None]:
+    out, error = _run(["squeue", "--noheader", "--array", "--jobs", ",".join(arrays), "--format", "%i|%T|%r|%N"])
+    if out is None:
+        return None, error
+    jobs = {}
+    for line in out.splitlines():
+        parts = line.split("|")
+        if len(parts) < 4:
+            continue
+        for job_id in expand_ids(parts[0]):
+            jobs[job_id] = JobState(job_id, parts[1].split(" ")[0], parts[2] or None, node=parts[3] or None)
+    return jobs, None
+
+
+def _sacct(arrays: list[str]) -> tuple[dict[str, list[JobState]] | None, str | None]:
+    out, error = _run(
+        [
+            "sacct",
+            "--noheader",
+            "--parsable2",
+            "--allocations",
+            "--duplicates",
+            "--jobs",
+            ",".join(arrays),
+            "--format",
+            "JobID,State,ExitCode,Reason,NodeList",
+        ]
+    )
+    if out is None:
+        return None, error
+    history: dict[str, list[JobState]] = {}
+    for line in out.splitlines():
+        parts = line.split("|")
+        if len(parts) < 5:
+            continue
+        for job_id in expand_ids(parts[0]):
+            record = JobState(job_id, parts[1].split(" ")[0], parts[3] or None, parts[2] or None, parts[4] or None)
+            history.setdefault(job_id, []).append(record)
+    return history, None
+
+
+def query(job_ids: Iterable[str], accounting: bool = True) -> QueueView:
+    """The state of each job: one squeue call and (with accounting) one sacct call over all their arrays."""
+    wanted = {str(job_id) for job_id in job_ids}
+    view = QueueView()
+    if not wanted:
+        return view
+    arrays = sorted({array_id(job_id) for job_id in wanted}, key=lambda text: (len(text), text))
+    queued, error = _squeue(arrays)
+    view.squeue_ok = queued is not None
+    if error:
+        view.notes.append(f"the queue could not be read ({error})")
+    history: dict[str, list[JobState]] = {}
+    if accounting:
+        found, error = _sacct(arrays)
+        view.sacct_ok = found is not None
+        if found is not None:
+            history = found
+        else:
+            view.notes.append(
+                f"SLURM accounting is not available ({error}): ended jobs show the state their run folders recorded"
+            )
+    for job_id in wanted:
+        attempts = history.get(job_id, [])
+        requeues = sum(record.state in REQUEUE_MARKS for record in attempts[:-1])
+        if queued is not None and job_id in queued:
+            current = queued[job_id]
+            current.requeues = requeues
+            current.exit_code = attempts[-1].exit_code if attempts else None
+            view.jobs[job_id] = current
+        elif attempts:
+            last = attempts[-1]
+            if last.active and view.squeue_ok:
+                continue  # left the queue; its end is not in the accounting yet: the run folder knows more
+            last.requeues = requeues
+            view.jobs[job_id] = last
+    return view
+
+
+def active(job_ids: Iterable[str]) -> tuple[dict[str, JobState] | None, str | None]:
+    """Jobs among job_ids that are still queued or running, from one squeue call; (None, why) when it failed."""
+    wanted = {str(job_id) for job_id in job_ids}
+    if not wanted:
+        return {}, None
+    queued, error = _squeue(sorted({array_id(job_id) for job_id in wanted}))
+    if queued is None:
+        return None, error
+    return {job_id: state for job_id, state in queued.items() if job_id in wanted and state.active}, None
+
+
+def cancel(job_ids: Iterable[str]) -> tuple[list[JobState], str | None]:
+    """scancel, in one call, the arrays (or plain jobs) of those job_ids that are still queued or running.
+
+    Every task of an array that an-lab submitted belongs to the same sweep, so whole arrays are cancelled.
+    Returns (the jobs that were active, error or None).
+    """
+    running, error = active(job_ids)
+    if not running:
+        return [], error
+    targets = sorted({array_id(job_id) for job_id in running}, key=lambda text: (len(text), text))
+    _, error = _run(["scancel", *targets])
+    return sorted(running.values(), key=lambda state: state.job_id), error
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# What an-lab recorded at submission (written by an_lab.slurm.submitit_launcher), read without submitit.
+
+JOBS_FILE = "slurm/jobs.json"  # in the sweep folder: every submission, in order
+LOGS_DIR = "slurm/logs"  # in the sweep folder: submitit's folder, one sub-folder per job
+
+
+def recorded_jobs(sweep_dir: Path) -> dict[str, str]:
+    """run id -> the job id of its latest submission, from <sweep folder>/slurm/jobs.json (empty if none)."""
+    try:
+        submissions = json.loads((Path(sweep_dir) / JOBS_FILE).read_text()).get("submissions", [])
+    except (OSError, ValueError, AttributeError):
+        return {}
+    latest: dict[str, str] = {}
+    for submission in submissions:
+        latest.update(submission.get("runs", {}))
+    return latest
+
+
+def log_file(sweep_dir: Path, job_id: str, kind: str = "err", task: int = 0) -> Path:
+    """submitit's stdout ("out") or stderr ("err") file of one task of a job."""
+    return Path(sweep_dir) / LOGS_DIR / job_id / f"{job_id}_{task}_log.{kind}"
+
+
+def last_error_line(path: Path, limit: int = 64 * 1024) -> str | None:
+    """The last line of a job's stderr that looks like an exception or an error, for a failure's reason."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, path.stat().st_size - limit))
+            lines = handle.read().decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        text = line.strip()
+        if re.match(r"^[\w.]+(Error|Exception|Interrupt|Exit)\b", text) or text.lower().startswith(("error", "srun:")):
+            return text[:300]
+    return None
