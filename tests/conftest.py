@@ -25,13 +25,18 @@ def data_root(tmp_path_factory) -> Path:
     return root
 
 
-def an_lab(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def an_lab(
+    *args, cwd: Path | None = None, env: dict | None = None, python: tuple[str, ...] = (), timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """The real `an-lab` command in a fresh interpreter (`python` adds interpreter flags such as -X importtime)."""
     return subprocess.run(
-        [sys.executable, "-m", "an_lab.cli", *map(str, args)],
+        [sys.executable, *python, "-m", "an_lab.cli", *map(str, args)],
         capture_output=True,
         text=True,
+        encoding="utf-8",
         timeout=timeout,
         cwd=cwd,
+        env=env,
     )
 
 

@@ -1,12 +1,11 @@
 """`an-lab profile` as a user runs it: a real process."""
 
+import functools
 import json
-import subprocess
-import sys
 
+from conftest import an_lab
 
-def an_lab(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "an_lab.cli", *args], capture_output=True, text=True, timeout=300)
+an_lab = functools.partial(an_lab, timeout=300)
 
 
 def test_profile_reports_the_papers_counts():

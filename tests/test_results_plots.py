@@ -15,7 +15,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import write_manifest
+from conftest import an_lab, write_manifest
 from PIL import Image
 
 from an_lab.analysis import axis_groups, cell_curves, render_table, scatter_points
@@ -312,10 +312,11 @@ def _offline_data(sweep: Path) -> list[Path]:
 
 
 def _sync(sweep: Path, env: dict[str, str], bound: float) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "an_lab.cli", "sync", str(sweep), "--timeout", str(bound)],
-        capture_output=True,
-        text=True,
+    return an_lab(
+        "sync",
+        sweep,
+        "--timeout",
+        bound,
         cwd=ROOT,
         env=env,
         timeout=bound * 4 + 30,  # the test's own guard: a hang fails here instead of blocking the suite
@@ -502,14 +503,7 @@ HEAVY = {"torch", "torchvision", "lightning", "pytorch_lightning", "torchmetrics
 def test_commands_import_no_torch(sweep, tmp_path, command):
     args = [part.format(tmp=tmp_path) for part in command]
     env = {**os.environ, "WANDB_MODE": "offline"}
-    done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "an_lab.cli", args[0], str(sweep), *args[1:]],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=120,
-    )
+    done = an_lab(args[0], sweep, *args[1:], python=("-X", "importtime"), cwd=ROOT, env=env, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     modules = [line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
     assert modules, "no -X importtime output"

@@ -3,15 +3,14 @@
 over seeds, differences against the baseline in brackets, best values marked, an incomplete cell flagged and a cell
 without results shown as a dash), baselines chosen by name, label or index, clear usage errors, and no torch."""
 
+import functools
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import write_manifest
+from conftest import an_lab, write_manifest
 
 from an_lab.analysis import collect, render_table, summarize
 from an_lab.cli import main
@@ -176,9 +175,7 @@ def test_another_cell_as_baseline_and_none(sweep, capsys):
     assert "(-" not in plain and "(x)" not in plain and "**21.60 ± 0.14** |" in plain and "21.85† |" in plain
 
 
-def an_lab(*args, **options) -> subprocess.CompletedProcess:
-    command = [sys.executable, *options.get("python", ()), "-m", "an_lab.cli", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, encoding="utf-8", cwd=ROOT, timeout=120)
+an_lab = functools.partial(an_lab, cwd=ROOT, timeout=120)
 
 
 def test_unknown_baseline_exits_2_listing_the_choices(sweep):

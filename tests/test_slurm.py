@@ -7,6 +7,7 @@ tested too but only on request (AN_LAB_SLURM_REAL_TIME_LIMIT=1): SLURM checks li
 takes about three minutes.
 """
 
+import functools
 import json
 import os
 import shutil
@@ -66,15 +67,7 @@ def calls(log: Path) -> int:
     return len(log.read_text().splitlines()) if log.exists() else 0
 
 
-def cli(*args, env: dict | None = None, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "an_lab.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=cwd,
-    )
+cli = functools.partial(an_lab, timeout=300)
 
 
 def show(result: subprocess.CompletedProcess) -> str:

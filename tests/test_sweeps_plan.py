@@ -3,8 +3,6 @@ one clear error per hostile sweep file (exit 2, nothing written), and no torch o
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -288,9 +286,7 @@ def test_hostile_sweep_files_are_one_clear_error_and_write_nothing(tmp_path, cas
     text, message, line = HOSTILE[case]
     out = tmp_path / "out"
     path = write(tmp_path / f"{case}.yaml", text.replace("{tmp}", str(tmp_path)) + f"output_dir: {out}\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "an_lab.cli", "plan", str(path)], capture_output=True, text=True, timeout=120
-    )
+    result = an_lab("plan", path, timeout=120)
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.startswith(f"error: {path}") and message in result.stderr, result.stderr
     if line is not None:
@@ -317,13 +313,7 @@ def test_set_overrides_reach_the_base_and_the_sweep(tmp_path):
     "command", [["plan", "sweeps/quickstart.yaml"], ["status", "sweeps/quickstart.yaml"], ["--help"]]
 )
 def test_cheap_commands_import_neither_torch_nor_lightning_nor_wandb(command):
-    result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "an_lab.cli", *command],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
+    result = an_lab(*command, python=("-X", "importtime"), cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
     heavy = [line for line in result.stderr.splitlines() if any(n in line for n in ("torch", "lightning", "wandb"))]
     assert heavy == []
