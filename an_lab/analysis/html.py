@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from an_lab.analysis.plots import render_figures
+from an_lab.analysis.plots import render_figures, write_files
 from an_lab.analysis.results import collect
 from an_lab.analysis.table import render_table
 from an_lab.errors import UsageError
@@ -132,10 +132,10 @@ def render_summary(manifest: dict, runs: pd.DataFrame | None = None, baseline: s
 def write_summary(
     manifest: dict, out: str | Path, runs: pd.DataFrame | None = None, baseline: str | int | None = None
 ) -> Path:
-    """Write the summary page to `out` (its folder is created); returns the path."""
+    """Write the summary page to `out` (its folder is created); returns the path. The page is rendered first, then
+    written through a temporary file (write_files): a page already there is replaced whole or kept as it was, and a
+    full disk or a read-only folder is a UsageError naming the path."""
     path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(render_summary(manifest, runs, baseline), encoding="utf-8")
-    temporary.replace(path)
+    page = render_summary(manifest, runs, baseline)
+    write_files({path: page.encode("utf-8")})
     return path

@@ -10,12 +10,20 @@
 
 Incomplete cells use their done runs only and say so ("(1/2)", hatched bars, hollow points). The numbers behind the
 figures come from pure functions (axis_groups, cell_curves, scatter_points) so that tests can check them.
+
+Labels, tag values and the sweep's name are the user's text and are drawn as typed: no mathtext ("$x$" stays "$x$",
+an unknown "\\command" cannot fail), no TeX (_as_typed). Files are written with write_files: all or nothing, through
+temporary files renamed into place, and a full disk or a read-only folder is one UsageError naming the path.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import math
+import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +47,11 @@ _STYLE = {
     "axes.spines.top": False,
     "axes.spines.right": False,
     "savefig.dpi": 110,
+    # every text object starts as plain text, tick labels made while drawing too (see _as_typed)
+    "text.usetex": False,
+    "text.parse_math": False,
 }
+IMAGE_FORMATS = ("png", "svg")
 _BASE_COLOR, _AXIS_COLOR, _BASELINE_COLOR = "#4c72b0", "#dd8452", "#333333"
 
 
@@ -219,9 +231,22 @@ def _new_figure(width: float, height: float):
     return figure
 
 
-def _png(figure) -> bytes:
+def _as_typed(figure) -> None:
+    """Draw every text of the figure as typed: titles, axis and tick labels, legend entries and annotations, where
+    the manifest's labels, tag values and sweep name end up. Matplotlib would otherwise read text between dollar signs
+    as mathtext (and raise on an unknown command such as "$\\foo$") or hand it to TeX (rcParams text.usetex)."""
+    from matplotlib.text import Text
+
+    for text in figure.findobj(Text):
+        text.set_usetex(False)
+        text.set_parse_math(False)
+
+
+def _render(figure, image_format: str) -> bytes:
+    """The figure as PNG or SVG bytes (SVG keeps its texts as text elements), its texts drawn as typed."""
+    _as_typed(figure)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", bbox_inches="tight", pad_inches=0.2)
+    figure.savefig(buffer, format=image_format, bbox_inches="tight", pad_inches=0.2)
     return buffer.getvalue()
 
 
@@ -229,7 +254,7 @@ def _finite(values) -> list[float]:
     return [value for value in values if value is not None and math.isfinite(value)]
 
 
-def _error_by_axis(name: str, groups: list[AxisGroup], references: list[Reference]) -> bytes:
+def _error_by_axis(name: str, groups: list[AxisGroup], references: list[Reference]):
     columns = len(groups) if len(groups) <= 3 else (2 if len(groups) == 4 else 3)
     rows = math.ceil(len(groups) / columns)
     widths = [max(3.6, 1.25 * len(group.bars) + 1.2) for group in groups[:columns]]
@@ -308,7 +333,7 @@ def _error_by_axis(name: str, groups: list[AxisGroup], references: list[Referenc
     if floor > 0:
         title += f"\ny axis starts at {floor:.1f}%"
     figure.suptitle(title)
-    return _png(figure)
+    return figure
 
 
 def _line_styles(count: int) -> list[tuple[str, object]]:
@@ -319,7 +344,7 @@ def _line_styles(count: int) -> list[tuple[str, object]]:
     return [(palette[i % len(palette)], dashes[(i // len(palette)) % len(dashes)]) for i in range(count)]
 
 
-def _val_curves(name: str, manifest: dict, curves: dict[int, list[tuple[int, float]]], summary: pd.DataFrame) -> bytes:
+def _val_curves(name: str, manifest: dict, curves: dict[int, list[tuple[int, float]]], summary: pd.DataFrame):
     figure = _new_figure(14.0, 5.6)
     full, zoom = figure.subplots(1, 2, width_ratios=[1.0, 1.0])
     described = summary.set_index("index")
@@ -384,7 +409,7 @@ def _val_curves(name: str, manifest: dict, curves: dict[int, list[tuple[int, flo
         frameon=False,
     )
     figure.suptitle(f"{name}: validation top-1 error per epoch (mean over the done seeds of each cell)")
-    return _png(figure)
+    return figure
 
 
 def _spread(positions: list[float], gap: float, low: float, high: float) -> list[float]:
@@ -401,7 +426,7 @@ def _spread(positions: list[float], gap: float, low: float, high: float) -> list
     return placed
 
 
-def _params_vs_error(name: str, points: list[Point]) -> bytes:
+def _params_vs_error(name: str, points: list[Point]):
     height = max(5.2, 0.36 * len(points) + 1.8)
     figure = _new_figure(13.0, height)
     ax = figure.subplots()
@@ -462,13 +487,16 @@ def _params_vs_error(name: str, points: list[Point]) -> bytes:
     if any(p.done != p.runs for p in points):
         title += "; hollow = incomplete cell, (done/total) runs"
     ax.set_title(title, loc="left")
-    return _png(figure)
+    return figure
 
 
-def render_figures(manifest: dict, runs: pd.DataFrame | None = None) -> dict[str, bytes]:
-    """The sweep's figures as PNG bytes by file name (FIGURES); UsageError when no run is done yet."""
+def render_figures(manifest: dict, runs: pd.DataFrame | None = None, image_format: str = "png") -> dict[str, bytes]:
+    """The sweep's figures as PNG bytes by file name (FIGURES); UsageError when no run is done yet. With
+    image_format="svg", SVG documents named <figure>.svg, their texts kept as text (what tests read back)."""
     from matplotlib import rc_context
 
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f"image_format {image_format!r}: one of {', '.join(IMAGE_FORMATS)}")
     check_manifest(manifest)
     runs = collect(manifest) if runs is None else runs
     if not (runs["state"] == "done").any():
@@ -479,26 +507,95 @@ def render_figures(manifest: dict, runs: pd.DataFrame | None = None) -> dict[str
     curves = cell_curves(manifest, runs)
     points = scatter_points(manifest, runs)
     out: dict[str, bytes] = {}
-    with rc_context(_STYLE):
+    with rc_context({**_STYLE, "svg.fonttype": "none"}):
         if groups:
-            out["error_by_axis.png"] = _error_by_axis(name, groups, references)
+            out["error_by_axis"] = _render(_error_by_axis(name, groups, references), image_format)
         if curves:
-            out["val_curves.png"] = _val_curves(name, manifest, curves, summary)
+            out["val_curves"] = _render(_val_curves(name, manifest, curves, summary), image_format)
         if points:
-            out["params_vs_error.png"] = _params_vs_error(name, points)
-    return out
+            out["params_vs_error"] = _render(_params_vs_error(name, points), image_format)
+    return {f"{stem}.{image_format}": data for stem, data in out.items()}
 
 
 def plot_sweep(manifest: dict, out_dir: str | Path, runs: pd.DataFrame | None = None) -> list[Path]:
-    """Write the sweep's figures into out_dir (created); returns the paths written."""
+    """Write the sweep's figures into out_dir (created), all or none of them (write_files); returns the paths
+    written. UsageError when no run is done yet or when the folder cannot take them (full disk, read-only)."""
     drawn = render_figures(manifest, runs)
     folder = Path(out_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for filename, data in drawn.items():
-        path = folder / filename
-        temporary = path.with_name(f".{filename}.tmp")
-        temporary.write_bytes(data)
-        temporary.replace(path)
-        paths.append(path)
-    return paths
+    return write_files({folder / filename: data for filename, data in drawn.items()})
+
+
+# ---------------------------------------------------------------- writing files
+
+
+def _make_folders(folder: Path, created: list[Path]) -> None:
+    """Create `folder` and its missing parents, appending each folder this call made to `created` (outermost
+    first) as soon as it exists, so that a later failure can remove them again."""
+    missing = []
+    for candidate in (folder, *folder.parents):
+        if candidate.is_dir():
+            break
+        missing.append(candidate)
+    for candidate in reversed(missing):
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            if not candidate.is_dir():
+                raise
+            continue  # made meanwhile by someone else: not ours to remove
+        created.append(candidate)
+
+
+def _advice(error: OSError) -> str:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free some space, or choose another place with --out"
+    if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "choose a writable place with --out"
+    return "choose another place with --out"
+
+
+def write_files(files: dict[Path, bytes]) -> list[Path]:
+    """Write every file or none, and never leave a half-written one: each is written (and fsynced) to a temporary
+    file in its own folder, and only once all of them are complete are they renamed over their targets (os.replace),
+    so a reader sees the old file or the whole new one. When a step fails (a full disk, a read-only folder, a target
+    that is a folder) the temporary files and the folders made here are removed, the files already there keep their
+    content, and a UsageError names the path and the reason. Returns the paths written, in the given order."""
+    created: list[Path] = []
+    pending: list[tuple[Path, Path]] = []  # (temporary file, target)
+    replaced: list[Path] = []
+    action, subject = "write", None
+    try:
+        for path, data in files.items():
+            action, subject = "create the folder", path.parent
+            _make_folders(path.parent, created)
+            action, subject = "write", path
+            temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            pending.append((temporary, path))
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        for temporary, path in pending:
+            subject = path
+            os.replace(temporary, path)
+            replaced.append(path)
+    except BaseException as error:  # an interrupt cleans up too; only OSError becomes the user's error
+        for temporary, _ in pending:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        if not isinstance(error, OSError):
+            raise
+        if action == "create the folder" and error.filename:
+            subject = Path(os.fsdecode(error.filename))
+        kept = (
+            f"{len(replaced)} of the {len(files)} files were already replaced ({', '.join(map(str, replaced))})"
+            if replaced
+            else "nothing there was changed"
+        )
+        reason = error.strerror or str(error)
+        raise UsageError(f"cannot {action} {subject}: {reason}; {kept} ({_advice(error)})") from None
+    return [path for _, path in pending]

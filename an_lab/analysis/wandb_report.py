@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from an_lab.analysis.plots import write_files
 from an_lab.analysis.results import check_manifest
 from an_lab.analysis.table import render_table
 from an_lab.errors import UsageError
@@ -242,7 +243,8 @@ def write_report_spec(
     sweep: str,
     baseline: str | int | None = None,
 ) -> Path:
-    """Write the report's specification (JSON) to `path`; no network. `sweep` is what to pass to publish it later."""
+    """Write the report's specification (JSON) to `path`; no network. `sweep` is what to pass to publish it later.
+    UsageError naming the path when it cannot be written (full disk, read-only folder)."""
     report = build_report(manifest, entity, project, baseline=baseline)
     document = {
         "format": SPEC_FORMAT,
@@ -256,10 +258,8 @@ def write_report_spec(
         "report": report_spec(report),
     }
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(f".{out.name}.tmp")
-    temporary.write_text(json.dumps(document, indent=2) + "\n")
-    temporary.replace(out)
+    # through a temporary file (write_files): a previous spec is kept whole when the disk is full or read-only
+    write_files({out: (json.dumps(document, indent=2) + "\n").encode("utf-8")})
     return out
 
 
