@@ -46,13 +46,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from an_lab.config import load_config, run_dir
 
     config = load_config(args.config, args.set)
-    from an_lab.lightning_modules.train import RunFailed, train
+    from an_lab.lightning_modules.train import RunBusy, RunFailed, RunInterrupted, train
+    from an_lab.rundir import EXIT_BUSY, EXIT_INTERRUPTED
 
     try:
         result = train(config, progress=not args.quiet)
     except RunFailed as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except RunBusy as error:
+        print(f"note: {error}", file=sys.stderr)
+        return EXIT_BUSY
+    except RunInterrupted as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     final, best = result["final"], result["best"]
     print(f"run        {run_dir(config)}")
     print(f"top-1 err  {final['top1_err']:.2f}% final, {best['top1_err']:.2f}% best (epoch {best['epoch']})")
@@ -79,11 +86,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     selection = prepare(sweep, args.retry_failed)
     print(
         f"sweep {sweep.name}: {len(selection.launch)} to run, {len(selection.done)} done, "
-        f"{len(selection.failed)} failed (kept; --retry-failed relaunches them), {len(selection.running)} running"
+        f"{len(selection.failed)} failed or corrupt (kept; --retry-failed relaunches them), "
+        f"{len(selection.running)} running"
     )
     max_parallel = args.max_parallel or sweep.spec.launcher.max_parallel
     if selection.launch:
-        _run_locally(sweep, selection.launch, max_parallel)
+        _run_locally(sweep, selection.launch, max_parallel, args.retry_failed)
     if sweep.mode == "search":
         from an_lab.sweeps.expand import expand
         from an_lab.sweeps.search import run_search
@@ -98,7 +106,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     print(render_status(manifest, rows))
     print()
     print(render_table(manifest, "markdown"))
-    return 0 if all(row["state"] == "done" for row in rows) else 1
+    return _sweep_exit_code(rows)
+
+
+def _sweep_exit_code(rows: list[dict]) -> int:
+    """0 when every run is done or being trained by another launcher; 1 when any failed, is corrupt, was
+    interrupted or still waits."""
+    return 0 if all(row["state"] in ("done", "running") for row in rows) else 1
 
 
 def _sweep_on_slurm(sweep, args: argparse.Namespace) -> int:
@@ -125,25 +139,44 @@ def _sweep_on_slurm(sweep, args: argparse.Namespace) -> int:
     return 0 if all(row["state"] == "done" for row in rows) else 1
 
 
-def _run_locally(sweep, runs, max_parallel: int) -> None:
+def _run_locally(sweep, runs, max_parallel: int, retry_failed: bool) -> None:
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from an_lab.rundir import RESULT, read_json
+    from an_lab.rundir import read_result, state
     from an_lab.slurm.local import LocalJob, run_local
+    from an_lab.sweeps.launch import Claims, holder
 
     labels = {run.run_id: run.cell.label for run in runs}
+    claims = Claims(runs, retry_failed)
+    pending = iter(claims)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
-        task = bar.add_task(f"{sweep.name}: runs", total=len(runs))
+        task = bar.add_task(f"{escape(sweep.name)}: runs", total=len(runs))
+
+        def next_job() -> LocalJob | None:
+            run_claim = next(pending, None)
+            if run_claim is None:
+                for run in claims.taken or ():
+                    bar.console.print(f"{labels[run.run_id]} [{run.run_id}]: left to {holder(run)}", markup=False)
+                bar.update(task, total=len(runs) - len(claims.taken or ()))
+                return None
+            run, claim = run_claim
+            return LocalJob(run.run_id, run.run_dir, claim=claim)
 
         def finished(job: LocalJob) -> None:
-            result = read_json(job.run_dir / RESULT)
-            outcome = f"top-1 err {result['final']['top1_err']:.2f}%" if result else f"FAILED (exit {job.returncode})"
-            bar.console.print(f"{labels[job.run_id]} [{job.run_id}]: {outcome}")
+            result, _ = read_result(job.run_dir)
+            if result is not None:
+                outcome = f"top-1 err {result['final'].get('top1_err', float('nan')):.2f}%"
+            else:
+                current, detail = state(job.run_dir)
+                outcome = f"{current.upper()} (exit {job.returncode}){': ' + detail if detail else ''}"
+            if job.note:
+                outcome += f"; {job.note}"
+            bar.console.print(f"{labels[job.run_id]} [{job.run_id}]: {outcome}", markup=False, highlight=False)
             bar.advance(task)
 
-        jobs = [LocalJob(run.run_id, run.run_dir) for run in runs]
         try:
-            run_local(lambda: jobs.pop(0) if jobs else None, max_parallel, on_finish=finished)
+            run_local(next_job, max_parallel, on_finish=finished)
         except KeyboardInterrupt:
             raise UsageError("interrupted: running runs were stopped and resume on the next launch") from None
 

@@ -1,22 +1,34 @@
-"""The run directory is the ledger: what a run is, how far it got, and its result, readable without torch.
+"""The run directory is the ledger: what a run is, who trains it, how far it got and its result, without torch.
 
 runs/<run_id>/
-    config.json       resolved config (written first)
-    started.json      host, pid and time of the latest attempt
-    last.ckpt         latest checkpoint (Lightning's format), replaced atomically
-    metrics.csv       per-epoch metrics (Lightning's CSV logger)
-    failed.json       why the latest attempt failed (removed when a later attempt starts)
-    result.json       written once, atomically, at the very end: its presence means "done"
+    config.json        resolved config (written first)
+    run.lock           the claim: an exclusive flock held by whoever trains the run (its owner's host and pid inside)
+    started.json       host, pid and time of the latest attempt
+    last.ckpt          latest checkpoint (Lightning's format), replaced atomically at every epoch end
+    previous.ckpt      the checkpoint before it, kept so that a damaged last.ckpt costs one epoch, not the run
+    logs/attempt-N/    per-attempt CSV logs; metrics.csv merges them at the end
+    interrupted.json   why the latest attempt stopped without failing (a signal, a full disk): it resumes
+    failed.json        why the latest attempt failed by itself (removed when a later attempt starts)
+    result.json        written once, atomically, at the very end: its valid presence means "done"
+
+States: done, corrupt (a result.json that does not validate), failed, running, interrupted, pending.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
+import fcntl
 import json
+import math
 import os
 import socket
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from an_lab.errors import UsageError
 
 CONFIG, STARTED, FAILED, RESULT, CHECKPOINT, METRICS = (
     "config.json",
@@ -26,69 +38,311 @@ CONFIG, STARTED, FAILED, RESULT, CHECKPOINT, METRICS = (
     "last.ckpt",
     "metrics.csv",
 )
+PREVIOUS_CHECKPOINT = "previous.ckpt"
+INTERRUPTED = "interrupted.json"
+LOCK = "run.lock"
+CORRUPT_SUFFIX = ".corrupt"  # a damaged ledger file is kept beside the run under this suffix, never deleted
+# Exit codes of `an-lab train` that are not failures: another process owns the run; the run was stopped from outside
+# (e.g. the disk filled up) and wrote interrupted.json. Any signal death or 128+N exit also counts as interrupted.
+EXIT_BUSY, EXIT_INTERRUPTED = 73, 75
+# The environment variable through which a launcher hands its claim (an open file descriptor) to the child it starts.
+CLAIM_FD_ENV = "AN_LAB_CLAIM_FD"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Writing
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    """Write to a temporary file beside the target and rename: readers see the old file or the whole new one."""
+    """Write to a temporary file beside the target and rename: readers see the old file or the whole new one.
+
+    On any failure (a full disk, a read-only folder) the temporary file is removed, the old file stays as it was, and
+    a UsageError names the path and the reason.
+    """
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(temporary, path)
+    try:
+        temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        os.replace(temporary, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise UsageError(f"cannot write {path}: {error.strerror or error}; nothing there was changed") from None
 
 
 def read_json(path: Path) -> dict | None:
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged ledger file to <name>.corrupt (replacing an older one) and return the new path."""
+    target = path.with_name(path.name + CORRUPT_SUFFIX)
+    os.replace(path, target)
+    return target
 
 
 def mark_started(run_dir: Path) -> None:
-    (run_dir / FAILED).unlink(missing_ok=True)
+    for name in (FAILED, INTERRUPTED):
+        (run_dir / name).unlink(missing_ok=True)
     write_json_atomic(run_dir / STARTED, {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()})
 
 
 def mark_failed(run_dir: Path, reason: str) -> None:
+    """The run failed by itself (divergence, bad data, a Python error): relaunched only with --retry-failed."""
     write_json_atomic(run_dir / FAILED, {"reason": reason, "time": time.time()})
 
 
-def _alive_here(started: dict) -> bool:
-    if started.get("host") != socket.gethostname():
-        return True  # another machine's process: trust it (the scheduler's view refines this)
+def mark_interrupted(run_dir: Path, reason: str) -> None:
+    """The run was stopped from outside (a signal, the OOM killer, a full disk): the next launch resumes it."""
+    (run_dir / FAILED).unlink(missing_ok=True)
+    write_json_atomic(run_dir / INTERRUPTED, {"reason": reason, "time": time.time()})
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Results
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def result_problem(result: object, run_id: str | None = None) -> str | None:
+    """Why a parsed result.json is not a usable result (None when it is): the checks every reader relies on."""
+    if not isinstance(result, dict):
+        return "it is not a JSON object"
+    if run_id is not None and result.get("run_id") != run_id:
+        return f"its run_id is {result.get('run_id')!r}, not {run_id!r}"
+    if result.get("status", "done") != "done":
+        return f"its status is {result.get('status')!r}, not 'done'"
+    final = result.get("final")
+    if not isinstance(final, dict) or not final:
+        return "its 'final' metrics are missing"
+    for name, value in final.items():
+        if value is not None and not _finite(value):
+            return f"final.{name} is {value!r}, not a finite number"
+    if not any(_finite(value) for value in final.values()):
+        return "it has no final metric"
+    best = result.get("best", {})
+    if not isinstance(best, dict) or not all(value is None or _finite(value) for value in best.values()):
+        return "its 'best' metrics are not finite numbers"
+    return None
+
+
+def read_result(run_dir: Path) -> tuple[dict | None, str | None]:
+    """(result, None) for a valid result.json, (None, why) for a damaged one, (None, None) when there is none."""
+    path = run_dir / RESULT
     try:
-        os.kill(int(started["pid"]), 0)
-    except (OSError, KeyError, ValueError):
-        return False
-    return True
+        text = path.read_text()
+    except FileNotFoundError:
+        return None, None
+    except OSError as error:
+        return None, f"{path}: cannot be read ({error.strerror})"
+    try:
+        result = json.loads(text)
+    except ValueError as error:
+        return None, f"{path}: not valid JSON ({error.msg} at line {error.lineno})"
+    problem = result_problem(result, run_dir.name)
+    return (None, f"{path}: {problem}") if problem else (result, None)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Claims: one owner per run
+
+
+@dataclass
+class Claim:
+    """An exclusive claim on a run: a flock on <run_dir>/run.lock, held while this open file lives.
+
+    flock locks belong to the open file, so a child started with the descriptor (pass_fds) holds the same claim: it
+    outlives a killed launcher, and the kernel drops it when the last process holding it ends, however it ends.
+    """
+
+    run_dir: Path
+    fd: int
+    owner: dict = field(default_factory=dict)
+
+    def release(self) -> None:
+        """Let go: the owner description is cleared first (a lock file with a description means a live claim, or an
+        owner that died without releasing it), then the lock is dropped with the descriptor."""
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, 0)
+            os.close(self.fd)
+            self.fd = -1
+
+    def update(self, **owner) -> None:
+        """Rewrite the owner description inside the lock file (the lock itself is not touched)."""
+        self.owner.update(owner)
+        data = (json.dumps(self.owner, sort_keys=True) + "\n").encode()
+        with contextlib.suppress(OSError):  # a description is for humans: a full disk must not lose the claim
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, data, 0)
+
+    def __enter__(self) -> Claim:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _owner(role: str) -> dict:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "role": role, "time": time.time()}
+
+
+def try_claim(run_dir: Path, role: str) -> Claim | None:
+    """Claim the run for this process, or None when another process holds it. The run folder must exist."""
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        os.close(fd)
+        if error.errno in (errno.EWOULDBLOCK, errno.EACCES):
+            return None
+        raise
+    claim = Claim(run_dir, fd)
+    claim.update(**_owner(role))
+    return claim
+
+
+def inherited_claim(run_dir: Path) -> Claim | None:
+    """The claim a launcher handed to this process (CLAIM_FD_ENV), if it is really this run's lock file."""
+    text = os.environ.get(CLAIM_FD_ENV, "")
+    if not text.isdigit():
+        return None
+    fd = int(text)
+    try:
+        mine, lock = os.fstat(fd), os.stat(run_dir / LOCK)
+    except OSError:
+        return None
+    if (mine.st_dev, mine.st_ino) != (lock.st_dev, lock.st_ino):
+        return None  # a stale variable (e.g. inherited by a grandchild): the descriptor is something else
+    os.environ.pop(CLAIM_FD_ENV, None)
+    return Claim(run_dir, fd, owner=read_json(run_dir / LOCK) or {})
+
+
+def claim_owner(run_dir: Path) -> dict | None:
+    """Who says they hold the run's claim (the lock file's description); None when nobody ever claimed it."""
+    return read_json(run_dir / LOCK)
+
+
+def describe_owner(owner: dict | None) -> str:
+    if not owner:
+        return "another process"
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(owner["time"])) if _finite(owner.get("time")) else "?"
+    return f"{owner.get('role', 'a process')} pid {owner.get('pid', '?')} on {owner.get('host', '?')} (since {when})"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# States
+
+
+def _alive_here(started: dict, keys: tuple[str, ...] = ("pid",)) -> bool:
+    """Whether one of the recorded processes lives; another machine's process is trusted (the scheduler's view
+    refines this)."""
+    if started.get("host") != socket.gethostname():
+        return True
+    for key in keys:
+        try:
+            os.kill(int(started[key]), 0)
+        except (OSError, KeyError, ValueError, TypeError):
+            continue
+        return True
+    return False
+
+
+def _claimed(run_dir: Path) -> str | None:
+    """Who holds the run's claim when a live process does (a launcher about to start it), else None."""
+    owner = claim_owner(run_dir)
+    if owner and _alive_here(owner, ("trainer_pid", "child_pid", "pid")):
+        return f"claimed by {describe_owner(owner)}"
+    return None
 
 
 def state(run_dir: Path) -> tuple[str, str | None]:
-    """(state, detail): done, failed (with the reason), running, interrupted (may resume) or pending."""
-    if (run_dir / RESULT).exists():
+    """(state, detail): done, corrupt (with the file and why), failed (with the reason), running, interrupted (may
+    resume; with why it stopped when known) or pending."""
+    result, problem = read_result(run_dir)
+    if result is not None:
         return "done", None
+    if problem is not None:
+        return "corrupt", f"{problem}; --retry-failed retrains it"
     failed = read_json(run_dir / FAILED)
     if failed is not None:
-        return "failed", failed.get("reason")
+        return "failed", str(failed.get("reason"))
     started = read_json(run_dir / STARTED)
+    if started is not None and _alive_here(started):
+        return "running", None
+    claimed = _claimed(run_dir)
+    if claimed is not None:
+        return "running", claimed
     if started is None:
         return "pending", None
-    if _alive_here(started):
-        return "running", None
-    return "interrupted", "resumes from last.ckpt" if (run_dir / CHECKPOINT).exists() else None
+    stopped = read_json(run_dir / INTERRUPTED)
+    resumes = "resumes from last.ckpt" if (run_dir / CHECKPOINT).exists() else "restarts"
+    if stopped is not None:
+        return "interrupted", f"{stopped.get('reason')}; {resumes}"
+    return "interrupted", resumes if (run_dir / CHECKPOINT).exists() else None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Per-epoch metrics
 
 
 def attempt_logs(directory: Path) -> list[Path]:
-    return sorted((directory / "logs").glob("attempt-*"), key=lambda p: int(p.name.split("-")[1]))
+    attempts = [p for p in (directory / "logs").glob("attempt-*") if p.name.split("-", 1)[1].isdigit()]
+    return sorted(attempts, key=lambda p: int(p.name.split("-", 1)[1]))
 
 
-def epoch_metrics(directory: Path) -> list[dict]:
-    """Per-epoch rows over all attempts' CSV logs; an epoch logged again after a resume replaces the old row."""
+def _number(text: str | None) -> float | None:
+    if text is None or text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value  # nan / inf are kept: a diverged epoch is data
+
+
+def epoch_metrics(directory: Path, skipped: list[str] | None = None) -> list[dict]:
+    """Per-epoch rows over all attempts' CSV logs; an epoch logged again after a resume replaces the old row.
+
+    A damaged row (cut short, not numbers, no epoch) is skipped, never fatal; each skip is described in `skipped`
+    when a list is given, so that callers can say so.
+    """
     merged: dict[int, dict] = {}
     for attempt in attempt_logs(directory):
         path = attempt / METRICS
-        if not path.exists():
+        try:
+            handle = path.open(newline="", errors="replace")
+        except OSError:
             continue
-        with path.open() as handle:
-            for row in csv.DictReader(handle):
-                epoch = int(float(row["epoch"]))
-                merged.setdefault(epoch, {}).update({k: float(v) for k, v in row.items() if v not in ("", None)})
+        with handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            for number, cells in enumerate(reader, start=2):
+                row = _parse_row(header, cells)
+                if row is None:
+                    if skipped is not None:
+                        skipped.append(f"{path}, line {number}")
+                    continue
+                merged.setdefault(int(row["epoch"]), {}).update(row)
     return [merged[epoch] for epoch in sorted(merged)]
+
+
+def _parse_row(header: list[str] | None, cells: list[str]) -> dict | None:
+    if not header or len(cells) != len(header) or "\0" in "".join(cells):
+        return None
+    row: dict[str, float] = {}
+    for key, text in zip(header, cells, strict=True):
+        value = _number(text)
+        if value is None and text != "":
+            return None  # not a number: the row was damaged
+        if value is not None:
+            row[key] = value
+    epoch = row.get("epoch")
+    if epoch is None or not math.isfinite(epoch) or epoch < 0 or epoch != int(epoch):
+        return None
+    return row

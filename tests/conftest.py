@@ -40,6 +40,25 @@ def an_lab(
     )
 
 
+def small_sweep(data_root, output_dir, axes: dict) -> dict:
+    """A CPU-sized ablation on the digits: CIFAR ResNet-20 at 16x16, 2 epochs, a BN baseline, W&B off."""
+    return {
+        "name": "small",
+        "mode": "ablation",
+        "base": {
+            "model": {"name": "cifar_resnet20", "norm": "an"},
+            "data": {"name": "digits", "root": str(data_root), "image_size": 16, "batch_size": 64, "num_workers": 0},
+            "optim": {"base_lr": 0.4, "warmup_epochs": 1},
+            "trainer": {"epochs": 2},
+            "wandb": {"mode": "disabled"},
+        },
+        "axes": axes,
+        "baselines": {"bn": {"model.norm": "bn"}},
+        "launcher": {"executor": "local", "max_parallel": 2},
+        "output_dir": str(output_dir),
+    }
+
+
 def write_manifest(root: Path, runs: Path, cells: list[dict], name: str = "known") -> Path:
     """A sweep folder <root>/sweeps/<name>/ holding a hand-written manifest of runs that live in `runs`."""
     folder = root / "sweeps" / name
@@ -88,3 +107,73 @@ def slurm_cluster(tmp_path_factory):
             os.environ.pop("SLURM_CONF", None)
         else:
             os.environ["SLURM_CONF"] = previous
+
+
+def _mount_tmpfs(target: Path, options: str) -> None:
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("a full or read-only file system is made with a tmpfs mount, which needs root")
+    target.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A folder on a 256 KiB tmpfs: `fill()` writes a file until the file system is full (ENOSPC)."""
+    target = tmp_path / "full-disk"
+    _mount_tmpfs(target, "size=256k")
+
+    class Disk:
+        path = target
+
+        @staticmethod
+        def fill() -> None:
+            fill_disk(target)
+
+    try:
+        yield Disk
+    finally:
+        subprocess.run(["umount", "-l", str(target)], capture_output=True)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder on a read-only tmpfs (root ignores permission bits, so chmod alone proves nothing)."""
+    target = tmp_path / "read-only"
+    _mount_tmpfs(target, "ro,size=64k")
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", "-l", str(target)], capture_output=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """small_disk(size) -> a folder on a fresh tmpfs of that size ("8m"); unmounted at the end."""
+    mounts: list[Path] = []
+
+    def make(size: str) -> Path:
+        target = tmp_path / f"disk-{len(mounts)}"
+        _mount_tmpfs(target, f"size={size}")
+        mounts.append(target)
+        return target
+
+    try:
+        yield make
+    finally:
+        for target in mounts:
+            subprocess.run(["umount", "-l", str(target)], capture_output=True)
+
+
+def fill_disk(folder: Path) -> Path:
+    """Write a filler file into folder until its file system is full (ENOSPC); returns the filler's path."""
+    filler = folder / ".filler"
+    with filler.open("wb", buffering=0) as handle:
+        for chunk in (1 << 20, 1 << 12, 1):
+            try:
+                while True:
+                    handle.write(b"\0" * chunk)
+            except OSError:
+                continue
+    return filler

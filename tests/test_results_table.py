@@ -188,7 +188,7 @@ def test_unknown_baseline_exits_2_listing_the_choices(sweep):
 
 def test_unreadable_sweep_folder_is_a_usage_error(tmp_path, sweep, capsys):
     assert main(["table", str(tmp_path / "missing.yaml")]) == 2
-    assert "cannot read the file" in capsys.readouterr().err
+    assert "missing.yaml: cannot read the sweep file (No such file or directory)" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert main(["table", str(tmp_path / "empty")]) == 2
     assert "no readable manifest.json" in capsys.readouterr().err
@@ -229,11 +229,11 @@ def test_in_process_api_matches_the_command(sweep, capsys):
     assert render_table(manifest, runs=runs) == table(capsys, sweep)
 
 
-def test_result_files_in_other_shapes_are_read_or_counted_as_failed(sweep):
+def test_result_files_in_other_shapes_are_read_or_counted_as_corrupt(sweep):
     from an_lab.sweeps.manifest import load_manifest
 
     runs = Path(json.loads((sweep / "manifest.json").read_text())["output_dir"])
     (runs / "bn-0" / "result.json").write_text('{"run_id": "bn-0", "final": {"top1')  # truncated
     frame = collect(load_manifest(sweep))
     assert frame["top1_err"].tolist()[:2] == [21.5, 21.7]
-    assert frame.loc[6, "state"] == "failed" and frame.loc[6, "detail"] == "result.json is unreadable"
+    assert frame.loc[6, "state"] == "corrupt" and "result.json: not valid JSON" in frame.loc[6, "detail"]

@@ -4,27 +4,9 @@ import json
 
 import pytest
 import yaml
-from conftest import an_lab
+from conftest import an_lab, small_sweep
 
 pytestmark = pytest.mark.slow
-
-
-def small_sweep(data_root, output_dir, axes: dict) -> dict:
-    return {
-        "name": "small",
-        "mode": "ablation",
-        "base": {
-            "model": {"name": "cifar_resnet20", "norm": "an"},
-            "data": {"name": "digits", "root": str(data_root), "image_size": 16, "batch_size": 64, "num_workers": 0},
-            "optim": {"base_lr": 0.4, "warmup_epochs": 1},
-            "trainer": {"epochs": 2},
-            "wandb": {"mode": "disabled"},
-        },
-        "axes": axes,
-        "baselines": {"bn": {"model.norm": "bn"}},
-        "launcher": {"executor": "local", "max_parallel": 2},
-        "output_dir": str(output_dir),
-    }
 
 
 def test_sweep_runs_what_is_missing_and_nothing_twice(tmp_path, data_root):

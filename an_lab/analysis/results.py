@@ -4,19 +4,18 @@
 
 Columns: cell, label, kind, name, seed, run_id, state, detail, then the numbers of result.json (NaN until done):
 top1_err, top5_err (final epoch), best_top1_err, best_top5_err, best_epoch, val_loss, params, macs, epochs,
-wall_time_s, images_per_s, finished_at. `state` is an_lab.rundir.state's: done, failed, running, interrupted or
-pending; a result.json that cannot be read counts as failed.
+wall_time_s, images_per_s, finished_at. `state` is an_lab.rundir.state's: done, failed, running, interrupted,
+pending, or corrupt for a result.json that does not validate (an_lab.rundir.read_result).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
-from an_lab.errors import UsageError
-from an_lab.rundir import RESULT, state
+from an_lab.rundir import read_result, state
+from an_lab.sweeps.manifest import check_manifest
 
 COLUMNS = (
     "cell",
@@ -43,56 +42,20 @@ COLUMNS = (
 _NUMBERS = COLUMNS[COLUMNS.index("top1_err") :]
 
 
-def check_manifest(manifest: object) -> list[dict]:
-    """The manifest's cells, or a UsageError that says what is wrong with it (a hand-edited or truncated file)."""
-    problem = None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("cells"), list):
-        problem = "it has no list of cells"
-    elif not isinstance(manifest.get("output_dir"), str):
-        problem = "it has no output_dir"
-    else:
-        for position, cell in enumerate(manifest["cells"]):
-            if not (isinstance(cell, dict) and type(cell.get("index")) is int and isinstance(cell.get("runs"), list)):
-                problem = f"cell {position} has no integer index or no list of runs"
-            elif not all(isinstance(run, dict) and isinstance(run.get("run_id"), str) for run in cell["runs"]):
-                problem = f"cell {cell['index']} has a run without a run_id"
-            if problem:
-                break
-        indices = [cell["index"] for cell in manifest["cells"]]
-        if not problem and len(set(indices)) != len(indices):
-            problem = "two cells have the same index"
-    if problem:
-        raise UsageError(f"the sweep manifest is not usable: {problem}; rewrite it with `an-lab sweep`")
-    return manifest["cells"]
-
-
-def _read_result(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _number(value) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else float("nan")
 
 
 def read_run(run_dir: Path) -> tuple[str, str | None, dict | None]:
-    """(state, detail, result): result.json is read first, so that a finished run costs one file read."""
-    result = _read_result(run_dir / RESULT)
-    if result is None:
-        status, detail = state(run_dir)
-        if status == "done":  # written between the two looks, or unreadable
-            result = _read_result(run_dir / RESULT)
-            if result is None:
-                return "failed", f"{RESULT} is unreadable", None
-        else:
-            return status, detail, None
-    status = result.get("status", "done")
-    if status != "done":
-        return "failed", f"{RESULT} says status={status!r}", None
-    return "done", None, result
+    """(state, detail, result): result.json is read first, so that a finished run costs one file read; a result
+    that does not validate is "corrupt", never done."""
+    result, _ = read_result(run_dir)
+    if result is not None:
+        return "done", None, result
+    status, detail = state(run_dir)
+    if status == "done":  # written between the two looks
+        result, _ = read_result(run_dir)
+    return (status, detail, None) if result is None else ("done", None, result)
 
 
 def _numbers(result: dict | None) -> tuple[float, ...]:

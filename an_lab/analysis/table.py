@@ -82,7 +82,7 @@ def summarize(manifest: dict, runs: pd.DataFrame | None = None, baseline: str | 
         top5_mean=("top5_err", "mean"),
         top5_std=("top5_err", "std"),
     )
-    failed = runs[runs["state"] == "failed"].groupby("cell", sort=False).size().rename("failed")
+    failed = runs[runs["state"].isin(("failed", "corrupt"))].groupby("cell", sort=False).size().rename("failed")
     table = table.join(per_cell, on="index").join(failed, on="index")
     table["done"] = table["done"].fillna(0).astype(int)
     table["failed"] = table["failed"].fillna(0).astype(int)

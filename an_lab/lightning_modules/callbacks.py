@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -12,7 +13,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from an_lab.rundir import CHECKPOINT
+from an_lab.rundir import CHECKPOINT, PREVIOUS_CHECKPOINT
 
 
 class DivergenceError(RuntimeError):
@@ -37,19 +38,30 @@ class ReseedEachEpoch(pl.Callback):
 
 
 class AtomicLastCheckpoint(pl.Callback):
-    """Save last.ckpt at the end of every training epoch, written beside it and renamed into place."""
+    """Save last.ckpt at the end of every training epoch, written beside it and renamed into place; the checkpoint it
+    replaces is kept as previous.ckpt. A failed write (a full disk) removes its temporary file and leaves both intact.
+    """
 
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / CHECKPOINT
+        self.previous = run_dir / PREVIOUS_CHECKPOINT
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.save(trainer)
 
     def save(self, trainer: pl.Trainer) -> None:
         temporary = self.path.with_name(f".{self.path.name}.tmp")
-        trainer.save_checkpoint(temporary)  # every rank calls it; rank 0 writes
-        if trainer.is_global_zero:
-            os.replace(temporary, self.path)
+        try:
+            trainer.save_checkpoint(temporary)  # every rank calls it; rank 0 writes
+            if trainer.is_global_zero:
+                if self.path.exists():
+                    os.replace(self.path, self.previous)
+                os.replace(temporary, self.path)
+        except OSError:
+            if trainer.is_global_zero:
+                with contextlib.suppress(OSError):
+                    temporary.unlink()
+            raise
         trainer.strategy.barrier("last-checkpoint")
 
 

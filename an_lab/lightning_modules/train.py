@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import os
 import platform
 import signal
 import subprocess
 import time
+import zipfile
 from pathlib import Path
 
 import lightning
@@ -19,6 +21,7 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from an_lab.config import RunConfig, config_hash, run_dir, run_id
 from an_lab.data_sources import check_data
+from an_lab.errors import UsageError
 from an_lab.lightning_modules.callbacks import (
     AtomicLastCheckpoint,
     DivergenceError,
@@ -33,18 +36,37 @@ from an_lab.rundir import (
     CHECKPOINT,
     CONFIG,
     METRICS,
+    PREVIOUS_CHECKPOINT,
     RESULT,
+    Claim,
     attempt_logs,
+    claim_owner,
+    describe_owner,
     epoch_metrics,
+    inherited_claim,
     mark_failed,
+    mark_interrupted,
     mark_started,
-    read_json,
+    read_result,
+    set_aside,
+    try_claim,
     write_json_atomic,
 )
+
+# A full or read-only file system stops a run from outside, like a signal: it resumes once there is room.
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 
 
 class RunFailed(RuntimeError):
     """The run stopped without a result; the reason is in the run directory's failed.json."""
+
+
+class RunBusy(RuntimeError):
+    """Another process owns the run (its claim is held): this process did not start it."""
+
+
+class RunInterrupted(RuntimeError):
+    """The run was stopped from outside (the disk filled up); interrupted.json says why and it resumes later."""
 
 
 def _git_revision() -> str | None:
@@ -64,16 +86,35 @@ def _device(trainer: pl.Trainer) -> str:
     return f"{trainer.world_size} x {root.type} ({name})"
 
 
-def _wandb_logger(config: RunConfig, directory: Path) -> WandbLogger | None:
+def _wandb_logger(config: RunConfig, directory: Path, say=print) -> WandbLogger | None:
+    """W&B observes the run and never holds it up: an online start that fails or outlasts wandb.init_timeout (no
+    network, a silent server, no API key) falls back to offline logging with one warning line."""
     settings = config.wandb
     if settings.mode == "disabled":
         return None
-    # Offline runs make no connection at all only with these set in the environment (ORCHESTRATION-FACTS.md).
-    if settings.mode == "offline":
-        os.environ["WANDB_MODE"] = "offline"
-        os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
     directory.mkdir(parents=True, exist_ok=True)
-    model = config.model
+    if settings.mode == "online":
+        import wandb
+
+        logger = _make_wandb_logger(
+            config, directory, "online", settings=wandb.Settings(init_timeout=settings.init_timeout)
+        )
+        try:
+            logger.experiment  # noqa: B018 - start the run now, where a failure can still be handled
+            return logger
+        except Exception as error:  # any failure to start: W&B is an observer, the run goes on offline
+            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            say(f"warning: W&B could not start online ({reason}); logging offline (`an-lab sync` uploads it)")
+            with contextlib.suppress(Exception):
+                wandb.finish(exit_code=1, quiet=True)
+    # Offline runs make no connection at all only with these set in the environment.
+    os.environ["WANDB_MODE"] = "offline"
+    os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
+    return _make_wandb_logger(config, directory, "offline")
+
+
+def _make_wandb_logger(config: RunConfig, directory: Path, mode: str, **extra) -> WandbLogger:
+    settings, model = config.wandb, config.model
     tags = [model.name, model.norm, f"pooling={model.an.pooling}", f"head={model.an.head}"]
     tags += [f"activation={model.an.activation}", *settings.tags]
     return WandbLogger(
@@ -84,9 +125,10 @@ def _wandb_logger(config: RunConfig, directory: Path) -> WandbLogger | None:
         group=settings.group,
         tags=tags,
         save_dir=str(directory),
-        mode=settings.mode,
+        mode=mode,
         resume="allow",
         config=config.model_dump(mode="json"),
+        **extra,
     )
 
 
@@ -98,8 +140,11 @@ def _write_metrics_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def _result(config: RunConfig, trainer: pl.Trainer, module: ImageClassifier, throughput, seconds: float) -> dict:
-    rows = [row for row in epoch_metrics(run_dir(config)) if "val_top1_err" in row]
+def _result(config: RunConfig, trainer: pl.Trainer, module: ImageClassifier, throughput, seconds: float, say) -> dict:
+    skipped: list[str] = []
+    rows = [row for row in epoch_metrics(run_dir(config), skipped) if "val_top1_err" in row]
+    if skipped:
+        say(f"warning: skipped {len(skipped)} damaged row(s) of the metric logs: {', '.join(skipped[:3])}")
     final = rows[-1]
     best = min(rows, key=lambda row: row["val_top1_err"])
     return {
@@ -120,6 +165,7 @@ def _result(config: RunConfig, trainer: pl.Trainer, module: ImageClassifier, thr
         "images_per_s": throughput.images_per_second,
         "device": _device(trainer),
         "precision": config.trainer.precision,
+        "cpu_threads": config.trainer.cpu_threads,
         "versions": {
             "an_lab": _package_version(),
             "torch": torch.__version__,
@@ -157,18 +203,104 @@ def _sigterm_stops_cleanly(loggers: list):
         signal.signal(signal.SIGTERM, previous)
 
 
-def train(config: RunConfig, *, plugins: list | None = None, progress: bool = True) -> dict:
-    """Train one run to completion (resuming if it was interrupted) and return its result."""
+def _global_rank_from_env() -> int:
+    """This process's rank in a DDP job before Lightning is set up: srun, torchrun and Lightning's own launcher."""
+    for name in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return int(os.environ.get("LOCAL_RANK", "0") or 0) if os.environ.get("LOCAL_RANK", "").isdigit() else 0
+
+
+def _claim(directory: Path) -> Claim | None:
+    """Rank 0 owns the run: it adopts the claim its launcher handed over, or claims the run itself. Other ranks of
+    the same job train under rank 0's claim."""
+    if _global_rank_from_env() != 0:
+        return None
+    claim = inherited_claim(directory) or try_claim(directory, "an-lab train")
+    if claim is None:
+        raise RunBusy(
+            f"run {directory.name} is being trained by {describe_owner(claim_owner(directory))}; "
+            "this process did not start it (one owner per run)"
+        )
+    claim.update(trainer_pid=os.getpid(), trainer_host=platform.node())
+    return claim
+
+
+def _set_aside_corrupt_result(directory: Path, say) -> dict | None:
+    """The valid result of a finished run, or None after moving a damaged result.json aside (kept as .corrupt)."""
+    result, problem = read_result(directory)
+    if problem is not None:
+        kept = set_aside(directory / RESULT)
+        say(f"warning: {problem}; kept as {kept.name}, the run is trained again (resuming from its checkpoint)")
+    return result
+
+
+def _checkpoint_problem(path: Path) -> str | None:
+    """Why a checkpoint cannot be resumed from (a truncated or damaged zip archive), or None."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError) as error:
+        return f"not a readable checkpoint ({error})"
+    return f"member {bad} fails its checksum" if bad else None
+
+
+def _resume_point(directory: Path, say) -> Path | None:
+    """last.ckpt, or previous.ckpt when last.ckpt is damaged, or None (from scratch); damaged files are kept aside."""
+    for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):
+        path = directory / name
+        if not path.exists():
+            continue
+        problem = _checkpoint_problem(path)
+        if problem is None:
+            if name != CHECKPOINT:
+                say(f"resuming from the previous good checkpoint {path}")
+            return path
+        kept = set_aside(path)
+        say(f"warning: {path} is damaged: {problem}; kept as {kept.name}")
+    if any(directory.glob("*.ckpt.corrupt")):
+        say(f"no usable checkpoint left in {directory}: restarting the run from scratch")
+    return None
+
+
+def train(config: RunConfig, *, plugins: list | None = None, progress: bool = True, say=print) -> dict:
+    """Train one run to completion (resuming if it was interrupted) and return its result.
+
+    Raises RunBusy when another process owns the run, RunFailed when it fails by itself (failed.json says why) and
+    RunInterrupted when the disk fills up (interrupted.json says why; the previous checkpoint stays intact).
+    """
     directory = run_dir(config)
-    existing = read_json(directory / RESULT)
+    existing, _ = read_result(directory)
     if existing is not None:
         return existing
     check_data(config.data)
-    directory.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(directory / CONFIG, config.model_dump(mode="json"))
-    mark_started(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create the run folder {directory}: {error.strerror or error}") from None
+    claim = _claim(directory)
+    try:
+        existing = _set_aside_corrupt_result(directory, say)
+        if existing is not None:  # finished while this process waited for its turn
+            return existing
+        write_json_atomic(directory / CONFIG, config.model_dump(mode="json"))
+        mark_started(directory)
+        return _fit(config, directory, plugins, progress, say)
+    except OSError as error:
+        if error.errno not in DISK_ERRNOS:
+            raise
+        reason = f"{error.strerror} writing {error.filename or directory}"
+        with contextlib.suppress(UsageError):
+            mark_interrupted(directory, reason)
+        raise RunInterrupted(f"run {run_id(config)} stopped: {reason}; the last good checkpoint is kept") from None
+    finally:
+        if claim is not None:
+            claim.release()
 
+
+def _fit(config: RunConfig, directory: Path, plugins: list | None, progress: bool, say) -> dict:
     started = time.perf_counter()
+    torch.set_num_threads(config.trainer.cpu_threads)
     pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
     data = ImageClassificationData(config.data, seed=config.trainer.seed)
     data.prepare_data()
@@ -179,32 +311,15 @@ def train(config: RunConfig, *, plugins: list | None = None, progress: bool = Tr
     attempt = len(attempt_logs(directory))
     # Rows are flushed every step so that a search's orchestrator sees each epoch's validation metrics.
     loggers = [CSVLogger(directory, name="logs", version=f"attempt-{attempt}", flush_logs_every_n_steps=1)]
-    wandb_logger = _wandb_logger(config, directory / "wandb")
+    wandb_logger = _wandb_logger(config, directory / "wandb", say)
     if wandb_logger is not None:
         loggers.append(wandb_logger)
     throughput = Throughput()
-    checkpoint = AtomicLastCheckpoint(directory)
-    trainer_config = config.trainer
-    trainer = pl.Trainer(
-        max_epochs=trainer_config.epochs,
-        accelerator=trainer_config.accelerator,
-        devices=trainer_config.devices,
-        num_nodes=trainer_config.num_nodes,
-        precision=trainer_config.precision,
-        deterministic=trainer_config.deterministic,
-        limit_train_batches=trainer_config.limit_train_batches,
-        logger=loggers,
-        callbacks=[ReseedEachEpoch(trainer_config.seed), DivergenceGuard(), throughput, checkpoint],
-        enable_checkpointing=False,  # last.ckpt is written by AtomicLastCheckpoint
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        log_every_n_steps=1,
-        plugins=plugins,
-    )
-    resume_from = directory / CHECKPOINT
+    trainer = _trainer(config, loggers, [throughput, AtomicLastCheckpoint(directory)], plugins, progress)
+    resume_from = _resume_point(directory, say)
     try:
         with _sigterm_stops_cleanly(loggers):
-            trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from.exists() else None)
+            trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
     except DivergenceError as error:
         mark_failed(directory, f"diverged: {error}")
         raise RunFailed(f"run {run_id(config)} diverged: {error}") from None
@@ -215,11 +330,32 @@ def train(config: RunConfig, *, plugins: list | None = None, progress: bool = Tr
     if not trainer.is_global_zero:
         # DDP (e.g. srun tasks of a SLURM job): rank 0 reads the CSV logs only it writes and writes the one result.
         return {"run_id": run_id(config), "status": "done", "global_rank": trainer.global_rank}
-    result = _result(config, trainer, module, throughput, time.perf_counter() - started)
-    if trainer_config.diagnostics:
+    result = _result(config, trainer, module, throughput, time.perf_counter() - started, say)
+    if config.trainer.diagnostics:
         from an_lab.lightning_modules.diagnostics import save_diagnostics
 
         result["diagnostics"] = [p.name for p in save_diagnostics(module.model, data, directory)]
     _write_metrics_csv(directory / METRICS, epoch_metrics(directory))
     write_json_atomic(directory / RESULT, result)
+    (directory / PREVIOUS_CHECKPOINT).unlink(missing_ok=True)  # a finished run resumes from nothing
     return result
+
+
+def _trainer(config: RunConfig, loggers: list, callbacks: list, plugins: list | None, progress: bool) -> pl.Trainer:
+    settings = config.trainer
+    return pl.Trainer(
+        max_epochs=settings.epochs,
+        accelerator=settings.accelerator,
+        devices=settings.devices,
+        num_nodes=settings.num_nodes,
+        precision=settings.precision,
+        deterministic=settings.deterministic,
+        limit_train_batches=settings.limit_train_batches,
+        logger=loggers,
+        callbacks=[ReseedEachEpoch(settings.seed), DivergenceGuard(), *callbacks],
+        enable_checkpointing=False,  # last.ckpt is written by AtomicLastCheckpoint
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        plugins=plugins,
+    )

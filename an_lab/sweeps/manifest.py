@@ -11,13 +11,14 @@ folder, or build the same dictionary from a sweep file without writing anything.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 from an_lab.errors import UsageError
-from an_lab.rundir import read_json, write_json_atomic
+from an_lab.rundir import write_json_atomic
 from an_lab.sweeps.expand import PlannedRun, expand
-from an_lab.sweeps.spec import Sweep, load_sweep
+from an_lab.sweeps.spec import Sweep, check_name, load_sweep
 
 MANIFEST = "manifest.json"
 
@@ -54,25 +55,79 @@ def _plain(value):
 
 
 def write_manifest(sweep: Sweep, runs: list[PlannedRun]) -> Path:
-    sweep.sweep_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        sweep.sweep_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create the sweep folder {sweep.sweep_dir}: {error.strerror or error}") from None
     path = sweep.sweep_dir / MANIFEST
     write_json_atomic(path, build_manifest(sweep, runs))
     return path
 
 
 def load_manifest(target: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
-    """A sweep file (expanded on the fly) or a sweep folder holding manifest.json."""
+    """A sweep file (expanded on the fly) or a sweep folder holding manifest.json (validated: see check_manifest)."""
     path = Path(target)
     if path.is_dir():
-        manifest = read_json(path / MANIFEST)
-        if manifest is None:
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+        except (OSError, ValueError):
             raise UsageError(
                 f"{path}: no readable {MANIFEST} here; give the sweep file, or the folder "
                 "<output_dir>/sweeps/<name>/ that `an-lab sweep` wrote"
-            )
+            ) from None
+        check_manifest(manifest, path / MANIFEST)
         return manifest
     sweep = load_sweep(path, overrides)
     return build_manifest(sweep, expand(sweep))
+
+
+def _manifest_problem(manifest: object) -> str | None:
+    if not isinstance(manifest, dict):
+        return "it is not a JSON object"
+    for key in ("name", "output_dir"):
+        if not isinstance(manifest.get(key), str) or not manifest[key].strip():
+            return f"it has no {key} (a non-empty string)"
+    try:
+        check_name(manifest["name"], "its name")
+    except ValueError as error:
+        return str(error)
+    if not isinstance(manifest.get("cells"), list):
+        return "its cells are not a list"
+    indices: set[int] = set()
+    run_ids: set[str] = set()
+    for position, cell in enumerate(manifest["cells"]):
+        if not isinstance(cell, dict) or type(cell.get("index")) is not int or not isinstance(cell.get("runs"), list):
+            return f"cell {position} has no integer index or no list of runs"
+        if not isinstance(cell.get("label"), str | None) or not isinstance(cell.get("changes", {}), dict):
+            return f"cell {cell['index']} has a label that is not a string or changes that are not a mapping"
+        if cell["index"] in indices:
+            return f"two cells have the index {cell['index']}"
+        indices.add(cell["index"])
+        for run in cell["runs"]:
+            if not isinstance(run, dict) or not isinstance(run.get("run_id"), str):
+                return f"cell {cell['index']} has a run without a run_id"
+            try:  # a run id becomes a path under output_dir: no '..', no separators
+                check_name(run["run_id"], "a run id")
+            except ValueError as error:
+                return f"cell {cell['index']}: {error}"
+            if run["run_id"] in run_ids:
+                return f"run {run['run_id']} is listed twice"
+            run_ids.add(run["run_id"])
+            if not isinstance(run.get("seed"), int | None) or isinstance(run.get("seed"), bool):
+                return f"run {run['run_id']} has a seed that is not an integer"
+    return None
+
+
+def check_manifest(manifest: object, source: str | Path = "the sweep manifest") -> list[dict]:
+    """The manifest's cells, or a UsageError that says what is wrong with it (a hand-edited or damaged file).
+
+    Every reader of a manifest (status, cancel, table, plot, report, sync) relies on these checks."""
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise UsageError(
+            f"{source}: the sweep manifest is not usable: {problem}; rewrite it with `an-lab sweep SWEEP.yaml`"
+        )
+    return manifest["cells"]  # type: ignore[index]
 
 
 def run_dirs(manifest: dict) -> dict[str, Path]:

@@ -13,9 +13,19 @@ from pathlib import Path
 from typing import Any
 
 from an_lab.config import run_dir
-from an_lab.rundir import CONFIG, RESULT, epoch_metrics, mark_failed, read_json, write_json_atomic
+from an_lab.rundir import (
+    CONFIG,
+    claim_owner,
+    describe_owner,
+    epoch_metrics,
+    mark_failed,
+    read_result,
+    try_claim,
+    write_json_atomic,
+)
 from an_lab.slurm.local import LocalJob, run_local
 from an_lab.sweeps.expand import PlannedRun, resolve_settings, show
+from an_lab.sweeps.launch import make_run_dir
 from an_lab.sweeps.manifest import MANIFEST, build_manifest
 from an_lab.sweeps.spec import PRUNERS, SAMPLERS, Sweep
 
@@ -103,14 +113,20 @@ def run_search(sweep: Sweep, baselines: list[PlannedRun], max_parallel: int, rep
                 }
             )
             write_manifest()
-            if read_json(directory / RESULT) is not None:  # the same configuration already trained
+            if read_result(directory)[0] is not None:  # the same configuration already trained
                 value = final_value(directory)
                 study.tell(trial, value)
                 report(f"{label}: already trained, {search.metric} {value:.3f}")
                 continue
-            directory.mkdir(parents=True, exist_ok=True)
+            make_run_dir(directory)
+            claim = try_claim(directory, "search orchestrator")
+            if claim is None:  # the same configuration is being trained by another process right now
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                report(f"{label}: not run, {describe_owner(claim_owner(directory))} is training the same run")
+                continue
             write_json_atomic(directory / CONFIG, config.model_dump(mode="json"))
-            return LocalJob(directory.name, directory, payload={"trial": trial, "label": label, "reported": -1})
+            payload = {"trial": trial, "label": label, "reported": -1}
+            return LocalJob(directory.name, directory, payload=payload, claim=claim)
         return None
 
     def should_stop(job: LocalJob) -> bool:

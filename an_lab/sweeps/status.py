@@ -6,7 +6,7 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
-from an_lab.rundir import RESULT, read_json, state
+from an_lab.rundir import read_result, state
 from an_lab.sweeps.manifest import run_dirs
 from an_lab.sweeps.plan import align, state_text
 
@@ -19,7 +19,7 @@ def collect(manifest: dict) -> list[dict]:
         for run in cell["runs"]:
             directory: Path = directories[run["run_id"]]
             current, detail = state(directory)
-            result = read_json(directory / RESULT) if current == "done" else None
+            result = read_result(directory)[0] if current == "done" else None
             rows.append(
                 {
                     "cell": cell["label"],
@@ -28,7 +28,7 @@ def collect(manifest: dict) -> list[dict]:
                     "run_id": run["run_id"],
                     "state": current,
                     "detail": detail,
-                    "top1_err": result["final"]["top1_err"] if result else None,
+                    "top1_err": result["final"].get("top1_err") if result else None,
                 }
             )
     return rows
@@ -98,13 +98,14 @@ def render_status(manifest: dict, rows: list[dict]) -> str:
         error = f"{row['top1_err']:.2f}" if row["top1_err"] is not None else ""
         table.append((row["cell"], str(row["seed"]), row["run_id"], error, state_text(row["state"], row["detail"])))
     counts = Counter(row["state"] for row in rows)
-    names = ("done", "running", "requeued", "interrupted", "failed", "pending")
-    summary = ", ".join(f"{name} {counts[name]}" for name in names if name != "requeued" or counts[name])
+    names = ("done", "running", "requeued", "interrupted", "failed", "corrupt", "pending")
+    shown = [name for name in names if name not in ("requeued", "corrupt") or counts[name]]
+    summary = ", ".join(f"{name} {counts[name]}" for name in shown)
     lines = [f"sweep {manifest['name']}: {len(rows)} runs in {manifest['output_dir']}/", "", *align(table), "", summary]
     best = best_cell(rows)
     if best is not None:
         label, error, done = best
         lines.append(f"best so far: {label} at {error:.2f}% top-1 error (mean of {done} finished run(s))")
-    if counts["failed"]:
-        lines.append("failed runs relaunch with: an-lab sweep SWEEP.yaml --retry-failed")
+    if counts["failed"] or counts["corrupt"]:
+        lines.append("failed and corrupt runs relaunch with: an-lab sweep SWEEP.yaml --retry-failed")
     return "\n".join(lines)
