@@ -30,8 +30,15 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name}={value!r} is not valid; choose one of {', '.join(choices)}")
 
 
+# The most mixture components an AN layer may have. AN learns K x C gammas and betas per layer (C: the layer's channels,
+# up to 2048 in a ResNet-50) and its attention head outputs K weights per sample, so memory grows linearly in K: the
+# papers use K from 5 to 40, K = 1024 is already ~4M affine weights per layer, and a K of 1e11 would ask the allocator
+# for terabytes before the first step.
+MAX_K = 1024
+
+
 def resolve_k(model: str, k: int | tuple[int, ...] | list[int] | None) -> tuple[int, ...]:
-    """K per stage: the paper's schedule (None), one int for every stage, or one K per stage."""
+    """K per stage: the paper's schedule (None), one int for every stage, or one K per stage; each K in [1, MAX_K]."""
     default = DEFAULT_K[model]
     if k is None:
         return default
@@ -43,6 +50,6 @@ def resolve_k(model: str, k: int | tuple[int, ...] | list[int] | None) -> tuple[
             f"k={schedule} has {len(schedule)} entries but {model} has {len(default)} stages; "
             f"give one K per stage, e.g. k={default}"
         )
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in schedule):
-        raise ValueError(f"k={schedule} is not valid; every K must be an integer >= 1")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_K for v in schedule):
+        raise ValueError(f"k={schedule} is not valid; every K must be an integer from 1 to {MAX_K}")
     return schedule

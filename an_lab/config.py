@@ -10,11 +10,12 @@ import copy
 import difflib
 import hashlib
 import json
+import unicodedata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from an_lab import catalog
 from an_lab.errors import UsageError
@@ -27,13 +28,68 @@ Norm = Literal[catalog.NORM_CHOICES]  # type: ignore[valid-type]
 DataName = Literal["digits", "imagefolder", "cifar10", "cifar100", "fake"]
 Precision = Literal["32", "bf16-mixed", "16-mixed"]
 
+# Bounds checked when a config is validated (`an-lab plan` included), so that a value that can only be a typo is an
+# error before anything runs rather than a failure hours later (a seed numpy refuses, terabytes asked of the allocator).
+# Integer fields are strict: YAML integers only, so `epochs: true` or `epochs: 1.5` are refused rather than read as 1
+# (PyYAML reads `1e26` without a dot as a string, which a strict integer refuses too).
+SEED_LIMIT = 2**32  # seeds are in [0, 2**32): numpy's RandomState and Lightning's seed_everything refuse others
+MAX_EPOCHS = 100_000
+MAX_BATCH_SIZE = 65_536  # per device
+MAX_NUM_WORKERS = 256  # data loader processes per device
+MAX_IMAGE_SIZE = 4_096  # training crop side in pixels
+MAX_FAKE_SIZE = 10**7  # images per epoch of the fake data set
+MAX_NUM_CLASSES = 100_000  # ImageNet-21k has 21,841
+MAX_DEVICES = 256  # processes per node
+MAX_NUM_NODES = 10_000
+
+Seed = Annotated[int, Field(strict=True, ge=0, lt=SEED_LIMIT)]
+
+
+def _number(value: Any) -> Any:
+    """A float may be written as an int, or as YAML 1.1's dotless exponent (`1e-3` reads as a string); not as a bool."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, not {value!r}")
+    return value
+
+
+# A finite float: `.inf`, `.nan` and the strings "inf" or "nan" are refused, as are true and false.
+Number = Annotated[float, BeforeValidator(_number), Field(allow_inf_nan=False)]
+
+
+def _k_schedule(value: Any) -> Any:
+    """model.an.k as written: None, one K for every stage, or a list of one K per stage (its length is checked against
+    the network by catalog.resolve_k)."""
+    if value is None:
+        return value
+    values = value if isinstance(value, list | tuple) else [value]
+    whole = [k for k in values if isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= catalog.MAX_K]
+    if not values or len(whole) != len(values):
+        raise ValueError(
+            f"k={value!r} is not valid; give one K or a list of one K per stage, each an integer from 1 to "
+            f"{catalog.MAX_K} (AN learns K x C affine weights per layer)"
+        )
+    return value
+
+
+def _devices(value: Any) -> Any:
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_DEVICES):
+        return value
+    raise ValueError(f"devices must be 'auto' or the processes per node, 1 to {MAX_DEVICES}, not {value!r}")
+
+
+def control_character(text: str) -> str | None:
+    """The first character of `text` that has no place on a line of a job script: control characters (line breaks,
+    NUL, tab, escape...), line and paragraph separators and invisible format characters."""
+    return next((char for char in text if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp")), None)
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ANConfig(Strict):
-    k: int | tuple[int, ...] | None = None  # None: the paper's schedule for the network
+    # None: the paper's schedule for the network
+    k: Annotated[int | tuple[int, ...] | None, BeforeValidator(_k_schedule)] = None
     pooling: Pooling = "rsd"
     head: Head = "a2"
     activation: Activation = "hsigmoid"
@@ -45,7 +101,7 @@ class ModelConfig(Strict):
     norm: Norm = "an"
     an: ANConfig = ANConfig()
     stem: Literal["plain", "deep"] = "plain"
-    zero_init_residual: bool = True
+    zero_init_residual: bool = Field(True, strict=True)
 
     @model_validator(mode="after")
     def _k_fits_the_network(self) -> ModelConfig:
@@ -61,37 +117,42 @@ class ModelConfig(Strict):
 class DataConfig(Strict):
     name: DataName = "digits"
     root: str = "data"  # data folder; imagefolder expects root/train/<class>/* and root/val/<class>/*
-    image_size: int = Field(32, ge=8)  # training crop side; validation resizes to image_size / 0.875 for ImageNet
-    batch_size: int = Field(64, ge=1)  # per device
-    num_workers: int = Field(2, ge=0)
-    download: bool = False  # cifar only: fetch the data set when it is missing
-    fake_size: int = Field(512, ge=1)  # fake only: images per epoch
-    num_classes: int | None = Field(None, ge=2)  # fake / imagefolder: taken from the data when omitted
+    # training crop side; validation resizes to image_size / 0.875 for ImageNet
+    image_size: int = Field(32, ge=8, le=MAX_IMAGE_SIZE, strict=True)
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH_SIZE, strict=True)  # per device
+    num_workers: int = Field(2, ge=0, le=MAX_NUM_WORKERS, strict=True)
+    download: bool = Field(False, strict=True)  # cifar only: fetch the data set when it is missing
+    fake_size: int = Field(512, ge=1, le=MAX_FAKE_SIZE, strict=True)  # fake only: images per epoch
+    # fake / imagefolder: taken from the data when omitted
+    num_classes: int | None = Field(None, ge=2, le=MAX_NUM_CLASSES, strict=True)
 
 
 class OptimConfig(Strict):
-    base_lr: float = Field(0.1, gt=0)  # lr = base_lr * global_batch / 256
-    momentum: float = Field(0.9, ge=0, lt=1)
-    nesterov: bool = False
-    weight_decay: float = Field(1e-4, ge=0)
-    exclude_norm_and_bias_from_wd: bool = False
-    warmup_epochs: float = Field(5, ge=0)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    mixup_alpha: float = Field(0.0, ge=0)
+    base_lr: Number = Field(0.1, gt=0)  # lr = base_lr * global_batch / 256
+    momentum: Number = Field(0.9, ge=0, lt=1)
+    nesterov: bool = Field(False, strict=True)
+    weight_decay: Number = Field(1e-4, ge=0)
+    exclude_norm_and_bias_from_wd: bool = Field(False, strict=True)
+    warmup_epochs: Number = Field(5, ge=0, le=MAX_EPOCHS)
+    label_smoothing: Number = Field(0.0, ge=0, lt=1)
+    mixup_alpha: Number = Field(0.0, ge=0)
 
 
 class TrainerConfig(Strict):
-    epochs: int = Field(120, ge=1)
+    epochs: int = Field(120, ge=1, le=MAX_EPOCHS, strict=True)
     precision: Precision = "32"
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
-    devices: int | Literal["auto"] = 1
-    num_nodes: int = Field(1, ge=1)
-    channels_last: bool = False
-    compile: bool = False
-    deterministic: bool = True
-    seed: int = 0
-    limit_train_batches: int | None = Field(None, ge=1)  # for smoke runs and throughput checks
-    diagnostics: bool = False  # save gamma/beta heatmaps and attention histograms at the end
+    devices: Annotated[int | Literal["auto"], BeforeValidator(_devices)] = 1
+    num_nodes: int = Field(1, ge=1, le=MAX_NUM_NODES, strict=True)
+    channels_last: bool = Field(False, strict=True)
+    compile: bool = Field(False, strict=True)
+    deterministic: bool = Field(True, strict=True)
+    seed: Seed = 0
+    limit_train_batches: int | None = Field(None, ge=1, strict=True)  # for smoke runs and throughput checks
+    diagnostics: bool = Field(False, strict=True)  # save gamma/beta heatmaps and attention histograms at the end
+    # CPU threads for torch's kernels. Part of the run's identity: the thread count changes how float reductions are
+    # split, so a run id means one result only if it is fixed here rather than taken from how many runs share a machine.
+    cpu_threads: int = Field(1, ge=1, le=256, strict=True)
 
 
 class WandbConfig(Strict):
@@ -100,6 +161,8 @@ class WandbConfig(Strict):
     entity: str | None = None
     group: str | None = None  # the sweep name when launched by a sweep
     tags: tuple[str, ...] = ()
+    # Seconds W&B may take to start an online run; past them (no network, a silent server) the run logs offline.
+    init_timeout: float = Field(30.0, gt=0, le=600, allow_inf_nan=False)
 
 
 class RunConfig(Strict):
@@ -114,8 +177,8 @@ class RunConfig(Strict):
     @field_validator("output_dir")
     @classmethod
     def _not_empty(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("output_dir must name a folder")
+        if not value.strip() or control_character(value) is not None:
+            raise ValueError("output_dir must name a folder, without control or invisible characters")
         return value
 
 
@@ -184,22 +247,40 @@ def set_path(tree: dict, path: list[str], value: Any) -> None:
 
 
 def load_yaml(path: Path) -> dict:
-    """Safe YAML (no object construction from tags) into a mapping; errors name the file and the line."""
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise UsageError(f"{path}: cannot read the file ({error.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UsageError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UsageError(f"{path}: the top level must be a mapping of keys, not a {type(data).__name__}")
-    return data
+    """Safe YAML (no object construction from tags) into a mapping, from a bounded regular file; errors name the
+    file and the line (an_lab.yamlio)."""
+    from an_lab.yamlio import load_mapping
+
+    return load_mapping(path, "config file")[0]
+
+
+# Sections that accept a plain value as shorthand for one of their keys: `model: resnet50` is `model: {name: resnet50}`.
+SHORTHAND = {"model": "name", "data": "name"}
+
+
+def normalize_sections(tree: dict, source: str, schema: type[BaseModel] | None = None, prefix: str = "") -> dict:
+    """The tree with section shorthands spelled out; a plain value where a section belongs is an error that says how
+    to write it (never silently replaced by an empty section)."""
+    schema = schema or RunConfig
+    out = dict(tree)
+    for key, value in tree.items():
+        info = schema.model_fields.get(str(key))
+        section = getattr(info, "annotation", None)
+        if not (isinstance(section, type) and issubclass(section, BaseModel)):
+            continue
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out[key] = normalize_sections(value, source, section, f"{dotted}.")
+        elif isinstance(value, str) and dotted in SHORTHAND:
+            out[key] = {SHORTHAND[dotted]: value}
+        elif value is not None:
+            fields = ", ".join(section.model_fields)
+            shorthand = f" or `{dotted}: NAME` for {dotted}.name" if dotted in SHORTHAND else ""
+            raise UsageError(
+                f"{source}: {dotted} is a section of keys ({fields}), not the value {value!r}; write "
+                f"`{dotted}: {{{next(iter(section.model_fields))}: ...}}`{shorthand}"
+            )
+    return out
 
 
 def _field_names(model: type[BaseModel], path: tuple) -> list[str]:
@@ -235,8 +316,9 @@ def explain(error: ValidationError, source: str, schema: type[BaseModel] | None 
 
 def resolve(tree: dict, source: str = "config") -> RunConfig:
     """Recipe preset, then the tree's own keys; validated."""
+    tree = normalize_sections(tree, source)
     recipe = tree.get("recipe", "custom")
-    if recipe not in RECIPES:
+    if not isinstance(recipe, str) or recipe not in RECIPES:
         raise UsageError(f"{source}: recipe {recipe!r} is not valid; choose one of {', '.join(RECIPES)}")
     try:
         return RunConfig.model_validate(deep_merge(RECIPES[recipe], tree))
@@ -245,10 +327,11 @@ def resolve(tree: dict, source: str = "config") -> RunConfig:
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
-    tree = load_yaml(Path(path)) if path else {}
+    source = str(path or "defaults")
+    tree = normalize_sections(load_yaml(Path(path)), source) if path else {}
     for assignment in overrides:
         set_path(tree, *parse_assignment(assignment))
-    return resolve(tree, str(path or "defaults"))
+    return resolve(tree, source)
 
 
 def identity(config: RunConfig) -> dict:

@@ -145,7 +145,8 @@ def test_plan_reads_done_and_failed_states_from_the_run_directories(tmp_path):
     assert "cells 9, runs 9, done 0, to run 9" in result.stdout and not out.exists()
 
     runs[3].run_dir.mkdir(parents=True)
-    (runs[3].run_dir / "result.json").write_text(json.dumps({"status": "done"}))
+    done = {"run_id": runs[3].run_id, "status": "done", "final": {"top1_err": 4.2, "top5_err": 0.5}}
+    (runs[3].run_dir / "result.json").write_text(json.dumps(done))
     runs[4].run_dir.mkdir(parents=True)
     (runs[4].run_dir / "failed.json").write_text(json.dumps({"reason": "loss diverged"}))
     result = an_lab("plan", SWEEPS / "quickstart.yaml", "--set", f"output_dir={out}")

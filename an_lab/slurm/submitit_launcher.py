@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import re
+import reprlib
 import shlex
 import shutil
 import signal
@@ -34,6 +35,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from an_lab.config import control_character
 from an_lab.errors import UsageError
 from an_lab.rundir import CONFIG, read_json, state, write_json_atomic
 from an_lab.slurm import scheduler
@@ -146,7 +148,20 @@ def job_shape(sweep: Sweep, runs: list[PlannedRun], settings: SlurmSettings) -> 
 
 
 def sbatch_parameters(sweep: Sweep, settings: SlurmSettings, tasks_per_node: int, code: Path, count: int) -> dict:
-    """submitit SlurmExecutor parameters: every sbatch setting comes from the sweep file's launcher.slurm."""
+    """submitit SlurmExecutor parameters: every sbatch setting comes from the sweep file's launcher.slurm.
+
+    submitit writes each parameter as an `#SBATCH --key=value` line of a bash script (the value shell-quoted, the key
+    as it is), and the sweep folder into #SBATCH lines and the srun command line. SlurmSettings has checked every value
+    against what sbatch accepts; `_job_script_problem` checks the result again, so that a line break can never reach
+    the script, also from settings built without validation.
+    """
+    if (char := control_character(str(code))) is not None:
+        raise sweep.error(
+            f"the sweep folder {reprlib.repr(str(code.parent.parent))} holds the control character {char!r}, which a "
+            "SLURM job script cannot hold (submitit writes the folder into it); choose another output_dir",
+            ("output_dir",),
+            ("base", "output_dir"),
+        )
     if settings.time is not None:
         try:
             minutes = parse_minutes(settings.time)
@@ -163,7 +178,8 @@ def sbatch_parameters(sweep: Sweep, settings: SlurmSettings, tasks_per_node: int
         "export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}",
     ]
     extra = dict(settings.additional_parameters)
-    extra.setdefault("requeue", True)  # clusters with JobRequeue=0 refuse `scontrol requeue` otherwise
+    if "no_requeue" not in extra:  # --no-requeue and --requeue together: sbatch would take the later, --requeue
+        extra.setdefault("requeue", True)  # clusters with JobRequeue=0 refuse `scontrol requeue` otherwise
     parameters: dict = {
         "job_name": f"an-lab-{sweep.name}",
         "time": minutes,
@@ -185,7 +201,22 @@ def sbatch_parameters(sweep: Sweep, settings: SlurmSettings, tasks_per_node: int
         "constraint": settings.constraint,
     }
     parameters.update({key: value for key, value in optional.items() if value is not None})
+    if (problem := _job_script_problem(parameters)) is not None:
+        raise sweep.error(f"launcher.slurm: {problem}", ("launcher", "slurm"))
     return parameters
+
+
+def _job_script_problem(parameters: dict) -> str | None:
+    """Why a key or value of the sbatch parameters cannot go onto an #SBATCH line: a control character (a line break
+    would end the comment line and make the rest a command of the job), or a key that is no option name; else None."""
+    options = {key: value for key, value in parameters.items() if key not in ("setup", "additional_parameters")}
+    options.update(parameters.get("additional_parameters", {}))
+    for key, value in options.items():
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", str(key)):
+            return f"{reprlib.repr(key)} is not an sbatch option name"
+        if (char := control_character(str(value))) is not None:
+            return f"{key}: {reprlib.repr(value)} holds the control character {char!r}, which a job script cannot hold"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -256,12 +287,15 @@ class TrainRun:
             _record_attempt(run_dir(config))
         from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-        from an_lab.lightning_modules.train import train
+        from an_lab.lightning_modules.train import RunBusy, train
 
         plugins = [SLURMEnvironment(auto_requeue=False)] if "SLURM_NTASKS" in os.environ else None
         preempt = _PreemptSignal()
         try:
             result = train(config, plugins=plugins, progress=False)
+        except RunBusy as busy:  # another launcher trains this run: it is trained once, by that owner
+            print(f"note: {busy}", flush=True)
+            return {"run_id": run_dir(config).name, "busy": str(busy)}
         except SystemExit as stop:
             # train() exits 143 on SIGTERM. submitit's preemption sends SIGTERM and then USR2, whose handler
             # (rank 0) checkpoints, requeues and exits: give it the time to arrive.
@@ -421,14 +455,24 @@ def _record(sweep_dir: Path, runs: list[PlannedRun], submission: Submission, par
 
 def launch_sweep(sweep: Sweep, retry_failed: bool, wait: bool) -> dict[str, str]:
     """Prepare the sweep, submit what is missing as one array, print what happened; returns the run id -> job id of
-    every run that has a job queued or running now (to follow with --wait)."""
-    from an_lab.sweeps.launch import prepare
+    every run that has a job queued or running now (to follow with --wait).
+
+    The sweep's launch lock is held from selection to the recorded submission, so two launches of one sweep never
+    queue a run twice; runs another process is training (their claim is held) are left to it."""
+    from an_lab.sweeps.launch import prepare, sweep_lock
 
     if sweep.mode == "search":
         raise UsageError(
             f"{sweep.path}: a search sweep asks Optuna between trials from one process; run it with --executor local"
         )
-    selection = prepare(sweep, retry_failed)
+    with sweep_lock(sweep):
+        selection = prepare(sweep, retry_failed)
+        return _submit_missing(sweep, selection, retry_failed, wait)
+
+
+def _submit_missing(sweep: Sweep, selection, retry_failed: bool, wait: bool) -> dict[str, str]:
+    from an_lab.sweeps.launch import claim_run
+
     recorded = scheduler.recorded_jobs(sweep.sweep_dir)
     candidates = {
         run.run_id: recorded[run.run_id] for run in selection.launch + selection.running if run.run_id in recorded
@@ -449,13 +493,22 @@ def launch_sweep(sweep: Sweep, retry_failed: bool, wait: bool) -> dict[str, str]
             parse_minutes(settings.time)
         except ValueError as error:
             raise sweep.error(f"launcher.slurm.time: {error}", ("launcher", "slurm", "time")) from None
+    ready, elsewhere = [], 0
+    for run in launch:  # a brief claim: the config is written under it; the job claims the run again when it starts
+        claim = claim_run(run, retry_failed, "slurm submission")
+        if claim is None:
+            elsewhere += 1
+            continue
+        claim.release()
+        ready.append(run)
     print(
-        f"sweep {sweep.name}: {len(launch)} to run, {len(selection.done)} done, "
-        f"{failed} failed (kept; --retry-failed relaunches them), {len(queued)} queued or running on SLURM"
+        f"sweep {sweep.name}: {len(ready)} to run, {len(selection.done)} done, "
+        f"{failed} failed or corrupt (kept; --retry-failed relaunches them), {len(queued)} queued or running on SLURM"
+        + (f", {elsewhere} being trained by other processes" if elsewhere else "")
     )
-    if launch:
-        submission = submit(sweep, launch)
-        kind = f"job array {submission.job_id} ({len(launch)} tasks)" if len(launch) > 1 else f"job {submission.job_id}"
+    if ready:
+        submission = submit(sweep, ready)
+        kind = f"job array {submission.job_id} ({len(ready)} tasks)" if len(ready) > 1 else f"job {submission.job_id}"
         print(f"submitted {kind} with one sbatch call in {submission.seconds:.2f} s")
         print(f"  code snapshot: {submission.code}")
         print(f"  logs:          {submission.logs}/<job id>/")

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from an_lab import catalog
-from an_lab.config import RECIPES, RunConfig, deep_merge, run_id
+from an_lab.config import RECIPES, SHORTHAND, RunConfig, deep_merge, run_id
 from an_lab.data_sources import check_data
 from an_lab.errors import UsageError
 from an_lab.sweeps.spec import CONFIG_KEYS, Loc, Sweep, axis_settings, config_key_problem, show_loc
@@ -114,6 +114,8 @@ def _leaves(key: str, value: Any) -> Iterator[tuple[str, Any]]:
     if isinstance(value, dict) and CONFIG_KEYS.get(key):
         for inner, inner_value in value.items():
             yield from _leaves(f"{key}.{inner}", inner_value)
+    elif isinstance(value, str) and key in SHORTHAND:  # `model: resnet50` is `model.name: resnet50`
+        yield f"{key}.{SHORTHAND[key]}", value
     else:
         yield key, value
 
@@ -164,8 +166,13 @@ class Resolver:
         for dotted, value in settings.items():
             parts = dotted.split(".")
             node = tree
-            for part in parts[:-1]:
+            for depth, part in enumerate(parts[:-1]):
                 child = node.get(part)
+                if child is not None and not isinstance(child, dict):  # never replace a value by a section silently
+                    raise UsageError(
+                        f"{self.sweep.path}: {dotted} sets a key inside {'.'.join(parts[: depth + 1])}, which holds "
+                        f"the value {child!r}; write that section as a mapping of keys"
+                    )
                 node[part] = child = dict(child) if isinstance(child, dict) else {}
                 node = child
             node[parts[-1]] = value

@@ -8,6 +8,7 @@ Mistakes become one `UsageError` that names the file, the key and, where the key
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import reprlib
 from dataclasses import dataclass, field
@@ -17,10 +18,22 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from an_lab.config import RunConfig, load_yaml, parse_assignment, set_path
+from an_lab.config import (
+    MAX_DEVICES,
+    MAX_NUM_NODES,
+    SHORTHAND,
+    RunConfig,
+    Seed,
+    control_character,
+    normalize_sections,
+    parse_assignment,
+    set_path,
+)
 from an_lab.errors import UsageError
+from an_lab.yamlio import load_mapping
 
 MODES = ("ablation", "grid", "list", "search")
+MAX_RUNS = 100_000
 # Metrics logged once per validation epoch (an_lab/lightning_modules/classifier.py) that a search can optimize.
 METRICS = ("val_top1_err", "val_top5_err", "val_loss", "train_loss")
 # Optuna's samplers and pruners by the names users write; the values are the optuna class names.
@@ -57,14 +70,68 @@ SLURM_KEYS = (
     "array_parallelism",
     "additional_parameters",
 )
+# sbatch options that launcher.slurm.additional_parameters may not set, and why. Keys are written as submitit spells
+# them, '_' for '-' (mail_type: --mail-type). sbatch also takes any unambiguous prefix of a long option (--out is
+# --output), so a key that abbreviates one of these is refused too, unless it is a whole option itself (SBATCH_WHOLE).
+SBATCH_RESERVED = {
+    **dict.fromkeys(
+        ("array", "output", "error", "open_mode", "signal"),
+        "submitit sets it (the job array, the log files it reads the results from, the signal it checkpoints on)",
+    ),
+    **dict.fromkeys(
+        ("job_name", "time", "nodes", "ntasks", "ntasks_per_node"),
+        "an-lab sets it (job name an-lab-<sweep name>, launcher.slurm.time and nodes, one task per trainer.devices)",
+    ),
+    **{
+        key: f"give it as launcher.slurm.{key}, where its value is checked"
+        for key in ("partition", "account", "qos", "mem", "constraint", "cpus_per_task", "gpus_per_node")
+    },
+    **dict.fromkeys(
+        ("parsable", "test_only", "wait", "help", "usage", "version"),
+        "sbatch would then print no job id or not return, and the submission would fail",
+    ),
+    "wrap": "the job script is submitit's; --wrap would replace it",
+}
+SBATCH_WHOLE = ("gpus",)  # whole sbatch options that are also prefixes of a reserved one (--gpus, --gpus-per-node)
+MAX_SBATCH_VALUE = 256  # characters of a string value of additional_parameters
+MAX_TIME_MINUTES = 10 * 366 * 24 * 60  # a longer time limit is a typo (SLURM keeps limits as 32-bit minutes)
+_SLURM_NAME = r"[A-Za-z0-9_.-]+"  # partition, account and QOS names
+_SLURM_VALUES = {
+    "partition": (
+        re.compile(rf"{_SLURM_NAME}(?:,{_SLURM_NAME})*"),
+        "a partition name or a comma list of them (letters, digits, '_', '.', '-')",
+    ),
+    "account": (re.compile(_SLURM_NAME), "an account name (letters, digits, '_', '.', '-')"),
+    "qos": (re.compile(_SLURM_NAME), "a QOS name (letters, digits, '_', '.', '-')"),
+    # Node features joined by SLURM's constraint operators: & (and), | (or), [] (matching or), *N (count), () and !.
+    # The operators are shell characters, but the value stays on its #SBATCH comment line: no line breaks pass.
+    "constraint": (
+        re.compile(r"[A-Za-z0-9_.,&|\[\]*:()!-]+"),
+        "a node feature expression (letters, digits and _ . , & | [ ] * : ( ) ! -)",
+    ),
+}
+_SBATCH_KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_MEMORY = re.compile(r"[0-9]{1,15}(?:[KMGTkmgt][Bb]?)?")
+_TIME = re.compile(r"[0-9][0-9:-]{0,31}")
 # Run config keys the sweep sets itself: cells may not change them.
 RESERVED = ("output_dir", "wandb")
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+# Sweep, baseline and axis names become parts of paths and labels: the sweep folder <output_dir>/sweeps/<name>/ and the
+# files named after the sweep, the SLURM job name an-lab-<name>, the W&B group and tags. 64 characters keep every such
+# path component far below the 255 bytes a file name may have (a longer name would pass `plan` and then fail with
+# ENAMETOOLONG when the sweep writes its folder); run folders are named by run id, <model>-<norm>-<12 hex digits>.
+MAX_NAME = 64
 
 
 def check_name(value: str, what: str = "name") -> str:
-    """A name that becomes a folder, a W&B group or a job name: letters, digits, '_', '.', '-'; no '..' or slashes."""
+    """A name that becomes a folder, a W&B group or a job name: letters, digits, '_', '.', '-'; no '..' or slashes;
+    at most MAX_NAME characters."""
+    if isinstance(value, str) and len(value) > MAX_NAME:
+        raise ValueError(
+            f"{what} {reprlib.repr(value)} is {len(value)} characters long; at most {MAX_NAME} (it names folders, "
+            "files and the SLURM job)"
+        )
     if not isinstance(value, str) or not _NAME.fullmatch(value) or ".." in value:
         raise ValueError(
             f"{what} {value!r} is not usable as a folder or job name: use only letters, digits, '_', '.' and '-', "
@@ -107,20 +174,110 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class SlurmSettings(Strict):
-    """Validated here, used by the SLURM launcher (submitit's names without the `slurm_` prefix)."""
+def _sbatch_key_problem(key: Any) -> str | None:
+    if not isinstance(key, str) or not _SBATCH_KEY.fullmatch(key):
+        spelled = key.replace("-", "_").lower() if isinstance(key, str) else ""
+        hint = f"; write {spelled!r}" if _SBATCH_KEY.fullmatch(spelled) else ""
+        return (
+            f"key {reprlib.repr(key)} is not an sbatch option name as submitit spells it: a lower-case letter, then "
+            f"lower-case letters, digits and '_' (written as '-'), at most 64 characters{hint}"
+        )
+    for reserved, why in SBATCH_RESERVED.items():
+        if key == reserved or (reserved.startswith(key) and key not in SBATCH_WHOLE):
+            option = reserved.replace("_", "-")
+            read_as = "" if key == reserved else f" (sbatch reads it as --{option}, of which it is an abbreviation)"
+            return f"key {key!r} may not be set here{read_as}: {why}"
+    return None
 
-    partition: str | None = None
+
+def _sbatch_value_problem(key: str, value: Any) -> str | None:
+    if value is True or (isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63):
+        return None
+    if value is False:
+        return f"{key}: false is no sbatch value; write true for a flag or leave the key out (no requeue: no_requeue)"
+    if not isinstance(value, str):
+        return f"{key}: {reprlib.repr(value)} is not a string, an integer or true"
+    if not value.strip():
+        return f"{key}: the value is empty; leave the key out"
+    if len(value) > MAX_SBATCH_VALUE:
+        return f"{key}: the value is {len(value)} characters long; at most {MAX_SBATCH_VALUE}"
+    if (char := control_character(value)) is not None:
+        return f"{key}: {reprlib.repr(value)} holds the control character {char!r}; a job script line cannot hold it"
+    return None
+
+
+class SlurmSettings(Strict):
+    """Validated here, used by the SLURM launcher (submitit's names without the `slurm_` prefix).
+
+    Every value becomes an `#SBATCH --key=value` line of the job script submitit writes, and bash runs that script: a
+    line break in a value would end the comment and turn the rest into a command of the job (and SLURM reads no
+    #SBATCH line after the first command). So each value is held to what sbatch accepts for it, and the free text of
+    additional_parameters may hold no control character.
+    """
+
+    partition: str | None = None  # one partition, or a comma list of them
     account: str | None = None
     qos: str | None = None
-    time: str | int | None = None  # minutes, or "HH:MM:SS"
-    nodes: int = Field(1, ge=1)
-    gpus_per_node: int = Field(1, ge=0)
-    cpus_per_task: int | None = Field(None, ge=1)
-    mem: str | None = None  # e.g. "64G"
+    time: str | int | None = None  # minutes, or "HH:MM:SS", "D-HH:MM:SS", ... (SLURM's formats)
+    nodes: int = Field(1, ge=1, le=MAX_NUM_NODES, strict=True)
+    gpus_per_node: int = Field(1, ge=0, le=MAX_DEVICES, strict=True)
+    cpus_per_task: int | None = Field(None, ge=1, le=4096, strict=True)
+    mem: str | None = None  # e.g. "64G"; a bare number is megabytes, as in sbatch
     constraint: str | None = None
-    array_parallelism: int | None = Field(None, ge=1)
-    additional_parameters: dict[str, Any] = {}
+    array_parallelism: int | None = Field(None, ge=1, strict=True)
+    additional_parameters: dict[str, Any] = {}  # more sbatch options: {mail_type: END, hold: true}
+
+    @field_validator("partition", "account", "qos", "constraint", mode="before")
+    @classmethod
+    def _slurm_value(cls, value: Any, info) -> Any:
+        grammar, allowed = _SLURM_VALUES[info.field_name]
+        if value is not None and (
+            not isinstance(value, str) or len(value) > MAX_SBATCH_VALUE or not grammar.fullmatch(value)
+        ):
+            raise ValueError(f"{reprlib.repr(value)} is not valid; give {allowed}, up to {MAX_SBATCH_VALUE} characters")
+        return value
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _time_limit(cls, value: Any) -> Any:
+        if value is None:
+            return value
+        # The launcher's parser, imported here since the launcher imports this module.
+        from an_lab.slurm.submitit_launcher import parse_minutes
+
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        try:
+            minutes = parse_minutes(value) if whole or (isinstance(value, str) and _TIME.fullmatch(value)) else None
+        except ValueError:
+            minutes = None
+        if minutes is None or minutes > MAX_TIME_MINUTES:
+            raise ValueError(
+                f"{reprlib.repr(value)} is not a SLURM time limit; give minutes (an integer) or 'MM:SS', 'HH:MM:SS', "
+                "'D-HH', 'D-HH:MM' or 'D-HH:MM:SS', more than 0 and at most 10 years"
+            )
+        return value
+
+    @field_validator("mem", mode="before")
+    @classmethod
+    def _memory(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**15:
+            return str(value)
+        if value is not None and not (isinstance(value, str) and _MEMORY.fullmatch(value)):
+            raise ValueError(
+                f"{reprlib.repr(value)} is not a SLURM memory size; give an integer with an optional unit K, M, G or "
+                "T, e.g. 64G (no unit: megabytes; 0: all of a node's memory)"
+            )
+        return value
+
+    @field_validator("additional_parameters", mode="before")
+    @classmethod
+    def _sbatch_options(cls, value: Any) -> Any:
+        if isinstance(value, dict):  # anything else: pydantic says a mapping is expected
+            for key, item in value.items():
+                problem = _sbatch_key_problem(key) or _sbatch_value_problem(key, item)
+                if problem is not None:
+                    raise ValueError(problem)
+        return value
 
 
 class LauncherSettings(Strict):
@@ -192,10 +349,13 @@ class SweepSpec(Strict):
     axes: dict[str, list[Any]] = {}
     cells: list[dict[str, Any]] = []
     baselines: dict[str, dict[str, Any]] = {}
-    seeds: list[int] | None = Field(None, min_length=1)  # None: the base's trainer.seed
+    seeds: list[Seed] | None = Field(None, min_length=1)  # None: the base's trainer.seed; each in [0, 2**32)
     launcher: LauncherSettings = LauncherSettings()
     output_dir: str | None = None  # where runs go; overrides base.output_dir
     search: SearchSettings | None = None
+    # Runs (cells x seeds) a sweep may expand to; counted before any cell is built, so that a grid of 10**7 cells is
+    # refused at once instead of filling the memory. Raise it in the file or with --set max_runs=N.
+    max_runs: int = Field(MAX_RUNS, ge=1, le=10**9, strict=True)
 
     @field_validator("name")
     @classmethod
@@ -205,8 +365,8 @@ class SweepSpec(Strict):
     @field_validator("output_dir")
     @classmethod
     def _folder(cls, value: str | None) -> str | None:
-        if value is not None and (not value.strip() or any(c in value for c in "\n\r\0")):
-            raise ValueError("output_dir must name a folder")
+        if value is not None and (not value.strip() or control_character(value) is not None):
+            raise ValueError("output_dir must name a folder, without control or invisible characters")
         return value
 
     @field_validator("seeds")
@@ -290,46 +450,10 @@ def show_loc(loc: Loc) -> str:
     return text or "(top level)"
 
 
-MAX_VALUES = 100_000  # values in the file once YAML aliases are expanded (a "billion laughs" file has 10**9)
-
-
-def _expanded_size(node: yaml.Node, sizes: dict[int, int], path: set[int]) -> int:
-    """Values in the node once aliases are expanded (shared nodes counted once each time they are used)."""
-    if id(node) in sizes:
-        return sizes[id(node)]
-    if id(node) in path:
-        raise ValueError("a YAML alias refers to a collection that contains it")
-    path.add(id(node))
-    children: list[yaml.Node] = []
-    if isinstance(node, yaml.MappingNode):
-        children = [value for _, value in node.value]
-    elif isinstance(node, yaml.SequenceNode):
-        children = list(node.value)
-    size = 1
-    for child in children:
-        size += _expanded_size(child, sizes, path)
-        if size > MAX_VALUES:
-            break
-    path.discard(id(node))
-    sizes[id(node)] = size
-    return size
-
-
-def _line_index(text: str) -> tuple[dict[Loc, int], list[tuple[Loc, int, int]]]:
-    """Line of every key and list item, from the YAML node tree (composing builds no objects), and repeated keys."""
+def _line_index(root: yaml.Node | None) -> tuple[dict[Loc, int], list[tuple[Loc, int, int]]]:
+    """Line of every key and list item, from the YAML node tree (composed once by an_lab.yamlio), and repeated keys."""
     lines: dict[Loc, int] = {}
     repeats: list[tuple[Loc, int, int]] = []
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return lines, repeats  # load_yaml has reported it already
-    if root is not None:
-        try:
-            size = _expanded_size(root, {}, set())
-        except (ValueError, RecursionError) as error:
-            raise ValueError(str(error) if isinstance(error, ValueError) else "the YAML nests too deeply") from None
-        if size > MAX_VALUES:
-            raise ValueError(f"the YAML expands to more than {MAX_VALUES:,} values through its aliases")
     seen: set[int] = set()  # aliases share nodes: visit each once (and never loop)
     stack: list[tuple[yaml.Node, Loc]] = [(root, ())] if root is not None else []
     while stack:
@@ -373,7 +497,7 @@ def nest(tree: dict) -> dict:
     return nested
 
 
-def _apply_override(raw: dict, assignment: str) -> Loc:
+def _apply_override(raw: dict, assignment: str, source: str) -> Loc:
     """`--set`: top-level sweep keys (seeds, launcher.max_parallel, axes.<dotted key>, ...) or else keys of the base."""
     parts, value = parse_assignment(assignment)
     head = parts[0]
@@ -388,7 +512,7 @@ def _apply_override(raw: dict, assignment: str) -> Loc:
     if parts[0] == "base" and not isinstance(raw.get("base", {}), dict):
         raise UsageError(f"--set {assignment!r}: the sweep's base is not a mapping")
     if parts[0] == "base":
-        raw["base"] = nest(raw.get("base") or {})
+        raw["base"] = normalize_sections(nest(raw.get("base") or {}), f"{source}, base")
     set_path(raw, parts, value)
     return tuple(parts)
 
@@ -426,12 +550,9 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     Whether every cell resolves to a valid run config, and duplicate cells, are checked by `expand()`.
     """
     path = Path(path)
-    try:
-        raw = load_yaml(path)  # safe loading: tags such as !!python/object are errors, not code
-        lines, repeats = _line_index(path.read_text())
-    except (ValueError, RecursionError) as error:
-        reason = str(error) if isinstance(error, ValueError) else "the YAML nests too deeply"
-        raise UsageError(f"{path}: {reason}; write the values out") from None
+    # One bounded read and one parse (libyaml where installed); tags such as !!python/object are errors, not code.
+    raw, root = load_mapping(path, "sweep file")
+    lines, repeats = _line_index(root)
     sweep = Sweep(path=path, spec=None, base={}, overrides=tuple(overrides), lines=lines)  # type: ignore[arg-type]
     if repeats:
         loc, first, second = repeats[0]
@@ -442,17 +563,19 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         except ValueError as error:
             raise UsageError(f"{path}: {error}; the file name is the default, add a name: key") from None
     for assignment in overrides:
-        sweep.overridden.add(_apply_override(raw, assignment))
+        sweep.overridden.add(_apply_override(raw, assignment, str(path)))
     try:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as error:
         raise UsageError(_explain(error, sweep)) from None
     sweep.spec = spec
-    base = nest(spec.base)
+    base = normalize_sections(nest(spec.base), f"{path}, base")
     if spec.output_dir is not None:
         base["output_dir"] = spec.output_dir
     sweep.base = base
     _check_structure(sweep)
+    _check_overrides(sweep)
+    _check_size(sweep)
     return sweep
 
 
@@ -571,3 +694,86 @@ def _check_structure(sweep: Sweep) -> None:
                 raise sweep.error(f"search.space.{key} is also an axis; give it in one place", loc)
             if CONFIG_KEYS[key]:
                 raise sweep.error(f"search.space.{key} is a section; a range needs a numeric key", loc)
+
+
+def _flat_keys(prefix: str, value: Any) -> list[str]:
+    """The dotted leaf keys a value sets at a run-config key (a section's mapping sets each of its leaves)."""
+    if isinstance(value, dict) and CONFIG_KEYS.get(prefix):
+        return [leaf for key, inner in value.items() for leaf in _flat_keys(f"{prefix}.{key}", inner)]
+    if isinstance(value, str) and prefix in SHORTHAND:
+        return [f"{prefix}.{SHORTHAND[prefix]}"]
+    return [prefix]
+
+
+def _cell_keys(sweep: Sweep) -> dict[str, Loc]:
+    """Every dotted leaf key that an axis or a listed cell sets, with where it is written."""
+    keys: dict[str, Loc] = {}
+    for axis, values in sweep.spec.axes.items():
+        for index, value in enumerate(values):
+            for key, inner in axis_settings(axis, value).items():
+                for leaf in _flat_keys(key, inner):
+                    keys.setdefault(leaf, ("axes", axis, index))
+    for index, cell in enumerate(sweep.spec.cells):
+        for key, inner in cell.items():
+            for leaf in _flat_keys(key, inner):
+                keys.setdefault(leaf, ("cells", index, key))
+    return keys
+
+
+def _check_overrides(sweep: Sweep) -> None:
+    """A --set of a base key that an axis or a listed cell sets again would silently lose: refuse it, naming both."""
+    cell_keys = _cell_keys(sweep)
+    for loc in sorted(sweep.overridden, key=str):
+        if loc[:1] != ("base",) or len(loc) < 2:
+            continue
+        node: Any = sweep.base
+        for part in loc[1:]:
+            node = node.get(part) if isinstance(node, dict) else None
+        dotted = ".".join(str(part) for part in loc[1:])
+        for leaf in _flat_keys(dotted, node):
+            if leaf == "trainer.seed" and sweep.spec.seeds is not None:
+                raise UsageError(
+                    f"{sweep.where(('seeds',))}: --set {dotted} would be lost: the sweep's seeds "
+                    f"{sweep.spec.seeds} set trainer.seed of every run; use --set 'seeds=[...]' instead"
+                )
+            for key, where in cell_keys.items():
+                if key == leaf or key.startswith(leaf + ".") or leaf.startswith(key + "."):
+                    raise _lost_override(sweep, dotted, leaf, where)
+
+
+def _lost_override(sweep: Sweep, dotted: str, leaf: str, where: Loc) -> UsageError:
+    line = sweep.line(where)
+    place = show_loc(where[:2]) + (f" (line {line})" if line else "")
+    instead = f"change the axis instead (--set 'axes.{where[1]}=[...]')" if where[0] == "axes" else "edit that cell"
+    return UsageError(
+        f"{sweep.path}: --set {dotted} sets {leaf}, which {place} sets again for every cell it makes, so the --set "
+        f"would be lost; {instead}, or drop one of the two"
+    )
+
+
+def count_runs(spec: SweepSpec) -> int:
+    """Runs the sweep expands to (cells x seeds), computed from the axes' lengths without building any cell."""
+    lengths = [len(values) for values in spec.axes.values()]
+    if spec.mode == "ablation":
+        cells = 1 + sum(length - 1 for length in lengths)
+    elif spec.mode == "grid":
+        cells = math.prod(lengths)
+    elif spec.mode == "list":
+        cells = len(spec.cells)
+    else:  # search: trials come one at a time from Optuna
+        cells = spec.search.n_trials if spec.search is not None else 0
+    return (cells + len(spec.baselines)) * len(spec.seeds or [0])
+
+
+def _check_size(sweep: Sweep) -> None:
+    spec = sweep.spec
+    runs = count_runs(spec)
+    if runs > spec.max_runs:
+        shape = " x ".join(str(len(values)) for values in spec.axes.values()) if spec.mode == "grid" else spec.mode
+        raise sweep.error(
+            f"the sweep expands to {runs:,} runs ({shape} cells, {len(spec.baselines)} baselines, "
+            f"{len(spec.seeds or [0])} seeds), more than max_runs ({spec.max_runs:,}); if you mean it, raise max_runs "
+            "in the file or with --set max_runs=N",
+            ("axes",),
+            ("mode",),
+        )
