@@ -105,8 +105,10 @@ def _wandb_logger(config: RunConfig, directory: Path, say=print) -> WandbLogger 
         except Exception as error:  # any failure to start: W&B is an observer, the run goes on offline
             reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
             say(f"warning: W&B could not start online ({reason}); logging offline (`an-lab sync` uploads it)")
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # end the half-started session, or its run id stays "in use"
                 wandb.finish(exit_code=1, quiet=True)
+            with contextlib.suppress(Exception):
+                wandb.teardown()
     # Offline runs make no connection at all only with these set in the environment.
     os.environ["WANDB_MODE"] = "offline"
     os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
@@ -289,7 +291,8 @@ def train(config: RunConfig, *, plugins: list | None = None, progress: bool = Tr
     except OSError as error:
         if error.errno not in DISK_ERRNOS:
             raise
-        reason = f"{error.strerror} writing {error.filename or directory}"
+        written = str(error.filename or "")
+        reason = f"{error.strerror} writing {written if written.startswith(str(directory)) else directory}"
         with contextlib.suppress(UsageError):
             mark_interrupted(directory, reason)
         raise RunInterrupted(f"run {run_id(config)} stopped: {reason}; the last good checkpoint is kept") from None

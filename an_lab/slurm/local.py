@@ -113,7 +113,10 @@ def _record_end(job: LocalJob, started_at: float) -> None:
             own = read_json(job.run_dir / INTERRUPTED)
             if code == EXIT_INTERRUPTED and own is not None:
                 return
-            why = f"killed by {_signal_name(signum)}" if code < 0 else f"stopped by {_signal_name(signum)}"
+            if signum is None:  # the run stopped itself for an outside cause (a full disk) but could not say so
+                why = f"stopped from outside: {_last_log_line(job)}"
+            else:
+                why = f"{'killed' if code < 0 else 'stopped'} by {_signal_name(signum)}"
             if signum == signal.SIGKILL:
                 why += " (the OOM killer sends this one)"
             mark_interrupted(job.run_dir, f"{why} (log: {job.run_dir / LOG})")
