@@ -182,3 +182,25 @@ def test_a_run_means_one_result_however_many_runs_share_the_machine(tmp_path, da
     for run in runs:
         one, other = read_result(run)[0], read_result(tmp_path / "shared" / run.name)[0]
         assert one["final"] == other["final"] and one["cpu_threads"] == other["cpu_threads"] == 1
+
+
+def test_a_run_whose_launcher_was_killed_stays_running_and_is_not_started_again(tmp_path, data_root):
+    sweep = small_sweep(data_root, tmp_path / "runs", {})
+    sweep.update(baselines={})
+    sweep["base"]["trainer"]["epochs"] = 3
+    path = write_sweep(tmp_path / "orphan.yaml", sweep)
+    launcher = subprocess.Popen([sys.executable, "-m", "an_lab.cli", "sweep", str(path)], stdout=subprocess.DEVNULL)
+    output = tmp_path / "runs"
+    wait_for(lambda: output.exists() and any((r / "started.json").exists() for r in run_dirs(output)), 120, "a start")
+    launcher.send_signal(signal.SIGKILL)  # the launcher dies; its child trains on, holding the claim
+    launcher.wait()
+    (run,) = run_dirs(output)
+    child = json.loads((run / "started.json").read_text())["pid"]
+    status = an_lab("status", path)
+    assert f"{run.name}" in status.stdout and "running 1" in status.stdout, show(status)
+    second = an_lab("sweep", path)  # a relaunch leaves the run to its live owner
+    assert second.returncode == 0 and "0 to run, 0 done, 0 failed or corrupt" in second.stdout, show(second)
+    assert "1 running" in second.stdout
+    wait_for(lambda: not os.path.exists(f"/proc/{child}") or read_result(run)[0] is not None, 300, "the orphan")
+    wait_for(lambda: read_result(run)[0] is not None, 60, "the orphan's result")
+    assert [log.name for log in attempt_logs(run)] == ["attempt-0"]
