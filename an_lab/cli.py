@@ -77,21 +77,29 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from an_lab.sweeps.launch import prepare
-    from an_lab.sweeps.spec import load_sweep
+    from an_lab.sweeps.spec import SeedPolicy, load_sweep
 
     sweep = load_sweep(args.sweep, args.set)
     executor = args.executor or sweep.spec.launcher.executor
     if executor == "slurm":
         return _sweep_on_slurm(sweep, args)
-    selection = prepare(sweep, args.retry_failed)
-    print(
-        f"sweep {sweep.name}: {len(selection.launch)} to run, {len(selection.done)} done, "
-        f"{len(selection.failed)} failed or corrupt (kept; --retry-failed relaunches them), "
-        f"{len(selection.running)} running"
-    )
     max_parallel = args.max_parallel or sweep.spec.launcher.max_parallel
-    if selection.launch:
-        _run_locally(sweep, selection.launch, max_parallel, args.retry_failed)
+    launched: set[str] = set()
+    while True:  # one round, or with adaptive seeds, rounds until no cell asks for more seeds
+        selection = prepare(sweep, args.retry_failed)
+        todo = [run for run in selection.launch if run.run_id not in launched]
+        if launched and not todo:
+            break
+        print(
+            f"sweep {sweep.name}: {len(todo)} to run, {len(selection.done)} done, "
+            f"{len(selection.failed)} failed or corrupt (kept; --retry-failed relaunches them), "
+            f"{len(selection.running)} running" + (" (more seeds where the CI is still too wide)" if launched else "")
+        )
+        if todo:
+            _run_locally(sweep, todo, max_parallel, args.retry_failed)
+        launched.update(run.run_id for run in todo)
+        if not todo or not isinstance(sweep.spec.seeds, SeedPolicy):
+            break
     if sweep.mode == "search":
         from an_lab.sweeps.expand import expand
         from an_lab.sweeps.search import run_search
@@ -118,12 +126,18 @@ def _sweep_exit_code(rows: list[dict]) -> int:
 def _sweep_on_slurm(sweep, args: argparse.Namespace) -> int:
     """One job array for the runs that are not done; returns once queued, or follows the jobs with --wait."""
     from an_lab.slurm.submitit_launcher import follow, launch_sweep
+    from an_lab.sweeps.spec import SeedPolicy
 
     jobs = launch_sweep(sweep, args.retry_failed, args.wait)
     if not args.wait:
         return 0
-    if jobs:
+    followed: set[str] = set()
+    while jobs and not set(jobs) <= followed:  # with adaptive seeds: rounds until no cell asks for more seeds
         follow(sweep, jobs)
+        followed.update(jobs)
+        if not isinstance(sweep.spec.seeds, SeedPolicy):
+            break
+        jobs = launch_sweep(sweep, args.retry_failed, args.wait)
     from an_lab.analysis import render_table
     from an_lab.sweeps.manifest import load_manifest
     from an_lab.sweeps.status import collect, render_status, scheduler_view

@@ -26,7 +26,7 @@ Activation = Literal["hsigmoid", "softmax", "sigmoid"]
 ModelName = Literal[catalog.MODEL_NAMES]  # type: ignore[valid-type]
 Norm = Literal[catalog.NORM_CHOICES]  # type: ignore[valid-type]
 DataName = Literal["digits", "imagefolder", "cifar10", "cifar100", "fake"]
-Precision = Literal["32", "bf16-mixed", "16-mixed"]
+Precision = Literal["32", "bf16-mixed", "16-mixed", "bf16-true", "16-true"]
 
 # Bounds checked when a config is validated (`an-lab plan` included), so that a value that can only be a typo is an
 # error before anything runs rather than a failure hours later (a seed numpy refuses, terabytes asked of the allocator).
@@ -160,6 +160,8 @@ class WandbConfig(Strict):
     project: str = "an-lab"
     entity: str | None = None
     group: str | None = None  # the sweep name when launched by a sweep
+    job_type: str | None = None  # the cell's label when launched by a sweep
+    name: str | None = None  # the run's name in W&B: cell label and seed (default: the run id)
     tags: tuple[str, ...] = ()
     # Seconds W&B may take to start an online run; past them (no network, a silent server) the run logs offline.
     init_timeout: float = Field(30.0, gt=0, le=600, allow_inf_nan=False)

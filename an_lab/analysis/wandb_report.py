@@ -114,6 +114,20 @@ def _from_runs(manifest: dict, key: str) -> str | None:
     return None
 
 
+def _runs_filter(manifest: dict, name: str) -> str:
+    """The sweep's W&B group, and the runs it shares with another sweep: a run trained first by another sweep
+    (the same run id) logged to that sweep's group, so it is added by its id."""
+    from an_lab.sweeps.manifest import run_dirs
+
+    reused = []
+    for run_id, directory in run_dirs(manifest).items():
+        group = ((read_json(directory / CONFIG) or {}).get("wandb") or {}).get("group")
+        if group is not None and group != name:
+            reused.append(run_id)
+    expression = f"Metric('Group') = {json.dumps(name)}"
+    return f"{expression} or Metric('ID') in {json.dumps(reused)}" if reused else expression
+
+
 def resolve_target(manifest: dict, entity: str | None, project: str | None) -> tuple[str | None, str]:
     """(entity, project): the arguments, else WANDB_ENTITY / WANDB_PROJECT, else the runs' configs; project 'an-lab'
     when nothing names one; entity None when nothing names one (W&B's default entity when publishing)."""
@@ -161,7 +175,7 @@ def build_report(
         entity=(entity or "") if online else "",
         project=project if online else "",
         name=f"sweep {name}",
-        filters=f"Metric('Group') = {json.dumps(name)}",
+        filters=_runs_filter(manifest, name),
         groupby=[f"config.{key}" for key in keys],
     )
     common = {"groupby_aggfunc": "mean", "groupby_rangefunc": "stddev", "font_size": "large"}

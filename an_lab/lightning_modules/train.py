@@ -57,6 +57,9 @@ from an_lab.rundir import (
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 
 
+TAIL_EPOCHS = 5  # epochs of the validation curve kept in result.json
+
+
 class RunFailed(RuntimeError):
     """The run stopped without a result; the reason is in the run directory's failed.json."""
 
@@ -117,19 +120,20 @@ def _wandb_logger(config: RunConfig, directory: Path, say=print) -> WandbLogger 
 
 def _make_wandb_logger(config: RunConfig, directory: Path, mode: str, **extra) -> WandbLogger:
     settings, model = config.wandb, config.model
-    tags = [model.name, model.norm, f"pooling={model.an.pooling}", f"head={model.an.head}"]
-    tags += [f"activation={model.an.activation}", *settings.tags]
+    # W&B renames config keys that clash with run fields (sweep, group, tags): the sweep and cell get a prefix.
+    context = {"an_lab_sweep": settings.group, "an_lab_cell": settings.job_type, "seed": config.trainer.seed}
     return WandbLogger(
         id=run_id(config),  # relaunches and requeues continue the same W&B run
-        name=run_id(config),
+        name=settings.name or run_id(config),
         project=settings.project,
         entity=settings.entity,
         group=settings.group,
-        tags=tags,
+        job_type=settings.job_type,
+        tags=[model.name, model.norm, *settings.tags],
         save_dir=str(directory),
         mode=mode,
         resume="allow",
-        config=config.model_dump(mode="json"),
+        config={**config.model_dump(mode="json"), **context},
         **extra,
     )
 
@@ -149,6 +153,7 @@ def _result(config: RunConfig, trainer: pl.Trainer, module: ImageClassifier, thr
         say(f"warning: skipped {len(skipped)} damaged row(s) of the metric logs: {', '.join(skipped[:3])}")
     final = rows[-1]
     best = min(rows, key=lambda row: row["val_top1_err"])
+    tail = rows[-TAIL_EPOCHS:]
     return {
         "run_id": run_id(config),
         "config_hash": config_hash(config),
@@ -160,6 +165,12 @@ def _result(config: RunConfig, trainer: pl.Trainer, module: ImageClassifier, thr
             "train_loss": final.get("train_loss"),
         },
         "best": {"top1_err": best["val_top1_err"], "top5_err": best["val_top5_err"], "epoch": int(best["epoch"])},
+        # The last epochs' curve, so that tables can tell a converged run from one still improving without
+        # reading every run's CSV log.
+        "tail": {
+            "epoch": [int(row["epoch"]) for row in tail],
+            **{key: [row.get(key) for row in tail] for key in ("val_top1_err", "train_loss")},
+        },
         "params": count_parameters(module.model),
         "macs": count_macs(module.model, config.data.image_size),
         "epochs": trainer.current_epoch,

@@ -296,9 +296,12 @@ def _check_search_space(sweep: Sweep, resolver: Resolver, base: _Draft) -> None:
             resolver.resolve({**base.settings, key: value}, {**base.sources, key: ("search", "space", key, end)})
 
 
-def expand(sweep: Sweep) -> list[PlannedRun]:
+def expand(sweep: Sweep, seeds: dict[int, list[int]] | list[int] | None = None) -> list[PlannedRun]:
     """Every run of the sweep, cells in order and seeds within each cell; raises UsageError on an invalid or
-    duplicate cell. Search mode returns its baselines only (trials come from Optuna)."""
+    duplicate cell. Search mode returns its baselines only (trials come from Optuna).
+
+    seeds: cell index -> the seeds that cell runs (adaptive seeding, an_lab.sweeps.seeding), or one list for every
+    cell; cells it does not name run the sweep's initial seeds."""
     resolver = Resolver(sweep)
     base, drafts = _drafts(sweep)
     base_config = resolver.resolve(base.settings, base.sources, base.tags)
@@ -314,7 +317,7 @@ def expand(sweep: Sweep) -> list[PlannedRun]:
     ]
     with_model = len({config.model.name for config in configs}) > 1
     an_detail = any(key.startswith("model.an.") for changes in all_changes for key in changes) or sweep.mode == "search"
-    seeds = sweep.spec.seeds
+    initial = sweep.spec.initial_seeds()
     runs: list[PlannedRun] = []
     owner: dict[str, Cell] = {}
     for index, (draft, config, changes) in enumerate(zip(drafts, configs, all_changes, strict=True)):
@@ -325,21 +328,37 @@ def expand(sweep: Sweep) -> list[PlannedRun]:
             sources=draft.sources,
             changes=changes,
             label=label(config, changes, with_model=with_model, an_detail=an_detail),
-            tags=draft.tags,
+            tags=_cell_tags(draft, changes),
             config=config,
             name=draft.name,
             loc=draft.loc,
         )
-        for seed in seeds if seeds is not None else (config.trainer.seed,):
-            seeded = config
-            if seed != config.trainer.seed:
-                seeded = config.model_copy(update={"trainer": config.trainer.model_copy(update={"seed": seed})})
+        wandb = _wandb_identity(sweep, cell)
+        own = seeds if isinstance(seeds, list) else (seeds or {}).get(index)
+        for seed in own or initial or (config.trainer.seed,):
+            trainer = (
+                config.trainer.model_copy(update={"seed": seed}) if seed != config.trainer.seed else config.trainer
+            )
+            name = f"{cell.label} seed={seed}"[:128]
+            seeded = config.model_copy(update={"trainer": trainer, "wandb": wandb.model_copy(update={"name": name})})
             identifier = run_id(seeded)
             if identifier in owner:
                 raise _duplicate(sweep, owner[identifier], cell, identifier)
             owner[identifier] = cell
             runs.append(PlannedRun(cell, seeded, identifier))
     return runs
+
+
+def _cell_tags(draft: _Draft, changes: dict[str, Any]) -> tuple[str, ...]:
+    """W&B tags of a cell: what it changes against the base cell (a BN baseline is not tagged with AN's choices)."""
+    own = [f"baseline={draft.name}"] if draft.kind == "baseline" else (["base"] if not changes else [])
+    return tuple(tag[:64] for tag in [*own, *(f"{key.rpartition('.')[2]}={show(v)}" for key, v in changes.items())])
+
+
+def _wandb_identity(sweep: Sweep, cell: Cell):
+    """The W&B settings of a cell's runs: group = the sweep, job_type = the cell, tags = what the cell changes
+    (the run name, cell label and seed, is set per run). W&B is not part of a run's identity: ids do not move."""
+    return cell.config.wandb.model_copy(update={"group": sweep.name, "job_type": cell.label[:64], "tags": cell.tags})
 
 
 def _duplicate(sweep: Sweep, first: Cell, second: Cell, identifier: str) -> UsageError:

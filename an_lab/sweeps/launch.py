@@ -18,8 +18,9 @@ from pathlib import Path
 
 from an_lab.errors import UsageError
 from an_lab.rundir import CONFIG, Claim, claim_owner, describe_owner, state, try_claim, write_json_atomic
-from an_lab.sweeps.expand import PlannedRun, check_data_paths, expand
+from an_lab.sweeps.expand import PlannedRun, check_data_paths
 from an_lab.sweeps.manifest import write_manifest
+from an_lab.sweeps.seeding import planned_runs
 from an_lab.sweeps.spec import Sweep
 
 LAUNCHABLE = {"pending", "interrupted"}
@@ -57,7 +58,7 @@ def select_runs(runs: list[PlannedRun], retry_failed: bool) -> Selection:
 
 def prepare(sweep: Sweep, retry_failed: bool) -> Selection:
     """Validate everything and record the manifest; nothing is started here (configs are written under claims)."""
-    runs = expand(sweep)
+    runs = planned_runs(sweep)
     check_data_paths(sweep, runs)
     selection = select_runs(runs, retry_failed)
     write_manifest(sweep, runs)

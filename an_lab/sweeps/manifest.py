@@ -1,7 +1,8 @@
 """The sweep manifest: which cells a sweep has and which runs make each cell, kept beside the runs.
 
     <output_dir>/sweeps/<name>/manifest.json
-    {"name", "mode", "sweep_file", "output_dir", "updated",
+    {"name", "mode", "description", "sweep_file", "output_dir", "overrides" (--set), "base_config" (the base cell's
+     resolved run config), "convergence" (when a run counts as not converged), "updated",
      "cells": [{"index", "kind", "name", "label", "changes": {dotted key: value}, "tags": [...],
                 "runs": [{"run_id", "seed"}]}]}
 
@@ -40,11 +41,16 @@ def build_manifest(sweep: Sweep, runs: list[PlannedRun]) -> dict:
             },
         )
         entry["runs"].append({"run_id": run.run_id, "seed": run.seed})
+    base = next((run.cell.config for run in runs if run.cell.kind == "base"), None)
     return {
         "name": sweep.name,
         "mode": sweep.mode,
+        "description": sweep.spec.description,
         "sweep_file": str(sweep.path.resolve()),
         "output_dir": str(sweep.output_dir.resolve()),
+        "overrides": list(sweep.overrides),
+        "base_config": base.model_dump(mode="json") if base is not None else None,
+        "convergence": sweep.spec.convergence.model_dump(),
         "updated": time.time(),
         "cells": [cells[index] for index in sorted(cells)],
     }

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from an_lab import rundir
 from an_lab.config import DataConfig, RunConfig
-from an_lab.sweeps.expand import PlannedRun, base_config, check_data_paths, expand, show
-from an_lab.sweeps.spec import Sweep
+from an_lab.sweeps.expand import PlannedRun, base_config, check_data_paths, show
+from an_lab.sweeps.seeding import plan_seeds, planned_runs, render_seeds
+from an_lab.sweeps.spec import SeedPolicy, Sweep
 
 # Multiply-accumulates of one forward pass of one image, norm=bn, 1000 classes, at the model's native input side
 # (catalog.INPUT_SIZE: 224, or 32 for the CIFAR ResNets). Produced once with torch (an_lab.profiling.count_macs):
@@ -99,7 +100,7 @@ TO_RUN = ("pending", "interrupted", "failed")
 
 def make_plan(sweep: Sweep, *, check_data: bool = True) -> Plan:
     """Expand the sweep, read each run's state from its directory and estimate the compute of what is left to run."""
-    runs = expand(sweep)
+    runs = planned_runs(sweep)
     if check_data:
         check_data_paths(sweep, runs)
     states = [rundir.state(run.run_dir) for run in runs]
@@ -114,7 +115,7 @@ def make_plan(sweep: Sweep, *, check_data: bool = True) -> Plan:
             estimate.macs += macs
             estimate.counted += 1
     if sweep.mode == "search" and sweep.spec.search is not None:
-        trials = sweep.spec.search.n_trials * len(sweep.spec.seeds or [0])
+        trials = sweep.spec.search.n_trials * len(sweep.spec.initial_seeds() or [0])
         macs = run_macs(base_config(sweep))
         if macs is None:
             estimate.unknown += ["search trials: imagefolder of unknown size"] * trials
@@ -136,13 +137,20 @@ def align(rows: list[tuple[str, ...]]) -> list[str]:
     ]
 
 
+def _seed_words(seeds) -> str:
+    if isinstance(seeds, SeedPolicy):
+        return f"{seeds.min}-{seeds.max} adaptive seeds"
+    count = len(seeds) if seeds else 1
+    return f"{count} seed{'s' if count > 1 else ''}"
+
+
 def render(plan: Plan) -> str:
     """Plain text: a header, one row per run, counts, the compute estimate."""
     sweep = plan.sweep
     seeds = sweep.spec.seeds
     header = (
         f"sweep {sweep.name} ({sweep.mode}, {sweep.path}): {plan.cells} cells x "
-        f"{len(seeds) if seeds else 1} seed{'s' if seeds and len(seeds) > 1 else ''} = {len(plan.runs)} runs "
+        f"{_seed_words(seeds)} = {len(plan.runs)} runs "
         f"in {sweep.output_dir}/"
     )
     rows = [("#", "cell", "changes", "seed", "run id", "state")]
@@ -170,6 +178,8 @@ def render(plan: Plan) -> str:
             f"search: {search.n_trials} trials chosen by Optuna ({search.sampler} sampler, {search.pruner} pruner), "
             f"{search.direction} {search.metric}; space: {'; '.join(space) or 'empty'}; study: {sweep.storage}"
         )
+    if isinstance(seeds, SeedPolicy):
+        lines += render_seeds(plan_seeds(sweep)[1], seeds)
     lines.append(f"compute: {plan.estimate.words()}")
     lines.append(f"sweep folder: {sweep.sweep_dir}/ (manifest written by `an-lab sweep`; plan writes nothing)")
     return "\n".join(lines)

@@ -40,7 +40,7 @@ def _study(sweep: Sweep):
     else:  # a journal file: safe with concurrent writers, unlike SQLite on shared file systems
         sweep.sweep_dir.mkdir(parents=True, exist_ok=True)
         storage = JournalStorage(JournalFileBackend(sweep.storage))
-    seed = sweep.spec.seeds[0] if sweep.spec.seeds else 0
+    seed = (sweep.spec.initial_seeds() or [0])[0]
     sampler_options = {"seed": seed, **search.sampler_options} if search.sampler != "grid" else search.sampler_options
     sampler = getattr(optuna.samplers, SAMPLERS[search.sampler])(**sampler_options)
     pruner = getattr(optuna.pruners, PRUNERS[search.pruner])(**search.pruner_options)

@@ -13,14 +13,24 @@ import re
 import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from an_lab.config import (
     MAX_DEVICES,
     MAX_NUM_NODES,
+    SEED_LIMIT,
     SHORTHAND,
     RunConfig,
     Seed,
@@ -339,6 +349,40 @@ class SearchSettings(Strict):
         return value
 
 
+class SeedTarget(Strict):
+    metric: Literal["top1_err", "top5_err"] = "top1_err"  # a final metric of result.json
+    ci_halfwidth: float = Field(gt=0, allow_inf_nan=False)  # points: the 95% CI of the difference to the baseline
+
+
+class SeedPolicy(Strict):
+    """Adaptive seeds: every cell runs `min` seeds; each later launch adds seeds to the cells whose CI of the
+    difference to the baseline is still wider than the target, up to `max` (precision, never significance)."""
+
+    min: int = Field(3, ge=2, le=1000, strict=True)
+    max: int = Field(10, ge=2, le=1000, strict=True)
+    first: Seed = 0  # seeds are first, first + 1, ...
+    until: SeedTarget
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SeedPolicy:
+        if self.min > self.max:
+            raise ValueError(f"seeds.min ({self.min}) is above seeds.max ({self.max})")
+        if self.first + self.max > SEED_LIMIT:
+            raise ValueError(f"seeds first + max must stay below {SEED_LIMIT}")
+        return self
+
+    def candidates(self) -> list[int]:
+        return list(range(self.first, self.first + self.max))
+
+
+class ConvergenceSettings(Strict):
+    """When the table calls a run "not converged": an undertrained comparison must not pass for a finding."""
+
+    train_loss_max: float | None = Field(None, gt=0, allow_inf_nan=False)  # final training loss above this
+    val_drop_max: float | None = Field(1.0, gt=0, allow_inf_nan=False)  # top-1 error (points) still falling by more
+    last_epochs: int = Field(3, ge=2, le=50, strict=True)  # ... over this many last epochs
+
+
 class SweepSpec(Strict):
     """The sweep file as written (axes and cells hold dotted run-config keys, checked by `load_sweep`)."""
 
@@ -349,13 +393,21 @@ class SweepSpec(Strict):
     axes: dict[str, list[Any]] = {}
     cells: list[dict[str, Any]] = []
     baselines: dict[str, dict[str, Any]] = {}
-    seeds: list[Seed] | None = Field(None, min_length=1)  # None: the base's trainer.seed; each in [0, 2**32)
+    # A list of seeds, an adaptive policy ({min, max, until: {metric, ci_halfwidth}}), or None: the base's trainer.seed.
+    seeds: (
+        Annotated[
+            Annotated[list[Seed], Tag("list")] | Annotated[SeedPolicy, Tag("policy")],
+            Discriminator(lambda value: "policy" if isinstance(value, dict | SeedPolicy) else "list"),
+        ]
+        | None
+    ) = None
     launcher: LauncherSettings = LauncherSettings()
     output_dir: str | None = None  # where runs go; overrides base.output_dir
     search: SearchSettings | None = None
     # Runs (cells x seeds) a sweep may expand to; counted before any cell is built, so that a grid of 10**7 cells is
     # refused at once instead of filling the memory. Raise it in the file or with --set max_runs=N.
     max_runs: int = Field(MAX_RUNS, ge=1, le=10**9, strict=True)
+    convergence: ConvergenceSettings = ConvergenceSettings()
 
     @field_validator("name")
     @classmethod
@@ -371,10 +423,24 @@ class SweepSpec(Strict):
 
     @field_validator("seeds")
     @classmethod
-    def _distinct(cls, value: list[int] | None) -> list[int] | None:
-        if value is not None and len(set(value)) != len(value):
+    def _distinct(cls, value: list[int] | SeedPolicy | None) -> list[int] | SeedPolicy | None:
+        if isinstance(value, list) and not value:
+            raise ValueError("seeds is empty; give at least one seed, e.g. [0, 1, 2]")
+        if isinstance(value, list) and len(set(value)) != len(value):
             raise ValueError(f"seeds {value} repeat a seed; each seed runs every cell once")
         return value
+
+    def initial_seeds(self) -> list[int] | None:
+        """The seeds every cell starts with: the list, the policy's first `min`, or None (the base's trainer.seed)."""
+        if isinstance(self.seeds, SeedPolicy):
+            return self.seeds.candidates()[: self.seeds.min]
+        return self.seeds
+
+    def most_seeds(self) -> int:
+        """The most seeds a cell can run (for counting runs before expansion)."""
+        if isinstance(self.seeds, SeedPolicy):
+            return self.seeds.max
+        return len(self.seeds or [0])
 
 
 # A location in the sweep file: keys and list indices from the top, e.g. ("axes", "model.an.k", 1).
@@ -521,6 +587,8 @@ def _explain(error: ValidationError, sweep: Sweep) -> str:
     """The first problem pydantic found in the sweep file, with its line and close names for unknown keys."""
     item = error.errors()[0]
     loc = tuple(item["loc"])
+    if loc[:1] == ("seeds",) and loc[1:2] in (("list",), ("policy",)):  # the tag of the seeds' two forms
+        loc = ("seeds", *loc[2:])
     key = show_loc(loc)
     if item["type"] == "extra_forbidden":
         model: type[BaseModel] = SweepSpec
@@ -623,6 +691,10 @@ def _check_structure(sweep: Sweep) -> None:
             )
     elif spec.search is not None:
         raise sweep.error(f"search: applies to mode search only (this sweep's mode is {spec.mode})", ("search",))
+    if spec.mode == "search" and isinstance(spec.seeds, SeedPolicy):
+        raise sweep.error(
+            "adaptive seeds ({min, max, until}) need cells to compare; a search takes a list of seeds", ("seeds",)
+        )
 
     owners: dict[str, str] = {}  # config key -> the axis that sets it
     for axis, values in spec.axes.items():
@@ -762,7 +834,7 @@ def count_runs(spec: SweepSpec) -> int:
         cells = len(spec.cells)
     else:  # search: trials come one at a time from Optuna
         cells = spec.search.n_trials if spec.search is not None else 0
-    return (cells + len(spec.baselines)) * len(spec.seeds or [0])
+    return (cells + len(spec.baselines)) * spec.most_seeds()
 
 
 def _check_size(sweep: Sweep) -> None:
@@ -772,7 +844,7 @@ def _check_size(sweep: Sweep) -> None:
         shape = " x ".join(str(len(values)) for values in spec.axes.values()) if spec.mode == "grid" else spec.mode
         raise sweep.error(
             f"the sweep expands to {runs:,} runs ({shape} cells, {len(spec.baselines)} baselines, "
-            f"{len(spec.seeds or [0])} seeds), more than max_runs ({spec.max_runs:,}); if you mean it, raise max_runs "
+            f"{spec.most_seeds()} seeds), more than max_runs ({spec.max_runs:,}); if you mean it, raise max_runs "
             "in the file or with --set max_runs=N",
             ("axes",),
             ("mode",),

@@ -1,0 +1,190 @@
+"""Statistics of results over seeds, in one place: every interval, difference and mark that an-lab prints comes from
+here, computed with scipy.stats (no hand-written distributions). Torch-free; used by the tables and figures
+(an_lab.analysis) and by adaptive seeding (an_lab.sweeps), so it sits at the bottom of the layers with the ledger.
+
+    estimate([21.5, 21.7, 21.6])               # n, mean, std (ddof=1), 95% CI of the mean (Student t)
+    compare({0: 21.5, 1: 21.7}, {0: 23.0, 1: 23.2})
+        # paired by seed when the cells share >= 2 seeds, else Welch; the CI of the difference, and
+        # P(better): the probability that a run of the cell beats a run of the baseline (Mann-Whitney U / (n m))
+
+method="bootstrap" takes scipy's BCa bootstrap instead of the t interval, with a fixed random state so that a table
+is the same every time it is printed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+CONFIDENCE = 0.95
+METHODS = ("t", "bootstrap")
+BOOTSTRAP_RESAMPLES = 9_999
+BOOTSTRAP_SEED = 0  # tables are reproducible: the same resamples every time
+NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A metric over the runs of one cell: n, mean, sample std (ddof=1) and the CI of the mean (NaN when n < 2)."""
+
+    n: int
+    mean: float
+    std: float
+    ci_low: float
+    ci_high: float
+
+    @property
+    def halfwidth(self) -> float:
+        return (self.ci_high - self.ci_low) / 2
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A cell against a baseline on one metric: diff = cell - baseline, with its CI and P(better)."""
+
+    n: int  # seeds shared (paired), or the cell's runs (unpaired)
+    n_baseline: int  # seeds shared (paired), or the baseline's runs (unpaired)
+    paired: bool
+    diff: float
+    ci_low: float
+    ci_high: float
+    p_better: float  # P(a run of the cell beats a run of the baseline), ties counted half
+
+    @property
+    def halfwidth(self) -> float:
+        return (self.ci_high - self.ci_low) / 2
+
+    @property
+    def significant(self) -> bool:
+        """The CI of the difference excludes 0 (never with fewer than 2 runs a side: there is no CI then)."""
+        return math.isfinite(self.ci_low) and math.isfinite(self.ci_high) and (self.ci_low > 0 or self.ci_high < 0)
+
+
+def _finite(values: Iterable[float]) -> np.ndarray:
+    array = np.asarray([float(v) for v in values if v is not None], dtype=float)
+    return array[np.isfinite(array)]
+
+
+def _check(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method {method!r} is not known; choose one of {', '.join(METHODS)}")
+
+
+def _t_interval(center: float, scale: float, dof: float, confidence: float) -> tuple[float, float]:
+    from scipy import stats
+
+    if scale == 0:
+        return center, center  # every run gave the same value: no spread to be uncertain about
+    low, high = stats.t.interval(confidence, dof, loc=center, scale=scale)
+    return float(low), float(high)
+
+
+def _bootstrap(samples: tuple[np.ndarray, ...], statistic, confidence: float) -> tuple[float, float]:
+    from scipy import stats
+
+    if all(np.ptp(sample) == 0 for sample in samples):  # BCa is undefined without spread; the interval is a point
+        value = float(statistic(*samples, axis=-1))
+        return value, value
+    result = stats.bootstrap(
+        samples,
+        statistic,
+        n_resamples=BOOTSTRAP_RESAMPLES,
+        confidence_level=confidence,
+        method="BCa",
+        rng=np.random.default_rng(BOOTSTRAP_SEED),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def _mean(sample: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(sample, axis=axis)
+
+
+def _mean_difference(first: np.ndarray, second: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(first, axis=axis) - np.mean(second, axis=axis)
+
+
+def estimate(values: Iterable[float], *, method: str = "t", confidence: float = CONFIDENCE) -> Estimate:
+    """n, mean, std (ddof=1) and the CI of the mean of the finite values (NaN where n is too small)."""
+    _check(method)
+    sample = _finite(values)
+    n = len(sample)
+    if n == 0:
+        return Estimate(0, NAN, NAN, NAN, NAN)
+    mean = float(sample.mean())
+    if n < 2:
+        return Estimate(1, mean, NAN, NAN, NAN)
+    std = float(sample.std(ddof=1))
+    if method == "t":
+        low, high = _t_interval(mean, std / math.sqrt(n), n - 1, confidence)
+    else:
+        low, high = _bootstrap((sample,), _mean, confidence)
+    return Estimate(n, mean, std, low, high)
+
+
+def probability_better(cell: Iterable[float], baseline: Iterable[float], *, lower_is_better: bool = True) -> float:
+    """P(a run of the cell beats a run of the baseline), ties counted half: Mann-Whitney U / (n m)."""
+    from scipy import stats
+
+    a, b = _finite(cell), _finite(baseline)
+    if len(a) == 0 or len(b) == 0:
+        return NAN
+    # U of the first sample counts the pairs in which it is the larger one.
+    larger = stats.mannwhitneyu(b, a) if lower_is_better else stats.mannwhitneyu(a, b)
+    return float(larger.statistic) / (len(a) * len(b))
+
+
+def compare(
+    cell: Mapping[int, float],
+    baseline: Mapping[int, float],
+    *,
+    lower_is_better: bool = True,
+    method: str = "t",
+    confidence: float = CONFIDENCE,
+) -> Comparison:
+    """The cell against the baseline, both given as seed -> value: the mean difference paired by seed over the
+    seeds both have (when there are at least 2), else the unpaired (Welch) difference of the means."""
+    _check(method)
+    cell = {seed: float(v) for seed, v in cell.items() if v is not None and math.isfinite(float(v))}
+    baseline = {seed: float(v) for seed, v in baseline.items() if v is not None and math.isfinite(float(v))}
+    p_better = probability_better(cell.values(), baseline.values(), lower_is_better=lower_is_better)
+    shared = sorted(set(cell) & set(baseline))
+    if len(shared) >= 2:
+        differences = estimate([cell[seed] - baseline[seed] for seed in shared], method=method, confidence=confidence)
+        low, high = differences.ci_low, differences.ci_high
+        return Comparison(len(shared), len(shared), True, differences.mean, low, high, p_better)
+    a, b = _finite(cell.values()), _finite(baseline.values())
+    if len(a) == 0 or len(b) == 0:
+        return Comparison(len(a), len(b), False, NAN, NAN, NAN, p_better)
+    diff = float(a.mean() - b.mean())
+    if len(a) < 2 or len(b) < 2:
+        return Comparison(len(a), len(b), False, diff, NAN, NAN, p_better)
+    if method == "bootstrap":
+        low, high = _bootstrap((a, b), _mean_difference, confidence)
+    else:
+        va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+        scale = math.sqrt(va + vb)
+        # Welch-Satterthwaite degrees of freedom (what scipy.stats.ttest_ind(equal_var=False) uses).
+        dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if scale > 0 else 1.0
+        low, high = _t_interval(diff, scale, dof, confidence)
+    return Comparison(len(a), len(b), False, diff, low, high, p_better)
+
+
+def seeds_needed(halfwidth_now: float, n_now: int, target: float, *, confidence: float = CONFIDENCE) -> int:
+    """How many paired seeds would bring a CI half-width of `halfwidth_now` (from n_now seeds) down to `target`,
+    assuming the spread stays as measured: n such that t(n-1) * s / sqrt(n) <= target. At least n_now + 1 while
+    the target is not met; n_now when it is."""
+    from scipy import stats
+
+    if n_now < 2 or not math.isfinite(halfwidth_now):
+        return max(2, n_now + 1)
+    if halfwidth_now <= target:
+        return n_now
+    spread = halfwidth_now * math.sqrt(n_now) / float(stats.t.ppf((1 + confidence) / 2, n_now - 1))
+    n = n_now + 1
+    while float(stats.t.ppf((1 + confidence) / 2, n - 1)) * spread / math.sqrt(n) > target and n < 10_000:
+        n += 1
+    return n

@@ -1,0 +1,122 @@
+"""Adaptive seeds: cells gain seeds while the CI of their difference to the baseline is wider than the target, up to
+max; the decision is checked against scipy.stats by hand, and a real sweep runs its rounds to the end."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import an_lab, small_sweep
+from scipy import stats
+
+from an_lab.sweeps import load_sweep
+from an_lab.sweeps.seeding import plan_seeds, planned_runs
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "sweeps" / "quickstart.yaml"
+
+
+def adaptive(tmp_path: Path, target: float, low: int = 3, high: int = 8):
+    policy = f"seeds={{min: {low}, max: {high}, until: {{metric: top1_err, ci_halfwidth: {target}}}}}"
+    return load_sweep(QUICKSTART, [policy, f"output_dir={tmp_path}", "axes.model.an.head=[a2]"])
+
+
+def finish(run, value: float) -> None:
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    (run.run_dir / "config.json").write_text(json.dumps(run.config.model_dump(mode="json")))
+    result = {"run_id": run.run_id, "status": "done", "final": {"top1_err": value, "top5_err": 0.0}}
+    (run.run_dir / "result.json").write_text(json.dumps(result))
+
+
+def paired_halfwidth(cell: list[float], reference: list[float]) -> float:
+    differences = [a - b for a, b in zip(cell, reference, strict=True)]
+    low, high = stats.t.interval(0.95, len(differences) - 1, loc=0, scale=stats.sem(differences))
+    return (high - low) / 2
+
+
+def test_every_cell_starts_with_min_seeds_and_the_plan_says_so(tmp_path):
+    sweep = adaptive(tmp_path, 0.5)
+    runs = planned_runs(sweep)
+    assert len(runs) == 8 * 3 and {run.seed for run in runs} == {0, 1, 2}
+    plan = an_lab(
+        "plan",
+        QUICKSTART,
+        "--set",
+        "seeds={min: 3, max: 8, until: {ci_halfwidth: 0.5}}",
+        "--set",
+        f"output_dir={tmp_path}",
+    )
+    assert plan.returncode == 0, plan.stderr
+    assert "adaptive seeds: 3 to 8 per cell until the 95% CI of the difference in top1_err" in plan.stdout
+    assert "BN: 0 done, 3 wanted (3 still to run), at most 8; CI half-width reference" in plan.stdout
+
+
+def test_a_noisy_cell_gains_the_seeds_its_spread_needs_and_a_precise_one_does_not(tmp_path):
+    sweep = adaptive(tmp_path, target=0.5)
+    runs = planned_runs(sweep)
+    by_label: dict[str, list] = {}
+    for run in runs:
+        by_label.setdefault(run.cell.label, []).append(run)
+    reference = [20.0, 21.0, 22.0]
+    noisy = [18.0, 21.5, 19.0]  # paired differences -2, 0.5, -3: wide
+    precise = [19.0, 20.1, 20.9]  # differences -1, -0.9, -1.1: narrow
+    for label, values in by_label.items():
+        chosen = reference if label == "BN" else noisy if label.startswith("Mean") else precise
+        for run, value in zip(values, chosen, strict=True):
+            finish(run, value)
+    seeds, summary = plan_seeds(sweep)
+    rows = {cell.label: cell for cell in summary}
+    width = paired_halfwidth(noisy, reference)
+    spread = width * math.sqrt(3) / stats.t.ppf(0.975, 2)
+    needed = next(n for n in range(4, 100) if stats.t.ppf(0.975, n - 1) * spread / math.sqrt(n) <= 0.5)
+    mean = next(cell for label, cell in rows.items() if label.startswith("Mean"))
+    assert mean.halfwidth == pytest.approx(width) and mean.wanted == min(8, needed) == 8
+    base = rows["RSD + A2 + hsigmoid + K=(10,10,20)"]
+    assert base.halfwidth == pytest.approx(paired_halfwidth(precise, reference)) and base.wanted == 3
+    assert rows["BN"].wanted == 8 and rows["BN"].reference  # the reference runs every seed any cell runs
+    assert seeds[mean.index] == list(range(8)) and seeds[base.index] == [0, 1, 2]
+
+
+def test_nothing_grows_while_a_cell_or_the_reference_is_unfinished(tmp_path):
+    sweep = adaptive(tmp_path, target=0.01)
+    runs = planned_runs(sweep)
+    for run in runs:
+        if not (run.cell.label == "BN" and run.seed == 2):
+            finish(run, 20.0 + run.seed + (run.cell.index % 3))
+    _, summary = plan_seeds(sweep)
+    assert all(cell.wanted == 3 for cell in summary)  # BN's seed 2 is missing: decide when it is done
+
+
+def test_a_search_sweep_refuses_adaptive_seeds(tmp_path):
+    path = tmp_path / "search.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "s",
+                "mode": "search",
+                "axes": {"model.an.pooling": ["rsd", "mean"]},
+                "search": {"metric": "val_top1_err"},
+                "seeds": {"min": 2, "max": 3, "until": {"ci_halfwidth": 1}},
+            }
+        )
+    )
+    done = an_lab("plan", path)
+    assert done.returncode == 2 and "adaptive seeds" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_a_sweep_adds_seeds_in_rounds_until_the_target_or_max(tmp_path, data_root):
+    sweep = small_sweep(data_root, tmp_path / "runs", {})
+    sweep["base"]["trainer"]["epochs"] = 1
+    sweep["launcher"]["max_parallel"] = 2
+    sweep["seeds"] = {"min": 2, "max": 3, "until": {"metric": "top1_err", "ci_halfwidth": 0.001}}
+    path = tmp_path / "adaptive.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    done = an_lab("sweep", path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "sweep small: 4 to run" in done.stdout and "sweep small: 2 to run" in done.stdout
+    assert "(more seeds where the CI is still too wide)" in done.stdout
+    results = [p for p in (tmp_path / "runs").glob("*/result.json")]
+    assert len(results) == 6  # 2 cells x max 3 seeds: the target cannot be met, so max stops it
+    again = an_lab("sweep", path)
+    assert again.returncode == 0 and "0 to run, 6 done" in again.stdout
