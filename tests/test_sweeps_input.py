@@ -14,7 +14,7 @@ from an_lab.errors import UsageError
 from an_lab.sweeps import expand, load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
-QUICKSTART = ROOT / "sweeps" / "quickstart.yaml"
+QUICKSTART = ROOT / "sweeps" / "digits-ablation.yaml"
 
 
 def refused(*args, cwd: Path | None = None, timeout: float = 60) -> str:
@@ -123,6 +123,6 @@ def test_an_override_that_an_axis_sets_again_is_an_error_naming_both():
     line = refused("plan", QUICKSTART, "--set", "model.an={pooling: mean, k: 3}")
     assert "--set model.an sets model.an.pooling" in line
     line = refused("plan", QUICKSTART, "--set", "trainer.seed=3")
-    assert "quickstart.yaml, line 20: --set trainer.seed would be lost" in line and "--set 'seeds=[...]'" in line
+    assert "digits-ablation.yaml, line 20: --set trainer.seed would be lost" in line and "--set 'seeds=[...]'" in line
     # Keys no axis sets still override as before.
     assert an_lab("plan", QUICKSTART, "--set", "trainer.epochs=2").returncode == 0

@@ -14,6 +14,7 @@ from an_lab.sweeps.spec import nest
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = ROOT / "sweeps"
+ONE_SEED = "seeds=[0]"  # the digits ablation runs 3 seeds; these checks are about its cells
 AXES = ("model.an.pooling", "model.an.head", "model.an.activation", "model.an.k")
 
 
@@ -35,12 +36,16 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_shipped_sweeps_expand_to_the_papers_designs(imagenet):
-    quick = expand(load_sweep(SWEEPS / "quickstart.yaml"))
-    assert len(quick) == 9 and len({run.cell.index for run in quick}) == 9
-    assert quick[0].cell.label == "RSD + A2 + hsigmoid + K=(10,10,20)" and quick[0].cell.describe() == "(base)"
-    assert [run.cell.label for run in quick][-1] == "BN" and quick[-1].cell.name == "bn"
-    assert {run.config.model.name for run in quick} == {"cifar_resnet20"}
-    assert all(run.config.trainer.epochs == 6 and run.config.data.name == "digits" for run in quick)
+    digits = expand(load_sweep(SWEEPS / "digits-ablation.yaml"))
+    assert len(digits) == 27 and len({run.cell.index for run in digits}) == 9 and {r.seed for r in digits} == {0, 1, 2}
+    assert digits[0].cell.label == "RSD + A2 + hsigmoid + K=(10,10,20)" and digits[0].cell.describe() == "(base)"
+    assert [run.cell.label for run in digits][-1] == "BN" and digits[-1].cell.name == "bn"
+    assert {run.config.model.name for run in digits} == {"cifar_resnet20"}
+    assert all(run.config.trainer.epochs == 15 and run.config.data.name == "digits" for run in digits)
+    quick = expand(load_sweep(SWEEPS / "quickstart.yaml"))  # the README's main job: AN (two attentions) vs BN
+    labels = ["RSD + A2 + hsigmoid + K=(10,10,20)", "RSD + A2 + softmax + K=(10,10,20)", "BN"]
+    assert [run.cell.label for run in quick[::3]] == labels
+    assert len(quick) == 9 and all(run.config.trainer.epochs == 15 for run in quick)
 
     table1 = expand(load_sweep(SWEEPS / "ablation.yaml", [f"data.root={imagenet}"]))
     labels = [run.cell.label for run in table1]
@@ -60,7 +65,7 @@ def test_shipped_sweeps_expand_to_the_papers_designs(imagenet):
 
 
 def test_ablation_cells_change_exactly_one_axis_from_the_base_cell():
-    sweep = load_sweep(SWEEPS / "quickstart.yaml")
+    sweep = load_sweep(SWEEPS / "digits-ablation.yaml", [ONE_SEED])
     runs = expand(sweep)
     base = runs[0].cell
     assert base.kind == "base" and base.changes == {}
@@ -72,7 +77,7 @@ def test_ablation_cells_change_exactly_one_axis_from_the_base_cell():
             if key not in cell.changes:
                 assert cell.settings[key] == sweep.spec.axes[key][0]
     # One-value axes add no cell.
-    assert len(expand(load_sweep(SWEEPS / "quickstart.yaml", ["axes.model.an.head=[a2]"]))) == 8
+    assert len(expand(load_sweep(SWEEPS / "digits-ablation.yaml", [ONE_SEED, "axes.model.an.head=[a2]"]))) == 8
 
 
 def test_grid_is_the_product_list_is_explicit_baselines_and_seeds_multiply(tmp_path):
@@ -115,22 +120,22 @@ def test_a_named_axis_moves_several_keys_together(tmp_path):
 
 
 def test_run_ids_are_stable_and_survive_edits_of_other_cells(tmp_path):
-    first = expand(load_sweep(SWEEPS / "quickstart.yaml"))
-    again = expand(load_sweep(SWEEPS / "quickstart.yaml"))
+    first = expand(load_sweep(SWEEPS / "digits-ablation.yaml", [ONE_SEED]))
+    again = expand(load_sweep(SWEEPS / "digits-ablation.yaml", [ONE_SEED]))
     assert [run.run_id for run in first] == [run.run_id for run in again]
 
     edited = write(
-        tmp_path / "quickstart.yaml",
-        (SWEEPS / "quickstart.yaml").read_text().replace("[20, 20, 40]]", "[40, 40, 80]]"),
+        tmp_path / "digits-ablation.yaml",
+        (SWEEPS / "digits-ablation.yaml").read_text().replace("[20, 20, 40]]", "[40, 40, 80]]"),
     )
-    after = expand(load_sweep(edited))
+    after = expand(load_sweep(edited, [ONE_SEED]))
     changed = [(a.run_id, b.run_id) for a, b in zip(first, after, strict=True) if a.run_id != b.run_id]
     assert len(changed) == 1 and after[7].cell.label == "RSD + A2 + hsigmoid + K=(40,40,80)"
 
     # Group and tags label the runs in W&B but are no part of their identity; resolution matches config.resolve.
     run = first[1]
-    assert run.config.wandb.group == "quickstart" and "pooling=mean" in run.config.wandb.tags
-    sweep = load_sweep(SWEEPS / "quickstart.yaml")
+    assert run.config.wandb.group == "digits-ablation" and "pooling=mean" in run.config.wandb.tags
+    sweep = load_sweep(SWEEPS / "digits-ablation.yaml", [ONE_SEED])
     tree = deep_merge(sweep.base, nest(run.cell.settings))
     assert run_id(resolve(tree)) == run.run_id
     assert run_id(RunConfig.model_validate(run.config.model_dump() | {"wandb": {}})) == run.run_id
@@ -138,9 +143,9 @@ def test_run_ids_are_stable_and_survive_edits_of_other_cells(tmp_path):
 
 def test_plan_reads_done_and_failed_states_from_the_run_directories(tmp_path):
     out = tmp_path / "runs"
-    runs = expand(load_sweep(SWEEPS / "quickstart.yaml", [f"output_dir={out}"]))
+    runs = expand(load_sweep(SWEEPS / "digits-ablation.yaml", [ONE_SEED, f"output_dir={out}"]))
     assert all(run.run_dir.parent == out for run in runs)
-    result = an_lab("plan", SWEEPS / "quickstart.yaml", "--set", f"output_dir={out}")
+    result = an_lab("plan", SWEEPS / "digits-ablation.yaml", "--set", ONE_SEED, "--set", f"output_dir={out}")
     assert result.returncode == 0, result.stderr
     assert "cells 9, runs 9, done 0, to run 9" in result.stdout and not out.exists()
 
@@ -149,12 +154,12 @@ def test_plan_reads_done_and_failed_states_from_the_run_directories(tmp_path):
     (runs[3].run_dir / "result.json").write_text(json.dumps(done))
     runs[4].run_dir.mkdir(parents=True)
     (runs[4].run_dir / "failed.json").write_text(json.dumps({"reason": "loss diverged"}))
-    result = an_lab("plan", SWEEPS / "quickstart.yaml", "--set", f"output_dir={out}")
+    result = an_lab("plan", SWEEPS / "digits-ablation.yaml", "--set", ONE_SEED, "--set", f"output_dir={out}")
     rows = {line.split()[0]: line for line in result.stdout.splitlines() if line[:1].isdigit()}
     assert runs[3].run_id in rows["4"] and rows["4"].endswith("done")
     assert rows["5"].endswith("failed(loss diverged)") and rows["1"].endswith("pending")
     assert "cells 9, runs 9, done 1, to run 8 (of which failed 1: rerun with --retry-failed)" in result.stdout
-    assert "multiply-accumulates to run" in result.stdout and "runs/sweeps/quickstart/" in result.stdout
+    assert "multiply-accumulates to run" in result.stdout and "runs/sweeps/digits-ablation/" in result.stdout
 
 
 def test_plan_on_the_imagenet_sweeps_needs_their_data(tmp_path, imagenet):
@@ -299,19 +304,25 @@ def test_hostile_sweep_files_are_one_clear_error_and_write_nothing(tmp_path, cas
 
 def test_set_overrides_reach_the_base_and_the_sweep(tmp_path):
     sweep = load_sweep(
-        SWEEPS / "quickstart.yaml",
-        ["trainer.epochs=2", "launcher.max_parallel=4", "axes.model.an.pooling=[rsd]", "baselines.bn.model.norm=gn"],
+        SWEEPS / "digits-ablation.yaml",
+        [
+            ONE_SEED,
+            "trainer.epochs=2",
+            "launcher.max_parallel=4",
+            "axes.model.an.pooling=[rsd]",
+            "baselines.bn.model.norm=gn",
+        ],
     )
     runs = expand(sweep)
     assert sweep.spec.launcher.max_parallel == 4 and len(runs) == 7
     assert all(run.config.trainer.epochs == 2 for run in runs) and runs[-1].cell.label == "GN"
-    result = an_lab("plan", SWEEPS / "quickstart.yaml", "--set", "model.an.poolng=mean")
+    result = an_lab("plan", SWEEPS / "digits-ablation.yaml", "--set", "model.an.poolng=mean")
     assert result.returncode == 2 and "(from --set)" in result.stderr
     assert "did you mean model.an.pooling" in result.stderr
 
 
 @pytest.mark.parametrize(
-    "command", [["plan", "sweeps/quickstart.yaml"], ["status", "sweeps/quickstart.yaml"], ["--help"]]
+    "command", [["plan", "sweeps/digits-ablation.yaml"], ["status", "sweeps/digits-ablation.yaml"], ["--help"]]
 )
 def test_cheap_commands_import_neither_torch_nor_lightning_nor_wandb(command):
     result = an_lab(*command, python=("-X", "importtime"), cwd=ROOT, timeout=120)

@@ -10,14 +10,14 @@ from an_lab.analysis.wandb_report import _runs_filter
 from an_lab.config import run_id
 from an_lab.sweeps import expand, load_sweep
 
-QUICKSTART = Path(__file__).resolve().parents[1] / "sweeps" / "quickstart.yaml"
+QUICKSTART = Path(__file__).resolve().parents[1] / "sweeps" / "digits-ablation.yaml"
 
 
 def test_runs_are_named_grouped_and_tagged_by_their_cell():
     runs = expand(load_sweep(QUICKSTART))
-    by_label = {run.cell.label: run for run in runs}
+    by_label = {run.cell.label: run for run in runs if run.seed == 0}
     base = runs[0].config.wandb
-    assert (base.group, base.job_type, base.tags) == ("quickstart", runs[0].cell.label, ("base",))
+    assert (base.group, base.job_type, base.tags) == ("digits-ablation", runs[0].cell.label, ("base",))
     assert base.name == f"{runs[0].cell.label} seed=0"
     bn = by_label["BN"].config.wandb
     assert (bn.name, bn.job_type, bn.tags) == ("BN seed=0", "BN", ("baseline=bn", "norm=bn"))  # no AN choices
