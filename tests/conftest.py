@@ -1,5 +1,6 @@
 """Shared fixtures: real data written to disk once per session, and a helper to run the real `an-lab` command."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -109,39 +110,15 @@ def slurm_cluster(tmp_path_factory):
             os.environ["SLURM_CONF"] = previous
 
 
-def _mount_tmpfs(target: Path, options: str) -> None:
+@contextlib.contextmanager
+def _tmpfs(target: Path, options: str):
+    """A tmpfs mounted at target for the duration (skipped where mounting needs root this process lacks)."""
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("a full or read-only file system is made with a tmpfs mount, which needs root")
     target.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True, text=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-
-
-@pytest.fixture
-def full_disk(tmp_path):
-    """A folder on a 256 KiB tmpfs: `fill()` writes a file until the file system is full (ENOSPC)."""
-    target = tmp_path / "full-disk"
-    _mount_tmpfs(target, "size=256k")
-
-    class Disk:
-        path = target
-
-        @staticmethod
-        def fill() -> None:
-            fill_disk(target)
-
-    try:
-        yield Disk
-    finally:
-        subprocess.run(["umount", "-l", str(target)], capture_output=True)
-
-
-@pytest.fixture
-def read_only_dir(tmp_path):
-    """A folder on a read-only tmpfs (root ignores permission bits, so chmod alone proves nothing)."""
-    target = tmp_path / "read-only"
-    _mount_tmpfs(target, "ro,size=64k")
     try:
         yield target
     finally:
@@ -149,21 +126,33 @@ def read_only_dir(tmp_path):
 
 
 @pytest.fixture
+def full_disk(tmp_path):
+    """A folder on a 256 KiB tmpfs: `fill()` writes a file until the file system is full (ENOSPC)."""
+    with _tmpfs(tmp_path / "full-disk", "size=256k") as target:
+
+        class Disk:
+            path = target
+
+            @staticmethod
+            def fill() -> None:
+                fill_disk(target)
+
+        yield Disk
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder on a read-only tmpfs (root ignores permission bits, so chmod alone proves nothing)."""
+    with _tmpfs(tmp_path / "read-only", "ro,size=64k") as target:
+        yield target
+
+
+@pytest.fixture
 def small_disk(tmp_path):
     """small_disk(size) -> a folder on a fresh tmpfs of that size ("8m"); unmounted at the end."""
-    mounts: list[Path] = []
-
-    def make(size: str) -> Path:
-        target = tmp_path / f"disk-{len(mounts)}"
-        _mount_tmpfs(target, f"size={size}")
-        mounts.append(target)
-        return target
-
-    try:
-        yield make
-    finally:
-        for target in mounts:
-            subprocess.run(["umount", "-l", str(target)], capture_output=True)
+    with contextlib.ExitStack() as mounts:
+        count = iter(range(1000))
+        yield lambda size: mounts.enter_context(_tmpfs(tmp_path / f"disk-{next(count)}", f"size={size}"))
 
 
 def fill_disk(folder: Path) -> Path:

@@ -36,6 +36,24 @@ def wait_for(condition, seconds: float, what: str) -> None:
         time.sleep(0.05)
 
 
+def one_run_sweep(data_root, output: Path, epochs: int, path: Path) -> tuple[dict, Path]:
+    """A sweep of a single AN run (no baseline) into output, written to path."""
+    sweep = small_sweep(data_root, output, {})
+    sweep.update(baselines={})
+    sweep["base"]["trainer"]["epochs"] = epochs
+    return sweep, write_sweep(path, sweep)
+
+
+def launch_and_wait_for(path: Path, output: Path, name: str, stdout=subprocess.PIPE) -> tuple[subprocess.Popen, Path]:
+    """Start `an-lab sweep path` in the background; return it and the run folder once that holds a file `name`."""
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "an_lab.cli", "sweep", str(path)], stdout=stdout, stderr=subprocess.PIPE
+    )
+    wait_for(lambda: output.exists() and any((run / name).exists() for run in run_dirs(output)), 300, name)
+    (run,) = run_dirs(output)
+    return launcher, run
+
+
 def show(done: subprocess.CompletedProcess) -> str:
     return f"exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
 
@@ -60,17 +78,8 @@ def test_four_concurrent_launches_of_one_sweep_train_each_run_exactly_once(tmp_p
 
 
 def test_a_killed_child_is_interrupted_and_resumes_past_a_damaged_checkpoint_to_the_same_digits(tmp_path, data_root):
-    sweep = small_sweep(data_root, tmp_path / "runs", {})
-    sweep.update(baselines={})
-    sweep["base"]["trainer"]["epochs"] = 4
-    path = write_sweep(tmp_path / "one.yaml", sweep)
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "an_lab.cli", "sweep", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    output = tmp_path / "runs"
-    two_epochs = lambda: output.exists() and any((run / "previous.ckpt").exists() for run in run_dirs(output))  # noqa: E731
-    wait_for(two_epochs, 300, "the second epoch's checkpoint")
-    (run,) = run_dirs(output)
+    sweep, path = one_run_sweep(data_root, tmp_path / "runs", 4, tmp_path / "one.yaml")
+    launcher, run = launch_and_wait_for(path, tmp_path / "runs", "previous.ckpt")  # two epochs are checkpointed
     child = json.loads((run / "started.json").read_text())["pid"]
     os.kill(child, signal.SIGKILL)  # as the OOM killer would, while the launcher lives
     launcher.communicate(timeout=120)
@@ -102,10 +111,7 @@ def test_a_killed_child_is_interrupted_and_resumes_past_a_damaged_checkpoint_to_
     ['{"run_id": "RUN", "final": {"top1', '{"final": null}', '{"run_id": "RUN", "final": {"top1_err": "4.2"}}'],
 )
 def test_a_corrupt_result_is_never_done_and_retry_failed_retrains_it(tmp_path, data_root, damage):
-    sweep = small_sweep(data_root, tmp_path / "runs", {})
-    sweep.update(baselines={})
-    sweep["base"]["trainer"]["epochs"] = 1
-    path = write_sweep(tmp_path / "one.yaml", sweep)
+    _, path = one_run_sweep(data_root, tmp_path / "runs", 1, tmp_path / "one.yaml")
     assert an_lab("sweep", path).returncode == 0
     (run,) = run_dirs(tmp_path / "runs")
     good = read_result(run)[0]
@@ -140,20 +146,12 @@ def test_a_full_disk_stops_a_sweep_with_one_clear_error_and_no_temporary_file(tm
 
 def test_a_disk_that_fills_during_training_interrupts_the_run_and_keeps_its_checkpoint(tmp_path, data_root, small_disk):
     disk = small_disk("24m")
-    sweep = small_sweep(data_root, disk / "runs", {})
-    sweep.update(baselines={})
-    sweep["base"]["trainer"]["epochs"] = 3
-    path = write_sweep(tmp_path / "fills.yaml", sweep)
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "an_lab.cli", "sweep", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
     output = disk / "runs"
-    one_epoch = lambda: output.exists() and any((run / "last.ckpt").exists() for run in run_dirs(output))  # noqa: E731
-    wait_for(one_epoch, 300, "the first epoch's checkpoint")
+    _, path = one_run_sweep(data_root, output, 3, tmp_path / "fills.yaml")
+    launcher, run = launch_and_wait_for(path, output, "last.ckpt")
     filler = fill_disk(disk)
     out, err = launcher.communicate(timeout=300)
     assert launcher.returncode == 1 and b"Traceback" not in err, out[-2000:] + err[-2000:]
-    (run,) = run_dirs(output)
     assert not [p.name for p in run.rglob("*.tmp")]
     assert not [p.name for p in run.iterdir() if p.name.startswith(".")]
     with zipfile.ZipFile(run / "last.ckpt") as archive:  # the previous checkpoint is whole
@@ -185,16 +183,10 @@ def test_a_run_means_one_result_however_many_runs_share_the_machine(tmp_path, da
 
 
 def test_a_run_whose_launcher_was_killed_stays_running_and_is_not_started_again(tmp_path, data_root):
-    sweep = small_sweep(data_root, tmp_path / "runs", {})
-    sweep.update(baselines={})
-    sweep["base"]["trainer"]["epochs"] = 3
-    path = write_sweep(tmp_path / "orphan.yaml", sweep)
-    launcher = subprocess.Popen([sys.executable, "-m", "an_lab.cli", "sweep", str(path)], stdout=subprocess.DEVNULL)
-    output = tmp_path / "runs"
-    wait_for(lambda: output.exists() and any((r / "started.json").exists() for r in run_dirs(output)), 120, "a start")
+    _, path = one_run_sweep(data_root, tmp_path / "runs", 3, tmp_path / "orphan.yaml")
+    launcher, run = launch_and_wait_for(path, tmp_path / "runs", "started.json", stdout=subprocess.DEVNULL)
     launcher.send_signal(signal.SIGKILL)  # the launcher dies; its child trains on, holding the claim
     launcher.wait()
-    (run,) = run_dirs(output)
     child = json.loads((run / "started.json").read_text())["pid"]
     status = an_lab("status", path)
     assert f"{run.name}" in status.stdout and "running 1" in status.stdout, show(status)
