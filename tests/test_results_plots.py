@@ -1,13 +1,18 @@
 """`an-lab plot`, `an-lab report --html / --wandb` and `an-lab sync` on a hand-written finished sweep (no training):
-the numbers behind the figures, valid PNG files, the W&B report's specification written offline, sync ending within
-its time bound without a network, the HTML page rendered in headless Chromium, and no torch import."""
+the numbers behind the figures and the data the figures draw (95% CIs of the mean checked against scipy, every seed
+a point, no bars), valid PNG, PDF and SVG files, the W&B report's specification written offline, sync ending within
+its time bound without a network, the HTML page (description, base config, per-run hardware, no machine paths)
+rendered in headless Chromium, and no torch import."""
 
 import base64
 import contextlib
+import html
 import io
 import json
+import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -16,12 +21,15 @@ from html.parser import HTMLParser
 from pathlib import Path
 from xml.etree import ElementTree
 
+import numpy as np
 import pytest
 from conftest import an_lab, write_manifest
+from matplotlib.container import BarContainer
 from PIL import Image
+from scipy import stats as scipy_stats
 
-from an_lab.analysis import axis_groups, cell_curves, render_figures, render_table, scatter_points
-from an_lab.analysis.plots import FIGURES
+from an_lab.analysis import axis_groups, cell_curves, collect, render_figures, render_table, scatter_points
+from an_lab.analysis.plots import FIGURES, STEMS, build_figures, curve_estimates
 from an_lab.analysis.wandb_report import run_bounded
 from an_lab.cli import main
 from an_lab.sweeps.manifest import load_manifest
@@ -35,6 +43,8 @@ SMALL_K = "RSD + A2 + hsigmoid + K=(5,5,10,10)"
 AN_TAGS = {"pooling": "rsd", "head": "a2", "activation": "hsigmoid", "k": "(10,10,20,20)"}
 AN, SMALL, BN = 25_755_420, 25_610_000, 25_557_032
 EPOCHS = 5
+DEVICE, PRECISION = "NVIDIA H200", "bf16-mixed"
+DESCRIPTION = "Pooling, activation & K of AN on the digits: <which matters?>"
 
 # cell index -> (kind, name, label, changes, tags over the base's, [(run_id, seed, final top-1 error | failed | None)])
 CELLS = {
@@ -98,8 +108,10 @@ def _write_run(folder: Path, run_id: str, seed: int, final: float, params: int) 
         "params": params,
         "macs": 4_094_000_000,
         "epochs": EPOCHS,
-        "wall_time_s": 10.0,
+        "wall_time_s": 3725.4 if run_id == "an-0" else 10.0,
         "images_per_s": 500.0,
+        "device": DEVICE,
+        "precision": PRECISION,
         "finished_at": 1.7e9,
     }
     (folder / "result.json").write_text(json.dumps(result))
@@ -136,7 +148,48 @@ def sweep(tmp_path) -> Path:
             elif content is not None:
                 params = BN if kind == "baseline" else (SMALL if index == 4 else AN)
                 _write_run(folder, run_id, seed, content, params)
-    return write_manifest(runs, runs, cells)
+    folder = write_manifest(runs, runs, cells)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest.update(description=DESCRIPTION, base_config=_base_config(tmp_path / "data"))
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def _base_config(data_root: Path) -> dict:
+    """The base cell's resolved run config as the manifest records it (the sections the page shows, and wandb)."""
+    return {
+        "model": {"name": "resnet50", "norm": "an", "an": {"k": [10, 10, 20, 20], "pooling": "rsd", "head": "a2"}},
+        "data": {"name": "digits", "root": str(data_root), "image_size": 16, "batch_size": 64},
+        "optim": {"base_lr": 0.4, "momentum": 0.9, "warmup_epochs": 1.0},
+        "trainer": {"epochs": EPOCHS, "precision": PRECISION, "devices": 1, "seed": 0, "limit_train_batches": None},
+        "wandb": {"mode": "offline", "project": "an-lab-test"},
+    }
+
+
+# the final top-1 errors of the done runs of each cell, in seed order
+FINALS = {
+    index: [content for _, _, content in members if isinstance(content, float)]
+    for index, (*_, members) in CELLS.items()
+}
+
+
+def _t_interval(values: list[float]) -> tuple[float, float]:
+    """The 95% CI of the mean, computed here with scipy (Student t, n - 1 degrees of freedom)."""
+    n = len(values)
+    scale = statistics.stdev(values) / math.sqrt(n)
+    low, high = scipy_stats.t.interval(0.95, n - 1, loc=statistics.fmean(values), scale=scale)
+    return float(low), float(high)
+
+
+def _gids(ax) -> dict:
+    """The artists of an Axes by gid (the figures name what they draw: <prefix>-seeds, <prefix>-ci, <prefix>-band)."""
+    return {artist.get_gid(): artist for artist in ax.findobj(lambda artist: artist.get_gid() is not None)}
+
+
+def _no_bars(figure) -> None:
+    """No bar chart anywhere: a truncated bar axis cannot happen (the errors are dot plots)."""
+    for ax in figure.axes:
+        assert not [container for container in ax.containers if isinstance(container, BarContainer)]
 
 
 def _close(a: float, b: float) -> bool:
@@ -170,6 +223,13 @@ def test_axis_groups_put_the_base_first_in_every_axis_and_baselines_apart(sweep)
     assert len(references) == 1
     assert (references[0].label, references[0].done, references[0].runs) == ("BN", 2, 2)
     assert _close(references[0].mean, 23.01)
+    # the intervals: 95% CI of the mean (Student t), none below two runs; every done run's value kept
+    for bar in (base, softmax, k.bars[1]):
+        assert list(bar.values) == FINALS[bar.cell] and bar.n == 2
+        assert np.allclose((bar.ci_low, bar.ci_high), _t_interval(FINALS[bar.cell]), rtol=0, atol=1e-9)
+    assert mean.values == (21.85,) and mean.ci_low != mean.ci_low and mean.ci_high != mean.ci_high
+    assert concat.values == () and concat.n == 0
+    assert np.allclose((references[0].ci_low, references[0].ci_high), _t_interval(FINALS[5]), rtol=0, atol=1e-9)
 
 
 def test_cell_curves_average_the_done_seeds_per_epoch(sweep):
@@ -181,12 +241,145 @@ def test_cell_curves_average_the_done_seeds_per_epoch(sweep):
     assert _close(curves[5][-1][1], 23.01)
 
 
+def test_curve_estimates_give_the_95_ci_across_seeds_per_epoch(sweep):
+    estimates = curve_estimates(load_manifest(sweep))
+    assert sorted(estimates) == [0, 1, 3, 4, 5]
+    for cell in (0, 3, 5):
+        for epoch, found in estimates[cell]:
+            values = [final + 10.0 * (EPOCHS - 1 - epoch) for final in FINALS[cell]]
+            assert found.n == 2 and _close(found.mean, statistics.fmean(values))
+            assert np.allclose((found.ci_low, found.ci_high), _t_interval(values), rtol=0, atol=1e-9)
+    assert all(found.n == 1 and found.ci_low != found.ci_low for _, found in estimates[1])  # one run: no interval
+
+
 def test_scatter_points_are_params_in_millions_against_mean_error(sweep):
     points = {point.cell: point for point in scatter_points(load_manifest(sweep))}
     assert sorted(points) == [0, 1, 3, 4, 5]
     assert _close(points[0].params_m, AN / 1e6) and _close(points[0].mean, 21.6) and points[0].kind == "base"
     assert _close(points[4].params_m, SMALL / 1e6) and points[4].label == SMALL_K
     assert (points[1].done, points[1].runs) == (1, 2) and points[5].kind == "baseline"
+    assert np.allclose((points[4].ci_low, points[4].ci_high), _t_interval(FINALS[4]), rtol=0, atol=1e-9)
+    assert points[1].values == (21.85,) and points[1].ci_low != points[1].ci_low
+
+
+# ---------------------------------------------------------------- what the figures draw
+
+PANELS = {"pooling": [0, 1, 2], "activation": [0, 3], "k": [0, 4], "baselines": [5]}
+TICKS = {
+    "pooling": ["rsd\n(n=2)", "mean\n(n=1 of 2)", "concat\n(n=0 of 2)"],
+    "activation": ["hsigmoid\n(n=2)", "softmax\n(n=2)"],
+    "k": ["(10,10,20,20)\n(n=2)", "(5,5,10,10)\n(n=2)"],
+    "baselines": ["BN\n(n=2)"],
+}
+
+
+def _check_cell(gids: dict, prefix: str, x: float, values: list[float], near: float) -> int:
+    """One cell as drawn: a point per done run near x, and for n >= 2 a whisker at x spanning the 95% CI of the
+    mean computed here with scipy; for n = 1 no whisker. Returns the number of seed points."""
+    seeds = gids[f"{prefix}-seeds"].get_offsets()
+    assert sorted(seeds[:, 1].tolist()) == sorted(values)
+    assert all(abs(seed_x - x) <= near for seed_x in seeds[:, 0]), (prefix, seeds)
+    if len(values) == 1:
+        assert f"{prefix}-ci" not in gids and seeds[0, 0] == x  # the single run at x, without an error bar
+    else:
+        (segment,) = gids[f"{prefix}-ci"].get_segments()
+        assert segment[0, 0] == segment[1, 0] == x
+        assert np.allclose(sorted(segment[:, 1]), _t_interval(values), rtol=0, atol=1e-9)
+    return len(seeds)
+
+
+def test_error_by_axis_is_a_dot_plot_of_95_ci_whiskers_and_every_seed(sweep):
+    manifest = load_manifest(sweep)
+    figure = build_figures(manifest)["error_by_axis"]
+    axes = [ax for ax in figure.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == list(PANELS)
+    _no_bars(figure)
+    for position, ax in enumerate(axes):
+        gids = _gids(ax)
+        assert [label.get_text() for label in ax.get_xticklabels()] == TICKS[ax.get_title()]  # n per cell
+        for x, cell in enumerate(PANELS[ax.get_title()]):
+            prefix = f"panel{position}-cell{cell}"
+            if FINALS[cell]:
+                assert _check_cell(gids, prefix, x, FINALS[cell], near=0.4) == len(FINALS[cell])
+            else:
+                assert f"{prefix}-seeds" not in gids and f"{prefix}-ci" not in gids
+        band = gids["baseline5-ci"]  # the baseline's CI across every panel, its mean dashed
+        assert np.allclose((band.get_y(), band.get_y() + band.get_height()), _t_interval(FINALS[5]), atol=1e-9)
+    low, high = axes[0].get_ylim()
+    assert low <= min(_t_interval(FINALS[3])) and high >= max(_t_interval(FINALS[3]))  # no whisker cut off
+    note = " ".join(text.get_text() for text in figure.texts)
+    assert "error bars: 95% CI of the mean over seeds" in note and "n per cell shown" in note
+    again = _gids(build_figures(manifest)["error_by_axis"].axes[1])
+    assert np.array_equal(again["panel1-cell3-seeds"].get_offsets(), _gids(axes[1])["panel1-cell3-seeds"].get_offsets())
+
+
+def test_val_curves_draw_the_mean_with_a_95_ci_band_and_none_for_one_run(sweep):
+    figure = build_figures(load_manifest(sweep))["val_curves"]
+    full, zoom = figure.axes
+    _no_bars(figure)
+    for ax in (full, zoom):
+        gids = _gids(ax)
+        assert "cell1-band" not in gids  # the mean cell has one done run: its line has no band
+        assert {"cell0-band", "cell3-band", "cell4-band", "cell5-band"} <= set(gids)
+        vertices = gids["cell0-band"].get_paths()[0].vertices
+        last = [_curve(final)[-1] for final in FINALS[0]]
+        at_last = sorted({round(float(y), 9) for x, y in vertices if x == EPOCHS - 1})
+        assert np.allclose(at_last, _t_interval(last), rtol=0, atol=1e-9)
+    legend = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert legend == [
+        f"{BASE} (n=2): 21.60%",
+        f"{MEAN} (n=1 of 2): 21.85%",
+        f"{SOFTMAX} (n=2): 22.20%",
+        f"{SMALL_K} (n=2): 22.00%",
+        "BN (n=2): 23.01%",
+    ]
+    (base,) = [line for line in full.get_lines() if line.get_label().startswith(BASE)]
+    assert np.allclose(base.get_ydata(), [statistics.fmean(v) for v in zip(*map(_curve, FINALS[0]), strict=True)])
+    note = " ".join(text.get_text() for text in figure.texts)
+    assert "95% CI of the mean per epoch across seeds" in note
+
+
+def test_params_vs_error_draws_each_cells_ci_and_every_seed(sweep):
+    manifest = load_manifest(sweep)
+    figure = build_figures(manifest)["params_vs_error"]
+    (ax,) = figure.axes
+    _no_bars(figure)
+    gids = _gids(ax)
+    points = {point.cell: point for point in scatter_points(manifest)}
+    span = (AN - BN) / 1e6
+    drawn = 0
+    for cell, values in FINALS.items():
+        if not values:
+            assert f"cell{cell}-seeds" not in gids
+            continue
+        marker = gids[f"cell{cell}-seeds"] if len(values) == 1 else gids[f"cell{cell}-ci"]
+        x = marker.get_offsets()[0, 0] if len(values) == 1 else marker.get_segments()[0][0, 0]
+        assert abs(x - points[cell].params_m) <= 0.1 * span  # at its parameter count (cells with equal ones dodged)
+        drawn += _check_cell(gids, f"cell{cell}", x, values, near=0.05 * span)
+    assert drawn == (collect(manifest)["state"] == "done").sum() == 9  # every done run is a point
+    labels = [text.get_text() for text in ax.texts]
+    assert f"{MEAN} (n=1 of 2)  21.85%" in labels and f"{BASE} (n=2)  21.60%" in labels
+
+
+@pytest.fixture
+def single_seed_sweep(sweep) -> Path:
+    """The sweep with the softmax cell planned and run for one seed only: complete with n=1."""
+    manifest = json.loads((sweep / "manifest.json").read_text())
+    manifest["cells"][3]["runs"] = manifest["cells"][3]["runs"][:1]
+    (sweep / "manifest.json").write_text(json.dumps(manifest))
+    return sweep
+
+
+def test_a_cell_with_one_run_is_its_point_without_an_error_bar_labelled_n_1(single_seed_sweep):
+    figures = build_figures(load_manifest(single_seed_sweep))
+    activation = figures["error_by_axis"].axes[1]
+    assert [label.get_text() for label in activation.get_xticklabels()] == ["hsigmoid\n(n=2)", "softmax\n(n=1)"]
+    assert _check_cell(_gids(activation), "panel1-cell3", 1, [22.0], near=0) == 1
+    note = " ".join(text.get_text() for text in figures["error_by_axis"].texts)
+    assert "n=1: a single run, drawn as its point without an error bar." in note
+    assert "cell3-band" not in _gids(figures["val_curves"].axes[0])
+    assert f"{SOFTMAX} (n=1): 22.00%" in [text.get_text() for text in figures["val_curves"].legends[0].get_texts()]
+    assert "cell3-ci" not in _gids(figures["params_vs_error"].axes[0])
 
 
 # ---------------------------------------------------------------- an-lab plot
@@ -201,20 +394,41 @@ def _png(path_or_bytes) -> Image.Image:
     return image
 
 
-def test_plot_writes_three_readable_pngs_into_the_sweep_folder(sweep, capsys):
+def _pdf(path: Path) -> None:
+    """A whole PDF document (header to trailer) whose fonts are embedded TrueType, not Type 3."""
+    data = path.read_bytes()
+    assert data.startswith(b"%PDF-1.") and data.rstrip().endswith(b"%%EOF") and b"/Type /Page" in data
+    assert b"/FontFile2" in data and b"/Type3" not in data
+
+
+def _svg(path: Path) -> ElementTree.Element:
+    root = ElementTree.fromstring(path.read_bytes())  # well-formed XML, or this raises
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    return root
+
+
+def test_plot_writes_png_pdf_and_svg_of_each_figure_into_the_sweep_folder(sweep, capsys):
     assert main(["plot", str(sweep)]) == 0
     printed = capsys.readouterr().out.split()
-    names = ["error_by_axis.png", "val_curves.png", "params_vs_error.png"]
+    names = [
+        f"{stem}.{ext}" for stem in ("error_by_axis", "val_curves", "params_vs_error") for ext in ("png", "pdf", "svg")
+    ]
+    assert list(FIGURES) == names and STEMS == ("error_by_axis", "val_curves", "params_vs_error")
     assert printed == [str(sweep / "figures" / name) for name in names]
-    for name in names:
-        image = _png(sweep / "figures" / name)
+    for stem in STEMS:
+        image = _png(sweep / "figures" / f"{stem}.png")
         width, height = image.size
-        assert 800 <= width <= 4000 and 400 <= height <= 3000, (name, image.size)
+        assert 800 <= width <= 4000 and 400 <= height <= 3000, (stem, image.size)
         colors = image.convert("RGB").getcolors(maxcolors=width * height)  # never None: as many slots as pixels
         assert colors is not None and len(colors) > 50  # drawn, not blank
+        _pdf(sweep / "figures" / f"{stem}.pdf")
+        texts = ["".join(element.itertext()) for element in _svg(sweep / "figures" / f"{stem}.svg").iter()]
+        assert any("95% CI of the mean" in text for text in texts)  # the note travels with every format
     out = sweep.parent / "elsewhere"
     assert main(["plot", str(sweep), "--out", str(out)]) == 0
     assert sorted(path.name for path in out.iterdir()) == sorted(names)
+    for name in names:  # no creation date inside: the same runs give the same files
+        assert (out / name).read_bytes() == (sweep / "figures" / name).read_bytes(), name
 
 
 def test_plot_without_finished_runs_is_a_usage_error(sweep, capsys):
@@ -447,6 +661,76 @@ def test_html_page_is_self_contained(sweep, capsys):
     assert len(dom.images) == 3 and all(image["src"].startswith("data:image/png;base64,") for image in dom.images)
 
 
+class _Table(HTMLParser):
+    """The rows (cell texts) of the page's table of a given class."""
+
+    def __init__(self, css_class: str):
+        super().__init__()
+        self.css_class = css_class
+        self.rows: list[list[str]] = []
+        self._inside = False
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self._inside = self.css_class in (dict(attrs).get("class") or "").split()
+        elif tag == "tr" and self._inside:
+            self.rows.append([])
+        elif tag in ("td", "th") and self._inside:
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self._inside = False
+        elif tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _table(page: str, css_class: str) -> list[dict[str, str]]:
+    parser = _Table(css_class)
+    parser.feed(page)
+    head, *rows = parser.rows
+    return [dict(zip(head, row, strict=True)) for row in rows]
+
+
+def test_html_page_has_description_base_config_and_hardware_per_run_and_no_machine_path(sweep, tmp_path):
+    (sweep.parent.parent / "concat-0" / "result.json").write_text("{")  # damaged: its detail names the file
+    assert main(["report", str(sweep), "--html"]) == 0
+    page = (sweep / "summary.html").read_text()
+    assert html.escape(DESCRIPTION) in page and DESCRIPTION not in page  # the user's text, escaped
+    sections = _Table("config")
+    sections.feed(page)
+    assert [row[0] for row in sections.rows] == ["model", "data", "optim", "trainer"]  # wandb left out
+    shown = dict(sections.rows)
+    assert "name=resnet50" in shown["model"] and "an.k=(10,10,20,20)" in shown["model"]
+    assert "image_size=16" in shown["data"] and "root=../../../data" in shown["data"]  # relative to the sweep folder
+    assert "base_lr=0.4" in shown["optim"] and f"epochs={EPOCHS}" in shown["trainer"]
+    assert "limit_train_batches=none" in shown["trainer"]
+    runs = {row["run id"]: row for row in _table(page, "runs")}
+    assert list(runs) == [run_id for *_, members in CELLS.values() for run_id, _, _ in members]
+    first = runs["an-0"]
+    assert (first["device"], first["precision"], first["wall time (h:mm:ss)"]) == (DEVICE, PRECISION, "1:02:05")
+    assert (first["data"], first["epochs"], first["top-1 err (%)"], first["seed"]) == (
+        "digits (16px)",
+        "5",
+        "21.50",
+        "0",
+    )
+    assert (runs["bn-1"]["device"], runs["bn-1"]["wall time (h:mm:ss)"]) == (DEVICE, "0:00:10")
+    assert (runs["mean-1"]["state"], runs["mean-1"]["wall time (h:mm:ss)"]) == ("failed", "")
+    assert runs["concat-0"]["state"] == "corrupt" and runs["concat-0"]["detail"].startswith(
+        "../../concat-0/result.json"
+    )
+    assert f"{DEVICE} (9 runs)" in page and "1:03:25 (h:mm:ss, summed over 9 done runs)" in page
+    for folder in (tmp_path, sweep.parent.parent, sweep):  # no absolute path of this machine's folders
+        assert str(folder) not in page
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_html_page_renders_in_headless_chromium(sweep, tmp_path):
@@ -524,8 +808,10 @@ def test_labels_that_look_like_mathtext_plot_and_report_as_typed(odd_sweep, tmp_
     done = an_lab("plot", odd_sweep, "--out", figures, cwd=ROOT, timeout=300)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert sorted(path.name for path in figures.iterdir()) == sorted(FIGURES)
-    for path in figures.iterdir():
-        _png(path)
+    for stem in STEMS:
+        _png(figures / f"{stem}.png")
+        _pdf(figures / f"{stem}.pdf")
+        _svg(figures / f"{stem}.svg")
     page = tmp_path / "summary.html"
     done = an_lab("report", odd_sweep, "--html", "--out", page, cwd=ROOT, timeout=300)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
@@ -542,10 +828,10 @@ def test_figures_draw_user_text_verbatim_not_as_mathtext(odd_sweep):
     texts = {name: _svg_texts(data) for name, data in drawn.items()}
     # mathtext would have been drawn glyph by glyph (or raised): whole strings show it was drawn as plain text
     curves = texts["val_curves.svg"]
-    assert f"{ODD_LABELS[0]}: 21.60%" in curves and f"{ODD_LABELS[1]}: 21.85% (1/2)" in curves
-    assert f"{ODD_LABELS[3]}: 22.20%" in curves and f"{ODD_LABELS[5]}: 23.01%" in curves
+    assert f"{ODD_LABELS[0]} (n=2): 21.60%" in curves and f"{ODD_LABELS[1]} (n=1 of 2): 21.85%" in curves
+    assert f"{ODD_LABELS[3]} (n=2): 22.20%" in curves and f"{ODD_LABELS[5]} (n=2): 23.01%" in curves
     scatter = texts["params_vs_error.svg"]
-    assert f"{ODD_LABELS[1]}  21.85% (1/2)" in scatter and f"{ODD_LABELS[5]}  23.01%" in scatter
+    assert f"{ODD_LABELS[1]} (n=1 of 2)  21.85%" in scatter and f"{ODD_LABELS[5]} (n=2)  23.01%" in scatter
     bars = texts["error_by_axis.svg"]
     assert ODD_K in bars and f"{ODD_LABELS[5]} 23.01" in bars
 

@@ -1,15 +1,21 @@
-"""Figures of a sweep as PNG files, read from the run directories without torch (matplotlib, Agg, no pyplot state).
+"""Figures of a sweep as PNG, PDF and SVG files, read from the run directories without torch (matplotlib, Agg, no
+pyplot state).
 
     paths = plot_sweep(load_manifest("runs/sweeps/quickstart"), "runs/sweeps/quickstart/figures")
 
-- error_by_axis.png: final top-1 error per design choice, one panel per axis (the paper's Figure 1 style): the base
-  cell is the first bar of every panel, bars are the mean over the done seeds with std error bars, baselines are dashed
-  lines.
-- val_curves.png: validation top-1 error per epoch, mean over the done seeds of each cell, a legend outside the axes.
-- params_vs_error.png: parameters (M) against final top-1 error, every point named by its cell.
+What a reviewer can check on every figure: each interval is the 95% confidence interval of the mean over seeds
+(Student t, from an_lab.stats.estimate), each seed is drawn as a point, each cell says how many seeds it rests on
+("n=3"; "n=1 of 2" while runs are missing), and a cell with one run shows that run's point without an error bar.
 
-Incomplete cells use their done runs only and say so ("(1/2)", hatched bars, hollow points). The numbers behind the
-figures come from pure functions (axis_groups, cell_curves, scatter_points) so that tests can check them.
+- error_by_axis: final top-1 error per design choice, one panel per axis (the paper's Figure 1 style) and one for the
+  baselines; a dot plot, the base cell first in every panel, the baselines also as dashed lines with their CI as band.
+- val_curves: validation top-1 error per epoch, the mean over the done seeds of each cell with its 95% CI per epoch
+  as a band (none where one run logged the epoch), a legend outside the axes.
+- params_vs_error: parameters (M) against final top-1 error, every cell named.
+
+Each figure is written as <name>.png, <name>.pdf and <name>.svg (FIGURES). The numbers behind the figures come from
+pure functions (cell_stats, axis_groups, curve_estimates, scatter_points) and build_figures returns the matplotlib
+figures themselves, so that tests can read back what is drawn.
 
 Labels, tag values and the sweep's name are the user's text and are drawn as typed: no mathtext ("$x$" stays "$x$",
 an unknown "\\command" cannot fail), no TeX (_as_typed). Files are written with write_files: all or nothing, through
@@ -27,15 +33,20 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from an_lab.analysis.results import check_manifest, collect
-from an_lab.analysis.table import summarize
 from an_lab.errors import UsageError
 from an_lab.rundir import epoch_metrics
+from an_lab.stats import Estimate, estimate
 
-FIGURES = ("error_by_axis.png", "val_curves.png", "params_vs_error.png")
+STEMS = ("error_by_axis", "val_curves", "params_vs_error")
+IMAGE_FORMATS = ("png", "pdf", "svg")
+FIGURES = tuple(f"{stem}.{image_format}" for stem in STEMS for image_format in IMAGE_FORMATS)
 NOTHING_DONE = "no finished runs yet: figures need at least one run with a result.json (see `an-lab status`)"
+CI_NOTE = "error bars: 95% CI of the mean over seeds (Student t), n per cell shown"
+NAN = float("nan")
 _STYLE = {
     "font.size": 12,
     "axes.titlesize": 14,
@@ -50,14 +61,61 @@ _STYLE = {
     # every text object starts as plain text, tick labels made while drawing too (see _as_typed)
     "text.usetex": False,
     "text.parse_math": False,
+    "pdf.fonttype": 42,  # TrueType, not Type 3: the fonts publishers' checks ask for, and the text stays searchable
+    "svg.fonttype": "none",  # SVG texts stay text elements (editable, and what tests read back)
+    "svg.hashsalt": "an-lab",  # the same figure gives the same SVG ids every time
 }
-IMAGE_FORMATS = ("png", "svg")
+# No creation dates: the same runs give the same files, so that a paper's repository sees no spurious changes.
+_METADATA = {"png": None, "pdf": {"CreationDate": None}, "svg": {"Date": None}}
 _BASE_COLOR, _AXIS_COLOR, _BASELINE_COLOR = "#4c72b0", "#dd8452", "#333333"
+_BASELINE_DASHES = [(0, (5, 3)), (0, (1.5, 1.5)), (0, (8, 3, 2, 3)), (0, (3, 1.5, 1, 1.5, 1, 1.5))]
+
+
+# ---------------------------------------------------------------- the numbers behind the figures
+
+
+@dataclass(frozen=True)
+class CellStats:
+    """The done runs of one cell: their final top-1 errors (%) in seed order and what an_lab.stats.estimate makes of
+    them (n, mean, std, 95% CI of the mean; NaN where there are too few runs); params_m from the first done run."""
+
+    cell: int
+    label: str
+    kind: str | None
+    runs: int
+    done: int
+    values: tuple[float, ...]
+    estimate: Estimate
+    params_m: float
+
+
+def cell_stats(manifest: dict, runs: pd.DataFrame | None = None) -> dict[int, CellStats]:
+    """One CellStats per cell of the manifest, by cell index, in manifest order."""
+    cells = check_manifest(manifest)
+    runs = collect(manifest) if runs is None else runs
+    done = runs[runs["state"] == "done"]
+    stats = {}
+    for cell in cells:
+        members = done[done["cell"] == cell["index"]]
+        values = tuple(float(value) for value in members["top1_err"] if math.isfinite(value))
+        params = [float(value) for value in members["params"] if math.isfinite(value)]
+        stats[cell["index"]] = CellStats(
+            cell["index"],
+            cell.get("label") or f"cell {cell['index']}",
+            cell.get("kind"),
+            len(cell["runs"]),
+            len(members),
+            values,
+            estimate(values, method="t"),
+            params[0] / 1e6 if params else NAN,
+        )
+    return stats
 
 
 @dataclass(frozen=True)
 class Bar:
-    """One cell in an axis panel: the mean and std of its done runs (NaN when none / fewer than two)."""
+    """One cell in an axis panel (drawn as a dot with its CI, see _error_by_axis): the final top-1 errors of its done
+    runs (values), their mean, std and 95% CI of the mean (NaN when there are too few runs)."""
 
     cell: int
     value: str
@@ -67,10 +125,17 @@ class Bar:
     done: int
     runs: int
     is_base: bool = False
+    ci_low: float = NAN
+    ci_high: float = NAN
+    values: tuple[float, ...] = ()
 
     @property
     def complete(self) -> bool:
         return self.runs > 0 and self.done == self.runs
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
 
 
 @dataclass(frozen=True)
@@ -84,13 +149,21 @@ class AxisGroup:
 
 @dataclass(frozen=True)
 class Reference:
-    """A baseline cell, drawn as a horizontal line."""
+    """A baseline cell: a horizontal line at its mean, its CI as a band, and a dot in the baselines panel."""
 
     cell: int
     label: str
     mean: float
     done: int
     runs: int
+    std: float = NAN
+    ci_low: float = NAN
+    ci_high: float = NAN
+    values: tuple[float, ...] = ()
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
 
 
 def _short(key: str) -> str:
@@ -125,11 +198,6 @@ def _value_text(cell: dict, keys: tuple[str, ...], fallback: str) -> str:
     return ", ".join(parts) if parts else fallback
 
 
-def _summary(manifest: dict, runs: pd.DataFrame | None) -> pd.DataFrame:
-    # baseline "none": the figures draw every baseline cell themselves and need no differences
-    return summarize(manifest, collect(manifest) if runs is None else runs, baseline="none")
-
-
 def axis_groups(manifest: dict, runs: pd.DataFrame | None = None) -> tuple[list[AxisGroup], list[Reference]]:
     """(one group per set of changed keys in manifest order, the baseline cells).
 
@@ -137,17 +205,28 @@ def axis_groups(manifest: dict, runs: pd.DataFrame | None = None) -> tuple[list[
     ("pooling", "k"). The base cell (the first non-baseline cell without changes) opens every group. Baseline cells
     (kind "baseline") form no group. Without any changed keys, one group "cell" holds every non-baseline cell."""
     cells = check_manifest(manifest)
-    summary = _summary(manifest, runs).set_index("index")
+    stats = cell_stats(manifest, runs)
 
     def bar(cell: dict, value: str, is_base: bool = False) -> Bar:
-        row = summary.loc[cell["index"]]
-        label = cell.get("label") or f"cell {cell['index']}"
-        mean, std = float(row["top1_mean"]), float(row["top1_std"])
-        return Bar(cell["index"], value, label, mean, std, int(row["done"]), int(row["runs"]), is_base)
+        found = stats[cell["index"]]
+        e = found.estimate
+        return Bar(
+            found.cell,
+            value,
+            found.label,
+            e.mean,
+            e.std,
+            found.done,
+            found.runs,
+            is_base,
+            e.ci_low,
+            e.ci_high,
+            found.values,
+        )
 
     references = [
-        Reference(r.cell, r.label, r.mean, r.done, r.runs)
-        for r in (bar(cell, "") for cell in cells if cell.get("kind") == "baseline")
+        Reference(b.cell, b.label, b.mean, b.done, b.runs, b.std, b.ci_low, b.ci_high, b.values)
+        for b in (bar(cell, "") for cell in cells if cell.get("kind") == "baseline")
     ]
     designs = [cell for cell in cells if cell.get("kind") != "baseline"]
     base = next((cell for cell in designs if not cell.get("changes")), None)
@@ -167,12 +246,13 @@ def axis_groups(manifest: dict, runs: pd.DataFrame | None = None) -> tuple[list[
     return groups, references
 
 
-def cell_curves(manifest: dict, runs: pd.DataFrame | None = None) -> dict[int, list[tuple[int, float]]]:
-    """Per cell with done runs: [(epoch, mean val_top1_err over the done runs that logged that epoch)], by epoch."""
+def curve_estimates(manifest: dict, runs: pd.DataFrame | None = None) -> dict[int, list[tuple[int, Estimate]]]:
+    """Per cell with done runs: [(epoch, estimate of val_top1_err over the done runs that logged that epoch)], by
+    epoch: n, the mean curve and its 95% CI across seeds (NaN where a single run logged the epoch)."""
     check_manifest(manifest)
     runs = collect(manifest) if runs is None else runs
     root = Path(manifest["output_dir"])
-    curves: dict[int, list[tuple[int, float]]] = {}
+    curves: dict[int, list[tuple[int, Estimate]]] = {}
     for cell, members in runs[runs["state"] == "done"].groupby("cell", sort=False):
         per_epoch: dict[int, list[float]] = {}
         for run_id in members["run_id"]:
@@ -181,8 +261,14 @@ def cell_curves(manifest: dict, runs: pd.DataFrame | None = None) -> dict[int, l
                 if value is not None and math.isfinite(value):
                     per_epoch.setdefault(int(row["epoch"]), []).append(value)
         if per_epoch:
-            curves[int(cell)] = [(epoch, sum(v) / len(v)) for epoch, v in sorted(per_epoch.items())]
+            curves[int(cell)] = [(epoch, estimate(v, method="t")) for epoch, v in sorted(per_epoch.items())]
     return curves
+
+
+def cell_curves(manifest: dict, runs: pd.DataFrame | None = None) -> dict[int, list[tuple[int, float]]]:
+    """Per cell with done runs: [(epoch, mean val_top1_err over the done runs that logged that epoch)], by epoch."""
+    curves = curve_estimates(manifest, runs)
+    return {cell: [(epoch, e.mean) for epoch, e in points] for cell, points in curves.items()}
 
 
 @dataclass(frozen=True)
@@ -195,31 +281,46 @@ class Point:
     done: int
     runs: int
     kind: str | None
+    ci_low: float = NAN
+    ci_high: float = NAN
+    values: tuple[float, ...] = ()
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
 
 
 def scatter_points(manifest: dict, runs: pd.DataFrame | None = None) -> list[Point]:
-    """One point per cell with done runs and a known parameter count: (params in millions, mean top-1 error)."""
-    summary = _summary(manifest, runs)
+    """One point per cell with done runs and a known parameter count: (params in millions, mean top-1 error), with
+    its CI and the seeds' values."""
     points = []
-    for row in summary.to_dict("records"):
-        if row["done"] and not (pd.isna(row["params_m"]) or pd.isna(row["top1_mean"])):
+    for found in cell_stats(manifest, runs).values():
+        e = found.estimate
+        if found.done and math.isfinite(found.params_m) and math.isfinite(e.mean):
             points.append(
                 Point(
-                    int(row["index"]),
-                    row["method"],
-                    float(row["params_m"]),
-                    float(row["top1_mean"]),
-                    float(row["top1_std"]),
-                    int(row["done"]),
-                    int(row["runs"]),
-                    row["kind"],
+                    found.cell,
+                    found.label,
+                    found.params_m,
+                    e.mean,
+                    e.std,
+                    found.done,
+                    found.runs,
+                    found.kind,
+                    e.ci_low,
+                    e.ci_high,
+                    found.values,
                 )
             )
     return points
 
 
-def _count(done: int, runs: int) -> str:
-    return "" if done == runs else f" ({done}/{runs})"
+# ---------------------------------------------------------------- drawing
+
+
+def _n_text(n: int, runs: int) -> str:
+    """How many seeds a cell's numbers rest on: "n=3", or "n=1 of 2" while runs are missing or failed."""
+    return f"n={n}" if n == runs else f"n={n} of {runs}"
 
 
 def _new_figure(width: float, height: float):
@@ -243,96 +344,208 @@ def _as_typed(figure) -> None:
 
 
 def _render(figure, image_format: str) -> bytes:
-    """The figure as PNG or SVG bytes (SVG keeps its texts as text elements), its texts drawn as typed."""
+    """The figure as PNG, PDF or SVG bytes (SVG keeps its texts as text elements), its texts drawn as typed."""
     _as_typed(figure)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format=image_format, bbox_inches="tight", pad_inches=0.2)
+    figure.savefig(buffer, format=image_format, bbox_inches="tight", pad_inches=0.2, metadata=_METADATA[image_format])
     return buffer.getvalue()
+
+
+def _note(figure, lines: list[str]) -> None:
+    """The figure's legend in words, under the axes (savefig's tight bounding box takes it in)."""
+    figure.text(0.01, -0.01, "\n".join(lines), ha="left", va="top", fontsize=11, color="0.2", linespacing=1.4)
 
 
 def _finite(values) -> list[float]:
     return [value for value in values if value is not None and math.isfinite(value)]
 
 
+def _jitter(key: int, count: int, spread: float) -> np.ndarray:
+    """Horizontal offsets of a cell's `count` seed points: evenly spread over [-spread, spread] (no two on top of
+    each other) in an order shuffled by a generator seeded with the cell's index, so that the same sweep gives the
+    same figure every time."""
+    if count < 2:
+        return np.zeros(count)
+    return np.random.default_rng(key).permutation(np.linspace(-spread, spread, count))
+
+
+@dataclass(frozen=True)
+class _Look:
+    """How _draw_cell draws a cell; offsets and spread in data units of the x axis."""
+
+    color: str
+    marker: str = "o"
+    seed_offset: float = -0.24  # the seeds sit left of the mean marker, so that neither hides the other
+    seed_spread: float = 0.07
+    whiskers: str = "black"
+
+
+def _draw_cell(ax, x: float, item: Bar | Reference | Point, look: _Look, gid: str) -> None:
+    """A cell as a dot with whiskers: its seeds as small hollow circles (jittered, left of x), the mean as a marker at
+    x with the 95% CI of the mean as error bar (white while runs are missing). One run: its point at x, no error bar.
+    The artists carry gids (<gid>-seeds, <gid>-ci) so that tests can find them."""
+    values = list(item.values)
+    face = look.color if item.done == item.runs else "white"
+    if len(values) == 1:
+        ax.scatter(
+            [x], values, s=70, marker=look.marker, facecolors=face, edgecolors=look.color, linewidths=1.8, zorder=4
+        ).set_gid(f"{gid}-seeds")
+        return
+    xs = x + look.seed_offset + _jitter(item.cell, len(values), look.seed_spread)
+    seeds = ax.scatter(xs, values, s=26, marker="o", facecolors="none", edgecolors=look.color, linewidths=1.2)
+    seeds.set(zorder=3, gid=f"{gid}-seeds")
+    container = ax.errorbar(
+        x,
+        item.mean,
+        yerr=[[item.mean - item.ci_low], [item.ci_high - item.mean]],
+        fmt=look.marker,
+        markersize=8,
+        color=look.color,
+        markerfacecolor=face,
+        markeredgewidth=1.8,
+        ecolor=look.whiskers,
+        elinewidth=1.4,
+        capsize=5,
+        capthick=1.4,
+        zorder=4,
+    )
+    container.lines[2][0].set_gid(f"{gid}-ci")
+
+
+def _value_range(items) -> tuple[float, float]:
+    """The y range that shows every seed, mean and CI of the items (Bar, Reference or Point), padded."""
+    numbers = _finite(v for item in items for v in (*item.values, item.mean, item.ci_low, item.ci_high))
+    low, high = (min(numbers), max(numbers)) if numbers else (0.0, 1.0)
+    pad = max(0.08 * (high - low), 0.15)
+    return low - pad, high + pad
+
+
+# A dot plot, not bars: the cells' errors differ by fractions of a point, and a bar is read by its length, so it must
+# start at zero, which squeezes those differences into the bars' tips (and a bar axis cut above zero misleads
+# instead). Dots with CI whiskers and the seeds beside them show the differences and their uncertainty at the scale
+# of the data; the y axis therefore does not start at 0, and the figure's note says so.
+
+
+def _panels(groups: list[AxisGroup], references: list[Reference]) -> list[AxisGroup]:
+    """The axis panels, then one panel of the baselines' dots (when the sweep has baselines)."""
+    panels = list(groups)
+    if references:
+        bars = [
+            Bar(r.cell, r.label, r.label, r.mean, r.std, r.done, r.runs, False, r.ci_low, r.ci_high, r.values)
+            for r in references
+        ]
+        panels.append(AxisGroup("baselines", (), bars))
+    return panels
+
+
+def _draw_references(ax, references: list[Reference], annotate: bool) -> None:
+    for reference in references:
+        if reference.n >= 2:
+            band = ax.axhspan(reference.ci_low, reference.ci_high, color=_BASELINE_COLOR, alpha=0.09, linewidth=0)
+            band.set(zorder=0, gid=f"baseline{reference.cell}-ci")
+        ax.axhline(reference.mean, color=_BASELINE_COLOR, linestyle=(0, (5, 3)), linewidth=1.2, zorder=1)
+        if annotate:
+            ax.annotate(
+                f"{reference.label} {reference.mean:.2f}",
+                (1.0, reference.mean),
+                xycoords=("axes fraction", "data"),
+                xytext=(4, 0),
+                textcoords="offset points",
+                ha="left",
+                va="center",
+                fontsize=11,
+                color=_BASELINE_COLOR,
+                annotation_clip=False,
+            )
+
+
+_UNROTATED = 16  # tick labels up to this many characters are written level, their category made wide enough
+
+
+def _longest(panel: AxisGroup) -> int:
+    return max((len(line) for bar in panel.bars for line in (bar.value, _n_text(bar.n, bar.runs))), default=0)
+
+
+def _panel_width(panel: AxisGroup) -> float:
+    """Inches for a panel: per category room for its longest tick label (11 pt: about 0.092 in a character)."""
+    per_category = max(1.0, 0.092 * min(_longest(panel), _UNROTATED) + 0.1)
+    return per_category * len(panel.bars) + 0.7
+
+
+def _draw_panel(ax, position: int, panel: AxisGroup, baselines: bool) -> None:
+    for x, bar in enumerate(panel.bars):
+        if baselines:
+            look = _Look(_BASELINE_COLOR, "s")
+        else:
+            look = _Look(_BASE_COLOR if bar.is_base else _AXIS_COLOR, "D" if bar.is_base else "o")
+        if not bar.values:
+            where = ax.get_xaxis_transform()
+            ax.text(x, 0.03, "no run\ndone", transform=where, ha="center", va="bottom", fontsize=10, color="0.35")
+            continue
+        _draw_cell(ax, x, bar, look, f"panel{position}-cell{bar.cell}")
+        ax.annotate(
+            f"{bar.mean:.2f}",
+            (x, bar.mean),
+            xytext=(9, 0),
+            textcoords="offset points",
+            ha="left",
+            va="center",
+            fontsize=10,
+            fontweight="bold" if bar.is_base else "normal",
+            bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.8},
+            zorder=5,
+        )
+    ax.set_xticks(range(len(panel.bars)), [f"{bar.value}\n({_n_text(bar.n, bar.runs)})" for bar in panel.bars])
+    if _longest(panel) > _UNROTATED:
+        ax.tick_params(axis="x", labelrotation=20)
+        for label in ax.get_xticklabels():
+            label.set(ha="right", rotation_mode="anchor")
+    ax.set_xlim(-0.6, len(panel.bars) - 0.35)
+    ax.set_title(panel.name)
+    ax.set_xlabel(" + ".join(panel.keys) if panel.keys else ("" if baselines else "cell"))
+    ax.grid(axis="y", alpha=0.3)
+
+
+def _axis_note(panels: list[AxisGroup], references: list[Reference]) -> list[str]:
+    bars = [bar for panel in panels for bar in panel.bars]
+    lines = [f"Marker: mean over seeds; {CI_NOTE}; small circles: the single seeds."]
+    lines.append(
+        "Dot plot: the y axis does not start at 0."
+        + (" The first cell of every panel is the base cell (diamond)." if any(b.is_base for b in bars) else "")
+    )
+    if any(bar.n == 1 for bar in bars):
+        lines.append("n=1: a single run, drawn as its point without an error bar.")
+    if any(bar.n and not bar.complete for bar in bars):
+        lines.append("n=k of m: an incomplete cell (m runs planned), the mean of its k done runs; white marker.")
+    if references:
+        lines.append("Dashed lines and grey bands: the baselines' means and 95% CIs (their seeds: baselines panel).")
+    return lines
+
+
 def _error_by_axis(name: str, groups: list[AxisGroup], references: list[Reference]):
-    columns = len(groups) if len(groups) <= 3 else (2 if len(groups) == 4 else 3)
-    rows = math.ceil(len(groups) / columns)
-    widths = [max(3.6, 1.25 * len(group.bars) + 1.2) for group in groups[:columns]]
-    figure = _new_figure(max(sum(widths), 7.0), 4.6 * rows + 0.6)
-    axes = figure.subplots(rows, columns, sharey=True, squeeze=False)
-    drawn = [r for r in references if r.done and math.isfinite(r.mean)]
-    tops = _finite(b.mean + (b.std if math.isfinite(b.std) else 0) for g in groups for b in g.bars)
-    bottoms = _finite(b.mean - (b.std if math.isfinite(b.std) else 0) for g in groups for b in g.bars)
-    tops += [r.mean for r in drawn]
-    bottoms += [r.mean for r in drawn]
-    low, high = (min(bottoms), max(tops)) if tops else (0.0, 1.0)
-    margin = max(0.25 * (high - low), 0.5)
-    floor = max(0.0, low - margin)
-    ceiling = high + 1.4 * margin
+    panels = _panels(groups, references)
+    if len(panels) <= 4:
+        rows, columns = 1, len(panels)
+        ratios = [_panel_width(panel) for panel in panels]
+    else:
+        columns = 3
+        rows = math.ceil(len(panels) / columns)
+        ratios = [max(_panel_width(panel) for panel in panels)] * columns
+    figure = _new_figure(max(sum(ratios) + 2.6, 7.0), 4.4 * rows + 0.6)
+    axes = figure.subplots(rows, columns, sharey=True, squeeze=False, width_ratios=ratios)
+    drawn = [reference for reference in references if reference.n]
     for position, ax in enumerate(axes.flat):
-        if position >= len(groups):
+        if position >= len(panels):
             ax.set_visible(False)
             continue
-        group = groups[position]
-        xs = list(range(len(group.bars)))
-        for x, bar in zip(xs, group.bars, strict=True):
-            height = bar.mean if math.isfinite(bar.mean) else 0.0
-            ax.bar(
-                x,
-                height,
-                width=0.65,
-                color=_BASE_COLOR if bar.is_base else _AXIS_COLOR,
-                alpha=1.0 if bar.complete else 0.55,
-                hatch=None if bar.complete else "//",
-                edgecolor="black" if not bar.complete else None,
-                linewidth=0.8,
-            )
-            if not math.isfinite(bar.mean):
-                ax.text(x, floor, f" no run done\n ({bar.done}/{bar.runs})", ha="center", va="bottom", fontsize=10)
-                continue
-            std = bar.std if math.isfinite(bar.std) else 0.0
-            if std:
-                ax.errorbar(x, bar.mean, yerr=std, color="black", capsize=5, linewidth=1.2)
-            ax.annotate(
-                f"{bar.mean:.2f}" + _count(bar.done, bar.runs),
-                (x, bar.mean + std),
-                xytext=(0, 4),
-                textcoords="offset points",
-                ha="center",
-                va="bottom",
-                fontsize=11,
-                fontweight="bold" if bar.is_base else "normal",
-            )
-        for reference in drawn:
-            ax.axhline(reference.mean, color=_BASELINE_COLOR, linestyle=(0, (5, 3)), linewidth=1.4)
-            if position % columns == columns - 1 or position == len(groups) - 1:
-                ax.annotate(
-                    f"{reference.label} {reference.mean:.2f}" + _count(reference.done, reference.runs),
-                    (1.0, reference.mean),
-                    xycoords=("axes fraction", "data"),
-                    xytext=(4, 0),
-                    textcoords="offset points",
-                    ha="left",
-                    va="center",
-                    fontsize=11,
-                    color=_BASELINE_COLOR,
-                    annotation_clip=False,
-                )
-        ax.set_xticks(xs, [bar.value for bar in group.bars])
-        if max((len(bar.value) for bar in group.bars), default=0) > 9:
-            ax.tick_params(axis="x", labelrotation=20)
-        ax.set_title(group.name)
-        ax.set_xlabel(" + ".join(group.keys) if group.keys else "cell")
-        ax.set_ylim(floor, ceiling)
+        last_in_row = position % columns == columns - 1 or position == len(panels) - 1
+        _draw_references(ax, drawn, annotate=last_in_row)
+        _draw_panel(ax, position, panels[position], baselines=bool(references) and position == len(panels) - 1)
         if position % columns == 0:
             ax.set_ylabel("final top-1 error (%)")
-        ax.grid(axis="y", alpha=0.3)
-    title = f"{name}: final top-1 error per design choice (mean ± std over seeds; first bar = base cell)"
-    if any(not b.complete for g in groups for b in g.bars):
-        title += "\nhatched = incomplete cell, (done/total) runs"
-    if floor > 0:
-        title += f"\ny axis starts at {floor:.1f}%"
-    figure.suptitle(title)
+    axes.flat[0].set_ylim(*_value_range([bar for panel in panels for bar in panel.bars]))
+    figure.suptitle(f"{name}: final top-1 error per design choice")
+    _note(figure, _axis_note(panels, drawn))
     return figure
 
 
@@ -344,32 +557,64 @@ def _line_styles(count: int) -> list[tuple[str, object]]:
     return [(palette[i % len(palette)], dashes[(i // len(palette)) % len(dashes)]) for i in range(count)]
 
 
-def _val_curves(name: str, manifest: dict, curves: dict[int, list[tuple[int, float]]], summary: pd.DataFrame):
-    figure = _new_figure(14.0, 5.6)
-    full, zoom = figure.subplots(1, 2, width_ratios=[1.0, 1.0])
-    described = summary.set_index("index")
-    cells = {cell["index"]: cell for cell in manifest["cells"]}
-    styles = _line_styles(len(curves))
-    finals: list[float] = []
+def _draw_curve(full, zoom, gid: str, points: list[tuple[int, Estimate]], start: int, style: dict):
+    """The mean curve on both panels (the zoom from `start`), with the 95% CI band where n >= 2; the full panel's
+    line (the legend's handle)."""
+    epochs = np.array([epoch for epoch, _ in points])
+    means = np.array([e.mean for _, e in points])
+    lows = np.array([e.ci_low for _, e in points])
+    highs = np.array([e.ci_high for _, e in points])
+    banded = np.array([e.n >= 2 for _, e in points])
     handles = []
+    for ax, shown in ((full, epochs >= 0), (zoom, epochs >= start)):
+        (line,) = ax.plot(epochs[shown], means[shown], marker="o", markersize=3.5 if ax is full else 4, **style)
+        handles.append(line)
+        if (shown & banded).any():
+            band = ax.fill_between(epochs, lows, highs, where=shown & banded, color=style["color"], alpha=0.13, lw=0)
+            band.set_gid(f"{gid}-band")
+    return handles[0]
+
+
+def _label_ends(zoom, ends: list[tuple[int, str, Estimate]]) -> None:
+    """The final mean at each line's end, right of the zoom panel, so that the ranking reads without the legend."""
+    numbers = _finite(v for _, _, e in ends for v in (e.mean, e.ci_low, e.ci_high))
+    low, high = min(numbers), max(numbers)
+    pad = max(0.12 * (high - low), 0.4)
+    zoom.set_ylim(max(0.0, low - pad), high + pad)
+    bottom, top = zoom.get_ylim()
+    ends = sorted(ends, key=lambda end: end[2].mean)
+    placed = _spread([(e.mean - bottom) / (top - bottom) for _, _, e in ends], 0.05, 0.02, 0.98)
+    for (epoch, color, e), where in zip(ends, placed, strict=True):
+        zoom.annotate(
+            f"{e.mean:.2f}",
+            (epoch, e.mean),
+            xytext=(1.04, where),
+            textcoords="axes fraction",
+            va="center",
+            fontsize=11,
+            color=color,
+            arrowprops={"arrowstyle": "-", "color": color, "lw": 0.7, "shrinkA": 1, "shrinkB": 3, "relpos": (0, 0.5)},
+            annotation_clip=False,
+        )
+
+
+def _val_curves(name: str, curves: dict[int, list[tuple[int, Estimate]]], stats: dict[int, CellStats]):
+    figure = _new_figure(14.0, 5.6)
+    full, zoom = figure.subplots(1, 2)
     last = max(points[-1][0] for points in curves.values())
     start = max(0, last + 1 - max(3, (last + 1) // 4))
-    ends: list[tuple[float, str, float]] = []
-    for (cell, points), (color, dash) in zip(curves.items(), styles, strict=True):
-        row = described.loc[cell]
-        kind = cells[cell].get("kind")
-        epochs = [epoch for epoch, _ in points]
-        values = [value for _, value in points]
-        style = {"color": color, "linestyle": dash, "linewidth": 2.6 if kind == "base" else 1.7}
-        if kind == "baseline":
-            style.update(color="black", linestyle=(0, (5, 3)), linewidth=2.0)
-        label = f"{row['method']}: {values[-1]:.2f}%" + _count(int(row["done"]), int(row["runs"]))
-        (handle,) = full.plot(epochs, values, marker="o", markersize=3.5, label=label, **style)
+    handles, ends, baselines = [], [], 0
+    for (cell, points), (color, dash) in zip(curves.items(), _line_styles(len(curves)), strict=True):
+        found = stats[cell]
+        style = {"color": color, "linestyle": dash, "linewidth": 2.6 if found.kind == "base" else 1.7}
+        if found.kind == "baseline":  # black, each baseline with its own dashes
+            style.update(color="black", linestyle=_BASELINE_DASHES[baselines % len(_BASELINE_DASHES)], linewidth=2.0)
+            baselines += 1
+        handle = _draw_curve(full, zoom, f"cell{cell}", points, start, style)
+        final = points[-1][1]
+        handle.set_label(f"{found.label} ({_n_text(found.estimate.n, found.runs)}): {final.mean:.2f}%")
         handles.append(handle)
-        tail = [(e, v) for e, v in points if e >= start]
-        zoom.plot([e for e, _ in tail], [v for _, v in tail], marker="o", markersize=4, **style)
-        finals.append(values[-1])
-        ends.append((epochs[-1], style["color"], values[-1]))
+        ends.append((points[-1][0], style["color"], final))
     full.set_title("all epochs")
     zoom.set_title(f"from epoch {start}, y zoomed on the final errors")
     for ax in (full, zoom):
@@ -377,38 +622,15 @@ def _val_curves(name: str, manifest: dict, curves: dict[int, list[tuple[int, flo
         ax.set_ylabel("validation top-1 error (%)")
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    low, high = min(finals), max(finals)
-    pad = max(0.15 * (high - low), 0.5)
-    zoom.set_ylim(max(0.0, low - pad), high + 2 * pad)
-    bottom, top = zoom.get_ylim()
-    ends.sort(key=lambda end: end[2])
-    placed = _spread([(value - bottom) / (top - bottom) for _, _, value in ends], 0.05, 0.02, 0.98)
-    for (epoch, color, value), where in zip(ends, placed, strict=True):
-        zoom.annotate(  # the final value at the line's end, so the ranking reads without the legend
-            f"{value:.2f}",
-            (epoch, value),
-            xytext=(1.04, where),
-            textcoords="axes fraction",
-            va="center",
-            fontsize=11,
-            color=color,
-            arrowprops={
-                "arrowstyle": "-",
-                "color": color,
-                "linewidth": 0.7,
-                "shrinkA": 1,
-                "shrinkB": 3,
-                "relpos": (0, 0.5),
-            },
-            annotation_clip=False,
-        )
-    figure.legend(
-        handles=handles,
-        loc="outside right center",
-        title="cell: final error (mean over done seeds)",
-        frameon=False,
-    )
-    figure.suptitle(f"{name}: validation top-1 error per epoch (mean over the done seeds of each cell)")
+    _label_ends(zoom, ends)
+    figure.legend(handles=handles, loc="outside right center", title="cell (n): final error", frameon=False)
+    figure.suptitle(f"{name}: validation top-1 error per epoch")
+    lines = [
+        "Lines: mean over the done seeds of each cell; bands: 95% CI of the mean per epoch across seeds (Student t);",
+        "no band where a single run logged the epoch (n=1)."
+        + ("" if all(s.done == s.runs for s in stats.values()) else " n=k of m: m runs planned, k done."),
+    ]
+    _note(figure, lines)
     return figure
 
 
@@ -426,101 +648,126 @@ def _spread(positions: list[float], gap: float, low: float, high: float) -> list
     return placed
 
 
-def _params_vs_error(name: str, points: list[Point]):
-    height = max(5.2, 0.36 * len(points) + 1.8)
-    figure = _new_figure(13.0, height)
-    ax = figure.subplots()
-    xs = [p.params_m for p in points]
-    ys = [p.mean for p in points]
-    for point in points:
-        full = point.done == point.runs
-        marker = "s" if point.kind == "baseline" else ("D" if point.kind == "base" else "o")
-        color = _BASELINE_COLOR if point.kind == "baseline" else (_BASE_COLOR if point.kind == "base" else _AXIS_COLOR)
-        ax.errorbar(
-            point.params_m,
-            point.mean,
-            yerr=point.std if math.isfinite(point.std) else None,
-            fmt=marker,
-            markersize=9,
-            color=color,
-            markerfacecolor=color if full else "white",
-            markeredgewidth=1.8,
-            capsize=4,
-        )
-    span_x = (max(xs) - min(xs)) or max(abs(xs[0]) * 0.02, 0.01)
-    ax.set_xlim(min(xs) - 0.15 * span_x, max(xs) + 0.15 * span_x)
-    errors = [p.std if math.isfinite(p.std) else 0.0 for p in points]
-    low = min(y - e for y, e in zip(ys, errors, strict=True))
-    high = max(y + e for y, e in zip(ys, errors, strict=True))
-    pad = max(0.12 * (high - low), 0.3)
-    ax.set_ylim(low - pad, high + pad)
+def _dodged(points: list[Point], span: float) -> tuple[list[float], list[float]]:
+    """(the x of each point, the room it has): its parameter count, except that cells with the same count (an axis
+    that changes no parameter) are set side by side in the order of their errors, so that their error bars do not
+    hide one another; a group spreads over at most 30% of the x span however many cells it has."""
+    places = [point.params_m for point in points]
+    room = [0.06 * span] * len(points)
+    same: dict[float, list[int]] = {}
+    for i, point in enumerate(points):
+        same.setdefault(round(point.params_m, 4), []).append(i)
+    for members in same.values():
+        members.sort(key=lambda i: points[i].mean)
+        step = min(0.06, 0.3 / max(len(members) - 1, 1)) * span
+        for rank, i in enumerate(members):
+            places[i] += (rank - (len(members) - 1) / 2) * step
+            room[i] = step
+    return places, room
+
+
+def _label_points(ax, points: list[Point], places: list[float]) -> None:
+    """Every point named right of the axes, the names spread so that they do not overlap, with leader lines."""
     bottom, top = ax.get_ylim()
-    order = sorted(range(len(points)), key=lambda i: ys[i])
-    fractions = [(ys[i] - bottom) / (top - bottom) for i in order]
-    gap = min(0.9 / max(len(points), 1), 0.08)
-    placed = _spread(fractions, gap, 0.02, 0.98)
+    order = sorted(range(len(points)), key=lambda i: points[i].mean)
+    fractions = [(points[i].mean - bottom) / (top - bottom) for i in order]
+    placed = _spread(fractions, min(0.9 / max(len(points), 1), 0.08), 0.02, 0.98)
     for i, where in zip(order, placed, strict=True):
         point = points[i]
         ax.annotate(
-            f"{point.label}  {point.mean:.2f}%" + _count(point.done, point.runs),
-            (point.params_m, point.mean),
+            f"{point.label} ({_n_text(point.n, point.runs)})  {point.mean:.2f}%",
+            (places[i], point.mean),
             xytext=(1.03, where),
             textcoords="axes fraction",
             va="center",
             ha="left",
             fontsize=11,
-            arrowprops={
-                "arrowstyle": "-",
-                "color": "0.6",
-                "linewidth": 0.8,
-                "shrinkA": 2,
-                "shrinkB": 6,
-                "relpos": (0, 0.5),
-            },
+            arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.8, "shrinkA": 2, "shrinkB": 6, "relpos": (0, 0.5)},
             annotation_clip=False,
         )
+
+
+def _params_vs_error(name: str, points: list[Point]):
+    figure = _new_figure(13.0, max(5.2, 0.36 * len(points) + 1.8))
+    ax = figure.subplots()
+    xs = [point.params_m for point in points]
+    span = (max(xs) - min(xs)) or max(abs(xs[0]) * 0.02, 0.01)
+    places, room = _dodged(points, span)
+    for point, x, width in zip(points, places, room, strict=True):
+        marker = "s" if point.kind == "baseline" else ("D" if point.kind == "base" else "o")
+        color = _BASELINE_COLOR if point.kind == "baseline" else (_BASE_COLOR if point.kind == "base" else _AXIS_COLOR)
+        look = _Look(color, marker, seed_offset=-0.37 * width, seed_spread=0.12 * width, whiskers=color)
+        _draw_cell(ax, x, point, look, f"cell{point.cell}")
+    ax.set_xlim(min(places) - 0.12 * span, max(places) + 0.12 * span)
+    ax.set_ylim(*_value_range(points))
+    dodged = places != xs
+    if dodged:  # where the parameter counts really are
+        ax.vlines(sorted(set(xs)), 0, 0.03, transform=ax.get_xaxis_transform(), colors="0.2", linewidth=2.0)
+    _label_points(ax, points, places)
     ax.set_xlabel("parameters (M)")
     ax.set_ylabel("final top-1 error (%)")
     ax.grid(alpha=0.3)
-    title = f"{name}: parameters vs final top-1 error (mean ± std over seeds)"
-    title += "\ndiamond = base cell, square = baseline, circle = other cells"
-    if any(p.done != p.runs for p in points):
-        title += "; hollow = incomplete cell, (done/total) runs"
-    ax.set_title(title, loc="left")
+    ax.set_title(f"{name}: parameters vs final top-1 error", loc="left")
+    lines = [f"Marker: mean over seeds; {CI_NOTE}; small circles left of a marker: the single seeds."]
+    lines.append("Diamond: base cell; square: baseline; circle: other cells. n=1: one run, no error bar.")
+    if dodged:
+        lines.append(
+            "Cells with the same parameter count are set side by side, lowest error first; "
+            "the ticks on the x axis mark the exact parameter counts."
+        )
+    if any(point.done != point.runs for point in points):
+        lines.append("n=k of m: an incomplete cell (m runs planned), the mean of its k done runs; white marker.")
+    _note(figure, lines)
     return figure
 
 
-def render_figures(manifest: dict, runs: pd.DataFrame | None = None, image_format: str = "png") -> dict[str, bytes]:
-    """The sweep's figures as PNG bytes by file name (FIGURES); UsageError when no run is done yet. With
-    image_format="svg", SVG documents named <figure>.svg, their texts kept as text (what tests read back)."""
+# ---------------------------------------------------------------- figures and files
+
+
+def build_figures(manifest: dict, runs: pd.DataFrame | None = None) -> dict:
+    """The sweep's matplotlib figures by name (STEMS order; one without anything to draw is left out), their Axes
+    holding the data drawn (artists named by gid, see _draw_cell); UsageError when no run is done yet."""
     from matplotlib import rc_context
 
-    if image_format not in IMAGE_FORMATS:
-        raise ValueError(f"image_format {image_format!r}: one of {', '.join(IMAGE_FORMATS)}")
     check_manifest(manifest)
     runs = collect(manifest) if runs is None else runs
     if not (runs["state"] == "done").any():
         raise UsageError(NOTHING_DONE)
     name = manifest.get("name") or "sweep"
-    summary = _summary(manifest, runs)
     groups, references = axis_groups(manifest, runs)
-    curves = cell_curves(manifest, runs)
+    curves = curve_estimates(manifest, runs)
     points = scatter_points(manifest, runs)
-    out: dict[str, bytes] = {}
-    with rc_context({**_STYLE, "svg.fonttype": "none"}):
-        if groups:
-            out["error_by_axis"] = _render(_error_by_axis(name, groups, references), image_format)
+    figures = {}
+    with rc_context(_STYLE):
+        if groups or references:
+            figures["error_by_axis"] = _error_by_axis(name, groups, references)
         if curves:
-            out["val_curves"] = _render(_val_curves(name, manifest, curves, summary), image_format)
+            figures["val_curves"] = _val_curves(name, curves, cell_stats(manifest, runs))
         if points:
-            out["params_vs_error"] = _render(_params_vs_error(name, points), image_format)
-    return {f"{stem}.{image_format}": data for stem, data in out.items()}
+            figures["params_vs_error"] = _params_vs_error(name, points)
+    return figures
+
+
+def render_figures(
+    manifest: dict, runs: pd.DataFrame | None = None, image_format: str | tuple[str, ...] = "png"
+) -> dict[str, bytes]:
+    """The sweep's figures as file contents by file name (<figure>.<format>, figure by figure, in the order of the
+    formats given: "png", "pdf", "svg" or a tuple of them); UsageError when no run is done yet. SVG documents keep
+    their texts as text (what tests read back)."""
+    from matplotlib import rc_context
+
+    formats = (image_format,) if isinstance(image_format, str) else tuple(image_format)
+    if not formats or any(form not in IMAGE_FORMATS for form in formats):
+        raise ValueError(f"image_format {image_format!r}: one or more of {', '.join(IMAGE_FORMATS)}")
+    figures = build_figures(manifest, runs)
+    with rc_context(_STYLE):
+        return {f"{stem}.{form}": _render(figure, form) for stem, figure in figures.items() for form in formats}
 
 
 def plot_sweep(manifest: dict, out_dir: str | Path, runs: pd.DataFrame | None = None) -> list[Path]:
-    """Write the sweep's figures into out_dir (created), all or none of them (write_files); returns the paths
-    written. UsageError when no run is done yet or when the folder cannot take them (full disk, read-only)."""
-    drawn = render_figures(manifest, runs)
+    """Write the sweep's figures into out_dir (created) as PNG, PDF and SVG, all or none of them (write_files);
+    returns the paths written. UsageError when no run is done yet or when the folder cannot take them."""
+    drawn = render_figures(manifest, runs, IMAGE_FORMATS)
     folder = Path(out_dir)
     return write_files({folder / filename: data for filename, data in drawn.items()})
 
