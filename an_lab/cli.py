@@ -239,13 +239,27 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
 def _cmd_table(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from an_lab.analysis.table import render_table
+    from an_lab.analysis.table import parse_threshold, render_table
     from an_lab.sweeps.manifest import load_manifest
 
     if args.set and Path(args.sweep).is_dir():
         raise UsageError(f"{args.sweep}: --set applies to a sweep file, not to a sweep folder's manifest")
     manifest = load_manifest(args.sweep, args.set)
-    sys.stdout.write(render_table(manifest, args.format, metric=args.metric, baseline=args.baseline))
+    convergence = {}
+    if args.converged_loss is not None:
+        convergence["train_loss_max"] = parse_threshold(args.converged_loss, "--converged-loss")
+    if args.val_drop is not None:
+        convergence["val_drop_max"] = parse_threshold(args.val_drop, "--val-drop")
+    text = render_table(
+        manifest,
+        args.format,
+        metric=args.metric,
+        baseline=args.baseline,
+        ci=args.ci,
+        detail=args.detail,
+        convergence=convergence,
+    )
+    sys.stdout.write(text)
     return 0
 
 
@@ -269,7 +283,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     from an_lab.analysis.plots import plot_sweep
 
     manifest, folder = _results_target(args)
-    for path in plot_sweep(manifest, Path(args.out) if args.out else folder / "figures"):
+    for path in plot_sweep(manifest, Path(args.out) if args.out else folder / "figures"):  # PNG, PDF, SVG per figure
         print(path)
     return 0
 
@@ -436,17 +450,50 @@ def build_parser() -> argparse.ArgumentParser:
 
     table = commands.add_parser(
         "table",
-        help="results table of a sweep: mean ± std over seeds per cell",
+        help="results table of a sweep: mean ± std over seeds per cell, differences with 95%% CIs",
         description=(
-            "One row per cell as the paper's Table 1 names it: #Params (M), MACs (G), final top-1 / top-5 error as "
-            "mean ± std over the seeds done, the seeds done, and the difference against the baseline in brackets "
-            "(paper Table 2). Best values of complete cells are marked; incomplete cells show the mean of their done "
-            "runs with a dagger (failed runs count as not done). Reads result files only."
+            "One row per cell as the paper's Table 1 names it: #Params and MACs (units chosen per column), final "
+            "top-1 / top-5 error as mean ± std over the seeds done (sample std), the seeds done, and the difference "
+            "against the baseline in brackets (paper Table 2), paired by seed where the cells share at least 2 seeds, "
+            "else Welch; * marks a difference whose 95% CI excludes 0. Bold: the lowest mean among complete cells "
+            "with at least 2 runs and every cell not significantly worse than it. A single run shows n=1 and is never "
+            "marked. Incomplete cells show the mean of their done runs with a dagger (failed runs count as not "
+            "done); a double dagger marks runs not converged (the sweep's convergence settings). --detail shows every "
+            "figure (n, mean, std, CI, difference, its CI, P(better)); the CSV always has them. Reads result files "
+            "only."
         ),
     )
     table.add_argument("sweep", metavar="SWEEP", help="sweep YAML file, or the folder <output_dir>/sweeps/<name>/")
     table.add_argument("--format", default="markdown", choices=("markdown", "latex", "csv", "html"))
-    table.add_argument("--metric", default="both", choices=("top1", "top5", "both"), help="error columns")
+    table.add_argument(
+        "--metric",
+        default="both",
+        choices=("top1", "top5", "both", "best", "best_top1", "best_top5"),
+        help="error columns: the final epoch's top1, top5 or both (default); best: the best epoch's top-1 beside the "
+        "final top-1; best_top1 / best_top5: the best epoch's only",
+    )
+    table.add_argument(
+        "--ci",
+        default="t",
+        choices=("t", "bootstrap"),
+        help="95%% confidence intervals: Student t (default) or BCa bootstrap (fixed random state: reproducible)",
+    )
+    table.add_argument(
+        "--detail", action="store_true", help="one row per cell and metric: n, mean, std, CI, diff, its CI, P(better)"
+    )
+    table.add_argument(
+        "--converged-loss",
+        default=None,
+        metavar="X",
+        help="flag runs whose final train loss is above X (default: the sweep's convergence.train_loss_max; none: off)",
+    )
+    table.add_argument(
+        "--val-drop",
+        default=None,
+        metavar="D",
+        help="flag runs whose top-1 error fell by more than D points over their last epochs (default: the sweep's "
+        "convergence.val_drop_max, 1; none: off)",
+    )
     table.add_argument(
         "--baseline",
         default=None,
@@ -459,15 +506,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     plot = commands.add_parser(
         "plot",
-        help="PNG figures of a sweep: error per design choice, validation curves, parameters vs error",
+        help="figures of a sweep (PNG, PDF, SVG): error per design choice, validation curves, parameters vs error",
         description=(
-            "Write PNG figures of a sweep's finished runs: final top-1 error per design choice grouped by axis (the "
-            "paper's Figure 1 style; baselines dashed), validation top-1 error per epoch per cell, and parameters "
-            "against error. Mean ± std over the done seeds; incomplete cells are marked. Reads result files only."
+            "Write the figures of a sweep's finished runs, each as PNG, PDF and SVG, and print every path: final "
+            "top-1 error per design choice grouped by axis (the paper's Figure 1 style, as a dot plot; baselines "
+            "dashed), validation top-1 error per epoch per cell, and parameters against error. Error bars and bands "
+            "are 95% CIs of the mean over seeds (Student t), every seed is drawn as a point and n is shown per cell; "
+            "incomplete cells are marked. Reads result files only."
         ),
     )
     plot.add_argument("sweep", metavar="SWEEP", help="sweep YAML file, or the folder <output_dir>/sweeps/<name>/")
-    plot.add_argument("--out", default=None, metavar="DIR", help="PNG folder (default: <sweep folder>/figures)")
+    plot.add_argument("--out", default=None, metavar="DIR", help="figure folder (default: <sweep folder>/figures)")
     _add_set(plot, "override a key of a sweep file, repeatable")
     plot.set_defaults(run=_cmd_plot)
 

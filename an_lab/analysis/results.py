@@ -3,8 +3,10 @@
     runs = collect(load_manifest("sweeps/quickstart.yaml"))   # pandas DataFrame, manifest order
 
 Columns: cell, label, kind, name, seed, run_id, state, detail, then the numbers of result.json (NaN until done):
-top1_err, top5_err (final epoch), best_top1_err, best_top5_err, best_epoch, val_loss, params, macs, epochs,
-wall_time_s, images_per_s, finished_at. `state` is an_lab.rundir.state's: done, failed, running, interrupted,
+top1_err, top5_err (final epoch), best_top1_err, best_top5_err, best_epoch, val_loss, train_loss (final epoch),
+params, macs, epochs, wall_time_s, images_per_s, finished_at, and tail_top1_err: the validation top-1 error of the
+last epochs kept in result.json ("tail"), oldest first, as a tuple of floats (empty for a result without a tail,
+NaN for an epoch that logged none). `state` is an_lab.rundir.state's: done, failed, running, interrupted,
 pending, or corrupt for a result.json that does not validate (an_lab.rundir.read_result).
 """
 
@@ -32,14 +34,16 @@ COLUMNS = (
     "best_top5_err",
     "best_epoch",
     "val_loss",
+    "train_loss",
     "params",
     "macs",
     "epochs",
     "wall_time_s",
     "images_per_s",
     "finished_at",
+    "tail_top1_err",
 )
-_NUMBERS = COLUMNS[COLUMNS.index("top1_err") :]
+_NUMBERS = COLUMNS[COLUMNS.index("top1_err") : COLUMNS.index("tail_top1_err")]
 
 
 def _number(value) -> float:
@@ -58,9 +62,15 @@ def read_run(run_dir: Path) -> tuple[str, str | None, dict | None]:
     return (status, detail, None) if result is None else ("done", None, result)
 
 
-def _numbers(result: dict | None) -> tuple[float, ...]:
+def _tail(result: dict) -> tuple[float, ...]:
+    tail = result.get("tail")
+    values = tail.get("val_top1_err") if isinstance(tail, dict) else None
+    return tuple(_number(value) for value in values) if isinstance(values, list) else ()
+
+
+def _numbers(result: dict | None) -> tuple:
     if result is None:
-        return (float("nan"),) * len(_NUMBERS)
+        return (float("nan"),) * len(_NUMBERS) + ((),)
     final = result.get("final") if isinstance(result.get("final"), dict) else {}
     best = result.get("best") if isinstance(result.get("best"), dict) else {}
     return (
@@ -70,12 +80,14 @@ def _numbers(result: dict | None) -> tuple[float, ...]:
         _number(best.get("top5_err")),
         _number(best.get("epoch")),
         _number(final.get("val_loss")),
+        _number(final.get("train_loss")),
         _number(result.get("params")),
         _number(result.get("macs")),
         _number(result.get("epochs")),
         _number(result.get("wall_time_s")),
         _number(result.get("images_per_s")),
         _number(result.get("finished_at")),
+        _tail(result),
     )
 
 

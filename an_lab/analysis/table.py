@@ -1,19 +1,31 @@
-"""The results table of a sweep, as the paper's Tables 1 and 2 show results: one row per cell, error as mean ± std over
-seeds, the difference against a baseline in brackets, best values marked, incomplete cells flagged.
+"""The results table of a sweep, as the paper's Tables 1 and 2 show results, with the evidence a reviewer asks for: one
+row per cell, error as mean ± std over seeds, the difference against a baseline in brackets, marked only where it
+holds up, best values marked by evidence, incomplete and unconverged cells flagged.
 
     print(render_table(load_manifest("sweeps/quickstart.yaml")))                  # Markdown
     render_table(manifest, "latex", metric="top1", baseline="bn")                 # booktabs tabular
+    render_table(manifest, detail=True, ci="bootstrap")                           # every figure, BCa intervals
 
-summarize() gives the numbers per cell (a DataFrame); render_table() formats them. Errors are the final epoch's
-top-1 / top-5 error of each run (%). A cell is complete when all of its runs are done; failed runs count as not done.
-An incomplete cell shows the mean of its done runs and a dagger, a cell without done runs a dash, and notes under the
-table say so. Best = lowest mean (as shown, 2 decimals) among complete cells.
+summarize() gives the numbers per cell (a DataFrame); render_table() formats them. Every figure comes from
+an_lab.stats: per cell and metric n, mean, std (ddof=1) and the 95% CI of the mean; the difference against the
+baseline (paired by seed over the shared seeds when there are at least 2, else Welch) with its 95% CI and P(better).
+A difference is marked * when its CI excludes 0. Bold: the lowest mean among complete cells with at least 2 runs, and
+every such cell not significantly worse than it (the same comparison against that cell). A single run has no CI: it
+is shown as n=1 and never marked.
+
+Errors are each run's final top-1 / top-5 error (%) or the best epoch's (metric "best", "best_top1", "best_top5").
+A cell is complete when all of its runs are done; failed and corrupt runs count as not done. An incomplete cell shows
+the mean of its done runs and a dagger, a cell without done runs a dash. A cell is "not converged" (double dagger)
+when a done run's final train loss is above the sweep's convergence.train_loss_max or its validation top-1 error fell
+by more than convergence.val_drop_max points over its last convergence.last_epochs epochs (result.json's "tail"; a
+result without one is counted as unknown, not flagged). Notes under the table say what each mark means.
 """
 
 from __future__ import annotations
 
 import html
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -22,11 +34,45 @@ import pandas as pd
 
 from an_lab.analysis.results import check_manifest, collect
 from an_lab.errors import UsageError
+from an_lab.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE, METHODS, compare, estimate
 
 FORMATS = ("markdown", "latex", "csv", "html")
-METRICS = ("top1", "top5", "both")
-COLUMN = {"top1": "top-1 err (%)", "top5": "top-5 err (%)"}
+# --metric: which error columns; "best" puts the best epoch's top-1 error beside the final one
+SELECTIONS = {
+    "top1": ("top1",),
+    "top5": ("top5",),
+    "both": ("top1", "top5"),
+    "best": ("top1", "best_top1"),
+    "best_top1": ("best_top1",),
+    "best_top5": ("best_top5",),
+}
+METRICS = tuple(SELECTIONS)
+SOURCE = {"top1": "top1_err", "top5": "top5_err", "best_top1": "best_top1_err", "best_top5": "best_top5_err"}
+COLUMN = {
+    "top1": "top-1 err (%)",
+    "top5": "top-5 err (%)",
+    "best_top1": "best-epoch top-1 err (%)",
+    "best_top5": "best-epoch top-5 err (%)",
+}
 NO_BASELINE = "none"
+NAN = float("nan")
+# per metric m, summarize() has the columns m_<part>
+PARTS = (
+    "n",
+    "mean",
+    "std",
+    "ci_low",
+    "ci_high",
+    "diff",
+    "diff_ci_low",
+    "diff_ci_high",
+    "p_better",
+    "significant",
+    "paired",
+    "best",
+)
+CONVERGENCE_KEYS = ("train_loss_max", "val_drop_max", "last_epochs")
+UNITS = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K"))
 
 
 def resolve_baseline(manifest: dict, choice: str | int | None = None) -> int | None:
@@ -56,14 +102,133 @@ def resolve_baseline(manifest: dict, choice: str | int | None = None) -> int | N
     )
 
 
-def summarize(manifest: dict, runs: pd.DataFrame | None = None, baseline: str | int | None = None) -> pd.DataFrame:
-    """One row per cell in manifest order: index, method, kind, name, runs, done, failed, complete, is_baseline,
-    params_m, macs_g and, per metric m in top1/top5, m_mean, m_std (ddof=1, NaN below 2 done runs), m_diff (mean minus
-    the baseline's mean; NaN on the baseline row and without a baseline) and m_best."""
-    cells = check_manifest(manifest)
-    base = resolve_baseline(manifest, baseline)
-    runs = collect(manifest) if runs is None else runs
-    table = pd.DataFrame(
+# ---------------------------------------------------------------------------------------------------------------------
+# Convergence
+
+
+def parse_threshold(text: str, flag: str) -> float | None:
+    """A threshold given on the command line: a positive number, or "none" to switch the check off."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = NAN
+    if not (math.isfinite(value) and value > 0):
+        raise UsageError(f"{flag} {text!r}: give a positive number, or none to switch this check off")
+    return value
+
+
+def convergence_settings(manifest: dict, overrides: dict | None = None) -> dict:
+    """train_loss_max, val_drop_max and last_epochs: the sweep's defaults, the manifest's "convergence", then
+    `overrides` (a key given with None switches that check off)."""
+    from pydantic import ValidationError
+
+    from an_lab.sweeps.spec import ConvergenceSettings
+
+    unknown = sorted(set(overrides or {}) - set(CONVERGENCE_KEYS))
+    if unknown:
+        raise UsageError(f"convergence settings {', '.join(unknown)}: choose among {', '.join(CONVERGENCE_KEYS)}")
+    given = manifest.get("convergence") if isinstance(manifest.get("convergence"), dict) else {}
+    merged = {**ConvergenceSettings().model_dump(), **given, **(overrides or {})}
+    try:
+        return ConvergenceSettings.model_validate(merged).model_dump()
+    except ValidationError as error:
+        problem = error.errors()[0]
+        where = ".".join(map(str, problem["loc"]))
+        raise UsageError(f"convergence.{where}: {problem['msg']}") from None
+
+
+def _drop(tail: tuple[float, ...], last_epochs: int) -> float:
+    """How far the validation top-1 error fell over the last epochs of the tail (first minus last; NaN when fewer
+    than 2 of them have a value)."""
+    window = [value for value in tail[-last_epochs:] if math.isfinite(value)]
+    return window[0] - window[-1] if len(window) >= 2 else NAN
+
+
+def _convergence(done: pd.DataFrame, settings: dict) -> pd.DataFrame:
+    """Per cell: not_converged (done runs flagged by a rule) and convergence_unknown (done runs no rule could
+    check, e.g. a result without a tail)."""
+    loss_max, drop_max = settings["train_loss_max"], settings["val_drop_max"]
+    flagged = pd.Series(False, index=done.index)
+    known = pd.Series(loss_max is None and drop_max is None, index=done.index)
+    if loss_max is not None and "train_loss" in done:
+        flagged |= done["train_loss"] > loss_max
+        known |= done["train_loss"].notna()
+    if drop_max is not None and "tail_top1_err" in done:
+        last = settings["last_epochs"]
+        drops = pd.Series([_drop(tail, last) for tail in done["tail_top1_err"]], index=done.index, dtype="float64")
+        flagged |= drops > drop_max
+        known |= drops.notna()
+    flags = pd.DataFrame({"cell": done["cell"], "not_converged": flagged, "convergence_unknown": ~known})
+    return flags.groupby("cell", sort=False).sum()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Statistics per cell
+
+
+def _key(seed, run_id: str):
+    """The pairing key of a run: its seed; a run without a usable seed is keyed by its id, so it is never paired."""
+    if isinstance(seed, numbers.Real) and not isinstance(seed, bool) and math.isfinite(seed) and seed == int(seed):
+        return int(seed)
+    return f"run {run_id}"
+
+
+def _samples(done: pd.DataFrame, metrics: tuple[str, ...]) -> dict[int, dict[str, dict]]:
+    """cell -> metric -> {seed: value} over the done runs (a repeated seed is keyed by the run's id)."""
+    samples: dict[int, dict[str, dict]] = {}
+    columns = [done[SOURCE[metric]].tolist() for metric in metrics]
+    for row, (cell, seed, run_id) in enumerate(zip(done["cell"], done["seed"], done["run_id"], strict=True)):
+        per_metric = samples.setdefault(int(cell), {metric: {} for metric in metrics})
+        key = _key(seed, run_id)
+        if metrics and key in per_metric[metrics[0]]:
+            key = f"run {run_id}"
+        for metric, values in zip(metrics, columns, strict=True):
+            per_metric[metric][key] = values[row]
+    return samples
+
+
+def _metric_columns(indices: list[int], samples: dict, metric: str, base: int | None, method: str) -> dict:
+    """The columns m_n .. m_paired of one metric: estimate() per cell, compare() against the baseline."""
+    reference = samples.get(base, {}).get(metric) if base is not None else None
+    columns: dict[str, list] = {part: [] for part in PARTS[:-1]}
+    for index in indices:
+        sample = samples.get(index, {}).get(metric, {})
+        cell = estimate(sample.values(), method=method)
+        against = compare(sample, reference, method=method) if sample and reference and index != base else None
+        figures = (cell.n, cell.mean, cell.std, cell.ci_low, cell.ci_high)
+        if against is None:
+            figures += (NAN, NAN, NAN, NAN, False, None)
+        else:
+            figures += (against.diff, against.ci_low, against.ci_high, against.p_better, against.significant)
+            figures += (against.paired,)
+        for part, value in zip(PARTS[:-1], figures, strict=True):
+            columns[part].append(value)
+    return columns
+
+
+def _best(table: pd.DataFrame, samples: dict, metric: str, method: str) -> list[bool]:
+    """Bold: the lowest mean among complete cells with at least 2 runs, and each such cell whose difference to it
+    (compare(), paired by seed) is not significantly above 0. Nothing when no cell has 2 runs."""
+    candidates = (table["complete"] & (table[f"{metric}_n"] >= 2)).tolist()
+    if not any(candidates):
+        return [False] * len(table)
+    means = table[f"{metric}_mean"].where(candidates)
+    best = int(table.at[means.idxmin(), "index"])
+    reference = samples[best][metric]
+    marks = []
+    for index, candidate in zip(table["index"].tolist(), candidates, strict=True):
+        if not candidate or index == best:
+            marks.append(candidate)
+            continue
+        against = compare(samples[index][metric], reference, method=method)
+        marks.append(not (against.significant and against.diff > 0))
+    return marks
+
+
+def _cells(cells: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(
         {
             "index": pd.Series([cell["index"] for cell in cells], dtype="int64"),
             "method": [cell.get("label") or f"cell {cell['index']}" for cell in cells],
@@ -72,35 +237,57 @@ def summarize(manifest: dict, runs: pd.DataFrame | None = None, baseline: str | 
             "runs": pd.Series([len(cell["runs"]) for cell in cells], dtype="int64"),
         }
     )
+
+
+def summarize(
+    manifest: dict,
+    runs: pd.DataFrame | None = None,
+    baseline: str | int | None = None,
+    *,
+    metrics: tuple[str, ...] = ("top1", "top5"),
+    ci: str = "t",
+    convergence: dict | None = None,
+) -> pd.DataFrame:
+    """One row per cell in manifest order: index, method, kind, name, runs, done, failed, complete, is_baseline,
+    params_m, macs_g, not_converged, convergence_unknown and, per metric m of `metrics` (top1, top5, best_top1,
+    best_top5), the columns m_<part> for each part of PARTS: n, mean, std (ddof=1), the CI of the mean, the difference
+    against the baseline with its CI, p_better, significant and paired (NaN / False on the baseline row and without
+    a baseline), and best (bold). ci: "t" or "bootstrap"; convergence: overrides of the manifest's settings."""
+    cells = check_manifest(manifest)
+    base = resolve_baseline(manifest, baseline)
+    if ci not in METHODS:
+        raise UsageError(f"ci {ci!r}: choose one of {', '.join(METHODS)}")
+    if unknown := [metric for metric in metrics if metric not in SOURCE]:
+        raise UsageError(f"metric {unknown[0]!r}: choose among {', '.join(SOURCE)}")
+    settings = convergence_settings(manifest, convergence)
+    runs = collect(manifest) if runs is None else runs
     done = runs[runs["state"] == "done"]
     per_cell = done.groupby("cell", sort=False).agg(
-        done=("run_id", "size"),
-        params=("params", "first"),
-        macs=("macs", "first"),
-        top1_mean=("top1_err", "mean"),
-        top1_std=("top1_err", "std"),
-        top5_mean=("top5_err", "mean"),
-        top5_std=("top5_err", "std"),
+        done=("run_id", "size"), params=("params", "first"), macs=("macs", "first")
     )
     failed = runs[runs["state"].isin(("failed", "corrupt"))].groupby("cell", sort=False).size().rename("failed")
-    table = table.join(per_cell, on="index").join(failed, on="index")
-    table["done"] = table["done"].fillna(0).astype(int)
-    table["failed"] = table["failed"].fillna(0).astype(int)
+    table = _cells(cells).join(per_cell, on="index").join(failed, on="index")
+    table = table.join(_convergence(done, settings), on="index")
+    for count in ("done", "failed", "not_converged", "convergence_unknown"):
+        table[count] = table[count].fillna(0).astype("int64")
     table["complete"] = (table["done"] == table["runs"]) & (table["runs"] > 0)
     table["is_baseline"] = table["index"] == base
     table["params_m"] = table.pop("params") / 1e6
     table["macs_g"] = table.pop("macs") / 1e9
-    for metric in ("top1", "top5"):
-        mean = table[f"{metric}_mean"]
-        reference = mean[table["is_baseline"]]
-        offset = reference.iloc[0] if len(reference) else float("nan")
-        table[f"{metric}_diff"] = (mean - offset).where(~table["is_baseline"])
-        shown = mean.round(2).where(table["complete"])
-        table[f"{metric}_best"] = shown.notna() & (shown == shown.min())
+    samples = _samples(done, metrics)
+    indices = table["index"].tolist()
+    for metric in metrics:
+        for part, values in _metric_columns(indices, samples, metric, base, ci).items():
+            table[f"{metric}_{part}"] = values
+        table[f"{metric}_n"] = table[f"{metric}_n"].astype("int64")
+        table[f"{metric}_best"] = _best(table, samples, metric, ci)
     order = ["index", "method", "kind", "name", "runs", "done", "failed", "complete", "is_baseline"]
-    order += ["params_m", "macs_g"]
-    order += [f"{m}_{part}" for m in ("top1", "top5") for part in ("mean", "std", "diff", "best")]
-    return table[order]
+    order += ["params_m", "macs_g", "not_converged", "convergence_unknown"]
+    return table[order + [f"{metric}_{part}" for metric in metrics for part in PARTS]]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Text
 
 
 @dataclass(frozen=True)
@@ -109,6 +296,8 @@ class _Marks:
 
     pm: str
     dagger: str
+    ddagger: str
+    star: str
     dash: str
     minus: str
     bold: tuple[str, str]
@@ -138,9 +327,11 @@ def _plain(text: str) -> str:
     return text
 
 
-MARKDOWN = _Marks(" ± ", "†", "—", "-", ("**", "**"), lambda text: text.replace("|", r"\|"))
-LATEX = _Marks(r" $\pm$ ", r"$^{\dagger}$", "---", "$-$", ("\\textbf{", "}"), _latex_escape)
-TEXT = _Marks(" ± ", "†", "—", "-", ("", ""), _plain)  # HTML: the Styler escapes, CSS marks the best
+MARKDOWN = _Marks(" ± ", "†", "‡", "*", "—", "-", ("**", "**"), lambda text: text.replace("|", r"\|"))
+LATEX = _Marks(
+    r" $\pm$ ", r"$^{\dagger}$", r"$^{\ddagger}$", r"$^{*}$", "---", "$-$", ("\\textbf{", "}"), _latex_escape
+)
+TEXT = _Marks(" ± ", "†", "‡", "*", "—", "-", ("", ""), _plain)  # HTML: the Styler escapes, CSS marks the best
 
 
 def _signed(value: float, minus: str) -> str:
@@ -148,50 +339,188 @@ def _signed(value: float, minus: str) -> str:
     return "0.00" if text in ("+0.00", "-0.00") else text.replace("-", minus)
 
 
-def _error_cell(row, metric: str, marks: _Marks) -> str:
-    mean, std, diff = row[f"{metric}_mean"], row[f"{metric}_std"], row[f"{metric}_diff"]
-    if row["done"] == 0 or pd.isna(mean):
+def _number(value: float, minus: str) -> str:
+    text = f"{value:.2f}"
+    return "0.00" if text == "-0.00" else text.replace("-", minus)
+
+
+def _interval(low: float, high: float, marks: _Marks) -> str:
+    if not (math.isfinite(low) and math.isfinite(high)):
         return marks.dash
-    value = f"{mean:.2f}" if pd.isna(std) else f"{mean:.2f}{marks.pm}{std:.2f}"
-    if row[f"{metric}_best"]:
-        value = f"{marks.bold[0]}{value}{marks.bold[1]}"
-    if not row["complete"]:
-        value += marks.dagger
-    if not pd.isna(diff):
-        value += f" ({_signed(diff, marks.minus)})"
+    return f"[{_number(low, marks.minus)}, {_number(high, marks.minus)}]"
+
+
+def _flags(row: dict, marks: _Marks) -> str:
+    return (marks.dagger if not row["complete"] else "") + (marks.ddagger if row["not_converged"] else "")
+
+
+def _bolded(text: str, row: dict, metric: str, marks: _Marks) -> str:
+    return f"{marks.bold[0]}{text}{marks.bold[1]}" if row[f"{metric}_best"] else text
+
+
+def _difference(row: dict, metric: str, marks: _Marks) -> str:
+    return _signed(row[f"{metric}_diff"], marks.minus) + (marks.star if row[f"{metric}_significant"] else "")
+
+
+def _error_cell(row: dict, metric: str, marks: _Marks) -> str:
+    """mean ± std, bold when best, the flags, n=1 for a single run, the difference in brackets (* significant)."""
+    n, mean, std = row[f"{metric}_n"], row[f"{metric}_mean"], row[f"{metric}_std"]
+    if n == 0 or not math.isfinite(mean):
+        return marks.dash
+    value = f"{mean:.2f}" if not math.isfinite(std) else f"{mean:.2f}{marks.pm}{std:.2f}"
+    value = _bolded(value, row, metric, marks) + _flags(row, marks) + (" n=1" if n == 1 else "")
+    if math.isfinite(row[f"{metric}_diff"]):
+        value += f" ({_difference(row, metric, marks)})"
     return value
 
 
 def _metrics(metric: str) -> tuple[str, ...]:
-    if metric not in METRICS:
+    if metric not in SELECTIONS:
         raise UsageError(f"metric {metric!r}: choose one of {', '.join(METRICS)}")
-    return ("top1", "top5") if metric == "both" else (metric,)
+    return SELECTIONS[metric]
+
+
+def _unit(counts: pd.Series, default: str) -> tuple[float, str]:
+    """The unit of a column of counts: the largest whose values reach 0.1 of it (0.27 M, 8.10 M, 4.09 G)."""
+    largest = counts.max()
+    if not math.isfinite(largest):
+        return dict((name, scale) for scale, name in UNITS)[default], default
+    return next(((scale, name) for scale, name in UNITS if largest / scale >= 0.1), (1.0, ""))
+
+
+def _counts(summary: pd.DataFrame, marks: _Marks) -> dict[str, list[str]]:
+    """#Params and MACs, each in the unit that keeps its values readable, named in the header."""
+    columns = {}
+    for header, counts, default in (
+        ("#Params", summary["params_m"] * 1e6, "M"),
+        ("MACs", summary["macs_g"] * 1e9, "G"),
+    ):
+        scale, unit = _unit(counts, default)
+        name = f"{header} ({unit})" if unit else header
+        columns[name] = [marks.dash if pd.isna(value) else f"{value / scale:.2f}" for value in counts]
+    return columns
 
 
 def _shown(summary: pd.DataFrame, metrics: tuple[str, ...], marks: _Marks) -> pd.DataFrame:
-    """The table as text, one column per printed column."""
-
-    def millions(value: float) -> str:
-        return marks.dash if pd.isna(value) else f"{value:.2f}"
-
-    columns = {
-        "Method": [marks.escape(method) for method in summary["method"]],
-        "#Params (M)": [millions(value) for value in summary["params_m"]],
-        "MACs (G)": [millions(value) for value in summary["macs_g"]],
-    }
+    """The paper-like table as text, one column per printed column."""
     rows = summary.to_dict("records")
+    columns = {"Method": [marks.escape(row["method"]) for row in rows], **_counts(summary, marks)}
     for metric in metrics:
         columns[COLUMN[metric]] = [_error_cell(row, metric, marks) for row in rows]
     columns["Seeds"] = [f"{row['done']}/{row['runs']}" for row in rows]
     return pd.DataFrame(columns)
 
 
-def _notes(summary: pd.DataFrame, marks: _Marks) -> list[str]:
-    notes = []
+DETAIL = ("Method", "Metric", "n", "Mean", "Std", "95% CI", "Diff", "95% CI (diff)", "Test", "P(better)")
+
+
+def _detail_row(row: dict, metric: str, marks: _Marks, ci: str) -> list[str]:
+    """One metric of one cell with every figure: n, mean, std, CI, difference, its CI, how compared, P(better)."""
+    n, dash = row[f"{metric}_n"], marks.dash
+    figures = [marks.escape(row["method"]), COLUMN[metric], str(n)]
+    if n == 0:
+        return figures + [dash] * (len(DETAIL) - 3)
+    figures.append(_bolded(f"{row[f'{metric}_mean']:.2f}", row, metric, marks) + _flags(row, marks))
+    figures.append(dash if n < 2 else f"{row[f'{metric}_std']:.2f}")
+    figures.append("no CI" if n < 2 else _interval(row[f"{metric}_ci_low"], row[f"{metric}_ci_high"], marks))
+    if not math.isfinite(row[f"{metric}_diff"]):
+        return figures + [dash] * 4
+    figures.append(_difference(row, metric, marks))
+    interval = _interval(row[f"{metric}_diff_ci_low"], row[f"{metric}_diff_ci_high"], marks)
+    figures.append("no CI" if interval == dash else interval)
+    figures.append("paired" if row[f"{metric}_paired"] else _unpaired(ci))
+    p_better = row[f"{metric}_p_better"]
+    return [*figures, dash if not math.isfinite(p_better) else f"{p_better:.2f}"]
+
+
+def _detail(summary: pd.DataFrame, metrics: tuple[str, ...], marks: _Marks, ci: str) -> pd.DataFrame:
+    """The long table: one row per cell and metric."""
+    rows = [_detail_row(row, metric, marks, ci) for row in summary.to_dict("records") for metric in metrics]
+    return pd.DataFrame(rows, columns=list(DETAIL))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Notes and formats
+
+
+def _unpaired(ci: str) -> str:
+    return "Welch" if ci == "t" else "unpaired"
+
+
+def _ci_name(ci: str) -> str:
+    if ci == "t":
+        return "Student t"
+    return f"BCa bootstrap, {BOOTSTRAP_RESAMPLES:,} resamples, fixed seed {BOOTSTRAP_SEED}"
+
+
+def _statistics_notes(summary: pd.DataFrame, metrics: tuple[str, ...], marks: _Marks, ci: str, detail: bool) -> list:
+    """What the figures are, the baseline, what * and bold mean, and why a cell has no CI or nothing is bold."""
+    if not (summary["done"] > 0).any():
+        return []
+    percent = marks.escape(f"{CONFIDENCE:.0%}")
+    if detail:
+        notes = [f"n: runs with a value; Std: sample std (ddof=1); {percent} CI of the mean: {_ci_name(ci)}"]
+    else:
+        notes = [f"mean{marks.pm}std over the done runs of each cell (sample std, ddof=1)"]
     base = summary[summary["is_baseline"]]
     if len(base) and base["done"].iloc[0] > 0:
-        label = marks.escape(base["method"].iloc[0])
-        notes.append(f"(x): difference of the mean against the baseline {label}")
+        notes.append(
+            f"{'Diff' if detail else '(x)'}: difference of the mean against the baseline "
+            f"{marks.escape(base['method'].iloc[0])}, paired by seed when the cell shares at least 2 seeds with it, "
+            f"else {_unpaired(ci)}; {marks.star}: its {percent} CI ({_ci_name(ci)}) excludes 0"
+        )
+        if detail:
+            notes.append(
+                "P(better): probability that a run of the cell has a lower error than a run of the baseline, "
+                "ties counted half (Mann-Whitney U / nm)"
+            )
+    if summary[[f"{metric}_best" for metric in metrics]].to_numpy().any():
+        notes.append(
+            f"{marks.bold[0]}bold{marks.bold[1]}: lowest mean and cells not significantly worse ({percent} CI of the "
+            f"paired difference includes 0; {_unpaired(ci)} where fewer than 2 seeds are shared), among complete cells "
+            "with at least 2 runs"
+        )
+    else:
+        notes.append("nothing bold: no complete cell has 2 or more runs, and a single run cannot show a best cell")
+    if (summary[[f"{metric}_n" for metric in metrics]] == 1).to_numpy().any():
+        notes.append(f"n=1: a single run, so no std and no CI; never marked {marks.star} or bold")
+    return notes
+
+
+def _convergence_notes(summary: pd.DataFrame, marks: _Marks, settings: dict) -> list[str]:
+    """The rule behind the double dagger and its thresholds; how many runs it could not check."""
+    notes = []
+    flagged = summary[summary["not_converged"] > 0]
+    if len(flagged):
+        rules = []
+        if settings["train_loss_max"] is not None:
+            rules.append(f"a final train loss above {settings['train_loss_max']:g}")
+        if settings["val_drop_max"] is not None:
+            drop = settings["val_drop_max"]
+            rules.append(
+                f"a top-1 error that fell by more than {drop:g} point{'' if drop == 1 else 's'} over the last "
+                f"{settings['last_epochs']} epochs"
+            )
+        cells = "" if len(flagged) == 1 else f" ({len(flagged)} cells)"
+        runs = int(flagged["not_converged"].sum())
+        which = "a run" if runs == 1 else f"{runs} runs"
+        notes.append(f"{marks.ddagger} not converged{cells}: {which} with " + " or ".join(rules))
+    unknown = int(summary["convergence_unknown"].sum())
+    if unknown:
+        lacking = []
+        if settings["val_drop_max"] is not None:
+            lacking.append("the last epochs' validation error (tail)")
+        if settings["train_loss_max"] is not None:
+            lacking.append("the final train loss")
+        notes.append(
+            f"convergence not checked for {unknown} done run{'' if unknown == 1 else 's'}: result.json without "
+            + " and ".join(lacking)
+        )
+    return notes
+
+
+def _state_notes(summary: pd.DataFrame, marks: _Marks) -> list[str]:
+    notes = []
     partial = summary[~summary["complete"] & (summary["done"] > 0)]
     if len(partial):
         cells = "" if len(partial) == 1 else f" ({len(partial)} cells)"
@@ -230,15 +559,21 @@ def _latex(shown: pd.DataFrame, notes: list[str]) -> str:
     return text if text.endswith("\n") else text + "\n"
 
 
-def _html(shown: pd.DataFrame, summary: pd.DataFrame, metrics: tuple[str, ...], notes: list[str]) -> str:
+def _classes(shown: pd.DataFrame, summary: pd.DataFrame, metrics: tuple[str, ...], detail: bool) -> pd.DataFrame:
+    """CSS classes of the HTML cells: best (bold) and incomplete, on the error columns (the Mean column of --detail)."""
+    classes = pd.DataFrame("", index=shown.index, columns=shown.columns)
+    partial = (~summary["complete"] & (summary["done"] > 0)).tolist()
+    for offset, metric in enumerate(metrics):
+        rows = [i * len(metrics) + offset for i in range(len(summary))] if detail else list(range(len(summary)))
+        column = shown.columns.get_loc("Mean" if detail else COLUMN[metric])
+        for row, best, incomplete in zip(rows, summary[f"{metric}_best"].tolist(), partial, strict=True):
+            classes.iloc[row, column] = "incomplete" if incomplete else "best" if best else ""
+    return classes
+
+
+def _html(shown: pd.DataFrame, classes: pd.DataFrame, notes: list[str]) -> str:
     from pandas.io.formats.style import Styler
 
-    classes = pd.DataFrame("", index=shown.index, columns=shown.columns)
-    for metric in metrics:
-        column = COLUMN[metric]
-        classes.loc[summary[f"{metric}_best"].to_numpy(), column] = "best"
-        partial = (~summary["complete"] & (summary["done"] > 0)).to_numpy()
-        classes.loc[partial, column] = "incomplete"
     styler = (
         Styler(shown, uuid="an_lab_results", cell_ids=False)
         .hide(axis="index")
@@ -260,10 +595,11 @@ def _html(shown: pd.DataFrame, summary: pd.DataFrame, metrics: tuple[str, ...], 
 
 
 def _csv(summary: pd.DataFrame, metrics: tuple[str, ...]) -> str:
+    """Every figure: per metric M (top1_err, ...) the columns M_n, M_mean, ... M_significant, M_paired, M_best."""
     columns = ["index", "method", "kind", "name", "params_m", "macs_g"]
-    columns += [f"{m}_{part}" for m in metrics for part in ("mean", "std", "diff", "best")]
-    columns += ["done", "runs", "complete", "is_baseline"]
-    names = {f"{m}_{part}": f"{m}_err_{part}" for m in metrics for part in ("mean", "std", "diff", "best")}
+    columns += [f"{metric}_{part}" for metric in metrics for part in PARTS]
+    columns += ["done", "runs", "failed", "complete", "is_baseline", "not_converged", "convergence_unknown"]
+    names = {f"{metric}_{part}": f"{SOURCE[metric]}_{part}" for metric in metrics for part in PARTS}
     names.update(index="cell", done="seeds_done", runs="seeds", is_baseline="baseline")
     frame = summary[columns].rename(columns=names)
     return frame.to_csv(index=False, float_format=lambda value: f"{value:.6g}" if math.isfinite(value) else "")
@@ -273,25 +609,33 @@ def render_table(
     manifest: dict,
     fmt: Literal["markdown", "latex", "csv", "html"] = "markdown",
     *,
-    metric: Literal["top1", "top5", "both"] = "both",
+    metric: str = "both",
     baseline: str | int | None = None,
     runs: pd.DataFrame | None = None,
+    ci: Literal["t", "bootstrap"] = "t",
+    detail: bool = False,
+    convergence: dict | None = None,
 ) -> str:
     """The results table of a sweep manifest (an_lab.sweeps.manifest.load_manifest) as text in `fmt`.
 
-    baseline: a cell label, a baseline name or a cell index; None = the first baseline cell; "none" = no brackets.
-    runs: collect(manifest) when already at hand."""
+    metric: one of METRICS; baseline: a cell label, a baseline name or a cell index; None = the first baseline cell;
+    "none" = no brackets. runs: collect(manifest) when already at hand. ci: "t" (Student t) or "bootstrap" (BCa,
+    reproducible). detail: one row per cell and metric with every figure (n, mean, std, CI, difference, its CI,
+    P(better)); the CSV always has them all. convergence: overrides of the manifest's convergence settings
+    (train_loss_max, val_drop_max: a number, or None to switch the check off)."""
     if fmt not in FORMATS:
         raise UsageError(f"format {fmt!r}: choose one of {', '.join(FORMATS)}")
     metrics = _metrics(metric)
-    summary = summarize(manifest, runs, baseline)
+    settings = convergence_settings(manifest, convergence)
+    summary = summarize(manifest, runs, baseline, metrics=metrics, ci=ci, convergence=convergence)
     if fmt == "csv":
         return _csv(summary, metrics)
     marks = {"markdown": MARKDOWN, "latex": LATEX, "html": TEXT}[fmt]
-    shown = _shown(summary, metrics, marks)
-    notes = _notes(summary, marks)
+    shown = _detail(summary, metrics, marks, ci) if detail else _shown(summary, metrics, marks)
+    notes = _statistics_notes(summary, metrics, marks, ci, detail)
+    notes += _convergence_notes(summary, marks, settings) + _state_notes(summary, marks)
     if fmt == "markdown":
         return _markdown(shown, notes)
     if fmt == "latex":
         return _latex(shown, notes)
-    return _html(shown, summary, metrics, notes)
+    return _html(shown, _classes(shown, summary, metrics, detail), notes)

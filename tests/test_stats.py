@@ -1,0 +1,113 @@
+"""an_lab.stats against scipy.stats called here directly, on a hand-built example with known answers: two cells 5
+points apart with a seed-to-seed spread of 2 (3 seeds each) and two cells 0.1 apart. The intervals are Student t
+(scipy.stats.t.interval), the paired difference ttest_rel's, the unpaired one Welch's (ttest_ind(equal_var=False)),
+P(better) Mann-Whitney U / (n m), and the bootstrap intervals scipy.stats.bootstrap's with the same random state."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from an_lab.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, compare, estimate, probability_better
+
+AN = {0: 20.0, 1: 22.0, 2: 24.0}  # mean 22, std 2
+BN = {0: 25.5, 1: 26.5, 2: 29.0}  # 5 above AN, by seed 5.5, 4.5, 5.0
+CLOSE = {0: 20.3, 1: 21.8, 2: 24.2}  # 0.1 above AN, by seed 0.3, -0.2, 0.2
+OTHER_SEEDS = {3: 23.0, 4: 27.0, 5: 25.0}  # shares no seed with BN
+
+
+def _array(cell: dict) -> np.ndarray:
+    return np.array(list(cell.values()))
+
+
+def test_estimate_is_n_mean_sample_std_and_the_t_interval():
+    found = estimate(AN.values())
+    low, high = stats.t.interval(0.95, 2, loc=22.0, scale=2.0 / math.sqrt(3))
+    assert (found.n, found.mean, found.std) == (3, 22.0, 2.0)  # std with ddof=1: sqrt((4 + 0 + 4) / 2)
+    assert (found.ci_low, found.ci_high) == pytest.approx((low, high), rel=1e-12)
+    assert (round(found.ci_low, 2), round(found.ci_high, 2)) == (17.03, 26.97)  # 22 ± 4.303 * 2 / sqrt(3)
+    assert found.halfwidth == pytest.approx((high - low) / 2, rel=1e-12)
+
+
+def test_one_run_has_a_mean_and_nothing_else():
+    found = estimate([21.0])
+    assert (found.n, found.mean) == (1, 21.0)
+    assert [math.isnan(value) for value in (found.std, found.ci_low, found.ci_high)] == [True, True, True]
+    empty = estimate([float("nan"), None])
+    assert empty.n == 0 and math.isnan(empty.mean)
+
+
+def test_five_points_apart_paired_by_seed_is_significant():
+    found = compare(AN, BN)
+    expected = stats.ttest_rel(_array(AN), _array(BN)).confidence_interval()
+    assert found.paired and (found.n, found.n_baseline) == (3, 3)
+    assert found.diff == pytest.approx(-5.0, rel=1e-12)
+    assert (found.ci_low, found.ci_high) == pytest.approx((expected.low, expected.high), rel=1e-12)
+    assert (round(found.ci_low, 2), round(found.ci_high, 2)) == (-6.24, -3.76)  # -5 ± 4.303 * 0.5 / sqrt(3)
+    assert found.significant
+
+
+def test_a_tenth_apart_is_not_significant():
+    found = compare(CLOSE, AN)
+    expected = stats.ttest_rel(_array(CLOSE), _array(AN)).confidence_interval()
+    assert found.paired and found.diff == pytest.approx(0.1, rel=1e-9)
+    assert (found.ci_low, found.ci_high) == pytest.approx((expected.low, expected.high), rel=1e-12)
+    assert found.ci_low < 0 < found.ci_high and not found.significant
+
+
+def test_without_two_shared_seeds_the_difference_is_welchs():
+    found = compare(OTHER_SEEDS, BN)
+    expected = stats.ttest_ind(_array(OTHER_SEEDS), _array(BN), equal_var=False).confidence_interval()
+    assert not found.paired and (found.n, found.n_baseline) == (3, 3)
+    assert found.diff == pytest.approx(-2.0, rel=1e-12)
+    assert (found.ci_low, found.ci_high) == pytest.approx((expected.low, expected.high), rel=1e-12)
+    assert not found.significant
+    one_shared = compare({0: 20.0, 7: 21.0, 8: 22.0}, BN)  # one seed in common is not a pairing
+    assert not one_shared.paired
+
+
+def test_p_better_is_mann_whitney_u_over_n_m():
+    # lower error is better: the cell wins the pairs in which the baseline's run is the larger one
+    expected = stats.mannwhitneyu(_array(BN), _array(OTHER_SEEDS)).statistic / 9
+    assert probability_better(OTHER_SEEDS.values(), BN.values()) == pytest.approx(expected) == pytest.approx(7 / 9)
+    assert compare(OTHER_SEEDS, BN).p_better == pytest.approx(7 / 9)
+    assert probability_better([1.0, 2.0], [2.0, 3.0]) == pytest.approx(3.5 / 4)  # the tie counts half
+    assert probability_better(OTHER_SEEDS.values(), BN.values(), lower_is_better=False) == pytest.approx(2 / 9)
+    assert compare(AN, BN).p_better == 1.0
+
+
+def test_a_single_run_is_never_significant():
+    paired = compare({0: 21.0}, BN)  # one shared seed, one run: no interval either way
+    assert not paired.paired and paired.diff == pytest.approx(-6.0)
+    assert math.isnan(paired.ci_low) and math.isnan(paired.ci_high) and not paired.significant
+    assert paired.p_better == 1.0
+
+
+def test_bootstrap_is_reproducible_and_scipys_bca():
+    def scipy_bootstrap(samples, statistic):
+        rng = np.random.default_rng(BOOTSTRAP_SEED)
+        found = stats.bootstrap(samples, statistic, n_resamples=BOOTSTRAP_RESAMPLES, method="BCa", rng=rng)
+        return found.confidence_interval.low, found.confidence_interval.high
+
+    def difference(x, y, axis=-1):
+        return np.mean(x, axis=axis) - np.mean(y, axis=axis)
+
+    first = estimate(AN.values(), method="bootstrap")
+    assert estimate(AN.values(), method="bootstrap") == first
+    assert (first.ci_low, first.ci_high) == pytest.approx(scipy_bootstrap((_array(AN),), np.mean), rel=1e-12)
+    paired = compare(CLOSE, AN, method="bootstrap")
+    by_seed = _array(CLOSE) - _array(AN)
+    assert (paired.ci_low, paired.ci_high) == pytest.approx(scipy_bootstrap((by_seed,), np.mean), rel=1e-12)
+    welch = compare(OTHER_SEEDS, BN, method="bootstrap")
+    expected = scipy_bootstrap((_array(OTHER_SEEDS), _array(BN)), difference)
+    assert (welch.ci_low, welch.ci_high) == pytest.approx(expected, rel=1e-12)
+    assert compare(OTHER_SEEDS, BN, method="bootstrap") == welch
+
+
+def test_no_spread_gives_a_point_interval_and_unknown_methods_are_refused():
+    flat = estimate([21.0, 21.0, 21.0])
+    assert (flat.std, flat.ci_low, flat.ci_high) == (0.0, 21.0, 21.0)
+    assert estimate([21.0, 21.0], method="bootstrap").ci_low == 21.0
+    with pytest.raises(ValueError, match="method 'z' is not known"):
+        estimate(AN.values(), method="z")
