@@ -6,6 +6,7 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
+from an_lab import stats
 from an_lab.rundir import read_result, state
 from an_lab.sweeps.manifest import run_dirs
 from an_lab.sweeps.plan import align, state_text
@@ -80,8 +81,8 @@ def scheduler_view(manifest: dict, rows: list[dict]) -> list[str]:
     return notes
 
 
-def best_cell(rows: list[dict]) -> tuple[str, float, int] | None:
-    """(label, mean final top-1 error, runs done) of the cell with the lowest mean over its finished runs."""
+def lowest_cell(rows: list[dict]) -> tuple[str, stats.Estimate] | None:
+    """(label, estimate of the final top-1 error) of the cell with the lowest mean over its finished runs."""
     errors: dict[str, list[float]] = {}
     for row in rows:
         if row["top1_err"] is not None:
@@ -89,7 +90,21 @@ def best_cell(rows: list[dict]) -> tuple[str, float, int] | None:
     if not errors:
         return None
     label = min(errors, key=lambda cell: statistics.fmean(errors[cell]))
-    return label, statistics.fmean(errors[label]), len(errors[label])
+    return label, stats.estimate(errors[label])
+
+
+def _lowest_line(rows: list[dict]) -> str | None:
+    lowest = lowest_cell(rows)
+    if lowest is None:
+        return None
+    label, estimate = lowest
+    spread = (
+        f"n={estimate.n}, 95% CI {estimate.ci_low:.2f} to {estimate.ci_high:.2f}" if estimate.n > 1 else "n=1, no CI"
+    )
+    return (
+        f"lowest mean so far: {label} at {estimate.mean:.2f}% top-1 error ({spread}); "
+        "whether it is better than the others: `an-lab table` (differences with their CIs)"
+    )
 
 
 def render_status(manifest: dict, rows: list[dict]) -> str:
@@ -102,10 +117,9 @@ def render_status(manifest: dict, rows: list[dict]) -> str:
     shown = [name for name in names if name not in ("requeued", "corrupt") or counts[name]]
     summary = ", ".join(f"{name} {counts[name]}" for name in shown)
     lines = [f"sweep {manifest['name']}: {len(rows)} runs in {manifest['output_dir']}/", "", *align(table), "", summary]
-    best = best_cell(rows)
-    if best is not None:
-        label, error, done = best
-        lines.append(f"best so far: {label} at {error:.2f}% top-1 error (mean of {done} finished run(s))")
+    lowest = _lowest_line(rows)
+    if lowest is not None:
+        lines.append(lowest)
     if counts["failed"] or counts["corrupt"]:
         lines.append("failed and corrupt runs relaunch with: an-lab sweep SWEEP.yaml --retry-failed")
     return "\n".join(lines)
