@@ -3,9 +3,11 @@
 Given manifest = an_lab.sweeps.manifest.load_manifest(sweep file or sweep folder):
 - render_table(manifest) is the text `an-lab table` prints (Markdown; "latex", "csv" or "html" as second argument),
 - collect(manifest) gives one row per run (pandas): cell, seed, state and the numbers of result.json,
-- summarize(manifest, runs) gives one row per cell: done/total, mean, std, difference against the baseline, best,
-- plot_sweep(manifest, out_dir) writes the PNG figures (an_lab.analysis.plots), write_summary(manifest, path) the
-  self-contained HTML page (an_lab.analysis.html); W&B reports and sync live in an_lab.analysis.wandb_report.
+- summarize(manifest, runs) gives one row per cell: n, mean, std, 95% CI, the difference against the baseline with
+  its CI and P(better), significance and "best" marks that follow the evidence, convergence (an_lab.stats),
+- plot_sweep(manifest, out_dir) writes the figures as PNG, PDF and SVG (an_lab.analysis.plots),
+  write_summary(manifest, path) the self-contained HTML page (an_lab.analysis.html); W&B reports and sync live in
+  an_lab.analysis.wandb_report.
 """
 
 from an_lab.analysis.html import render_summary, write_summary
