@@ -16,12 +16,15 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def count_macs(model: nn.Module, input_size: int) -> int:
-    """MACs of one eval-mode forward pass of a single 3-channel image, from PyTorch's FLOP counter."""
+    """MACs of one eval-mode forward pass of a single 3-channel image, from PyTorch's FLOP counter (the image takes
+    the model's own dtype and device, so that a bf16 or GPU model is counted as it is)."""
     was_training = model.training
     model.eval()
     counter = FlopCounterMode(display=False)
+    weight = next(model.parameters(), None)
+    like = {"dtype": weight.dtype, "device": weight.device} if weight is not None else {}
     with torch.no_grad(), counter:
-        model(torch.zeros(1, 3, input_size, input_size))
+        model(torch.zeros(1, 3, input_size, input_size, **like))
     model.train(was_training)
     return counter.get_total_flops() // 2  # the counter counts a multiply-add as 2 FLOPs
 

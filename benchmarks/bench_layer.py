@@ -7,12 +7,19 @@ mixture affine.
 
     python benchmarks/bench_layer.py                  # eager and compiled per layer, eager whole step
     python benchmarks/bench_layer.py --step-regimes eager,compiled --step-batch 16
+    python benchmarks/bench_layer.py --device cuda --dtype bf16 --channels-last   # bf16 autocast, NHWC, on a GPU
+
+--dtype bf16 / fp16 runs every candidate under autocast with half-precision inputs (Lightning's "bf16-mixed" and
+"16-mixed"): parameters stay fp32, BN runs on the half-precision input, AN computes in fp32 internally.
+--device auto (the default) takes CUDA when it is available and the CPU otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import platform
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +30,33 @@ from an_lab.models import create
 from an_lab.nn import AttentiveNorm2d
 
 STAGES = ((64, 56, 10), (128, 28, 10), (256, 14, 20), (512, 7, 20))  # channels, side, K of ResNet-50's bn2
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class Setting:
+    """Device, autocast dtype and memory layout shared by every candidate of one benchmark run."""
+
+    def __init__(self, device: torch.device, dtype: str, channels_last: bool) -> None:
+        self.device, self.dtype_name, self.channels_last = device, dtype, channels_last
+        self.dtype = DTYPES[dtype]
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def autocast(self):
+        if self.dtype is torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def tensor(self, t: torch.Tensor) -> torch.Tensor:
+        """An input on the device, in the run's dtype and layout."""
+        return t.to(self.device, self.dtype).contiguous(memory_format=self.memory_format)
+
+    def module(self, module: nn.Module) -> nn.Module:
+        """Parameters stay fp32 (autocast casts per op); only the device and the layout change."""
+        return module.to(self.device, memory_format=self.memory_format)
+
+    def describe(self) -> str:
+        precision = "fp32" if self.dtype is torch.float32 else f"{self.dtype_name} autocast"
+        return f"{precision}, {'NHWC (channels_last)' if self.channels_last else 'NCHW'}"
 
 
 class StraightforwardAttentiveNorm2d(AttentiveNorm2d):
@@ -45,38 +79,53 @@ def straightforward_twin(model: nn.Module) -> nn.Module:
     return twin
 
 
+def _device_label(device: torch.device) -> str:
+    """common.device_name() names the GPU whenever there is one; a CPU run on a GPU machine names the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if not torch.cuda.is_available():
+        return device_name()
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
 def _regime(module: nn.Module, regime: str) -> nn.Module:
     return torch.compile(module) if regime == "compiled" else module
 
 
-def bench_layers(regime: str, rounds: int, device: torch.device) -> list[dict]:
+def bench_layers(regime: str, rounds: int, setting: Setting) -> list[dict]:
     rows = []
     for channels, side, k in STAGES:
         torch.manual_seed(0)
-        x = torch.randn(32, channels, side, side, device=device, requires_grad=True)
-        grad = torch.randn_like(x)
-        fused = AttentiveNorm2d(channels, k).to(device)
+        x = setting.tensor(torch.randn(32, channels, side, side)).requires_grad_()
+        grad = setting.tensor(torch.randn(32, channels, side, side))
+        fused = setting.module(AttentiveNorm2d(channels, k))
         layers = {
-            "bn": _regime(nn.BatchNorm2d(channels).to(device), regime),
+            "bn": _regime(setting.module(nn.BatchNorm2d(channels)), regime),
             "an": _regime(fused, regime),
             "an_straightforward": _regime(straightforward_twin(fused), regime),
         }
 
         def step(layer: nn.Module, x=x, grad=grad):
-            return lambda: layer(x).backward(grad)
+            def run() -> None:
+                with setting.autocast():
+                    out = layer(x)
+                out.backward(grad)
+
+            return run
 
         timings = interleaved_medians({n: step(m) for n, m in layers.items()}, rounds=rounds, iterations=10)
         rows.append(_row(f"{channels}x{side}x{side}", regime, *timings))
     return rows
 
 
-def bench_step(regime: str, batch: int, rounds: int, device: torch.device) -> dict:
+def bench_step(regime: str, batch: int, rounds: int, setting: Setting) -> dict:
     torch.manual_seed(0)
-    images = torch.randn(batch, 3, 224, 224, device=device)
-    labels = torch.randint(0, 1000, (batch,), device=device)
-    an_model = create("resnet50", norm="an").to(device)
+    # Images stay fp32 as a data loader gives them; autocast casts them at the first convolution.
+    images = torch.randn(batch, 3, 224, 224, device=setting.device).contiguous(memory_format=setting.memory_format)
+    labels = torch.randint(0, 1000, (batch,), device=setting.device)
+    an_model = setting.module(create("resnet50", norm="an"))
     models = {
-        "bn": create("resnet50", norm="bn").to(device),
+        "bn": setting.module(create("resnet50", norm="bn")),
         "an": an_model,
         "an_straightforward": straightforward_twin(an_model),
     }
@@ -87,7 +136,9 @@ def bench_step(regime: str, batch: int, rounds: int, device: torch.device) -> di
 
         def run() -> None:
             optimizer.zero_grad(set_to_none=True)
-            F.cross_entropy(forward(images), labels).backward()
+            with setting.autocast():
+                loss = F.cross_entropy(forward(images), labels)
+            loss.backward()
             optimizer.step()
 
         return run
@@ -114,16 +165,25 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--step-rounds", type=int, default=5)
     parser.add_argument("--step-batch", type=int, default=16)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default="fp32", help="half precision runs under autocast")
+    parser.add_argument("--channels-last", action="store_true", help="inputs, layers and models in NHWC layout")
     args = parser.parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available on this machine")
+    device_type = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    setting = Setting(torch.device(device_type), args.dtype, args.channels_last)
 
     rows = []
     for regime in filter(None, args.layer_regimes.split(",")):
-        rows += bench_layers(regime, args.rounds, device)
+        rows += bench_layers(regime, args.rounds, setting)
     for regime in filter(None, args.step_regimes.split(",")):
-        rows.append(bench_step(regime, args.step_batch, args.step_rounds, device))
+        rows.append(bench_step(regime, args.step_batch, args.step_rounds, setting))
 
-    print(f"device: {device_name()}, torch {torch.__version__}, fp32, NCHW, training mode, forward + backward")
+    print(
+        f"device: {_device_label(setting.device)}, torch {torch.__version__}, {setting.describe()}, training mode, "
+        "forward + backward"
+    )
     print("median of interleaved rounds; spread = (max - min) / median of the BN and AN rounds")
     print("| shape | regime | BN ms | AN ms | straightforward AN ms | AN / BN | straightforward / BN | spread BN, AN |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -134,7 +194,10 @@ def main() -> None:
             f"| {row['an_over_bn']:.3f} | {row['straightforward_over_bn']:.3f} "
             f"| {spread['bn']:.0%}, {spread['an']:.0%} |"
         )
-    print(f"saved {save({'device': device_name(), 'rows': rows}, 'layer')}")
+    defaults = setting.dtype is torch.float32 and not setting.channels_last
+    name = "layer" if defaults else f"layer-{setting.device.type}-{args.dtype}{'-nhwc' if args.channels_last else ''}"
+    results = {"device": _device_label(setting.device), "setting": setting.describe(), "rows": rows}
+    print(f"saved {save(results, name)}")
 
 
 if __name__ == "__main__":

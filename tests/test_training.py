@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 
 import pytest
+import torch
 from conftest import an_lab, write_config
 
 from an_lab.config import load_config, run_dir
@@ -128,3 +130,81 @@ def test_bf16_autocast_and_channels_last_train(tmp_path, data_root):
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((run_dir(load_config(tmp_path / "run.yaml")) / "result.json").read_text())
     assert summary["precision"] == "bf16-mixed" and summary["final"]["top1_err"] < 90.0
+
+
+# -- AttentiveNorm2d in half precision and on the GPU --------------------------------------------------------------
+
+AN_DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")),
+]
+
+
+def _tiny_run(data_root, output_dir, **trainer) -> dict:
+    """One epoch of two training batches, no W&B: a real run, kept short."""
+    tree = digits_config(data_root, output_dir, epochs=1, limit_train_batches=2, **trainer)
+    tree["wandb"]["mode"] = "disabled"
+    return tree
+
+
+def test_bf16_true_precision_trains_an_in_bf16_with_fp32_statistics(tmp_path, data_root):
+    """precision="bf16-true" casts the whole model to bf16; the AN layers train with their statistics in fp32."""
+    import lightning.pytorch as pl
+
+    from an_lab.config import resolve
+    from an_lab.lightning_modules.classifier import ImageClassifier
+    from an_lab.lightning_modules.data import ImageClassificationData
+    from an_lab.nn import AttentiveNorm2d
+
+    config = resolve(_tiny_run(data_root, tmp_path / "runs", precision="bf16-true", accelerator="cpu"))
+    pl.seed_everything(config.trainer.seed, verbose=False)
+    data = ImageClassificationData(config.data, seed=config.trainer.seed)
+    data.prepare_data()
+    data.setup("fit")
+    module = ImageClassifier(config, data.num_classes)
+    layers = [m for m in module.modules() if isinstance(m, AttentiveNorm2d)]
+    gamma_before = [layer.gamma.detach().clone() for layer in layers]
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        devices=1,
+        precision=config.trainer.precision,
+        limit_train_batches=config.trainer.limit_train_batches,
+        limit_val_batches=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=data)
+
+    assert layers and all(layer.gamma.dtype == layer.attention.fc.weight.dtype == torch.bfloat16 for layer in layers)
+    assert all(layer.running_var.dtype == layer.attention.norm.weight.dtype == torch.float32 for layer in layers)
+    assert all(int(layer.num_batches_tracked) == 2 for layer in layers)
+    assert all(torch.isfinite(layer.running_var).all() for layer in layers)
+    # gamma_before is fp32 from before the cast: rounded to bf16 it is where training started.
+    pairs = zip(layers, gamma_before, strict=True)
+    assert any(not torch.equal(layer.gamma, before.to(torch.bfloat16)) for layer, before in pairs)
+    assert math.isfinite(trainer.callback_metrics["train_loss"].item())
+    assert math.isfinite(trainer.callback_metrics["val_loss"].item())
+
+
+def test_bf16_true_run_through_train_writes_its_result(tmp_path, data_root):
+    from an_lab.config import resolve
+    from an_lab.lightning_modules.train import train
+
+    config = resolve(_tiny_run(data_root, tmp_path / "runs", precision="bf16-true", accelerator="cpu"))
+    result = train(config, progress=False)
+    assert result["precision"] == "bf16-true" and math.isfinite(result["final"]["train_loss"])
+
+
+@pytest.mark.parametrize("device", AN_DEVICES)
+def test_bf16_mixed_channels_last_training_step(tmp_path, data_root, device):
+    from an_lab.config import resolve
+    from an_lab.lightning_modules.train import train
+
+    accelerator = "gpu" if device == "cuda" else "cpu"
+    tree = _tiny_run(data_root, tmp_path / "runs", precision="bf16-mixed", channels_last=True, accelerator=accelerator)
+    result = train(resolve(tree), progress=False)
+    assert result["precision"] == "bf16-mixed" and result["epochs"] == 1
+    assert math.isfinite(result["final"]["train_loss"]) and math.isfinite(result["final"]["val_loss"])

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from an_lab.catalog import ACTIVATIONS, HEADS, POOLINGS, check_choice
+from an_lab.nn.moments import keep_statistics_fp32
 
 # The reference code's constant in mean / sqrt(var + 1e-3); it also keeps the pooled std finite.
 POOL_EPS = 1e-3
@@ -18,7 +19,8 @@ POOL_EPS = 1e-3
 
 def _activate(logits: torch.Tensor, activation: str) -> torch.Tensor:
     if activation == "hsigmoid":
-        return F.hardsigmoid(logits)  # relu6(a + 3) / 6
+        # relu6(a + 3) / 6 is F.hardsigmoid, written so that it has a second derivative (double_backward=True).
+        return F.relu6(logits + 3) / 6
     if activation == "softmax":
         return logits.softmax(dim=1)  # over the K components
     return logits.sigmoid()
@@ -29,6 +31,9 @@ class AttentionWeights(nn.Module):
 
     The reference implementation's head is a 1x1 convolution on the pooled (N, C, 1, 1) map; a linear
     layer on the (N, C) vector is the same map with the same parameter count and initialization.
+
+    The weights are computed in the dtype of the moments. A linear head cast to half precision is read in that
+    dtype; the a2 head's BatchNorm1d normalizes over the batch, so it stays fp32 through module casts.
     """
 
     def __init__(self, num_features: int, k: int, pooling: str, head: str, activation: str) -> None:
@@ -40,7 +45,22 @@ class AttentionWeights(nn.Module):
         in_features = 2 * num_features if pooling == "concat" else num_features
         self.fc = nn.Linear(in_features, k, bias=head == "a1")
         self.norm = nn.BatchNorm1d(k) if head == "a2" else None
+        if self.norm is not None:
+            self.norm._apply(keep_statistics_fp32(lambda t: t))  # fp32 under a half-precision default dtype
         self.reset_parameters()
+
+    def _apply(self, fn, recurse=True):
+        """Module casts (.to, .half, .bfloat16, ...) apply, except that the a2 head's BatchNorm1d stays fp32."""
+        norm = self._modules.get("norm")
+        if norm is None or not recurse:
+            return super()._apply(fn, recurse)
+        self._modules["norm"] = None  # skipped by the cast below
+        try:
+            super()._apply(fn, recurse)
+        finally:
+            self._modules["norm"] = norm
+        norm._apply(keep_statistics_fp32(fn))
+        return self
 
     def reset_parameters(self) -> None:
         # Kaiming-normal with fan_out, as the reference initializes its 1x1 conv (fan_out = K).
@@ -61,12 +81,18 @@ class AttentionWeights(nn.Module):
         return torch.cat([mean, torch.sqrt(unbiased + POOL_EPS)], dim=1)
 
     def forward(self, mean: torch.Tensor, var: torch.Tensor, plane_size: int) -> torch.Tensor:
-        logits = self.fc(self.pool(mean, var, plane_size))
+        pooled = self.pool(mean, var, plane_size)
+        if self.fc.weight.dtype == pooled.dtype:
+            logits = self.fc(pooled)
+        else:
+            bias = None if self.fc.bias is None else self.fc.bias.to(pooled.dtype)
+            logits = F.linear(pooled, self.fc.weight.to(pooled.dtype), bias)
         if self.norm is not None:
             if self.norm.training and logits.shape[0] < 2:
                 raise ValueError(
                     "AttentiveNorm2d with head='a2' normalizes the K attention logits over the batch, which "
                     "cannot train on a batch of 1; use a batch of at least 2, head='a1', or eval mode"
                 )
-            logits = self.norm(logits)
+            norm_dtype = next(self.norm.parameters(), logits).dtype  # fp32 in a half-precision module
+            logits = self.norm(logits.to(norm_dtype)).to(logits.dtype)
         return _activate(logits, self.activation)

@@ -12,14 +12,15 @@ Under torch.compile the same maths runs as plain tensor ops for the compiler to 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from an_lab.catalog import STANDARDIZATIONS, check_choice
 from an_lab.nn.attention import AttentionWeights
-from an_lab.nn.moments import batch_moments, group_moments, plane_moments
+from an_lab.nn.moments import batch_moments, group_moments, keep_statistics_fp32, plane_moments, statistics_dtype
 
 # Plane sizes from which batch norm's per-channel native kernels beat broadcast ops on CPU (measured at
 # ResNet-50 stage shapes): the elementwise kernel wins from 28x28 planes, the reduction kernel from 7x7.
@@ -73,67 +74,116 @@ def _plane_sums(grad: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torc
     return dot.view(x.shape[:2]), total.view(x.shape[:2])
 
 
-class _GradLink:
-    """Hands the centred input from the moments to the affine in forward, and the output gradient back in backward.
+DOUBLE_BACKWARD_ERROR = (
+    "AttentiveNorm2d does not support double backward (create_graph=True) in its fast path; build the layer with "
+    "double_backward=True (or set layer.double_backward = True) to run it as plain autograd ops, which give "
+    "second derivatives at the cost of speed"
+)
 
-    Both nodes contribute an input gradient; adding them inside one kernel saves autograd's separate
-    accumulation pass over the whole tensor. Saved tensors stay with autograd, which frees them after backward.
+
+class _RefuseDoubleBackward(torch.autograd.Function):
+    """Passes first-order gradients through unchanged; differentiating them again raises DOUBLE_BACKWARD_ERROR."""
+
+    @staticmethod
+    def forward(ctx, count: int, *tensors: torch.Tensor):
+        return tensors[:count]  # the rest only connect this node to the graph that second derivatives walk
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError(DOUBLE_BACKWARD_ERROR)
+
+
+def _first_order(backward):
+    """Like torch's once_differentiable, with an error that names the layer, and one that cannot be skipped.
+
+    The gradients are computed without a graph. Under create_graph=True they are routed through a node whose
+    backward raises, and that node takes every incoming gradient and saved tensor that requires grad as an
+    input, so any second derivative that would flow through this backward reaches it (a bare detached alias
+    would be pruned by autograd.grad(..., inputs=...) and the second derivative would silently lose a term).
     """
 
-    __slots__ = ("centered", "grad_out", "scale")
+    @functools.wraps(backward)
+    def wrapper(ctx, *grads):
+        with torch.no_grad():
+            outputs = backward(ctx, *grads)
+        if not isinstance(outputs, tuple):
+            outputs = (outputs,)
+        if not torch.is_grad_enabled():
+            return outputs
+        sources = [t for t in (*grads, *ctx.saved_tensors) if t is not None and t.requires_grad]
+        present = [i for i, t in enumerate(outputs) if t is not None]
+        if not sources or not present:
+            return outputs
+        guarded = _RefuseDoubleBackward.apply(len(present), *(outputs[i] for i in present), *sources)
+        outputs = list(outputs)
+        for i, tensor in zip(present, guarded, strict=True):
+            outputs[i] = tensor
+        return tuple(outputs)
 
-    def __init__(self) -> None:
-        self.centered = self.grad_out = self.scale = None
+    return wrapper
 
 
 class _PlaneMoments(torch.autograd.Function):
-    """(mean, biased variance) of each (n, c) plane; hands the centred input on to the affine that follows."""
+    """(mean, biased variance) of each (n, c) plane, and two hand-off outputs for the _CenteredAffine that follows.
+
+    ``centered`` (x minus its plane means) is what the affine scales; ``slot`` is an (N, C) placeholder whose
+    values are never read. Their backward protocol: the affine returns its output gradient as the "gradient" of
+    ``centered`` and its per-plane scale as the "gradient" of ``slot``. The pair stands for the affine's direct
+    input gradient grad_out * scale, which this node adds to its own term within one kernel instead of leaving
+    autograd a separate full-size accumulation. Both halves travel along autograd's edges of the same backward
+    call, so no state is kept between calls: a call that skips this node (parameters only) leaves nothing
+    behind, and a call that reaches it without the affine (through the attention weights alone) brings None.
+    """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, link: _GradLink):
+    def forward(ctx, x: torch.Tensor):
         plane_size = x.shape[2] * x.shape[3]
         mean = x.mean(dim=(2, 3))
         centered = x - _planes(mean)
         var = torch.linalg.vector_norm(centered, dim=(2, 3)).square_().div_(plane_size)
-        link.centered = centered
         ctx.save_for_backward(centered)
-        ctx.link, ctx.plane_size = link, plane_size
-        return mean, var
+        ctx.plane_size = plane_size
+        ctx.set_materialize_grads(False)  # absent gradients stay None instead of full-size zeros
+        return mean, var, centered, mean.new_empty(mean.shape)
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_mean: torch.Tensor, grad_var: torch.Tensor):
+    @_first_order
+    def backward(ctx, grad_mean, grad_var, grad_out, scale):
         (centered,) = ctx.saved_tensors
-        link = ctx.link
+        if grad_mean is None and grad_var is None:
+            return None if grad_out is None else grad_out * _planes(scale)
+        zeros = centered.new_zeros(centered.shape[:2])
         # d mean / dx = 1/HW and d var / dx = 2 (x - mean) / HW: a per-plane affine map of the centred input.
-        grad = _plane_affine(centered, grad_var * (2.0 / ctx.plane_size), grad_mean / ctx.plane_size)
-        if link.grad_out is not None:
-            grad.addcmul_(link.grad_out, _planes(link.scale))
-            link.grad_out = link.scale = None
-        return grad, None
+        grad_scale = zeros if grad_var is None else grad_var * (2.0 / ctx.plane_size)
+        grad_shift = zeros if grad_mean is None else grad_mean / ctx.plane_size
+        grad = _plane_affine(centered, grad_scale, grad_shift)
+        if grad_out is not None:
+            grad.addcmul_(grad_out, _planes(scale))
+        return grad
 
 
 class _CenteredAffine(torch.autograd.Function):
-    """out = (x - mean) * scale + shift with per-(n, c) scale and shift, reading the cached centred input."""
+    """out = centered * scale + shift with per-(n, c) scale and shift (see _PlaneMoments for the hand-off)."""
 
     @staticmethod
-    def forward(ctx, x, mean, scale, shift, link: _GradLink):
-        centered, link.centered = link.centered, None
-        ctx.defer_input_grad = x.requires_grad
-        ctx.link = link
-        ctx.save_for_backward(scale, centered)
+    def forward(ctx, centered, slot, mean, scale, shift):
+        ctx.save_for_backward(centered, scale)
         return _plane_affine(centered, scale, shift)
 
     @staticmethod
-    @once_differentiable
+    @_first_order
     def backward(ctx, grad_out: torch.Tensor):
-        scale, centered = ctx.saved_tensors
+        centered, scale = ctx.saved_tensors
         grad_scale, grad_shift = _plane_sums(grad_out, centered)
-        if ctx.defer_input_grad:
-            # scale is computed from the moments of x, so _PlaneMoments.backward runs after this node and
-            # adds grad_out * scale to the input gradient there.
-            ctx.link.grad_out, ctx.link.scale = grad_out, scale
-        return None, -scale * grad_shift, grad_scale, grad_shift, None
+        # The input gradient grad_out * scale goes to _PlaneMoments in two factors, never multiplied out here.
+        hand_off = ctx.needs_input_grad[0]
+        return (
+            grad_out if hand_off else None,
+            scale if hand_off else None,
+            -scale * grad_shift,  # centered = x - mean
+            grad_scale,
+            grad_shift,
+        )
 
 
 class _GatherAcrossRanks(torch.autograd.Function):
@@ -147,7 +197,7 @@ class _GatherAcrossRanks(torch.autograd.Function):
         return gathered.view(-1, *local.shape)
 
     @staticmethod
-    @once_differentiable
+    @_first_order
     def backward(ctx, grad: torch.Tensor):
         grad = grad.contiguous()
         dist.all_reduce(grad, group=ctx.group)
@@ -155,10 +205,9 @@ class _GatherAcrossRanks(torch.autograd.Function):
 
 
 def _moments_and_affine_eager(x: torch.Tensor, mixer) -> torch.Tensor:
-    link = _GradLink()
-    mean, var = _PlaneMoments.apply(x, link)
+    mean, var, centered, slot = _PlaneMoments.apply(x)
     scale, shift = mixer(mean, var)
-    return _CenteredAffine.apply(x, mean, scale, shift, link)
+    return _CenteredAffine.apply(centered, slot, mean, scale, shift)
 
 
 def _moments_and_affine_traced(x: torch.Tensor, mixer) -> torch.Tensor:
@@ -173,7 +222,15 @@ class AttentiveNorm2d(nn.Module):
     ``out = (lam @ gamma) * standardize(x) + (lam @ beta)`` with ``lam = act(head(pool(x)))`` of shape (N, K)
     computed from the raw input. ``norm`` picks the standardization (batch statistics with running averages,
     or group / instance / layer statistics per sample); ``gamma`` and ``beta`` have shape (k, num_features).
-    The layer runs in fp32 under autocast and returns the input's dtype.
+
+    Precision: the layer computes in fp32 for half-precision inputs, under autocast or not, and returns the
+    input's dtype. Cast to half precision (``.bfloat16()``, ``.half()``, Lightning's "bf16-true"), ``gamma``,
+    ``beta`` and the attention's linear head follow the cast and are read as fp32 in the computation; the
+    statistics stay fp32: the running averages and the BatchNorm1d of the a2 head (parameters included).
+
+    Double backward (``create_graph=True`` followed by a second differentiation) needs
+    ``double_backward=True``: the layer then runs as plain autograd ops, slower than its fused backward; the
+    default raises an error that says so.
     """
 
     def __init__(
@@ -189,6 +246,7 @@ class AttentiveNorm2d(nn.Module):
         eps: float = 1e-5,
         momentum: float | None = 0.1,
         track_running_stats: bool = True,
+        double_backward: bool = False,
     ) -> None:
         super().__init__()
         check_choice("norm", norm, STANDARDIZATIONS)
@@ -205,20 +263,37 @@ class AttentiveNorm2d(nn.Module):
         self.groups = {"group": groups, "instance": num_features, "layer": 1}.get(norm, 0)
         self.eps, self.momentum = eps, momentum
         self.track_running_stats = track_running_stats and norm == "batch"
+        self.double_backward = double_backward
         self.sync_stats = False  # set by convert_sync_batchnorm, with its process group (None: the whole world)
         self.process_group = None
         self.gamma = nn.Parameter(torch.empty(k, num_features))
         self.beta = nn.Parameter(torch.empty(k, num_features))
         self.attention = AttentionWeights(num_features, k, pooling, head, activation)
         if self.track_running_stats:
-            self.register_buffer("running_mean", torch.zeros(num_features))
-            self.register_buffer("running_var", torch.ones(num_features))
+            # fp32 even when built under a half-precision default dtype (e.g. Lightning's init_module).
+            stats = statistics_dtype(torch.get_default_dtype())
+            self.register_buffer("running_mean", torch.zeros(num_features, dtype=stats))
+            self.register_buffer("running_var", torch.ones(num_features, dtype=stats))
             self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
         else:
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)
             self.register_buffer("num_batches_tracked", None)
         self.reset_parameters()
+
+    def _apply(self, fn, recurse=True):
+        """Module casts (.to, .half, .bfloat16, ...) apply, except that the running statistics stay fp32."""
+        statistics = {
+            name: self._buffers[name] for name in ("running_mean", "running_var") if self._buffers[name] is not None
+        }
+        self._buffers.update(dict.fromkeys(statistics))  # skipped by the cast below, order of the buffers kept
+        try:
+            super()._apply(fn, recurse)
+        finally:
+            self._buffers.update(statistics)
+        cast = keep_statistics_fp32(fn)
+        self._buffers.update({name: cast(tensor) for name, tensor in statistics.items()})
+        return self
 
     @property
     def pooling(self) -> str:
@@ -256,6 +331,7 @@ class AttentiveNorm2d(nn.Module):
             f"{self.num_features}, k={self.k}, norm={self.norm}{group}, pooling={self.pooling}, head={self.head}, "
             f"activation={self.activation}, eps={self.eps}, momentum={self.momentum}, "
             f"track_running_stats={self.track_running_stats}"
+            + (", double_backward=True" if self.double_backward else "")
         )
 
     # -- statistics -------------------------------------------------------------------------------------------
@@ -287,15 +363,16 @@ class AttentiveNorm2d(nn.Module):
         self.num_batches_tracked.add_(1)
         factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
         with torch.no_grad():
-            self.running_mean.lerp_(batch_mean.detach(), factor)
+            self.running_mean.lerp_(batch_mean.detach().to(self.running_mean.dtype), factor)
             # Running variance is unbiased, as in nn.BatchNorm2d.
-            self.running_var.lerp_(batch_var.detach() * (count / (count - 1)), factor)
+            unbiased = batch_var.detach() * (count / (count - 1))
+            self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
 
     def _standardizer(self, mean: torch.Tensor, var: torch.Tensor, plane_size: int):
         """Mean and variance that standardize each plane, broadcastable to (N, C)."""
         if self.norm == "batch":
             if not self._uses_batch_statistics():
-                return self.running_mean, self.running_var
+                return self.running_mean.to(mean.dtype), self.running_var.to(mean.dtype)
             if self.training and mean.shape[0] * plane_size <= 1:
                 raise ValueError(
                     "AttentiveNorm2d(norm='batch') needs more than 1 value per channel in training, got an input "
@@ -316,17 +393,20 @@ class AttentiveNorm2d(nn.Module):
             raise ValueError(f"AttentiveNorm2d({self.num_features}) got an input with {x.shape[1]} channels")
         plane_size = x.shape[2] * x.shape[3]
 
+        compute = statistics_dtype(x.dtype)
+
         def mixer(mean: torch.Tensor, var: torch.Tensor):
             lam = self.attention(mean, var, plane_size)
             center, spread = self._standardizer(mean, var, plane_size)
-            scale = (lam @ self.gamma) * torch.rsqrt(spread + self.eps)
-            shift = torch.addmm((mean - center) * scale, lam, self.beta)
+            # Parameters of a half-precision module are read in the compute dtype (no copy when they match).
+            scale = (lam @ self.gamma.to(compute)) * torch.rsqrt(spread + self.eps)
+            shift = torch.addmm((mean - center) * scale, lam, self.beta.to(compute))
             return scale, shift
 
         # Half-precision inputs are computed in fp32 whatever autocast says; the output keeps the input's dtype.
         with torch.autocast(device_type=x.device.type, enabled=False):
-            x32 = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-            if torch.compiler.is_compiling():
+            x32 = x.to(compute)
+            if self.double_backward or torch.compiler.is_compiling():
                 out = _moments_and_affine_traced(x32, mixer)
             else:
                 out = _moments_and_affine_eager(x32, mixer)
