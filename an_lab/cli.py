@@ -105,16 +105,26 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         from an_lab.sweeps.search import run_search
 
         run_search(sweep, expand(sweep), max_parallel, report=print)
+    return _sweep_exit_code(_final_report(sweep))
+
+
+def _final_report(sweep, scheduler: bool = False) -> list[dict]:
+    """What a sweep ends with: the status of every run, then the top-1 error per cell with every figure (n, mean,
+    std, 95% CI, the difference to the baseline with its CI, P(better)). Returns the status rows."""
     from an_lab.analysis import render_table
     from an_lab.sweeps.manifest import load_manifest
-    from an_lab.sweeps.status import collect, render_status
+    from an_lab.sweeps.status import collect, render_status, scheduler_view
 
     manifest = load_manifest(sweep.sweep_dir)
     rows = collect(manifest)
+    notes = scheduler_view(manifest, rows) if scheduler else []
     print(render_status(manifest, rows))
+    for note in notes:
+        print(f"note: {note}")
     print()
-    print(render_table(manifest, "markdown"))
-    return _sweep_exit_code(rows)
+    print(render_table(manifest, "markdown", metric="top1", detail=True))
+    print(f"paper-style table (mean ± std, differences marked): an-lab table {sweep.path}")
+    return rows
 
 
 def _sweep_exit_code(rows: list[dict]) -> int:
@@ -138,18 +148,7 @@ def _sweep_on_slurm(sweep, args: argparse.Namespace) -> int:
         if not isinstance(sweep.spec.seeds, SeedPolicy):
             break
         jobs = launch_sweep(sweep, args.retry_failed, args.wait)
-    from an_lab.analysis import render_table
-    from an_lab.sweeps.manifest import load_manifest
-    from an_lab.sweeps.status import collect, render_status, scheduler_view
-
-    manifest = load_manifest(sweep.sweep_dir)
-    rows = collect(manifest)
-    notes = scheduler_view(manifest, rows)
-    print(render_status(manifest, rows))
-    for note in notes:
-        print(f"note: {note}")
-    print()
-    print(render_table(manifest, "markdown"))
+    rows = _final_report(sweep, scheduler=True)
     return 0 if all(row["state"] == "done" for row in rows) else 1
 
 
@@ -171,7 +170,9 @@ def _run_locally(sweep, runs, max_parallel: int, retry_failed: bool) -> None:
             run_claim = next(pending, None)
             if run_claim is None:
                 for run in claims.taken or ():
-                    bar.console.print(f"{labels[run.run_id]} [{run.run_id}]: left to {holder(run)}", markup=False)
+                    bar.console.print(
+                        f"{labels[run.run_id]} [{run.run_id}]: left to {holder(run)}", markup=False, soft_wrap=True
+                    )
                 bar.update(task, total=len(runs) - len(claims.taken or ()))
                 return None
             run, claim = run_claim
@@ -186,7 +187,9 @@ def _run_locally(sweep, runs, max_parallel: int, retry_failed: bool) -> None:
                 outcome = f"{current.upper()} (exit {job.returncode}){': ' + detail if detail else ''}"
             if job.note:
                 outcome += f"; {job.note}"
-            bar.console.print(f"{labels[job.run_id]} [{job.run_id}]: {outcome}", markup=False, highlight=False)
+            bar.console.print(
+                f"{labels[job.run_id]} [{job.run_id}]: {outcome}", markup=False, highlight=False, soft_wrap=True
+            )
             bar.advance(task)
 
         try:

@@ -545,7 +545,7 @@ def follow(sweep: Sweep, jobs: dict[str, str], poll_s: float = 1.0) -> None:
                     current, detail = state(directory)
                     outcome = f"top-1 err {result['final']['top1_err']:.2f}%" if result else f"{current} ({detail})"
                     line = f"{labels.get(run_id, run_id)} [{run_id}] slurm {jobs[run_id]}: {outcome}"
-                    bar.console.print(line, markup=False, highlight=False)
+                    bar.console.print(line, markup=False, highlight=False, soft_wrap=True)
                 counts: dict[str, int] = {}
                 for job in (active or {}).values():
                     word = "requeued" if job.state == "PENDING" and job.reason == "BeginTime" else job.state.lower()
