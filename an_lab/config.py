@@ -184,7 +184,7 @@ class RunConfig(Strict):
         return value
 
 
-# The papers' training setups (AN-REFERENCE.md); a config names one and overrides what it needs.
+# The papers' training setups (their ImageNet and CIFAR recipes); a config names one and overrides what it needs.
 RECIPES: dict[str, dict[str, Any]] = {
     "vanilla": {
         "model": {"name": "resnet50", "zero_init_residual": True},

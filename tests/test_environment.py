@@ -1,4 +1,4 @@
-"""The installed torch / torchvision pair really works together (ORCHESTRATION-FACTS.md)."""
+"""The installed torch / torchvision pair really works together."""
 
 import torch
 import torchvision

@@ -10,8 +10,8 @@ The runs of a sweep log to W&B with group = the sweep's name and tags = the cell
 sweep's group and groups them by the config keys the cells change, so one group is one cell (seeds aggregated).
 
 Offline (WANDB_MODE offline/disabled, or no API key), the report is built and serialized without any connection
-(entity given explicitly, runset entity/project left empty: ORCHESTRATION-FACTS.md). Every network step (report
-save, `wandb sync`) runs under a time bound.
+(entity given explicitly, runset entity/project left empty). Every network step (report save, `wandb sync`) runs
+under a time bound.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Search mode: one orchestrating process asks Optuna for trials, runs each as a local `an-lab train` process,
 reports every epoch's validation metric from the run's CSV log, prunes by stopping the process, and tells the
-result. Training processes never touch the study (ORCHESTRATION-FACTS.md: no study inside DDP ranks).
+result. Training processes never touch the study: under DDP every rank would run the objective, so the study
+lives in this one process.
 
 A trial whose configuration was already trained (the same run id) is told that run's result without training.
 Trials appear in the sweep manifest as cells of kind "trial", so status and table show them.
