@@ -168,7 +168,7 @@ def test_a_disk_that_fills_during_training_interrupts_the_run_and_keeps_its_chec
 
 def test_a_run_means_one_result_however_many_runs_share_the_machine(tmp_path, data_root):
     sweep = small_sweep(data_root, tmp_path / "alone", {})
-    sweep["base"]["trainer"]["epochs"] = 1
+    sweep["base"]["trainer"].update(epochs=1, limit_train_batches=6)
     sweep["launcher"]["max_parallel"] = 1
     alone = an_lab("sweep", write_sweep(tmp_path / "alone.yaml", sweep))
     sweep.update(output_dir=str(tmp_path / "shared"), launcher={"executor": "local", "max_parallel": 2})

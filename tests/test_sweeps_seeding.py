@@ -107,7 +107,7 @@ def test_a_search_sweep_refuses_adaptive_seeds(tmp_path):
 @pytest.mark.slow
 def test_a_sweep_adds_seeds_in_rounds_until_the_target_or_max(tmp_path, data_root):
     sweep = small_sweep(data_root, tmp_path / "runs", {})
-    sweep["base"]["trainer"]["epochs"] = 1
+    sweep["base"]["trainer"].update(epochs=1, limit_train_batches=6)
     sweep["launcher"]["max_parallel"] = 2
     sweep["seeds"] = {"min": 2, "max": 3, "until": {"metric": "top1_err", "ci_halfwidth": 0.001}}
     path = tmp_path / "adaptive.yaml"
