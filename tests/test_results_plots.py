@@ -587,35 +587,27 @@ def test_a_hanging_command_is_stopped_at_the_bound_with_its_children():
 # ---------------------------------------------------------------- the HTML page
 
 
-class _Dom(HTMLParser):
-    """The table rows (cell texts) and images of a page."""
+class _Table(HTMLParser):
+    """The rows (cell texts) of the page's table of a given class."""
 
-    def __init__(self):
+    def __init__(self, css_class: str):
         super().__init__()
+        self.css_class = css_class
         self.rows: list[list[str]] = []
-        self.images: list[dict] = []
-        self.external: list[str] = []
-        self._in_results = 0
+        self._inside = False
         self._cell: list[str] | None = None
 
     def handle_starttag(self, tag, attrs):
-        attributes = dict(attrs)
-        if tag == "table" and "an-lab-results" in (attributes.get("class") or ""):
-            self._in_results = 1
-        elif tag == "tr" and self._in_results:
+        if tag == "table":
+            self._inside = self.css_class in (dict(attrs).get("class") or "").split()
+        elif tag == "tr" and self._inside:
             self.rows.append([])
-        elif tag in ("td", "th") and self._in_results:
+        elif tag in ("td", "th") and self._inside:
             self._cell = []
-        elif tag == "img":
-            self.images.append(attributes)
-        if tag in ("link", "script", "iframe") or any(
-            name in ("src", "href") and value and not value.startswith(("data:", "#")) for name, value in attrs
-        ):
-            self.external.append(tag)
 
     def handle_endtag(self, tag):
-        if tag == "table" and self._in_results:
-            self._in_results = 0
+        if tag == "table":
+            self._inside = False
         elif tag in ("td", "th") and self._cell is not None:
             self.rows[-1].append("".join(self._cell).strip())
             self._cell = None
@@ -623,6 +615,24 @@ class _Dom(HTMLParser):
     def handle_data(self, data):
         if self._cell is not None:
             self._cell.append(data)
+
+
+class _Dom(_Table):
+    """The results table's rows (cell texts), the images of a page and any tag that loads something external."""
+
+    def __init__(self):
+        super().__init__("an-lab-results")
+        self.images: list[dict] = []
+        self.external: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        super().handle_starttag(tag, attrs)
+        if tag == "img":
+            self.images.append(dict(attrs))
+        if tag in ("link", "script", "iframe") or any(
+            name in ("src", "href") and value and not value.startswith(("data:", "#")) for name, value in attrs
+        ):
+            self.external.append(tag)
 
 
 def _chromium() -> str | None:
@@ -659,36 +669,6 @@ def test_html_page_is_self_contained(sweep, capsys):
     assert dom.external == []
     assert [row[0] for row in dom.rows[1:]] == [BASE, MEAN, CONCAT, SOFTMAX, SMALL_K, "BN"]
     assert len(dom.images) == 3 and all(image["src"].startswith("data:image/png;base64,") for image in dom.images)
-
-
-class _Table(HTMLParser):
-    """The rows (cell texts) of the page's table of a given class."""
-
-    def __init__(self, css_class: str):
-        super().__init__()
-        self.css_class = css_class
-        self.rows: list[list[str]] = []
-        self._inside = False
-        self._cell: list[str] | None = None
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "table":
-            self._inside = self.css_class in (dict(attrs).get("class") or "").split()
-        elif tag == "tr" and self._inside:
-            self.rows.append([])
-        elif tag in ("td", "th") and self._inside:
-            self._cell = []
-
-    def handle_endtag(self, tag):
-        if tag == "table":
-            self._inside = False
-        elif tag in ("td", "th") and self._cell is not None:
-            self.rows[-1].append("".join(self._cell).strip())
-            self._cell = None
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell.append(data)
 
 
 def _table(page: str, css_class: str) -> list[dict[str, str]]:
