@@ -9,6 +9,8 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
     || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }; } >/dev/null 2>&1 \
     || echo "warning: could not install chromium (apt-get install chromium); the HTML page test needs it" >&2
 fi
+# The layers contract of pyproject.toml: no import runs back up a layer (cli > analysis > sweeps > launch > ...).
+lint-imports --no-cache >/dev/null || { lint-imports --no-cache; exit 1; }
 export WANDB_MODE=offline WANDB_ERROR_REPORTING=false WANDB_SILENT=true
 python3 -m pytest "$@"
 status=$?

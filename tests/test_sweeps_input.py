@@ -47,7 +47,8 @@ def test_a_fifo_is_refused_instead_of_blocking(tmp_path):
 
 def test_a_device_and_a_folder_are_refused(tmp_path):
     assert "not a regular file" in refused("plan", "/dev/zero", timeout=30)
-    assert "is a folder" in refused("plan", tmp_path)
+    # A sweep command takes a sweep file or a sweep folder: a folder without a manifest is named as such.
+    assert f"{tmp_path}: no readable manifest.json here" in refused("plan", tmp_path)
     assert "is a folder" in refused("train", tmp_path)
 
 

@@ -15,8 +15,14 @@ from submitit.slurm.slurm import _make_sbatch_string
 
 from an_lab.config import resolve
 from an_lab.errors import UsageError
-from an_lab.slurm.submitit_launcher import sbatch_parameters
+from an_lab.launch.slurm import Shape, sbatch_parameters
 from an_lab.sweeps.spec import SlurmSettings, load_sweep
+
+def job_parameters(sweep, settings, code, count: int) -> dict:
+    """The sbatch parameters of a one-task CPU job array of `count` runs of the sweep."""
+    shape = Shape(nodes=1, tasks_per_node=1, gpus_per_node=settings.gpus_per_node or 0, cpus_per_task=1)
+    return sbatch_parameters(settings, shape, code, count, f"an-lab-{sweep.name}", sweep.spec.launcher.max_parallel)
+
 
 PWNED = "touch {tmp}/pwned"  # what the hostile values try to run; the tests check that nothing made the file
 
@@ -191,7 +197,7 @@ def test_user_text_reaches_only_sbatch_comment_lines_of_submitits_script(tmp_pat
     path = write_sweep(tmp_path, sweep_tree(tmp_path, slurm, name=f"{marker}-odd.sweep_1"))
     sweep = load_sweep(path)
     code = tmp_path / "code dir $(id) 'q' \"d\"" / "0123abcd"  # an-lab quotes the snapshot path it exports
-    parameters = sbatch_parameters(sweep, sweep.spec.launcher.slurm, 1, code, 3)
+    parameters = job_parameters(sweep, sweep.spec.launcher.slurm, code, 3)
     script = _make_sbatch_string(
         command="/usr/bin/python3 -u -m submitit.core._submit /logs/%j",
         folder=tmp_path / "logs" / "%j",
@@ -250,13 +256,13 @@ def test_the_script_check_catches_what_validation_would_have_refused(tmp_path):
     refuses such settings (built without validation) before submitit renders them."""
     sweep = load_sweep(write_sweep(tmp_path, sweep_tree(tmp_path)))
     hostile = SlurmSettings.model_construct(**{**sweep.spec.launcher.slurm.model_dump(), "partition": "gpu\nid"})
-    good = sbatch_parameters(sweep, sweep.spec.launcher.slurm, 1, tmp_path / "code", 1)
+    good = job_parameters(sweep, sweep.spec.launcher.slurm, tmp_path / "code", 1)
     _, commands = sbatch_lines(_make_sbatch_string(command="true", folder=tmp_path, **{**good, "partition": "gpu\nid"}))
     assert "id'" in commands  # what the defect looked like: the rest of the value runs as a shell line
     with pytest.raises(UsageError, match=re.escape("partition: 'gpu\\nid' holds the control character '\\n'")):
-        sbatch_parameters(sweep, hostile, 1, tmp_path / "code", 1)
+        job_parameters(sweep, hostile, tmp_path / "code", 1)
     with pytest.raises(UsageError, match="holds the control character"):
-        sbatch_parameters(sweep, sweep.spec.launcher.slurm, 1, tmp_path / "a\nb" / "code" / "0123", 1)
+        job_parameters(sweep, sweep.spec.launcher.slurm, tmp_path / "a\nb" / "code" / "0123", 1)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -84,7 +84,20 @@ def load_manifest(target: str | Path, overrides: list[str] | tuple[str, ...] = (
         check_manifest(manifest, path / MANIFEST)
         return manifest
     sweep = load_sweep(path, overrides)
+    if not overrides and (recorded := recorded_overrides(sweep)):
+        sweep = load_sweep(path, recorded)  # the runs `an-lab sweep --set ...` launched, not those of the bare file
     return build_manifest(sweep, expand(sweep))
+
+
+def recorded_overrides(sweep: Sweep) -> list[str]:
+    """The --set overrides the sweep folder's manifest records for this same sweep file (empty if none)."""
+    try:
+        manifest = json.loads((sweep.sweep_dir / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(manifest, dict) or manifest.get("sweep_file") != str(sweep.path.resolve()):
+        return []
+    return [item for item in manifest.get("overrides") or [] if isinstance(item, str)]
 
 
 def _manifest_problem(manifest: object) -> str | None:
@@ -139,3 +152,20 @@ def check_manifest(manifest: object, source: str | Path = "the sweep manifest") 
 def run_dirs(manifest: dict) -> dict[str, Path]:
     root = Path(manifest["output_dir"])
     return {run["run_id"]: root / run["run_id"] for cell in manifest["cells"] for run in cell["runs"]}
+
+
+def load_sweep_target(target: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
+    """The sweep of a sweep file, or of a sweep folder: the file its manifest names, with the --set overrides the
+    sweep was launched with (then these overrides)."""
+    path = Path(target)
+    if not path.is_dir():
+        return load_sweep(path, overrides)
+    manifest = load_manifest(path)
+    source = manifest.get("sweep_file")
+    if not isinstance(source, str) or not Path(source).is_file():
+        raise UsageError(
+            f"{path / MANIFEST}: the sweep file it was written from ({source!r}) is not there any more; give the "
+            "sweep file itself"
+        )
+    recorded = [item for item in manifest.get("overrides") or [] if isinstance(item, str)]
+    return load_sweep(source, [*recorded, *overrides])

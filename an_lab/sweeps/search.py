@@ -1,10 +1,13 @@
-"""Search mode: one orchestrating process asks Optuna for trials, runs each as a local `an-lab train` process,
-reports every epoch's validation metric from the run's CSV log, prunes by stopping the process, and tells the
-result. Training processes never touch the study: under DDP every rank would run the objective, so the study
-lives in this one process.
+"""Search mode: one orchestrating process asks Optuna for trials and runs each as one run on any executor (a local
+process or a SLURM job of the sweep's job shape), up to max_parallel at once, through the same loop as every sweep
+(an_lab.sweeps.run.reconcile). It reports every epoch's validation metric from the run folder's CSV log (on the shared
+file system under SLURM), prunes by stopping the run (the process, or `scancel` of the job; the run is marked pruned),
+and tells the result. Training processes never touch the study: under DDP every rank would run the objective.
 
-A trial whose configuration was already trained (the same run id) is told that run's result without training.
-Trials appear in the sweep manifest as cells of kind "trial", so status and table show them.
+The orchestrator may die at any moment: each trial records its run id (and job id), so a rerun reattaches to trials
+in flight, resumes interrupted ones from their checkpoints (the same trial, no new one), and asks new trials only
+until the study holds n_trials. A trial whose configuration was already trained (the same run id) is told that run's
+result without training. Trials appear in the sweep manifest as cells of kind "trial", so status and table show them.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from an_lab.config import run_dir
+from an_lab.config import RunConfig, run_dir
+from an_lab.launch.base import DONE, STOPPED, Executor, Handle, RunRequest
 from an_lab.rundir import (
     CONFIG,
     claim_owner,
@@ -21,13 +25,13 @@ from an_lab.rundir import (
     epoch_metrics,
     mark_failed,
     read_result,
+    state,
     try_claim,
     write_json_atomic,
 )
-from an_lab.slurm.local import LocalJob, run_local
-from an_lab.sweeps.expand import PlannedRun, resolve_settings, show
-from an_lab.sweeps.launch import make_run_dir
+from an_lab.sweeps.expand import expand, resolve_settings, show
 from an_lab.sweeps.manifest import MANIFEST, build_manifest
+from an_lab.sweeps.selection import make_run_dir
 from an_lab.sweeps.spec import PRUNERS, SAMPLERS, Sweep
 
 
@@ -74,91 +78,190 @@ def _metric_rows(run_dir: Path, metric: str) -> list[tuple[int, float]]:
     return [(int(row["epoch"]), row[metric]) for row in epoch_metrics(run_dir) if metric in row]
 
 
-def run_search(sweep: Sweep, baselines: list[PlannedRun], max_parallel: int, report: Callable[[str], None]) -> None:
-    import optuna
+def _trial_cell(number: int, settings: dict, tags: tuple, config: RunConfig, directory: Path) -> dict:
+    return {
+        "index": 10_000 + number,
+        "kind": "trial",
+        "name": f"trial-{number}",
+        "label": f"trial {number}: " + ", ".join(f"{k}={show(v)}" for k, v in settings.items()),
+        "changes": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
+        "tags": list(tags),
+        "runs": [{"run_id": directory.name, "seed": config.trainer.seed}],
+    }
 
-    study = _study(sweep)
-    search = sweep.spec.search
-    finished_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
-    remaining = search.n_trials - len(study.get_trials(deepcopy=False, states=finished_states))
-    trial_cells: list[dict] = []
 
-    def write_manifest() -> None:
-        manifest = build_manifest(sweep, baselines)
-        manifest["cells"] += trial_cells
-        write_json_atomic(sweep.sweep_dir / MANIFEST, manifest)
+class SearchSource:
+    """Optuna's trials as runs, for the reconcile loop: asks until the study holds n_trials, at most `parallel` in
+    flight; reports each epoch, prunes, tells."""
 
-    def final_value(directory: Path) -> float:
-        return _metric_rows(directory, search.metric)[-1][1]  # the last epoch's value, as in result.json
+    def __init__(self, sweep: Sweep, executor: Executor, parallel: int, say: Callable[[str], None]) -> None:
+        import optuna
 
-    def next_job() -> LocalJob | None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            trial = study.ask()
-            settings = _suggest(sweep, trial)
-            tags = tuple(f"{key.rpartition('.')[2]}={show(value)}"[:64] for key, value in settings.items())
-            config = resolve_settings(sweep, settings, tags)
-            directory = run_dir(config)
-            trial.set_user_attr("run_id", directory.name)
-            label = f"trial {trial.number}: " + ", ".join(f"{k}={show(v)}" for k, v in settings.items())
-            trial_cells.append(
-                {
-                    "index": 10_000 + trial.number,
-                    "kind": "trial",
-                    "name": f"trial-{trial.number}",
-                    "label": label,
-                    "changes": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
-                    "tags": list(tags),
-                    "runs": [{"run_id": directory.name, "seed": config.trainer.seed}],
-                }
-            )
-            write_manifest()
-            if read_result(directory)[0] is not None:  # the same configuration already trained
-                value = final_value(directory)
-                study.tell(trial, value)
-                report(f"{label}: already trained, {search.metric} {value:.3f}")
+        self.optuna = optuna
+        self.sweep, self.executor, self.parallel, self.say = sweep, executor, parallel, say
+        self.search = sweep.spec.search
+        self.study = _study(sweep)
+        self.baselines = expand(sweep)
+        self.cells: dict[int, dict] = {}
+        self.resumable: list[RunRequest] = []
+        self._reattach()
+
+    # -- the manifest and the trials an earlier orchestrator left ---------------------------------------------------
+    def _write_manifest(self) -> None:
+        manifest = build_manifest(self.sweep, self.baselines)
+        manifest["cells"] += [self.cells[number] for number in sorted(self.cells)]
+        write_json_atomic(self.sweep.sweep_dir / MANIFEST, manifest)
+
+    def _reattach(self) -> None:
+        """Trials asked but not told (the orchestrator died): follow their jobs, tell finished ones, resume the rest."""
+        running = self.optuna.trial.TrialState.RUNNING
+        orphans = []
+        for frozen in self.study.get_trials(deepcopy=False):
+            cell = frozen.user_attrs.get("cell")
+            if isinstance(cell, dict):
+                self.cells[frozen.number] = cell
+            if frozen.state == running and isinstance(frozen.user_attrs.get("run_id"), str):
+                orphans.append(frozen)
+        self._write_manifest()
+        requests = []
+        for frozen in orphans:
+            directory = self.sweep.output_dir / frozen.user_attrs["run_id"]
+            try:
+                from an_lab.config import load_config
+
+                config = load_config(directory / CONFIG)
+            except Exception:  # no readable config: the trial never started; it cannot be resumed
+                self.study.tell(frozen.number, state=self.optuna.trial.TrialState.FAIL)
                 continue
-            make_run_dir(directory)
-            claim = try_claim(directory, "search orchestrator")
-            if claim is None:  # the same configuration is being trained by another process right now
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                report(f"{label}: not run, {describe_owner(claim_owner(directory))} is training the same run")
+            trial = self.optuna.trial.Trial(self.study, frozen._trial_id)
+            label = self.cells.get(frozen.number, {}).get("label", f"trial {frozen.number}")
+            requests.append(RunRequest(directory.name, directory, config, label, payload=self._payload(trial, label)))
+        adopted = {handle.run_id for handle in self.executor.adopt(requests)}
+        for handle in self.executor.in_flight():
+            self.say(f"{handle.request.label}: reattached to {self.executor.describe(handle)}")
+        for request in requests:
+            if request.run_id in adopted:
                 continue
-            write_json_atomic(directory / CONFIG, config.model_dump(mode="json"))
-            payload = {"trial": trial, "label": label, "reported": -1}
-            return LocalJob(directory.name, directory, payload=payload, claim=claim)
-        return None
+            if read_result(request.run_dir)[0] is not None:
+                self._tell_value(request.payload["trial"], request.payload["label"], request.run_dir, "finished")
+            else:
+                self.resumable.append(request)
 
-    def should_stop(job: LocalJob) -> bool:
-        trial, reported = job.payload["trial"], job.payload["reported"]
-        for epoch, value in _metric_rows(job.run_dir, search.metric):
-            if epoch > reported:
+    @staticmethod
+    def _payload(trial, label: str) -> dict:
+        return {"trial": trial, "label": label, "reported": -1}
+
+    # -- the source protocol ----------------------------------------------------------------------------------------
+    @property
+    def exhausted(self) -> bool:
+        return not self.resumable and len(self.study.get_trials(deepcopy=False)) >= self.search.n_trials
+
+    def submitting(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def take(self, count: int) -> list[RunRequest]:
+        room = min(count, self.parallel - len(self.executor.in_flight()))
+        requests: list[RunRequest] = []
+        while len(requests) < room and self.resumable:
+            request = self.resumable.pop(0)
+            claim = try_claim(request.run_dir, "search orchestrator")
+            if claim is None:
+                continue  # its own job trains it (reattach missed it); the next reattach follows it
+            if self.executor.name == "local":
+                request.claim = claim
+            else:
+                claim.release()
+            self.say(f"{request.label}: resuming")
+            requests.append(request)
+        while len(requests) < room and len(self.study.get_trials(deepcopy=False)) < self.search.n_trials:
+            request = self._ask()
+            if request is not None:
+                requests.append(request)
+        return requests
+
+    def _ask(self) -> RunRequest | None:
+        trial = self.study.ask()
+        settings = _suggest(self.sweep, trial)
+        tags = tuple(f"{key.rpartition('.')[2]}={show(value)}"[:64] for key, value in settings.items())
+        config = resolve_settings(self.sweep, settings, tags)
+        directory = run_dir(config)
+        cell = _trial_cell(trial.number, settings, tags, config, directory)
+        trial.set_user_attr("run_id", directory.name)
+        trial.set_user_attr("cell", cell)
+        self.cells[trial.number] = cell
+        self._write_manifest()
+        label = cell["label"]
+        if read_result(directory)[0] is not None:  # the same configuration already trained
+            self._tell_value(trial, label, directory, "already trained")
+            return None
+        make_run_dir(directory)
+        claim = try_claim(directory, "search orchestrator")
+        if claim is None:  # the same configuration is being trained by another process right now
+            self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
+            self.say(f"{label}: not run, {describe_owner(claim_owner(directory))} is training the same run")
+            return None
+        write_json_atomic(directory / CONFIG, config.model_dump(mode="json"))
+        request = RunRequest(directory.name, directory, config, label, payload=self._payload(trial, label))
+        if self.executor.name == "local":
+            request.claim = claim
+        else:
+            claim.release()  # the job claims the run when it starts
+        return request
+
+    def should_stop(self, handle: Handle) -> bool:
+        payload = handle.request.payload
+        trial = payload["trial"]
+        if handle.job_id and trial.user_attrs.get("job_id") != handle.job_id:
+            trial.set_user_attr("job_id", handle.job_id)
+        for epoch, value in _metric_rows(handle.run_dir, self.search.metric):
+            if epoch > payload["reported"]:
                 trial.report(value, epoch)
-                job.payload["reported"] = epoch
+                payload["reported"] = epoch
                 if trial.should_prune():
-                    job.payload["pruned_at"] = epoch
+                    payload["pruned_at"] = epoch
                     return True
         return False
 
-    def on_finish(job: LocalJob) -> None:
-        trial, label = job.payload["trial"], job.payload["label"]
-        if job.stopped:
-            epoch = job.payload["pruned_at"]
-            mark_failed(job.run_dir, f"pruned by Optuna after epoch {epoch}")
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            report(f"{label}: pruned after epoch {epoch}")
-        elif job.returncode == 0:
-            value = final_value(job.run_dir)
-            study.tell(trial, value)
-            report(f"{label}: {search.metric} {value:.3f}")
+    def ended(self, handle: Handle) -> None:
+        payload = handle.request.payload
+        trial, label = payload["trial"], payload["label"]
+        if handle.outcome == STOPPED:
+            epoch = payload.get("pruned_at")
+            mark_failed(handle.run_dir, f"pruned by Optuna after epoch {epoch}")
+            self.study.tell(trial, state=self.optuna.trial.TrialState.PRUNED)
+            self.say(f"{label}: pruned after epoch {epoch} ({self.executor.describe(handle)} stopped)")
+        elif handle.outcome == DONE or read_result(handle.run_dir)[0] is not None:
+            self._tell_value(trial, label, handle.run_dir, "done")
+        elif state(handle.run_dir)[0] == "interrupted":  # killed or requeue gave up: the same trial resumes
+            self.resumable.append(handle.request)
+            self.say(f"{label}: interrupted; it resumes from its checkpoint")
         else:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            report(f"{label}: FAILED (exit {job.returncode})")
+            self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
+            self.say(f"{label}: FAILED ({state(handle.run_dir)[1] or handle.outcome})")
 
-    write_manifest()
-    run_local(next_job, max_parallel, on_finish=on_finish, should_stop=should_stop)
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    def _tell_value(self, trial, label: str, directory: Path, how: str) -> None:
+        rows = _metric_rows(directory, self.search.metric)
+        if not rows:
+            self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
+            self.say(f"{label}: {how}, but no {self.search.metric} was logged")
+            return
+        value = rows[-1][1]  # the last epoch's value, as in result.json
+        self.study.tell(trial, value)
+        self.say(f"{label}: {how}, {self.search.metric} {value:.3f}")
+
+
+def run_search(sweep: Sweep, executor: Executor, say: Callable[[str], None], parallel: int) -> None:
+    from an_lab.sweeps.display import Display
+    from an_lab.sweeps.loop import reconcile
+
+    source = SearchSource(sweep, executor, parallel, say)
+    display = Display(sweep, sweep.spec.search.n_trials, say)
+    source.say = display.say
+    with display:
+        reconcile(executor, source, display, follow=True)
+    complete = source.study.get_trials(deepcopy=False, states=(source.optuna.trial.TrialState.COMPLETE,))
     if complete:
-        best = study.best_trial
-        report(f"best trial {best.number}: {search.metric} {best.value:.3f} with {best.params}")
+        best = source.study.best_trial
+        say(f"best trial {best.number}: {sweep.spec.search.metric} {best.value:.3f} with {best.params}")

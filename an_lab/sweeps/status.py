@@ -38,12 +38,12 @@ def collect(manifest: dict) -> list[dict]:
 def scheduler_view(manifest: dict, rows: list[dict]) -> list[str]:
     """Refine the rows of runs submitted to SLURM with the scheduler's view; returns notes to print.
 
-    One squeue and one sacct call for the whole sweep (an_lab.slurm.scheduler), only for runs that are not done.
+    One squeue and one sacct call for the whole sweep (an_lab.launch.slurm_queue), only for runs that are not done.
     Queued and running jobs override what the run folder says (pending, requeued, running); a job that ended badly
     makes its run failed with the scheduler's reason; a cancelled job leaves its run interrupted (resumable). Without
     accounting, ended jobs keep the state of their run folder, with a note.
     """
-    from an_lab.slurm.scheduler import last_error_line, log_file, query, recorded_jobs
+    from an_lab.launch.slurm_queue import last_error_line, log_file, query, recorded_jobs
 
     sweep_dir = Path(manifest["output_dir"]) / "sweeps" / str(manifest["name"])
     recorded = recorded_jobs(sweep_dir)

@@ -1,4 +1,4 @@
-"""`an-lab sweep`: write the manifest, select the runs that are not done, and claim each one before it starts.
+"""Which runs of a sweep to start: write the manifest, select the runs that are not done, claim each before it starts.
 
 Claims make concurrent launches safe: any number of `an-lab sweep` processes (local or SLURM, on one machine or on
 nodes sharing the file system) may work on one sweep; each run is claimed (an_lab.rundir.try_claim) by exactly one
@@ -56,10 +56,16 @@ def select_runs(runs: list[PlannedRun], retry_failed: bool) -> Selection:
     return Selection(launch, done, failed, running)
 
 
-def prepare(sweep: Sweep, retry_failed: bool) -> Selection:
-    """Validate everything and record the manifest; nothing is started here (configs are written under claims)."""
+def validate(sweep: Sweep) -> list[PlannedRun]:
+    """The runs the sweep wants now, after checking that their data is there."""
     runs = planned_runs(sweep)
     check_data_paths(sweep, runs)
+    return runs
+
+
+def prepare(sweep: Sweep, retry_failed: bool, runs: list[PlannedRun] | None = None) -> Selection:
+    """Validate everything and record the manifest; nothing is started here (configs are written under claims)."""
+    runs = validate(sweep) if runs is None else runs
     selection = select_runs(runs, retry_failed)
     write_manifest(sweep, runs)
     return selection

@@ -1,4 +1,4 @@
-"""What SLURM says about a sweep's jobs: one batched `squeue` and one batched `sacct` call, and `scancel`.
+"""What SLURM says: the state of jobs (one batched `squeue`, one batched `sacct`), the cluster's limits, and `scancel`.
 
 Torch-free and submitit-free, so that `an-lab status` stays fast. squeue is the truth for jobs that are still queued
 or running (sacct lags it by a few seconds); sacct adds the jobs that ended, their exit codes and their requeue
@@ -9,8 +9,10 @@ SLURM commands gives notes, never exceptions: callers then fall back on the run 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,22 +204,127 @@ def active(job_ids: Iterable[str]) -> tuple[dict[str, JobState] | None, str | No
     return {job_id: state for job_id, state in queued.items() if job_id in wanted and state.active}, None
 
 
-def cancel(job_ids: Iterable[str]) -> tuple[list[JobState], str | None]:
-    """scancel, in one call, the arrays (or plain jobs) of those job_ids that are still queued or running.
-
-    Every task of an array that an-lab submitted belongs to the same sweep, so whole arrays are cancelled.
-    Returns (the jobs that were active, error or None).
+def cancel(job_ids: Iterable[str], wait_s: float = 0.0, poll_s: float = 1.0) -> tuple[list[JobState], str | None]:
+    """scancel, in one call, the arrays (or plain jobs) of those job_ids that are still queued or running, then wait
+    up to wait_s seconds (one squeue per poll) until they have left the queue, so that a relaunch right after submits
+    them again. Every task of an array that an-lab submitted belongs to the same sweep, so whole arrays are cancelled.
+    Returns (the jobs that were active, error or None); the error says so when jobs are still leaving after wait_s.
     """
-    running, error = active(job_ids)
+    wanted = [str(job_id) for job_id in job_ids]
+    running, error = active(wanted)
     if not running:
         return [], error
     targets = sorted({array_id(job_id) for job_id in running}, key=lambda text: (len(text), text))
     _, error = _run(["scancel", *targets])
+    if error is not None:
+        return sorted(running.values(), key=lambda state: state.job_id), error
+    deadline = time.monotonic() + wait_s
+    left = running
+    while left and time.monotonic() < deadline:
+        time.sleep(poll_s)
+        left, problem = active(list(running))
+        left = left if problem is None else left or running
+    if left:
+        error = f"{len(left)} job(s) had not left the queue after {wait_s:.0f} s (they are ending: see an-lab status)"
     return sorted(running.values(), key=lambda state: state.job_id), error
 
 
+def cancel_one(job_id: str) -> str | None:
+    """scancel one job (one array task); the error, or None."""
+    _, error = _run(["scancel", str(job_id)])
+    return error
+
+
 # ---------------------------------------------------------------------------------------------------------------------
-# What an-lab recorded at submission (written by an_lab.slurm.submitit_launcher), read without submitit.
+# The cluster's limits, read once per launch
+
+
+@dataclass(frozen=True)
+class ClusterLimits:
+    max_array_size: int | None = None  # array task ids must be below this (slurm.conf MaxArraySize, default 1001)
+    max_submit_jobs: int | None = None  # jobs (each array task counts) one user may have queued or running
+    submit_limit_source: str | None = None  # which setting sets max_submit_jobs, for messages
+    gpus: bool | None = None  # whether any node of the partition has GPUs (GRES gpu); None: unknown
+
+
+def parse_config(text: str) -> dict[str, str]:
+    """`scontrol show config` as key -> value (the `Key = Value` lines)."""
+    values = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() and " " not in key.strip():
+            values[key.strip()] = value.strip()
+    return values
+
+
+def _limit(value: str | None) -> int | None:
+    """A SLURM count limit: an integer; empty, 0-less, `UNLIMITED` or `(null)` mean none."""
+    if value is None:
+        return None
+    match = re.match(r"\s*(\d+)", value)
+    return int(match.group(1)) if match and int(match.group(1)) > 0 else None
+
+
+def parse_submit_limits(assoc: str, qos: str) -> tuple[int | None, str | None]:
+    """The tightest MaxSubmitJobs from `sacctmgr -nP show assoc user=U format=MaxSubmit,QOS` and
+    `sacctmgr -nP show qos format=Name,MaxSubmitPU` output; (limit, where it comes from)."""
+    best: tuple[int | None, str | None] = (None, None)
+    qos_names: set[str] = set()
+    for line in assoc.splitlines():
+        parts = line.split("|")
+        value = _limit(parts[0]) if parts else None
+        if value is not None and (best[0] is None or value < best[0]):
+            best = (value, "the association's MaxSubmitJobs")
+        if len(parts) > 1:
+            qos_names.update(name for name in parts[1].split(",") if name)
+    for line in qos.splitlines():
+        name, _, value = line.partition("|")
+        limit = _limit(value)
+        if limit is not None and (not qos_names or name in qos_names) and (best[0] is None or limit < best[0]):
+            best = (limit, f"QOS {name}'s MaxSubmitJobsPerUser")
+    return best
+
+
+def parse_gres(text: str, partition: str | None) -> bool | None:
+    """Whether `sinfo --noheader --format %P|%G` shows GPUs (GRES gpu) on the partition (the default one when None)."""
+    seen = False
+    for line in text.splitlines():
+        name, _, gres = line.partition("|")
+        default = name.endswith("*")
+        if (partition is None and default) or name.rstrip("*") in (partition or "").split(","):
+            seen = True
+            if re.search(r"(^|,)gpu[:(]|(^|,)gpu$", gres.strip()):
+                return True
+    return False if seen else None
+
+
+def cluster_limits(partition: str | None) -> ClusterLimits:
+    """MaxArraySize (scontrol), MaxSubmitJobs (sacctmgr: association and QOS, where limits are enforced) and
+    whether the partition has GPUs (sinfo). What cannot be read stays None: submission then learns it from sbatch."""
+    out, _ = _run(["scontrol", "show", "config"])
+    config = parse_config(out or "")
+    array = _limit(config.get("MaxArraySize"))
+    submit, source = None, None
+    if "limits" in config.get("AccountingStorageEnforce", ""):
+        user = os.environ.get("USER") or os.environ.get("LOGNAME") or str(os.getuid())
+        assoc, _ = _run(
+            ["sacctmgr", "--noheader", "--parsable2", "show", "assoc", f"user={user}", "format=MaxSubmit,QOS"]
+        )
+        qos, _ = _run(["sacctmgr", "--noheader", "--parsable2", "show", "qos", "format=Name,MaxSubmitPU"])
+        limit, where = parse_submit_limits(assoc or "", qos or "")
+        submit, source = limit, where
+    sinfo, _ = _run(["sinfo", "--noheader", "--format", "%P|%G"])
+    return ClusterLimits(array, submit, source, parse_gres(sinfo or "", partition) if sinfo is not None else None)
+
+
+def queued_count() -> int | None:
+    """Jobs of this user in the queue, each array task counted (what MaxSubmitJobs counts); None when unreadable."""
+    out, _ = _run(["squeue", "--me", "--array", "--noheader", "--format", "%i"])
+    return None if out is None else len([line for line in out.splitlines() if line.strip()])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# What an-lab recorded at submission (written by an_lab.launch.slurm), read without submitit.
 
 JOBS_FILE = "slurm/jobs.json"  # in the sweep folder: every submission, in order
 LOGS_DIR = "slurm/logs"  # in the sweep folder: submitit's folder, one sub-folder per job

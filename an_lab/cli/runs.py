@@ -1,0 +1,304 @@
+"""`an-lab profile | train | plan | sweep | status | cancel | completion`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from an_lab import catalog
+from an_lab.cli.commands import COMMANDS, add_set, add_sweep, command
+from an_lab.errors import UsageError
+
+
+def _k_schedule(text: str) -> int | tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.replace("(", "").replace(")", "").split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a K schedule; write an int or e.g. 10,10,20,20") from None
+    if not values:
+        raise argparse.ArgumentTypeError("the K schedule is empty; write an int or e.g. 10,10,20,20")
+    return values[0] if len(values) == 1 else values
+
+
+def _profile_arguments(prof: argparse.ArgumentParser) -> None:
+    prof.add_argument(
+        "model", choices=catalog.MODEL_NAMES, metavar="MODEL", help=f"one of: {', '.join(catalog.MODEL_NAMES)}"
+    )
+    prof.add_argument("--norm", default="an", choices=catalog.NORM_CHOICES)
+    prof.add_argument("--k", type=_k_schedule, default=None, help="K for all stages or per stage, e.g. 10,10,20,20")
+    prof.add_argument("--pooling", default="rsd", choices=catalog.POOLINGS)
+    prof.add_argument("--head", default="a2", choices=catalog.HEADS)
+    prof.add_argument("--activation", default="hsigmoid", choices=catalog.ACTIVATIONS)
+    prof.add_argument("--placement", default="paper", choices=catalog.PLACEMENTS)
+    prof.add_argument("--stem", default="plain", choices=catalog.STEMS)
+    prof.add_argument("--input-size", type=int, default=None, help="image side (default: 224, or 32 for CIFAR nets)")
+    prof.add_argument("--num-classes", type=int, default=1000)
+    prof.add_argument("--json", action="store_true", help="print the counts as JSON")
+
+
+@command(
+    "profile",
+    _profile_arguments,
+    help="parameter and MAC counts of a model",
+    description="Parameter count and multiply-accumulates (the papers' FLOPS column) of a model, and what AN adds "
+    "over BN.",
+)
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from an_lab.profiling import profile
+
+    options = {"norm": args.norm, "k": args.k, "placement": args.placement, "stem": args.stem}
+    options.update(pooling=args.pooling, head=args.head, activation=args.activation, num_classes=args.num_classes)
+    try:
+        counts = profile(args.model, input_size=args.input_size, **options)
+    except ValueError as error:
+        raise UsageError(f"an-lab profile: {error}") from None
+    if args.json:
+        print(json.dumps(counts, indent=2))
+        return 0
+    side = counts["input_size"]
+    print(f"model            {counts['model']} (norm={counts['norm']}, input {side}x{side})")
+    print(f"parameters       {counts['params']:,} ({counts['params'] / 1e6:.2f}M)")
+    print(f"MACs             {counts['macs']:,} ({counts['macs'] / 1e9:.2f}G)")
+    print(f"over BN          {counts['params_over_bn']:+,} parameters")
+    print(f"AN layers        {counts['an_layers']}")
+    return 0
+
+
+def _train_arguments(train: argparse.ArgumentParser) -> None:
+    train.add_argument("config", nargs="?", help="YAML run config (default: the embedded defaults)")
+    add_set(train, "override a key of the run config, repeatable")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--verbose", action="store_true", help="also show third-party notices (Lightning tips, srun hints, warnings)"
+    )
+
+
+@command(
+    "train",
+    _train_arguments,
+    help="train one run from a config file",
+    description="Train one model into runs/<run_id>/; a rerun resumes from last.ckpt and a finished run is not "
+    "retrained.",
+)
+def _cmd_train(args: argparse.Namespace) -> int:
+    from an_lab.config import load_config, run_dir
+    from an_lab.launch.entry import execute, quiet_third_parties
+
+    config = load_config(args.config, args.set)
+    if not args.verbose:
+        quiet_third_parties()
+    outcome = execute(config, progress=not args.quiet)
+    if outcome.code != 0:
+        print(outcome.message, file=sys.stderr)
+        return outcome.code
+    final, best = outcome.result["final"], outcome.result["best"]
+    print(f"run        {run_dir(config)}")
+    print(f"top-1 err  {final['top1_err']:.2f}% final, {best['top1_err']:.2f}% best (epoch {best['epoch']})")
+    print(f"top-5 err  {final['top5_err']:.2f}% final")
+    return 0
+
+
+def _plan_arguments(plan: argparse.ArgumentParser) -> None:
+    add_sweep(plan)
+    add_set(plan, "override a key of the sweep's base (data.root=...) or of the sweep (seeds=[0,1]), repeatable")
+
+
+@command(
+    "plan",
+    _plan_arguments,
+    help="show the runs of a sweep without launching anything",
+    description="Expand a sweep into its runs: one row per run with the cell, what it changes against the base cell, "
+    "the seed, the run id and its state read from the run directory; then counts and a compute estimate. Launches "
+    "nothing and writes nothing. Data that is not on this machine (the paper's ImageNet sweeps on a laptop) gives a "
+    "warning; `an-lab sweep` refuses it.",
+)
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from an_lab.sweeps.expand import check_data_paths
+    from an_lab.sweeps.manifest import load_sweep_target
+    from an_lab.sweeps.plan import make_plan, render
+    from an_lab.sweeps.seeding import planned_runs
+
+    sweep = load_sweep_target(args.sweep, args.set)
+    runs = planned_runs(sweep)
+    try:
+        check_data_paths(sweep, runs)
+    except UsageError as missing:
+        print(f"warning: {missing} (planned anyway; `an-lab sweep` needs the data)", file=sys.stderr)
+    print(render(make_plan(sweep, check_data=False)))
+    return 0
+
+
+def _sweep_arguments(sweep: argparse.ArgumentParser) -> None:
+    add_sweep(sweep)
+    add_set(sweep)
+    sweep.add_argument("--retry-failed", action="store_true", help="relaunch runs that failed")
+    sweep.add_argument("--executor", choices=("local", "slurm"), default=None, help="default: the file's launcher")
+    sweep.add_argument("--max-parallel", type=int, default=None, help="runs at once (default: the file's)")
+    sweep.add_argument("--wait", action="store_true", help="slurm: follow the jobs until they end, then report")
+    sweep.add_argument(
+        "--poll",
+        type=float,
+        default=None,
+        metavar="S",
+        help="slurm: seconds between scheduler polls while following (default: launcher.slurm.poll_interval_s, 30)",
+    )
+
+
+@command(
+    "sweep",
+    _sweep_arguments,
+    help="launch the runs of a sweep that are not done",
+    description="Write the sweep's manifest and launch only its runs that are not done (interrupted runs resume); "
+    "failed runs are relaunched only with --retry-failed. Locally, and on SLURM with --wait, it follows the runs "
+    "(cell, seed, epoch, validation error, ETA) and ends with the sweep's status and results.",
+)
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from an_lab.sweeps.manifest import load_sweep_target
+    from an_lab.sweeps.run import Options, run_sweep
+
+    if args.max_parallel is not None and args.max_parallel < 1:
+        raise UsageError(f"--max-parallel {args.max_parallel}: give at least 1")
+    if args.poll is not None and not 0.5 <= args.poll <= 3600:
+        raise UsageError(f"--poll {args.poll:g}: give seconds between 0.5 and 3600")
+    sweep = load_sweep_target(args.sweep, args.set)
+    executor = args.executor or sweep.spec.launcher.executor
+    options = Options(executor, args.retry_failed, args.wait, args.max_parallel, args.poll)
+    if not run_sweep(sweep, options):
+        return 0
+    rows = _final_report(sweep, scheduler=executor == "slurm")
+    done = ("done",) if executor == "slurm" else ("done", "running")
+    return 0 if all(row["state"] in done for row in rows) else 1
+
+
+def _final_report(sweep, scheduler: bool = False) -> list[dict]:
+    """What a followed sweep ends with: the status of every run, then the top-1 error per cell with every figure (n,
+    mean, std, 95% CI, the difference to the baseline with its CI, P(better)). Returns the status rows."""
+    from an_lab.analysis import render_table
+    from an_lab.sweeps.manifest import load_manifest
+    from an_lab.sweeps.status import collect, render_status, scheduler_view
+
+    manifest = load_manifest(sweep.sweep_dir)
+    rows = collect(manifest)
+    notes = scheduler_view(manifest, rows) if scheduler else []
+    print(render_status(manifest, rows))
+    for note in notes:
+        print(f"note: {note}")
+    print()
+    print(render_table(manifest, "markdown", metric="top1", detail=True))
+    print(f"paper-style table (mean ± std, differences marked): an-lab table {sweep.path}")
+    return rows
+
+
+def _status_arguments(status: argparse.ArgumentParser) -> None:
+    add_sweep(status)
+    add_set(status)
+
+
+@command(
+    "status",
+    _status_arguments,
+    help="state of every run of a sweep",
+    description="Per-run state (pending, running with the epoch reached, interrupted, done, failed with its reason), "
+    "counts and the lowest mean so far, read from the run directories (and, for SLURM jobs, one squeue and one sacct "
+    "call).",
+)
+def _cmd_status(args: argparse.Namespace) -> int:
+    from an_lab.sweeps.manifest import load_manifest
+    from an_lab.sweeps.status import collect, render_status, scheduler_view
+
+    manifest = load_manifest(args.sweep, args.set)
+    rows = collect(manifest)
+    notes = scheduler_view(manifest, rows)
+    print(render_status(manifest, rows))
+    for note in notes:
+        print(f"note: {note}")
+    return 0
+
+
+def _cancel_arguments(cancel: argparse.ArgumentParser) -> None:
+    add_sweep(cancel)
+    add_set(cancel)
+    cancel.add_argument(
+        "--wait",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds to wait for the jobs to leave the queue (default: launcher.slurm.cancel_wait_s, 120)",
+    )
+
+
+@command(
+    "cancel",
+    _cancel_arguments,
+    help="cancel a sweep's SLURM jobs (scancel); its runs stay resumable",
+    description="Cancel, with one scancel call, the sweep's SLURM jobs that are still queued or running (the job ids "
+    "`an-lab sweep --executor slurm` recorded in the sweep folder), wait until they have left the queue (so that an "
+    "immediate `an-lab sweep` submits them again), and report them. Cancelled runs keep their last checkpoint.",
+)
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    from an_lab.cli.results import results_target
+    from an_lab.launch.slurm_queue import cancel, recorded_jobs
+
+    manifest, folder = results_target(args)
+    jobs = recorded_jobs(folder)
+    if not jobs:
+        print(f"sweep {manifest['name']}: no SLURM jobs recorded in {folder}; nothing to cancel")
+        return 0
+    wait = args.wait if args.wait is not None else _cancel_wait(args)
+    if not 0 <= wait <= 3600:
+        raise UsageError(f"--wait {wait:g}: give seconds between 0 and 3600")
+    cancelled, error = cancel(jobs.values(), wait_s=wait)
+    if error and not cancelled:
+        print(f"error: could not cancel the jobs of sweep {manifest['name']}: {error}", file=sys.stderr)
+        return 1
+    if not cancelled:
+        print(f"sweep {manifest['name']}: none of its {len(jobs)} recorded SLURM jobs is queued or running")
+        return 0
+    runs = {job_id: run_id for run_id, job_id in jobs.items()}
+    labels = {run["run_id"]: cell["label"] for cell in manifest["cells"] for run in cell["runs"]}
+    for job in cancelled:
+        run_id = runs.get(job.job_id, "?")
+        print(f"{labels.get(run_id, run_id)} [{run_id}]: slurm {job.job_id} cancelled (was {job.state.lower()})")
+    arrays = sorted({job.job_id.split("_")[0] for job in cancelled})
+    print(
+        f"cancelled {len(cancelled)} job(s) of sweep {manifest['name']} (scancel {' '.join(arrays)}); the runs keep "
+        "their last.ckpt and resume on the next `an-lab sweep`"
+    )
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cancel_wait(args: argparse.Namespace) -> float:
+    """launcher.slurm.cancel_wait_s of the sweep file (its default for a sweep folder)."""
+    from pathlib import Path
+
+    from an_lab.launch.slurm_settings import SlurmSettings
+    from an_lab.sweeps.spec import load_sweep
+
+    settings = None if Path(args.sweep).is_dir() else load_sweep(args.sweep, args.set).spec.launcher.slurm
+    return (settings or SlurmSettings()).cancel_wait_s
+
+
+def _completion_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("shell", choices=("bash", "zsh"), help="the shell to complete in")
+
+
+@command(
+    "completion",
+    _completion_arguments,
+    help="print a shell completion script",
+    description='Print a completion script for bash or zsh: eval "$(an-lab completion bash)" (or put it in '
+    "~/.bashrc). Completes commands, their options and the choices of options; files elsewhere.",
+)
+def _cmd_completion(args: argparse.Namespace) -> int:
+    from an_lab.cli import build_parser
+    from an_lab.cli.completion import script
+
+    print(script(build_parser(), args.shell))
+    return 0
+
+
+__all__ = ["COMMANDS"]

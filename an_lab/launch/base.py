@@ -1,0 +1,108 @@
+"""What every executor offers: take runs, start them, say which ended, stop one, and leave or stop the rest.
+
+An executor knows runs (a run folder with its resolved config), never sweeps. `an_lab.sweeps.run` drives one through
+a single loop for every mode: ask `slots()`, `submit()` that many runs, `poll()` for the ones that ended, `stop()` one
+(a pruned trial), and on Ctrl-C `interrupt()`. Executors are torch-free: they start, watch and stop processes or jobs.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from an_lab.config import RunConfig
+from an_lab.errors import UsageError
+from an_lab.rundir import Claim
+
+# How a run's process or job ended, as the executor saw it (the run folder holds the run's own account).
+DONE, FAILED, INTERRUPTED, BUSY, STOPPED, NOT_STARTED, LEFT = (
+    "done",
+    "failed",
+    "interrupted",
+    "busy",  # another process owned the run: it trains it, once
+    "stopped",  # stopped on purpose (a pruned trial)
+    "not started",
+    "left the queue",  # a SLURM job that is no longer queued; its run folder says how it ended
+)
+
+
+class LaunchError(UsageError):
+    """A setting the executor cannot use; `key` is where it sits under the sweep file's `launcher` section."""
+
+    def __init__(self, message: str, key: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+@dataclass
+class RunRequest:
+    """One run to start: its folder (holding config.json) and resolved config; `claim` goes to the process that trains
+    it (local executor) and is released once its end is recorded."""
+
+    run_id: str
+    run_dir: Path
+    config: RunConfig
+    label: str = ""
+    claim: Claim | None = None
+    payload: Any = None  # the caller's own data, e.g. an Optuna trial
+
+
+@dataclass
+class Handle:
+    """A submitted run: `job_id` is the executor's name for it (a pid, or a SLURM job id like 123_4)."""
+
+    request: RunRequest
+    job_id: str
+    submitted_at: float = field(default_factory=time.time)
+    outcome: str | None = None  # one of the words above once it ended
+    returncode: int | None = None
+    note: str | None = None  # a problem met while recording the end (a full disk), or why it could not start
+    stopping: bool = False
+
+    @property
+    def run_id(self) -> str:
+        return self.request.run_id
+
+    @property
+    def run_dir(self) -> Path:
+        return self.request.run_dir
+
+
+class Executor(abc.ABC):
+    name: str
+    tick_s: float = 0.2  # how often the driving loop comes back (display refresh, prune checks)
+
+    @abc.abstractmethod
+    def slots(self) -> int:
+        """How many more runs may be submitted now."""
+
+    @abc.abstractmethod
+    def submit(self, requests: list[RunRequest]) -> list[Handle]:
+        """Start (or queue) the runs; returns their handles (those that could not start have outcome NOT_STARTED)."""
+
+    @abc.abstractmethod
+    def poll(self) -> list[Handle]:
+        """The handles that ended since the last call, each with its outcome."""
+
+    @abc.abstractmethod
+    def in_flight(self) -> list[Handle]:
+        """Handles submitted and not yet reported ended."""
+
+    @abc.abstractmethod
+    def stop(self, handle: Handle) -> None:
+        """Stop one run on purpose (a pruned trial); poll() reports it as STOPPED."""
+
+    def adopt(self, requests: list[RunRequest]) -> list[Handle]:
+        """Handles for runs that this executor already has in flight from an earlier launch (none by default)."""
+        return []
+
+    def interrupt(self) -> None:
+        """Ctrl-C or SIGTERM of the driving process: stop what must not outlive it (nothing by default)."""
+        return None
+
+    def describe(self, handle: Handle) -> str:
+        """The executor's view of a run for progress lines: e.g. `pid 1234` or `slurm 123_4`."""
+        return handle.job_id

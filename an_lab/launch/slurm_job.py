@@ -1,0 +1,140 @@
+"""What runs inside a SLURM job: `TrainRun`, the callable submitit pickles for each array task.
+
+Each task trains its run in-process through the one entry point (`an_lab.launch.entry.execute`), resuming from
+last.ckpt. On time limits and preemption submitit's signal handler (global rank 0 only) calls `TrainRun.checkpoint()`,
+which returns the same call: the requeued job resumes from the last epoch-end checkpoint (nothing is saved inside the
+signal handler, so no collective runs there), and W&B continues under the run id. Lightning gets
+`SLURMEnvironment(auto_requeue=False)` (submitit alone requeues); MASTER_PORT comes from the job id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+from an_lab.launch.entry import execute, quiet_third_parties
+from an_lab.rundir import EXIT_BUSY
+
+ATTEMPTS = "slurm-attempts.jsonl"  # in the run folder: one line per start of the job (rank 0): requeues show here
+# After a SIGTERM, how long a task waits for the USR2 that follows it on preemption (submitit checkpoints and requeues
+# on USR2). scancel sends SIGTERM alone: the task then exits 143 after this grace, well inside SLURM's KillWait.
+PREEMPT_GRACE_S = 3.0
+PORT_BASE, PORT_SPAN = 20000, 20000
+
+
+def master_port(job_id: int) -> int:
+    """The DDP rendezvous port of a job: distinct for jobs sharing a node unless their ids differ by 20000."""
+    return PORT_BASE + job_id % PORT_SPAN
+
+
+class TrainRun:
+    """What each array task runs: train one run, in this process, from its config file.
+
+    Checkpointable in submitit's sense: on a time limit or a preemption submitit calls `checkpoint()` on global rank 0
+    and requeues the job with the call it returns, which is this same call; `train()` then resumes from last.ckpt.
+    """
+
+    def __init__(self, workdir: str, grace_s: float = PREEMPT_GRACE_S) -> None:
+        self.workdir = workdir  # relative paths in run configs are relative to where the sweep was submitted
+        self.grace_s = grace_s
+
+    def __call__(self, config_path: str) -> dict:
+        os.chdir(self.workdir)
+        job_id = os.environ.get("SLURM_JOB_ID")
+        if job_id and job_id.isdigit():
+            os.environ["MASTER_PORT"] = str(master_port(int(job_id)))  # never the submitting shell's port
+        from an_lab.config import load_config, run_dir
+
+        config = load_config(config_path)
+        if int(os.environ.get("SLURM_PROCID", "0")) == 0:
+            _record_attempt(run_dir(config))
+        from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+        quiet_third_parties()
+        plugins = [SLURMEnvironment(auto_requeue=False)] if "SLURM_NTASKS" in os.environ else None
+        preempt = _PreemptSignal()
+        try:
+            outcome = execute(config, plugins=plugins, progress=False)
+        except SystemExit as stop:
+            # train() exits 143 on SIGTERM. submitit's preemption sends SIGTERM and then USR2, whose handler
+            # (rank 0) checkpoints, requeues and exits: give it the time to arrive.
+            if stop.code == 143:
+                preempt.wait(self.grace_s)
+            raise
+        finally:
+            preempt.restore()
+        if outcome.code == EXIT_BUSY:  # another launcher trains this run: it is trained once, by that owner
+            print(outcome.message, flush=True)
+            return {"run_id": run_dir(config).name, "busy": outcome.message}
+        if outcome.code != 0:
+            raise RuntimeError(outcome.message)
+        return {"run_id": outcome.result.get("run_id"), "final": outcome.result.get("final")}
+
+    def checkpoint(self, config_path: str):
+        """Called by submitit in the signal handler of global rank 0: no collective, no saving here."""
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self, config_path)
+
+
+class _PreemptSignal:
+    """Notes whether submitit's requeue signal came and passes it on to submitit's own handler, with SIGTERM deferred
+    while that handler runs.
+
+    submitit's handler (rank 0) runs `scontrol requeue` and then exits. SLURM may deliver the SIGTERM of that requeue
+    before `scontrol` returns; the training's SIGTERM handler would then raise inside submitit's handler and cut the
+    requeue short. While the relay runs, a SIGTERM is only noted: the job is on its way out already, by the requeue.
+    """
+
+    def __init__(self) -> None:
+        self.number = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), signal.SIGUSR2)
+        self.seen = False
+        self.deferred_term = False
+        self.previous = signal.getsignal(self.number)
+        signal.signal(self.number, self._relay)
+
+    def _note_term(self, signum, frame) -> None:
+        self.deferred_term = True
+
+    def _relay(self, signum, frame) -> None:
+        self.seen = True
+        if not callable(self.previous):
+            return
+        term = signal.signal(signal.SIGTERM, self._note_term)
+        try:
+            self.previous(signum, frame)  # rank 0: checkpoint, requeue and sys.exit
+        finally:
+            signal.signal(signal.SIGTERM, term)
+
+    def wait(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def restore(self) -> None:
+        signal.signal(self.number, self.previous)
+
+
+def _record_attempt(directory: Path) -> None:
+    import an_lab
+
+    directory.mkdir(parents=True, exist_ok=True)
+    env = os.environ
+    array, task = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
+    entry = {
+        "job_id": f"{array}_{task}" if array and task else env.get("SLURM_JOB_ID"),
+        "slurm_job_id": env.get("SLURM_JOB_ID"),
+        "restart": int(env.get("SLURM_RESTART_COUNT", "0") or 0),
+        "tasks": int(env.get("SLURM_NTASKS", "1") or 1),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "an_lab": an_lab.__file__,  # the snapshot the job imported
+        "master_port": env.get("MASTER_PORT"),
+        "started_at": time.time(),
+    }
+    with (directory / ATTEMPTS).open("a") as handle:
+        handle.write(json.dumps(entry, sort_keys=True) + "\n")

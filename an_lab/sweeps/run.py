@@ -1,0 +1,219 @@
+"""`an-lab sweep`: one reconcile loop for every mode and executor.
+
+    expand -> select what is not done -> claim -> submit -> follow -> report
+
+A *source* says what to run next (the planned runs of a grid, ablation or list sweep; Optuna's trials in a search)
+and hears how each run ended; an *executor* (an_lab.launch) runs them. The loop asks the executor for free slots,
+takes that many runs from the source, submits them, polls for the ones that ended and asks the source whether a
+running one should stop (a pruned trial). The same loop drives local processes and SLURM job arrays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from an_lab.launch.base import Executor, Handle, LaunchError, RunRequest
+from an_lab.rundir import read_json, state
+from an_lab.sweeps.expand import PlannedRun
+from an_lab.sweeps.loop import reconcile
+from an_lab.sweeps.selection import RETRYABLE, claim_run, holder, prepare, sweep_lock, validate
+from an_lab.sweeps.spec import SeedPolicy, Sweep
+
+
+@dataclass
+class Options:
+    executor: str  # local or slurm
+    retry_failed: bool = False
+    wait: bool = False  # slurm: follow the jobs until they end
+    max_parallel: int | None = None
+    poll_s: float | None = None  # slurm: seconds between scheduler polls (default launcher.slurm.poll_interval_s)
+
+
+def make_executor(sweep: Sweep, options: Options) -> Executor:
+    parallel = options.max_parallel or sweep.spec.launcher.max_parallel
+    if options.executor == "local":
+        from an_lab.launch.local import LocalExecutor
+
+        return LocalExecutor(parallel)
+    from an_lab.launch.slurm import SlurmExecutor
+
+    return SlurmExecutor(
+        sweep.sweep_dir,
+        f"an-lab-{sweep.name}",
+        sweep.spec.launcher.slurm,
+        parallel,
+        poll_interval_s=options.poll_s,
+    )
+
+
+def request_for(run: PlannedRun) -> RunRequest:
+    return RunRequest(run.run_id, run.run_dir, run.config, label=run.cell.label)
+
+
+@contextlib.contextmanager
+def sweep_errors(sweep: Sweep):
+    """An executor's LaunchError becomes the sweep's own error, naming the file and the key's line."""
+    try:
+        yield
+    except LaunchError as error:
+        if error.key:
+            raise sweep.error(str(error), error.key) from None
+        raise
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Sources
+
+
+@dataclass
+class GridSource:
+    """The planned runs of a sweep, claimed one at a time as slots free up.
+
+    Local runs keep their claim (the child process holds it); SLURM runs are claimed briefly to write the config and
+    released (the job claims the run when it starts), and are submitted under the sweep's launch lock, skipping runs
+    another launch submitted meanwhile."""
+
+    sweep: Sweep
+    runs: list[PlannedRun]
+    retry_failed: bool
+    keep_claims: bool
+    say: Callable[[str], None]
+    started: float = field(default_factory=time.time)
+    taken: list[PlannedRun] = field(default_factory=list)  # runs another process owned when their turn came
+
+    def __post_init__(self) -> None:
+        self.pending = list(self.runs)
+
+    @property
+    def exhausted(self) -> bool:
+        return not self.pending
+
+    def submitting(self):
+        return contextlib.nullcontext() if self.keep_claims else sweep_lock(self.sweep)
+
+    def take(self, count: int) -> list[RunRequest]:
+        requests = []
+        while self.pending and len(requests) < count:
+            run = self.pending.pop(0)
+            if not self.keep_claims and _submitted_since(run, self.started):
+                continue  # another launch of this sweep queued it meanwhile
+            claim = claim_run(run, self.retry_failed, "local launcher" if self.keep_claims else "slurm submission")
+            if claim is None:
+                if state(run.run_dir)[0] not in ("done", *RETRYABLE):
+                    self.taken.append(run)
+                    self.say(f"{run.cell.label} [{run.run_id}]: left to {holder(run)}")
+                continue
+            request = request_for(run)
+            if self.keep_claims:
+                request.claim = claim
+            else:
+                claim.release()
+            requests.append(request)
+        return requests
+
+    def should_stop(self, handle: Handle) -> bool:
+        return False
+
+    def ended(self, handle: Handle) -> None:
+        return None
+
+
+def _submitted_since(run: PlannedRun, since: float) -> bool:
+    from an_lab.launch.slurm import RUN_JOB
+
+    entry = read_json(run.run_dir / RUN_JOB)
+    return isinstance(entry, dict) and float(entry.get("submitted_at") or 0) > since
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# `an-lab sweep`
+
+
+def run_sweep(sweep: Sweep, options: Options, say: Callable[[str], None] = print) -> bool:
+    """Launch (and, locally or with --wait, follow) the runs of a sweep that are not done. Returns whether it followed
+    them to their end (then the caller reports the sweep's results)."""
+    from an_lab.sweeps.display import Display
+
+    if sweep.mode == "search":
+        from an_lab.sweeps.search import run_search
+
+        with sweep_errors(sweep):
+            parallel = options.max_parallel or sweep.spec.launcher.max_parallel
+            run_search(sweep, make_executor(sweep, options), say, parallel)
+        return True
+    runs = validate(sweep)  # before anything is written or any scheduler is asked
+    with sweep_errors(sweep):
+        executor = make_executor(sweep, options)
+        follow = options.executor == "local" or options.wait
+        launched: set[str] = set()
+        while True:  # one round, or with adaptive seeds, rounds until no cell asks for more seeds
+            todo, adopted = _select(sweep, executor, options, launched, say, runs)
+            runs = None
+            if launched and not todo and not adopted:
+                break
+            display = Display(sweep, len(todo) + len(adopted), say)
+            source = GridSource(sweep, todo, options.retry_failed, executor.name == "local", display.say)
+            with display:
+                for handle in adopted:
+                    display.started(handle)
+                reconcile(executor, source, display, follow)
+            launched.update(run.run_id for run in todo)
+            if not follow:
+                _report_queued(sweep, executor, source, say)
+                return False
+            if not todo or not isinstance(sweep.spec.seeds, SeedPolicy):
+                break
+    return True
+
+
+def _select(
+    sweep: Sweep, executor: Executor, options: Options, launched: set[str], say, runs: list[PlannedRun] | None
+) -> tuple[list, list]:
+    """The runs to submit, and the handles of runs in flight on the executor (SLURM jobs of an earlier launch)."""
+    with sweep_lock(sweep) if executor.name == "slurm" else contextlib.nullcontext():
+        selection = prepare(sweep, options.retry_failed, runs)
+        candidates = [run for run in selection.launch + selection.running if run.run_id not in launched]
+        adopted = executor.adopt([request_for(run) for run in candidates])
+        refused = getattr(executor, "refused", set()) if not options.retry_failed else set()
+        flying = {handle.run_id for handle in adopted}
+        todo = [
+            run
+            for run in selection.launch
+            if run.run_id not in launched and run.run_id not in flying and run.run_id not in refused
+        ]
+        check = getattr(executor, "check", None)
+        if check is not None:
+            check([request_for(run) for run in todo])
+    failed = len(selection.failed) + len([run for run in selection.launch if run.run_id in refused])
+    where = f"{len(selection.running)} running"
+    if executor.name == "slurm":
+        where = f"{len(adopted)} queued or running on SLURM"
+    say(
+        f"sweep {sweep.name}: {len(todo)} to run, {len(selection.done)} done, "
+        f"{failed} failed or corrupt (kept; --retry-failed relaunches them), {where}"
+        + (" (more seeds where the CI is still too wide)" if launched else "")
+    )
+    return todo, adopted
+
+
+def _report_queued(sweep: Sweep, executor: Executor, source: GridSource, say) -> None:
+    for submission in getattr(executor, "submissions", []):
+        count = len(submission.runs)
+        say(
+            f"submitted job array {submission.job_id} ({count} task{'s' * (count != 1)}, "
+            f"{submission.shape.describe()}) with one sbatch call in {submission.seconds:.2f} s"
+        )
+    if executor.name == "slurm" and getattr(executor, "submissions", None):
+        say(f"  code snapshot and logs: {sweep.sweep_dir}/code/, {sweep.sweep_dir}/slurm/logs/<job id>/")
+    if source.pending:
+        limits = executor.limits
+        say(
+            f"{len(source.pending)} runs wait for room in the queue ({limits.submit_limit_source} is "
+            f"{limits.max_submit_jobs} jobs); `an-lab sweep --wait` submits them as jobs leave the queue, or run "
+            "`an-lab sweep` again later"
+        )
+    if executor.in_flight():
+        say(f"follow with: an-lab status {sweep.path}   (stop with: an-lab cancel {sweep.path})")
