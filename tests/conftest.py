@@ -88,6 +88,13 @@ def slurm_cluster(tmp_path_factory):
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         pytest.skip("the local SLURM cluster needs root on a Debian machine (scripts/local-slurm.sh)")
     script = ROOT / "scripts" / "local-slurm.sh"
+    running = os.environ.get("AN_LAB_TEST_SLURM_STATE")  # a cluster already up (local-slurm.sh up DIR): reuse it
+    if running:
+        healthy = subprocess.run([script, "status", running], capture_output=True, text=True, timeout=60)
+        assert healthy.returncode == 0, f"AN_LAB_TEST_SLURM_STATE={running} is not a healthy cluster: {healthy.stderr}"
+        os.environ["SLURM_CONF"] = str(Path(running) / "etc" / "slurm.conf")
+        yield Path(running)
+        return
     state = tmp_path_factory.mktemp("slurm-cluster")
     install = subprocess.run([script, "install"], capture_output=True, text=True, timeout=900)
     if install.returncode != 0:

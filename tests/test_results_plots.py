@@ -235,7 +235,7 @@ def test_axis_groups_put_the_base_first_in_every_axis_and_baselines_apart(sweep)
 def test_cell_curves_average_the_done_seeds_per_epoch(sweep):
     curves = cell_curves(load_manifest(sweep))
     assert sorted(curves) == [0, 1, 3, 4, 5]  # the concat cell has no done run
-    assert [epoch for epoch, _ in curves[0]] == list(range(EPOCHS))
+    assert [epoch for epoch, _ in curves[0]] == [epoch for epoch, _ in curves[1]] == list(range(EPOCHS))
     assert all(_close(value, 21.6 + 10 * (EPOCHS - 1 - epoch)) for epoch, value in curves[0])
     assert all(_close(value, 21.85 + 10 * (EPOCHS - 1 - epoch)) for epoch, value in curves[1])  # the failed run: out
     assert _close(curves[5][-1][1], 23.01)
@@ -244,6 +244,8 @@ def test_cell_curves_average_the_done_seeds_per_epoch(sweep):
 def test_curve_estimates_give_the_95_ci_across_seeds_per_epoch(sweep):
     estimates = curve_estimates(load_manifest(sweep))
     assert sorted(estimates) == [0, 1, 3, 4, 5]
+    for cell in (0, 1, 3, 5):  # every epoch estimated (the loops and all() below would pass over an empty list)
+        assert [epoch for epoch, _ in estimates[cell]] == list(range(EPOCHS)), cell
     for cell in (0, 3, 5):
         for epoch, found in estimates[cell]:
             values = [final + 10.0 * (EPOCHS - 1 - epoch) for final in FINALS[cell]]

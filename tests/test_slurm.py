@@ -318,3 +318,34 @@ def test_cancel_stops_a_sweeps_jobs_and_leaves_its_runs_launchable(tmp_path, dat
     relaunched = an_lab("sweep", path, "--set", "launcher.slurm.additional_parameters.hold=true")
     assert relaunched.returncode == 0 and "2 to run" in relaunched.stdout, show(relaunched)
     assert an_lab("cancel", path).stdout.count("cancelled (was pending)") == 2
+
+
+def test_cells_of_different_job_shapes_go_to_one_array_each_and_gpus_default_from_the_cluster(
+    tmp_path, data_root, slurm_cluster
+):
+    """A sweep whose cells ask for 1 and 2 processes: one array per shape, one sbatch call each; without
+    launcher.slurm.gpus_per_node a cluster with no GRES gpu gets CPU jobs (the quickstart's old gres failure)."""
+    path, output = write_sweep(tmp_path, data_root, "shapes", axes={"trainer.devices": [1, 2]})
+    tree = yaml.safe_load(path.read_text())
+    del tree["launcher"]["slurm"]["gpus_per_node"]
+    tree["baselines"] = {}
+    path.write_text(yaml.safe_dump(tree))
+    env, sbatch_log = sbatch_counter(tmp_path)
+    hold = "launcher.slurm.additional_parameters.hold=true"
+    submitted = an_lab("sweep", path, "--set", hold, env=env)
+    assert submitted.returncode == 0, show(submitted)
+    assert calls(sbatch_log) == 2
+    assert "1 node(s) x 1 task(s), no GPU" in submitted.stdout and "1 node(s) x 2 task(s), no GPU" in submitted.stdout
+    arrays = {job_record(run)["array_job_id"] for run in run_folders(output)}
+    assert len(arrays) == 2
+    jobs = json.loads((output / "sweeps" / "shapes" / "slurm" / "jobs.json").read_text())["submissions"]
+    assert sorted(entry["sbatch"]["ntasks_per_node"] for entry in jobs) == [1, 2]
+    assert all("gpus_per_node" not in entry["sbatch"] for entry in jobs)
+    cancelled = an_lab("cancel", path)  # waits until the jobs have left the queue ...
+    assert cancelled.returncode == 0 and cancelled.stdout.count("cancelled (was pending)") == 2, show(cancelled)
+    queue = subprocess.run(["squeue", "--noheader", "--jobs", ",".join(arrays)], capture_output=True, text=True)
+    assert queue.stdout.strip() == ""
+    again = an_lab("sweep", path, "--set", hold, env=env)  # ... so an immediate relaunch submits both runs again
+    assert again.returncode == 0 and "2 to run" in again.stdout, show(again)
+    assert calls(sbatch_log) == 4
+    assert an_lab("cancel", path).returncode == 0

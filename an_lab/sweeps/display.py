@@ -57,6 +57,8 @@ class Display:
     def __exit__(self, *exc) -> None:
         self.live.update(self.bar)
         self.live.__exit__(*exc)
+        if not self.live.console.is_terminal:  # Live leaves its last frame without a line end outside a terminal
+            self.live.console.line()
 
     def say(self, line: str) -> None:
         self.live.console.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -86,6 +86,8 @@ def load_manifest(target: str | Path, overrides: list[str] | tuple[str, ...] = (
     sweep = load_sweep(path, overrides)
     if not overrides and (recorded := recorded_overrides(sweep)):
         sweep = load_sweep(path, recorded)  # the runs `an-lab sweep --set ...` launched, not those of the bare file
+    if sweep.mode == "search" and (sweep.sweep_dir / MANIFEST).is_file():
+        return load_manifest(sweep.sweep_dir)  # the trials Optuna asked are known only to the sweep folder
     return build_manifest(sweep, expand(sweep))
 
 

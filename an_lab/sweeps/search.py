@@ -39,6 +39,7 @@ def _study(sweep: Sweep):
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the orchestrator reports each trial itself
     search = sweep.spec.search
     if search.storage:
         storage = search.storage
