@@ -62,7 +62,10 @@ def _write_run(folder: Path, seed: int, final: float, epochs: int, params: int) 
         "finished_at": 1.7e9,
     }
     (folder / "result.json").write_text(json.dumps(result))
-    config = {"wandb": {"entity": None, "project": "an-lab-bench", "group": "bench", "tags": []}, "trainer": {"seed": seed}}
+    config = {
+        "wandb": {"entity": None, "project": "an-lab-bench", "group": "bench", "tags": []},
+        "trainer": {"seed": seed},
+    }
     (folder / "config.json").write_text(json.dumps(config))
 
 
@@ -120,14 +123,14 @@ def _timed(command: list[str], env: dict[str, str], guard: float) -> tuple[float
 
 
 def median_time(command: list[str], env: dict[str, str], rounds: int, guard: float) -> tuple[float, int, str]:
-    """Median wall seconds of `rounds` runs after one warm-up, the last exit status and the last stderr line."""
+    """Median wall seconds of `rounds` runs after one warm-up, the last exit status and its error line (if any)."""
     _timed(command, env, guard)
     walls, done = [], None
     for _ in range(rounds):
         wall, done = _timed(command, env, guard)
         walls.append(wall)
-    last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
-    return statistics.median(walls), done.returncode, last
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    return statistics.median(walls), done.returncode, errors[0] if errors else ""
 
 
 def main() -> int:

@@ -349,3 +349,65 @@ def test_cells_of_different_job_shapes_go_to_one_array_each_and_gpus_default_fro
     assert again.returncode == 0 and "2 to run" in again.stdout, show(again)
     assert calls(sbatch_log) == 4
     assert an_lab("cancel", path).returncode == 0
+
+
+def _study(output: Path, name: str):
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    journal = output / "sweeps" / name / "optuna-journal.log"
+    return optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(journal))))
+
+
+def test_a_search_on_slurm_survives_its_orchestrator_killed_twice_and_ends_detached(tmp_path, data_root, slurm_cluster):
+    """Every trial is one job; the orchestrator is SIGKILLed twice while trials run, then finishes as a detached job:
+    exactly n_trials trials, each submitted once (followed again, never resubmitted), pruned jobs cancelled."""
+    import optuna
+
+    path, output = write_sweep(tmp_path, data_root, "search", axes={"model.an.pooling": ["rsd", "mean"]})
+    tree = yaml.safe_load(path.read_text())
+    tree.update(mode="search", baselines={})
+    tree["base"]["trainer"]["epochs"] = 3
+    tree["launcher"]["max_parallel"] = 2
+    tree["search"] = {
+        "metric": "val_top1_err",
+        "n_trials": 5,
+        "sampler": "random",
+        # Deterministic: the seeded sampler and CPU training give the same trials every time; a trial above 70% error
+        # after its second epoch is pruned (the lr 3.2 trial is).
+        "pruner": "threshold",
+        "pruner_options": {"upper": 70.0, "n_warmup_steps": 1},
+        "space": {"optim.base_lr": {"low": 0.05, "high": 50.0, "log": True}},
+    }
+    path.write_text(yaml.safe_dump(tree))
+    submitted = lambda: len(list(output.glob("*/slurm.json")))  # noqa: E731
+    logs = []
+    for kill_after in (2, 4):
+        log = (tmp_path / f"orchestrator-{kill_after}.log").open("w")
+        logs.append(log.name)
+        command = [sys.executable, "-m", "an_lab.cli", "sweep", str(path), "--poll", "1"]
+        orchestrator = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(lambda n=kill_after: submitted() >= n, 300, f"{kill_after} trials submitted")
+        orchestrator.kill()
+        orchestrator.wait()
+    assert "reattached to slurm" in Path(logs[1]).read_text()
+    detached = an_lab("sweep", path, "--detach", "--poll", "1")
+    assert detached.returncode == 0 and "orchestrator submitted as slurm job" in detached.stdout, show(detached)
+    wait_for(lambda: "orchestrator: slurm" in (s := an_lab("status", path).stdout) and "COMPLETED" in s, 600, "the end")
+    study = _study(output, "search")
+    assert len(study.trials) == 5 and all(trial.state.is_finished() for trial in study.trials)
+    run_ids = [trial.user_attrs["run_id"] for trial in study.trials]
+    assert len(set(run_ids)) == 5
+    for run_id in run_ids:  # one job per trial: followed again after each kill, never submitted twice
+        assert job_record(output / run_id)["previous"] == []
+    pruned = [trial for trial in study.trials if trial.state == optuna.trial.TrialState.PRUNED]
+    assert len(pruned) >= 1
+    for trial in pruned:
+        job_id = job_record(output / trial.user_attrs["run_id"])["job_id"]
+        accounting = subprocess.run(
+            ["sacct", "--noheader", "--parsable2", "-X", "--jobs", job_id, "--format", "State"],
+            capture_output=True,
+            text=True,
+        )
+        assert accounting.stdout.startswith("CANCELLED"), accounting.stdout
+    assert any(trial.state == optuna.trial.TrialState.COMPLETE for trial in study.trials)

@@ -18,6 +18,7 @@ from an_lab.errors import UsageError
 from an_lab.launch.slurm import Shape, sbatch_parameters
 from an_lab.sweeps.spec import SlurmSettings, load_sweep
 
+
 def job_parameters(sweep, settings, code, count: int) -> dict:
     """The sbatch parameters of a one-task CPU job array of `count` runs of the sweep."""
     shape = Shape(nodes=1, tasks_per_node=1, gpus_per_node=settings.gpus_per_node or 0, cpus_per_task=1)

@@ -9,6 +9,7 @@ import sys
 from an_lab import catalog
 from an_lab.cli.commands import COMMANDS, add_set, add_sweep, command
 from an_lab.errors import UsageError
+from an_lab.sweeps.status import orchestrator_line
 
 
 def _k_schedule(text: str) -> int | tuple[int, ...]:
@@ -137,6 +138,12 @@ def _sweep_arguments(sweep: argparse.ArgumentParser) -> None:
     sweep.add_argument("--max-parallel", type=int, default=None, help="runs at once (default: the file's)")
     sweep.add_argument("--wait", action="store_true", help="slurm: follow the jobs until they end, then report")
     sweep.add_argument(
+        "--detach",
+        action="store_true",
+        help="slurm: submit this command itself as a small job (1 CPU, no GPU, requeued) that follows the sweep, so "
+        "nothing stays open on the login node; see it with `an-lab status`, stop it with `an-lab cancel`",
+    )
+    sweep.add_argument(
         "--poll",
         type=float,
         default=None,
@@ -163,12 +170,36 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         raise UsageError(f"--poll {args.poll:g}: give seconds between 0.5 and 3600")
     sweep = load_sweep_target(args.sweep, args.set)
     executor = args.executor or sweep.spec.launcher.executor
+    if args.detach:
+        return _detach(sweep, args, executor)
     options = Options(executor, args.retry_failed, args.wait, args.max_parallel, args.poll)
     if not run_sweep(sweep, options):
         return 0
     rows = _final_report(sweep, scheduler=executor == "slurm")
     done = ("done",) if executor == "slurm" else ("done", "running")
     return 0 if all(row["state"] in done for row in rows) else 1
+
+
+def _detach(sweep, args: argparse.Namespace, executor: str) -> int:
+    from pathlib import Path
+
+    from an_lab.sweeps.run import detach
+
+    if executor != "slurm":
+        raise UsageError("--detach submits the sweep's orchestrator as a SLURM job: use it with --executor slurm")
+    argv = ["sweep", str(Path(args.sweep).resolve()), "--executor", "slurm", "--wait"]
+    for item in args.set:
+        argv += ["--set", item]
+    if args.retry_failed:
+        argv.append("--retry-failed")
+    if args.max_parallel is not None:
+        argv += ["--max-parallel", str(args.max_parallel)]
+    if args.poll is not None:
+        argv += ["--poll", str(args.poll)]
+    job_id = detach(sweep, argv)
+    print(f"sweep {sweep.name}: orchestrator submitted as slurm job {job_id} (1 CPU, no GPU, requeued)")
+    print(f"follow with: an-lab status {args.sweep}   (stop everything with: an-lab cancel {args.sweep})")
+    return 0
 
 
 def _final_report(sweep, scheduler: bool = False) -> list[dict]:
@@ -213,6 +244,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     print(render_status(manifest, rows))
     for note in notes:
         print(f"note: {note}")
+    if (line := orchestrator_line(manifest)) is not None:
+        print(line)
     return 0
 
 
@@ -238,10 +271,16 @@ def _cancel_arguments(cancel: argparse.ArgumentParser) -> None:
 )
 def _cmd_cancel(args: argparse.Namespace) -> int:
     from an_lab.cli.results import results_target
+    from an_lab.launch.slurm import recorded_orchestrator
     from an_lab.launch.slurm_queue import cancel, recorded_jobs
 
     manifest, folder = results_target(args)
     jobs = recorded_jobs(folder)
+    orchestrator = recorded_orchestrator(folder)
+    if orchestrator is not None:  # first, so that it submits nothing more
+        stopped, _ = cancel([orchestrator], wait_s=30)
+        for job in stopped:
+            print(f"orchestrator: slurm {job.job_id} cancelled (was {job.state.lower()})")
     if not jobs:
         print(f"sweep {manifest['name']}: no SLURM jobs recorded in {folder}; nothing to cancel")
         return 0

@@ -39,6 +39,9 @@ from an_lab.rundir import (
 )
 
 LOG = "train.log"
+# How runs are started: "forkserver" (the default: forked from a process that imported torch once, see
+# an_lab.launch.workers) or "process" (a fresh interpreter per run, which imports torch every time).
+STARTER_ENV = "AN_LAB_LOCAL_STARTER"
 
 
 def visible_gpus() -> list[str]:
@@ -109,7 +112,7 @@ class LocalExecutor(Executor):
         self.threads = max(1, (os.cpu_count() or 1) // self.parallel)
         self.free_gpus = list(self.gpus[: self.parallel])
         self.running: list[tuple[Handle, object, str | None]] = []  # handle, process, its GPU
-        self.starter = starter or start_process
+        self.starter = starter or default_starter()
 
     def slots(self) -> int:
         return self.parallel - len(self.running)
@@ -193,6 +196,13 @@ class LocalExecutor(Executor):
     def describe(self, handle: Handle) -> str:
         return handle.job_id
 
+    def close(self) -> None:
+        """Stop the forkserver, once no run is in flight (runs still in flight keep running, followed without their
+        exit status). Without this call it stops when this process ends."""
+        close = getattr(self.starter, "close", None)
+        if close is not None:
+            close()
+
 
 def _kill_group(pid: int, number: int) -> None:
     with contextlib.suppress(ProcessLookupError):
@@ -202,6 +212,18 @@ def _kill_group(pid: int, number: int) -> None:
 def _release(request: RunRequest) -> None:
     if request.claim is not None:
         request.claim.release()
+
+
+def default_starter():
+    """A forkserver, which falls back on start_process when it cannot start; start_process with STARTER_ENV=process."""
+    choice = os.environ.get(STARTER_ENV) or "forkserver"
+    if choice == "process":
+        return start_process
+    if choice != "forkserver":
+        raise UsageError(f"{STARTER_ENV}={choice!r}: use 'forkserver' (the default) or 'process'")
+    from an_lab.launch.workers import Forkserver
+
+    return Forkserver(fallback=start_process)
 
 
 def start_process(config: Path, log: Path, env: dict[str, str], fds: tuple[int, ...]) -> subprocess.Popen:

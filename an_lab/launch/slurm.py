@@ -32,7 +32,7 @@ from pathlib import Path
 from an_lab.config import control_character
 from an_lab.launch import slurm_queue as queue
 from an_lab.launch.base import DONE, LEFT, STOPPED, Executor, Handle, LaunchError, RunRequest
-from an_lab.launch.slurm_job import TrainRun
+from an_lab.launch.slurm_job import Orchestrate, TrainRun
 from an_lab.launch.slurm_queue import JOBS_FILE, LOGS_DIR, ClusterLimits
 from an_lab.launch.slurm_settings import SlurmSettings, parse_minutes
 from an_lab.rundir import CONFIG, read_json, state, write_json_atomic
@@ -458,3 +458,40 @@ class SlurmExecutor(Executor):
     def describe(self, handle: Handle) -> str:
         word = self.last_view.get(handle.job_id)
         return f"slurm {handle.job_id}" + (f" {word.lower()}" if word else "")
+
+
+ORCHESTRATOR = "slurm/orchestrator.json"  # in `home`: the detached orchestrator's job
+ORCHESTRATOR_MINUTES = 7 * 24 * 60  # its time limit; it is requeued at the limit and reattaches
+
+
+def submit_orchestrator(home: Path, job_name: str, settings: SlurmSettings | None, argv: list[str]) -> str:
+    """Submit `an-lab ARGV` as a small requeueable job (1 CPU, no GPU, a week) and record it; returns its job id."""
+    import submitit
+    from submitit.core.utils import FailedJobError, FailedSubmissionError
+
+    settings = settings or SlurmSettings()
+    home = Path(home).resolve()
+    code = snapshot_code(home)
+    shape = Shape(nodes=1, tasks_per_node=1, gpus_per_node=0, cpus_per_task=1)
+    small = settings.model_copy(update={"time": ORCHESTRATOR_MINUTES, "mem": "2G", "constraint": None})
+    parameters = sbatch_parameters(small, shape, code, 1, f"{job_name}-orchestrator", 1)
+    parameters.pop("array_parallelism", None)
+    try:
+        executor = submitit.SlurmExecutor(folder=home / LOGS_DIR / "%j", max_num_timeout=MAX_TIMEOUT_REQUEUES)
+        executor.update_parameters(**parameters)
+        job = executor.submit(Orchestrate(argv, os.getcwd()))
+    except RuntimeError as error:
+        raise LaunchError(f"--detach: {error} (run on a SLURM login node)") from None
+    except (FailedJobError, FailedSubmissionError, OSError) as error:
+        lines = [line for line in str(error).splitlines() if line.strip()]
+        raise LaunchError(f"sbatch refused the orchestrator job: {lines[-1] if lines else 'no output'}") from None
+    write_json_atomic(
+        home / ORCHESTRATOR,
+        {"job_id": str(job.job_id), "argv": argv, "submitted_at": time.time(), "code": str(code)},
+    )
+    return str(job.job_id)
+
+
+def recorded_orchestrator(home: Path) -> str | None:
+    entry = read_json(Path(home) / ORCHESTRATOR)
+    return entry.get("job_id") if isinstance(entry, dict) and isinstance(entry.get("job_id"), str) else None

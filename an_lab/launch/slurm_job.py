@@ -138,3 +138,29 @@ def _record_attempt(directory: Path) -> None:
     }
     with (directory / ATTEMPTS).open("a") as handle:
         handle.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+class Orchestrate:
+    """A detached `an-lab sweep`: runs the command line in the job (1 CPU, no GPU) and, when the job is requeued
+    (preemption or its time limit), runs it again: the sweep reattaches to its runs in flight."""
+
+    def __init__(self, argv: list[str], workdir: str) -> None:
+        self.argv = list(argv)
+        self.workdir = workdir
+
+    def __call__(self) -> int:
+        import subprocess
+        import sys
+
+        os.chdir(self.workdir)
+        # A process of its own (the snapshot's `an-lab`, from the job's PYTHONPATH): SIGTERM on a requeue reaches it
+        # through the job's process group, and it leaves the trials' jobs running.
+        code = subprocess.run([sys.executable, "-m", "an_lab.cli", *self.argv], check=False).returncode
+        if code not in (0, 1):
+            raise RuntimeError(f"an-lab {' '.join(self.argv)} exited {code}")
+        return code
+
+    def checkpoint(self):
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self)

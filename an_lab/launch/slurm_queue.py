@@ -86,15 +86,22 @@ def array_id(job_id: str) -> str:
 
 
 def expand_ids(text: str) -> list[str]:
-    """Job ids of one squeue/sacct JobID field: `123_[0-3,7%2]` (pending array tasks) -> 123_0 ... 123_3, 123_7."""
+    """Job ids of one squeue/sacct JobID field: `123_[0-3,7%2]` (pending array tasks) -> 123_0 ... 123_3, 123_7.
+
+    Steps (`0-40:2`) are followed. sacct cuts a long task list short with `...` (its 64-character bit string limit):
+    the part cut short is dropped, so those tasks are known from squeue instead.
+    """
     match = re.fullmatch(r"(\d+)_\[([^\]]*)\]", text.strip())
     if match is None:
         return [text.strip()]
     base, spec = match.group(1), match.group(2).split("%", 1)[0]
     ids = []
     for part in filter(None, spec.split(",")):
-        low, _, high = part.partition("-")
-        ids.extend(f"{base}_{task}" for task in range(int(low), int(high or low) + 1))
+        bounds = re.fullmatch(r"(\d+)(?:-(\d+))?(?::(\d+))?", part.strip())
+        if bounds is None:  # cut short ("32-3...") or not a range
+            continue
+        low, high, step = int(bounds.group(1)), int(bounds.group(2) or bounds.group(1)), int(bounds.group(3) or 1)
+        ids.extend(f"{base}_{task}" for task in range(low, high + 1, max(1, step)))
     return ids
 
 
@@ -116,6 +123,8 @@ def _run(command: list[str]) -> tuple[str | None, str | None]:
 
 def _squeue(arrays: list[str]) -> tuple[dict[str, JobState] | None, str | None]:
     out, error = _run(["squeue", "--noheader", "--array", "--jobs", ",".join(arrays), "--format", "%i|%T|%r|%N"])
+    if out is None and error is not None and "Invalid job id specified" in error:
+        return {}, None  # asked for one job the controller has forgotten (ended over MinJobAge ago): not queued
     if out is None:
         return None, error
     jobs = {}
@@ -355,8 +364,11 @@ def last_error_line(path: Path, limit: int = 64 * 1024) -> str | None:
             lines = handle.read().decode(errors="replace").splitlines()
     except OSError:
         return None
+    exception = re.compile(r"^[\w.]+(Error|Exception|Interrupt|Exit)\b")
+    for line in reversed(lines):  # the exception first: srun always adds its own "task 0: Exited" line after it
+        if exception.match(text := line.strip()):
+            return text[:300]
     for line in reversed(lines):
-        text = line.strip()
-        if re.match(r"^[\w.]+(Error|Exception|Interrupt|Exit)\b", text) or text.lower().startswith(("error", "srun:")):
+        if (text := line.strip()).lower().startswith(("error", "srun:")):
             return text[:300]
     return None

@@ -217,3 +217,12 @@ def _report_queued(sweep: Sweep, executor: Executor, source: GridSource, say) ->
         )
     if executor.in_flight():
         say(f"follow with: an-lab status {sweep.path}   (stop with: an-lab cancel {sweep.path})")
+
+
+def detach(sweep: Sweep, argv: list[str]) -> str:
+    """Submit `an-lab ARGV` (this sweep, followed to its end) as its own small SLURM job; returns the job id."""
+    from an_lab.launch.slurm import submit_orchestrator
+
+    validate(sweep)
+    with sweep_errors(sweep):
+        return submit_orchestrator(sweep.sweep_dir, f"an-lab-{sweep.name}", sweep.spec.launcher.slurm, argv)

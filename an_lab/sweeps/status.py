@@ -135,3 +135,15 @@ def render_status(manifest: dict, rows: list[dict]) -> str:
     if counts["failed"] or counts["corrupt"]:
         lines.append("failed and corrupt runs relaunch with: an-lab sweep SWEEP.yaml --retry-failed")
     return "\n".join(lines)
+
+
+def orchestrator_line(manifest: dict) -> str | None:
+    """`orchestrator: slurm 123 RUNNING` for a sweep launched with --detach (one squeue/sacct call); else None."""
+    from an_lab.launch.slurm import recorded_orchestrator
+    from an_lab.launch.slurm_queue import query
+
+    job_id = recorded_orchestrator(Path(manifest["output_dir"]) / "sweeps" / str(manifest["name"]))
+    if job_id is None:
+        return None
+    job = query([job_id]).jobs.get(job_id)
+    return f"orchestrator: {job.describe() if job else f'slurm {job_id} (not known to the scheduler)'}"
