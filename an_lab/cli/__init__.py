@@ -23,7 +23,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from an_lab.cli import results, runs  # noqa: F401  (registers their commands)
+    from an_lab.cli import runs, results  # noqa: F401, I001  (registers their commands, in this order)
 
     parser = argparse.ArgumentParser(prog="an-lab", description="Attentive Normalization experiments and sweeps.")
     parser.add_argument("--version", action="version", version=f"an-lab {_version()}")
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     for command in COMMANDS:
         sub = commands.add_parser(command.name, help=command.help, description=command.description)
         command.arguments(sub)
-        sub.set_defaults(run=command.run)
+        sub.set_defaults(run=command.run, parser=parser)
     return parser
 
 

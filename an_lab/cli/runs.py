@@ -333,10 +333,9 @@ def _completion_arguments(parser: argparse.ArgumentParser) -> None:
     "~/.bashrc). Completes commands, their options and the choices of options; files elsewhere.",
 )
 def _cmd_completion(args: argparse.Namespace) -> int:
-    from an_lab.cli import build_parser
     from an_lab.cli.completion import script
 
-    print(script(build_parser(), args.shell))
+    print(script(args.parser, args.shell))
     return 0
 
 

@@ -309,6 +309,15 @@ class SlurmExecutor(Executor):
         for request in requests:
             job_shape(request, self.settings, self.limits.gpus)
         time_minutes(self.settings)
+        if requests and self.settings.nodes > 1:
+            available = queue.partition_nodes(self.settings.partition)
+            if available is not None and self.settings.nodes > available:
+                where = f"partition {self.settings.partition}" if self.settings.partition else "the default partition"
+                raise LaunchError(
+                    f"launcher.slurm.nodes is {self.settings.nodes} but {where} has {available} node(s); ask for at "
+                    "most that many (and set trainer.num_nodes to match)",
+                    ("launcher", "slurm", "nodes"),
+                )
 
     def submit(self, requests: list[RunRequest]) -> list[Handle]:
         groups: dict[Shape, list[RunRequest]] = {}

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from an_lab.launch.entry import execute, quiet_third_parties
-from an_lab.rundir import EXIT_BUSY
+from an_lab.rundir import EXIT_BUSY, RESULT
 
 ATTEMPTS = "slurm-attempts.jsonl"  # in the run folder: one line per start of the job (rank 0): requeues show here
 # After a SIGTERM, how long a task waits for the USR2 that follows it on preemption (submitit checkpoints and requeues
@@ -56,7 +56,8 @@ class TrainRun:
 
         quiet_third_parties()
         plugins = [SLURMEnvironment(auto_requeue=False)] if "SLURM_NTASKS" in os.environ else None
-        preempt = _PreemptSignal()
+        result_file = run_dir(config) / RESULT
+        preempt = _PreemptSignal(finished=result_file.exists)
         try:
             outcome = execute(config, plugins=plugins, progress=False)
         except SystemExit as stop:
@@ -88,12 +89,14 @@ class _PreemptSignal:
     submitit's handler (rank 0) runs `scontrol requeue` and then exits. SLURM may deliver the SIGTERM of that requeue
     before `scontrol` returns; the training's SIGTERM handler would then raise inside submitit's handler and cut the
     requeue short. While the relay runs, a SIGTERM is only noted: the job is on its way out already, by the requeue.
+    A signal that comes once the run has finished (its result written) requeues nothing: the job ends as completed.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, finished=lambda: False) -> None:
         self.number = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), signal.SIGUSR2)
         self.seen = False
         self.deferred_term = False
+        self.finished = finished
         self.previous = signal.getsignal(self.number)
         signal.signal(self.number, self._relay)
 
@@ -102,7 +105,7 @@ class _PreemptSignal:
 
     def _relay(self, signum, frame) -> None:
         self.seen = True
-        if not callable(self.previous):
+        if not callable(self.previous) or self.finished():
             return
         term = signal.signal(signal.SIGTERM, self._note_term)
         try:

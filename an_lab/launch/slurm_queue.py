@@ -326,6 +326,29 @@ def cluster_limits(partition: str | None) -> ClusterLimits:
     return ClusterLimits(array, submit, source, parse_gres(sinfo or "", partition) if sinfo is not None else None)
 
 
+def parse_nodes(text: str, partition: str | None) -> int | None:
+    """Nodes of the partition (the default one when None; the largest of a comma list) from
+    `sinfo --noheader --format %P|%D` (one line per partition and node state: the counts add up)."""
+    counts: dict[str, int] = {}
+    default = None
+    for line in text.splitlines():
+        name, _, nodes = line.strip().partition("|")
+        if not nodes.strip().isdigit():
+            continue
+        if name.endswith("*"):
+            default = name.rstrip("*")
+        counts[name.rstrip("*")] = counts.get(name.rstrip("*"), 0) + int(nodes)
+    wanted = (partition or "").split(",") if partition else [default] if default else []
+    found = [counts[name] for name in wanted if name in counts]
+    return max(found) if found else None
+
+
+def partition_nodes(partition: str | None) -> int | None:
+    """How many nodes the partition has (one sinfo call); None when unknown."""
+    out, _ = _run(["sinfo", "--noheader", "--format", "%P|%D"])
+    return None if out is None else parse_nodes(out, partition)
+
+
 def queued_count() -> int | None:
     """Jobs of this user in the queue, each array task counted (what MaxSubmitJobs counts); None when unreadable."""
     out, _ = _run(["squeue", "--me", "--array", "--noheader", "--format", "%i"])

@@ -46,6 +46,7 @@ import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
+from an_lab.launch.entry import EXIT_FAILED
 from an_lab.rundir import (
     CLAIM_FD_ENV,
     EXIT_INTERRUPTED,
@@ -57,7 +58,6 @@ from an_lab.rundir import (
     read_result,
 )
 
-EXIT_FAILED = 1  # an_lab.launch.entry.EXIT_FAILED
 # The exit status reported for a child that ended while its server was gone (nobody could read its status): the run
 # stops "from outside", interrupted.json says why, and the next launch resumes it from its last checkpoint.
 EXIT_UNKNOWN = EXIT_INTERRUPTED
@@ -537,7 +537,8 @@ def _fork(sock, request: dict, fds: list[int], children: dict, wake: tuple, disp
     if answer == b"ok":
         _send(sock, {"op": "started", "id": request["id"], "pid": pid})
     else:
-        _send(sock, {"op": "error", "id": request["id"], "message": answer.decode(errors="replace") or "no answer"})
+        why = answer.decode(errors="replace")[:2000] or "it ended during its set-up"
+        _send(sock, {"op": "error", "id": request["id"], "message": why})
     return None
 
 
@@ -573,11 +574,15 @@ def _become_run(sock, request: dict, fds: list[int], wake: tuple, dispositions: 
 
 def _run(job: _Job) -> int:
     """Train the run in this child, as `python -m an_lab.launch.entry CONFIG` would."""
+    import numpy
     import torch
 
     from an_lab.launch import entry
 
     sys.argv = [entry.__file__, job.config]
+    # Fresh entropy where a fresh interpreter would have it (os.fork already reseeds Python's random); torch's generator
+    # has its fixed default seed in both. train() seeds all three anyway.
+    numpy.random.seed()
     threads = os.environ.get("OMP_NUM_THREADS", "")
     if threads.isdigit() and int(threads) > 0:  # the OpenMP runtime read the variable when the server loaded it
         torch.set_num_threads(int(threads))

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from an_lab.launch.base import Handle
+from an_lab.launch.base import STOPPED, Handle
 from an_lab.rundir import epoch_metrics, read_result, state
 
 MAX_ROWS = 12  # runs in flight shown at once (the ones furthest along)
@@ -68,7 +68,9 @@ class Display:
 
     def ended(self, handle: Handle) -> None:
         result, _ = read_result(handle.run_dir)
-        if result is not None:
+        if handle.outcome == STOPPED:
+            outcome = f"stopped ({state(handle.run_dir)[1] or 'on purpose'})"
+        elif result is not None:
             outcome = f"top-1 err {result['final'].get('top1_err', float('nan')):.2f}%"
         else:
             current, detail = state(handle.run_dir)

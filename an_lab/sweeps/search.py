@@ -47,17 +47,28 @@ def _study(sweep: Sweep):
         sweep.sweep_dir.mkdir(parents=True, exist_ok=True)
         storage = JournalStorage(JournalFileBackend(sweep.storage))
     seed = (sweep.spec.initial_seeds() or [0])[0]
-    sampler_options = {"seed": seed, **search.sampler_options} if search.sampler != "grid" else search.sampler_options
-    sampler = getattr(optuna.samplers, SAMPLERS[search.sampler])(**sampler_options)
+    kind = getattr(optuna.samplers, SAMPLERS[search.sampler])
+
+    def sampler(offset: int):
+        return (
+            kind(**search.sampler_options)
+            if search.sampler == "grid"
+            else kind(seed=seed + offset, **search.sampler_options)
+        )
+
     pruner = getattr(optuna.pruners, PRUNERS[search.pruner])(**search.pruner_options)
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=sweep.name,
         storage=storage,
-        sampler=sampler,
+        sampler=sampler(0),
         pruner=pruner,
         direction=search.direction,
         load_if_exists=True,
     )
+    # A relaunch goes on from the trials so far: seeded as at the start, the sampler would ask the same trials again.
+    if (asked := len(study.get_trials(deepcopy=False))) > 0:
+        study.sampler = sampler(asked)
+    return study
 
 
 def _suggest(sweep: Sweep, trial) -> dict[str, Any]:
@@ -196,6 +207,14 @@ class SearchSource:
         label = cell["label"]
         if read_result(directory)[0] is not None:  # the same configuration already trained
             self._tell_value(trial, label, directory, "already trained")
+            return None
+        current, detail = state(directory)
+        if current == "failed":  # the same configuration failed or was pruned before: the same outcome, no training
+            pruned = (detail or "").startswith("pruned by Optuna")
+            self.study.tell(
+                trial, state=self.optuna.trial.TrialState.PRUNED if pruned else self.optuna.trial.TrialState.FAIL
+            )
+            self.say(f"{label}: the same run {'was pruned' if pruned else 'failed'} before ({detail})")
             return None
         make_run_dir(directory)
         claim = try_claim(directory, "search orchestrator")

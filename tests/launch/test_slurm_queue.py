@@ -865,3 +865,19 @@ def test_cluster_limits_when_scontrol_fails(slurm):
     assert queue.cluster_limits("a100") == ClusterLimits(None, None, None, None)  # a100 is not a partition
     assert queue.cluster_limits(None) == ClusterLimits(None, None, None, True)
     assert slurm.calls("sacctmgr") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "partition", "nodes"),
+    [
+        ("debug*|1\n", None, 1),  # the local cluster
+        ("gpu|12\ncpu*|40\ncpu*|8\n", None, 48),  # one line per node state: the counts add up
+        ("gpu|12\ncpu*|40\n", "gpu", 12),
+        ("gpu|12\na100|4\ncpu*|40\n", "a100,gpu", 12),  # a job may run in any partition of the list
+        ("gpu|12\n", "missing", None),
+        ("gpu|12\n", None, None),  # no default partition
+        ("", None, None),
+    ],
+)
+def test_parse_nodes(text, partition, nodes):
+    assert queue.parse_nodes(text, partition) == nodes

@@ -1,0 +1,79 @@
+"""The requeue path inside a SLURM job (an_lab.launch.slurm_job._PreemptSignal), with real signals in this process."""
+
+import os
+import signal
+import time
+
+import pytest
+
+from an_lab.launch.slurm_job import _PreemptSignal
+
+
+@pytest.fixture
+def handlers():
+    saved = {number: signal.getsignal(number) for number in (signal.SIGUSR2, signal.SIGTERM)}
+    yield
+    for number, handler in saved.items():
+        signal.signal(number, handler)
+
+
+def _deliver(number: int) -> None:
+    os.kill(os.getpid(), number)
+    time.sleep(0.05)  # Python runs the handler at the next bytecode boundary
+
+
+def test_a_sigterm_during_the_requeue_handler_waits_until_it_has_finished(handlers):
+    """SLURM's SIGTERM for the requeue can come while submitit's USR2 handler still runs `scontrol requeue`: the
+    training's SIGTERM handler must not cut that handler short."""
+    steps = []
+
+    def training_sigterm(signum, frame):
+        raise SystemExit(143)
+
+    def submitit_requeue(signum, frame):
+        steps.append("requeue started")
+        _deliver(signal.SIGTERM)  # arrives before `scontrol requeue` returns
+        steps.append("requeue finished")
+        raise SystemExit(-1)  # submitit exits once requeued
+
+    signal.signal(signal.SIGTERM, training_sigterm)
+    signal.signal(signal.SIGUSR2, submitit_requeue)
+    relay = _PreemptSignal()
+    with pytest.raises(SystemExit) as ended:
+        _deliver(signal.SIGUSR2)
+    assert steps == ["requeue started", "requeue finished"]
+    assert ended.value.code == -1 and relay.seen and relay.deferred_term
+    assert signal.getsignal(signal.SIGTERM) is training_sigterm  # put back after the relay
+
+
+def test_without_the_relay_the_same_sigterm_cuts_the_requeue_short(handlers):
+    """What the relay prevents, shown with the same handlers."""
+    steps = []
+
+    def training_sigterm(signum, frame):
+        raise SystemExit(143)
+
+    def submitit_requeue(signum, frame):
+        steps.append("requeue started")
+        _deliver(signal.SIGTERM)
+        steps.append("requeue finished")
+
+    signal.signal(signal.SIGTERM, training_sigterm)
+    signal.signal(signal.SIGUSR2, submitit_requeue)
+    with pytest.raises(SystemExit) as ended:
+        _deliver(signal.SIGUSR2)
+    assert steps == ["requeue started"] and ended.value.code == 143
+
+
+def test_a_requeue_signal_after_the_run_finished_requeues_nothing(handlers):
+    calls = []
+    signal.signal(signal.SIGUSR2, lambda signum, frame: calls.append(signum))
+    finished = []
+    relay = _PreemptSignal(finished=lambda: bool(finished))
+    _deliver(signal.SIGUSR2)
+    assert calls == [signal.SIGUSR2]  # still running: submitit's handler requeues
+    finished.append(True)
+    _deliver(signal.SIGUSR2)
+    assert calls == [signal.SIGUSR2] and relay.seen  # finished: the job ends as completed
+    relay.restore()
+    assert signal.getsignal(signal.SIGUSR2) is not relay._relay
