@@ -50,11 +50,9 @@ def _study(sweep: Sweep):
     kind = getattr(optuna.samplers, SAMPLERS[search.sampler])
 
     def sampler(offset: int):
-        return (
-            kind(**search.sampler_options)
-            if search.sampler == "grid"
-            else kind(seed=seed + offset, **search.sampler_options)
-        )
+        if search.sampler == "grid":
+            return _without_stop(kind(**search.sampler_options))
+        return _without_stop(kind(seed=seed + offset, **search.sampler_options))
 
     pruner = getattr(optuna.pruners, PRUNERS[search.pruner])(**search.pruner_options)
     study = optuna.create_study(
@@ -69,6 +67,23 @@ def _study(sweep: Sweep):
     if (asked := len(study.get_trials(deepcopy=False))) > 0:
         study.sampler = sampler(asked)
     return study
+
+
+def _without_stop(sampler):
+    """Optuna's grid and brute-force samplers call `study.stop()` once their space is used up, which raises outside
+    `study.optimize()` (and, raised inside `tell`, would leave the trial unrecorded). The orchestrator asks and tells
+    itself and stops at n_trials, so that call is dropped here."""
+    after_trial = sampler.after_trial
+
+    def after_trial_without_stop(study, trial, state, values) -> None:
+        try:
+            after_trial(study, trial, state, values)
+        except RuntimeError as error:
+            if "Study.stop" not in str(error):
+                raise
+
+    sampler.after_trial = after_trial_without_stop
+    return sampler
 
 
 def _suggest(sweep: Sweep, trial) -> dict[str, Any]:
