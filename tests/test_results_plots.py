@@ -569,7 +569,7 @@ def test_a_hanging_command_is_stopped_at_the_bound_with_its_children():
         "print(child.pid, flush=True)\n"
         "time.sleep(120)\n"
     )
-    status, output = run_bounded([sys.executable, "-c", script], timeout=2)
+    status, output = run_bounded([sys.executable, "-c", script], timeout=10)  # room to print the pid when loaded
     assert status is None  # stopped at the bound, not run to its end
     child = int(output.split()[0])
     deadline = time.monotonic() + 5

@@ -62,3 +62,10 @@ def reconcile(executor: Executor, source, display, follow: bool = True) -> None:
         raise UsageError(f"interrupted: {where}") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def report_calls(executor: Executor, seconds: float, say) -> None:
+    """How often following asked the scheduler (SLURM: squeue and sacct calls)."""
+    calls = getattr(executor, "scheduler_calls", 0)
+    minutes = max(seconds, 1.0) / 60
+    say(f"followed for {minutes:.1f} min with {calls} scheduler calls ({calls / minutes:.1f} per minute)")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from an_lab.launch.base import Executor, Handle, LaunchError, RunRequest
 from an_lab.rundir import read_json, state
 from an_lab.sweeps.expand import PlannedRun
-from an_lab.sweeps.loop import reconcile
+from an_lab.sweeps.loop import reconcile, report_calls
 from an_lab.sweeps.selection import RETRYABLE, claim_run, holder, prepare, sweep_lock, validate
 from an_lab.sweeps.spec import SeedPolicy, Sweep
 
@@ -156,10 +156,13 @@ def run_sweep(sweep: Sweep, options: Options, say: Callable[[str], None] = print
                 break
             display = Display(sweep, len(todo) + len(adopted), say)
             source = GridSource(sweep, todo, options.retry_failed, executor.name == "local", display.say)
+            started = time.monotonic()
             with display:
                 for handle in adopted:
                     display.started(handle)
                 reconcile(executor, source, display, follow)
+            if follow and executor.name == "slurm":
+                report_calls(executor, time.monotonic() - started, say)
             launched.update(run.run_id for run in todo)
             if not follow:
                 _report_queued(sweep, executor, source, say)

@@ -12,6 +12,7 @@ result without training. Trials appear in the sweep manifest as cells of kind "t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -162,14 +163,17 @@ class SearchSource:
                 continue
             trial = self.optuna.trial.Trial(self.study, frozen._trial_id)
             label = self.cells.get(frozen.number, {}).get("label", f"trial {frozen.number}")
-            requests.append(RunRequest(directory.name, directory, config, label, payload=self._payload(trial, label)))
+            payload = self._payload(trial, label)
+            payload["reported"] = max(frozen.intermediate_values, default=-1)  # what the earlier orchestrator reported
+            requests.append(RunRequest(directory.name, directory, config, label, payload=payload))
         adopted = {handle.run_id for handle in self.executor.adopt(requests)}
         for handle in self.executor.in_flight():
             self.say(f"{handle.request.label}: reattached to {self.executor.describe(handle)}")
         for request in requests:
             if request.run_id in adopted:
                 continue
-            if read_result(request.run_dir)[0] is not None:
+            if read_result(request.run_dir)[0] is not None:  # finished while no orchestrator was there
+                self._report_epochs(request.payload, request.run_dir)
                 self._tell_value(request.payload["trial"], request.payload["label"], request.run_dir, "finished")
             else:
                 self.resumable.append(request)
@@ -250,11 +254,16 @@ class SearchSource:
         trial = payload["trial"]
         if handle.job_id and trial.user_attrs.get("job_id") != handle.job_id:
             trial.set_user_attr("job_id", handle.job_id)
-        for epoch, value in _metric_rows(handle.run_dir, self.search.metric):
+        return self._report_epochs(payload, handle.run_dir, prune=True)
+
+    def _report_epochs(self, payload: dict, directory: Path, prune: bool = False) -> bool:
+        """Report the epochs logged since the last report; with prune, stop at the first one Optuna prunes at."""
+        trial = payload["trial"]
+        for epoch, value in _metric_rows(directory, self.search.metric):
             if epoch > payload["reported"]:
                 trial.report(value, epoch)
                 payload["reported"] = epoch
-                if trial.should_prune():
+                if prune and trial.should_prune():
                     payload["pruned_at"] = epoch
                     return True
         return False
@@ -268,6 +277,7 @@ class SearchSource:
             self.study.tell(trial, state=self.optuna.trial.TrialState.PRUNED)
             self.say(f"{label}: pruned after epoch {epoch} ({self.executor.describe(handle)} stopped)")
         elif handle.outcome == DONE or read_result(handle.run_dir)[0] is not None:
+            self._report_epochs(payload, handle.run_dir)  # the epochs logged since the last pass of the loop
             self._tell_value(trial, label, handle.run_dir, "done")
         elif state(handle.run_dir)[0] == "interrupted":  # killed or requeue gave up: the same trial resumes
             self.resumable.append(handle.request)
@@ -289,13 +299,16 @@ class SearchSource:
 
 def run_search(sweep: Sweep, executor: Executor, say: Callable[[str], None], parallel: int) -> None:
     from an_lab.sweeps.display import Display
-    from an_lab.sweeps.loop import reconcile
+    from an_lab.sweeps.loop import reconcile, report_calls
 
     source = SearchSource(sweep, executor, parallel, say)
     display = Display(sweep, sweep.spec.search.n_trials, say)
     source.say = display.say
+    started = time.monotonic()
     with display:
         reconcile(executor, source, display, follow=True)
+    if executor.name == "slurm":
+        report_calls(executor, time.monotonic() - started, say)
     complete = source.study.get_trials(deepcopy=False, states=(source.optuna.trial.TrialState.COMPLETE,))
     if complete:
         best = source.study.best_trial
