@@ -3,7 +3,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]' || exit 1
-# Debian's chromium renders the sweep summary page in tests/test_results_plots.py; installed once, only when missing.
+# Debian's chromium renders the sweep summary page in tests/analysis/test_results_plots.py; installed once, only when missing.
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
     || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }; } >/dev/null 2>&1 \

@@ -103,6 +103,10 @@ class Executor(abc.ABC):
         """Ctrl-C or SIGTERM of the driving process: stop what must not outlive it (nothing by default)."""
         return None
 
+    def close(self) -> None:
+        """The driving loop is done with this executor (the local one stops its forkserver); nothing by default."""
+        return None
+
     def describe(self, handle: Handle) -> str:
         """The executor's view of a run for progress lines: e.g. `pid 1234` or `slurm 123_4`."""
         return handle.job_id

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from an_lab import rundir
@@ -65,11 +66,13 @@ def _signal_name(number: int) -> str:
 
 
 def _last_log_line(run_dir: Path) -> str:
+    """The run's own last error line (`error: ...`, what the entry point prints), else the log's last line."""
     try:
         lines = (run_dir / LOG).read_text(errors="replace").strip().splitlines()
     except OSError:
         return "no output"
-    return lines[-1][:300] if lines else "no output"
+    own = [line for line in lines if line.startswith("error: ")]
+    return (own or lines or ["no output"])[-1][:300]
 
 
 def record_end(run_dir: Path, code: int, started_at: float) -> str:
@@ -145,6 +148,7 @@ class LocalExecutor(Executor):
             env[CLAIM_FD_ENV] = str(request.claim.fd)
             fds = (request.claim.fd,)
             request.claim.update(role="local launcher", child_command="an-lab train")
+        _log_start(request.run_dir / LOG, request.run_id, gpu)
         process = self.starter(request.run_dir / CONFIG, request.run_dir / LOG, env, fds)
         if request.claim is not None:
             request.claim.update(child_pid=process.pid)
@@ -202,6 +206,15 @@ class LocalExecutor(Executor):
         close = getattr(self.starter, "close", None)
         if close is not None:
             close()
+
+
+def _log_start(log: Path, run_id: str, gpu: str | None) -> None:
+    """One line per start in the run's log: when, by whom and where. (It also gives the log its first disk block
+    before training, so that on a disk that fills up the run's last words still fit.)"""
+    where = f"GPU {gpu}" if gpu is not None else "CPU"
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    with log.open("a") as out:
+        out.write(f"an-lab: {stamp} run {run_id} started by the local launcher (pid {os.getpid()}) on {where}\n")
 
 
 def _kill_group(pid: int, number: int) -> None:

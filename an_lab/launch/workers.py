@@ -586,7 +586,16 @@ def _run(job: _Job) -> int:
     threads = os.environ.get("OMP_NUM_THREADS", "")
     if threads.isdigit() and int(threads) > 0:  # the OpenMP runtime read the variable when the server loaded it
         torch.set_num_threads(int(threads))
-    return entry.main([job.config])
+    code = entry.main([job.config])
+    # The run has said all it has to say. At interpreter shutdown a forked child's extension modules (triton's, which
+    # Lightning imports) report "leaked" objects they share with the server: noise that would end the run's log and
+    # hide the run's own last words, so stderr goes to /dev/null for the shutdown.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    return code
 
 
 if __name__ == "__main__":

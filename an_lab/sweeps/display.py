@@ -79,7 +79,8 @@ class Display:
         if handle.note:
             outcome += f"; {handle.note}"
         label = handle.request.label or handle.run_id
-        self.say(f"{label} [{handle.run_id}] {handle.job_id}: {outcome}")
+        where = f" ({handle.job_id})" if handle.job_id else ""
+        self.say(f"{label} [{handle.run_id}]: {outcome}{where}")
         self.cache.pop(handle.run_id, None)
         self.bar.advance(self.task)
 

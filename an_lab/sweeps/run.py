@@ -135,41 +135,51 @@ def _submitted_since(run: PlannedRun, since: float) -> bool:
 def run_sweep(sweep: Sweep, options: Options, say: Callable[[str], None] = print) -> bool:
     """Launch (and, locally or with --wait, follow) the runs of a sweep that are not done. Returns whether it followed
     them to their end (then the caller reports the sweep's results)."""
-    from an_lab.sweeps.display import Display
-
     if sweep.mode == "search":
         from an_lab.sweeps.search import run_search
 
         with sweep_errors(sweep):
-            parallel = options.max_parallel or sweep.spec.launcher.max_parallel
-            run_search(sweep, make_executor(sweep, options), say, parallel)
+            executor = make_executor(sweep, options)
+            try:
+                run_search(sweep, executor, say, options.max_parallel or sweep.spec.launcher.max_parallel)
+            finally:
+                executor.close()
         return True
     runs = validate(sweep)  # before anything is written or any scheduler is asked
     with sweep_errors(sweep):
         executor = make_executor(sweep, options)
-        follow = options.executor == "local" or options.wait
-        launched: set[str] = set()
-        while True:  # one round, or with adaptive seeds, rounds until no cell asks for more seeds
-            todo, adopted = _select(sweep, executor, options, launched, say, runs)
-            runs = None
-            if launched and not todo and not adopted:
-                break
-            display = Display(sweep, len(todo) + len(adopted), say)
-            source = GridSource(sweep, todo, options.retry_failed, executor.name == "local", display.say)
-            started = time.monotonic()
-            with display:
-                for handle in adopted:
-                    display.started(handle)
-                reconcile(executor, source, display, follow)
-            if follow and executor.name == "slurm":
-                report_calls(executor, time.monotonic() - started, say)
-            launched.update(run.run_id for run in todo)
-            if not follow:
-                _report_queued(sweep, executor, source, say)
-                return False
-            if not todo or not isinstance(sweep.spec.seeds, SeedPolicy):
-                break
-    return True
+        try:
+            return _rounds(sweep, executor, options, say, runs)
+        finally:
+            executor.close()
+
+
+def _rounds(sweep: Sweep, executor: Executor, options: Options, say, runs: list[PlannedRun]) -> bool:
+    """One round, or with adaptive seeds, rounds until no cell asks for more seeds."""
+    from an_lab.sweeps.display import Display
+
+    follow = options.executor == "local" or options.wait
+    launched: set[str] = set()
+    while True:
+        todo, adopted = _select(sweep, executor, options, launched, say, runs)
+        runs = None
+        if launched and not todo and not adopted:
+            return True
+        display = Display(sweep, len(todo) + len(adopted), say)
+        source = GridSource(sweep, todo, options.retry_failed, executor.name == "local", display.say)
+        started = time.monotonic()
+        with display:
+            for handle in adopted:
+                display.started(handle)
+            reconcile(executor, source, display, follow)
+        if follow and executor.name == "slurm":
+            report_calls(executor, time.monotonic() - started, say)
+        launched.update(run.run_id for run in todo)
+        if not follow:
+            _report_queued(sweep, executor, source, say)
+            return False
+        if not todo or not isinstance(sweep.spec.seeds, SeedPolicy):
+            return True
 
 
 def _select(

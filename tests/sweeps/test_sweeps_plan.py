@@ -12,7 +12,7 @@ from an_lab.config import RunConfig, deep_merge, resolve, run_id
 from an_lab.sweeps import expand, load_sweep, make_plan, render
 from an_lab.sweeps.spec import nest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SWEEPS = ROOT / "sweeps"
 ONE_SEED = "seeds=[0]"  # the digits ablation runs 3 seeds; these checks are about its cells
 AXES = ("model.an.pooling", "model.an.head", "model.an.activation", "model.an.k")

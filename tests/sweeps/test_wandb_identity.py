@@ -10,7 +10,7 @@ from an_lab.analysis.wandb_report import _runs_filter
 from an_lab.config import run_id
 from an_lab.sweeps import expand, load_sweep
 
-QUICKSTART = Path(__file__).resolve().parents[1] / "sweeps" / "digits-ablation.yaml"
+QUICKSTART = Path(__file__).resolve().parents[2] / "sweeps" / "digits-ablation.yaml"
 
 
 def test_runs_are_named_grouped_and_tagged_by_their_cell():

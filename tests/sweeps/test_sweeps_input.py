@@ -13,7 +13,7 @@ from an_lab.config import load_config
 from an_lab.errors import UsageError
 from an_lab.sweeps import expand, load_sweep
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "sweeps" / "digits-ablation.yaml"
 
 

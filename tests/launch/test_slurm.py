@@ -22,7 +22,7 @@ from conftest import an_lab
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-PACKAGE = Path(__file__).resolve().parents[1] / "an_lab"
+PACKAGE = Path(__file__).resolve().parents[2] / "an_lab"
 
 
 def write_sweep(tmp_path: Path, data_root: Path, name: str, **changes) -> tuple[Path, Path]:

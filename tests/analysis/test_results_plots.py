@@ -34,7 +34,7 @@ from an_lab.analysis.wandb_report import run_bounded
 from an_lab.cli import main
 from an_lab.sweeps.manifest import load_manifest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BASE = "RSD + A2 + hsigmoid + K=(10,10,20,20)"
 MEAN = "Mean + A2 + hsigmoid + K=(10,10,20,20)"
 CONCAT = "Concat + A2 + hsigmoid + K=(10,10,20,20)"

@@ -22,7 +22,7 @@ from scipy import stats
 from an_lab.analysis import collect, render_table, summarize
 from an_lab.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BASE = "RSD + A2 + hsigmoid + K=(10,10,20,20)"
 MEAN = "Mean + A2 + hsigmoid + K=(10,10,20,20)"
 SOFTMAX = "RSD + A2 + softmax + K=(10,10,20,20)"

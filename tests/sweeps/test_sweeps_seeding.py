@@ -13,7 +13,7 @@ from scipy import stats
 from an_lab.sweeps import load_sweep
 from an_lab.sweeps.seeding import plan_seeds, planned_runs
 
-QUICKSTART = Path(__file__).resolve().parents[1] / "sweeps" / "digits-ablation.yaml"
+QUICKSTART = Path(__file__).resolve().parents[2] / "sweeps" / "digits-ablation.yaml"
 
 
 def adaptive(tmp_path: Path, target: float, low: int = 3, high: int = 8):
