@@ -19,6 +19,7 @@ say how), every `poll_interval_s` (30 s by default), doubling up to 8 times that
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -44,6 +45,20 @@ CODE_DIR = "code"
 MAX_TIMEOUT_REQUEUES = 20
 BACKOFF = 8  # the poll interval grows up to this many times launcher.slurm.poll_interval_s while nothing changes
 NO_LIMIT = 10**9
+
+
+@contextlib.contextmanager
+def outside_allocation():
+    """Submit as from a login shell, also from inside a job (a detached orchestrator): without the SLURM_* variables of
+    the job this process runs in. sbatch exports the environment, and an inherited SLURM_MEM_PER_NODE beside the new
+    job's SLURM_MEM_PER_CPU makes every srun of the new job fail ("mutually exclusive"). SLURM_CONF stays."""
+    saved = {key: value for key, value in os.environ.items() if key.startswith("SLURM_") and key != "SLURM_CONF"}
+    for key in saved:
+        del os.environ[key]
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def _partition_minutes(partition: str | None) -> int | None:
@@ -350,7 +365,8 @@ class SlurmExecutor(Executor):
             raise LaunchError(f"launcher.slurm: {str(error).splitlines()[0]}", ("launcher", "slurm")) from None
         configs = [str((request.run_dir / CONFIG).resolve()) for request in requests]
         try:
-            jobs = executor.map_array(TrainRun(self.workdir), configs)
+            with outside_allocation():
+                jobs = executor.map_array(TrainRun(self.workdir), configs)
         except (FailedJobError, FailedSubmissionError, OSError) as error:
             lines = [line for line in str(error).splitlines() if line.strip()]
             detail = next((line for line in lines if "error" in line.lower()), lines[-1] if lines else "no output")
@@ -488,7 +504,8 @@ def submit_orchestrator(home: Path, job_name: str, settings: SlurmSettings | Non
     try:
         executor = submitit.SlurmExecutor(folder=home / LOGS_DIR / "%j", max_num_timeout=MAX_TIMEOUT_REQUEUES)
         executor.update_parameters(**parameters)
-        job = executor.submit(Orchestrate(argv, os.getcwd()))
+        with outside_allocation():
+            job = executor.submit(Orchestrate(argv, os.getcwd()))
     except RuntimeError as error:
         raise LaunchError(f"--detach: {error} (run on a SLURM login node)") from None
     except (FailedJobError, FailedSubmissionError, OSError) as error:

@@ -35,6 +35,8 @@ from an_lab.sweeps.manifest import MANIFEST, build_manifest
 from an_lab.sweeps.selection import make_run_dir
 from an_lab.sweeps.spec import PRUNERS, SAMPLERS, Sweep
 
+MAX_STALLS = 3  # attempts in a row without a new epoch before a trial fails instead of resuming
+
 
 def _study(sweep: Sweep):
     import optuna
@@ -279,12 +281,24 @@ class SearchSource:
         elif handle.outcome == DONE or read_result(handle.run_dir)[0] is not None:
             self._report_epochs(payload, handle.run_dir)  # the epochs logged since the last pass of the loop
             self._tell_value(trial, label, handle.run_dir, "done")
-        elif state(handle.run_dir)[0] == "interrupted":  # killed or requeue gave up: the same trial resumes
-            self.resumable.append(handle.request)
+        elif state(handle.run_dir)[0] == "interrupted" and not self._stalled(payload, handle):
+            self.resumable.append(handle.request)  # killed, or its requeues ran out: the same trial resumes
             self.say(f"{label}: interrupted; it resumes from its checkpoint")
         else:
             self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
             self.say(f"{label}: FAILED ({state(handle.run_dir)[1] or handle.outcome})")
+
+    def _stalled(self, payload: dict, handle: Handle) -> bool:
+        """Whether an interrupted trial made no progress MAX_STALLS times in a row (a job that cannot start, say):
+        then it fails with the reason, rather than being resubmitted for ever."""
+        reached = len(_metric_rows(handle.run_dir, self.search.metric))
+        payload["stalls"] = payload.get("stalls", 0) + 1 if reached <= payload.get("reached", -1) else 0
+        payload["reached"] = reached
+        if payload["stalls"] < MAX_STALLS:
+            return False
+        why = state(handle.run_dir)[1] or handle.outcome
+        mark_failed(handle.run_dir, f"stopped {MAX_STALLS} times in a row without a new epoch (last: {why})")
+        return True
 
     def _tell_value(self, trial, label: str, directory: Path, how: str) -> None:
         rows = _metric_rows(directory, self.search.metric)
