@@ -6,7 +6,8 @@ that does not answer) and `an-lab report --wandb --publish` (offline) against th
 
 Wall times are medians of fresh processes after one warm-up run. The ablation has a base cell, `--values` cells on
 each of three axes (pooling, activation, K) and a BN baseline, every run with a per-epoch CSV log. These figures were
-once wall-clock asserts in tests/analysis/test_results_plots.py (they flaked on a loaded machine); here they are only printed.
+once wall-clock asserts in tests/analysis/test_results_plots.py (they flaked on a loaded machine); here they are only
+printed.
 """
 
 from __future__ import annotations

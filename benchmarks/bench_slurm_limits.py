@@ -23,20 +23,12 @@ from an_lab.launch import slurm_queue
 from an_lab.launch.slurm import SlurmExecutor
 from an_lab.launch.slurm_queue import ClusterLimits
 from an_lab.lightning_modules.data import materialize_digits
-from an_lab.sweeps.loop import reconcile
+from an_lab.sweeps.loop import Silent, reconcile
 from an_lab.sweeps.run import GridSource
 from an_lab.sweeps.selection import prepare
 from an_lab.sweeps.spec import load_sweep
 
 RESULTS = Path(__file__).resolve().parent / "results" / "slurm_limits.json"
-
-
-class Quiet:
-    def started(self, handle) -> None: ...
-
-    def ended(self, handle) -> None: ...
-
-    def refresh(self, flying, executor) -> None: ...
 
 
 def main() -> None:
@@ -77,7 +69,7 @@ def main() -> None:
     executor = SlurmExecutor(sweep.sweep_dir, "an-lab-big", sweep.spec.launcher.slurm, 1, limits=limits)
     source = GridSource(sweep, selection.launch, False, False, print)
     submit_started = time.perf_counter()
-    reconcile(executor, source, Quiet(), follow=False)
+    reconcile(executor, source, Silent(), follow=False)
     submitted = time.perf_counter() - submit_started
     figures = {
         "runs": args.runs,

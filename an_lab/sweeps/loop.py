@@ -69,3 +69,16 @@ def report_calls(executor: Executor, seconds: float, say) -> None:
     calls = getattr(executor, "scheduler_calls", 0)
     minutes = max(seconds, 1.0) / 60
     say(f"followed for {minutes:.1f} min with {calls} scheduler calls ({calls / minutes:.1f} per minute)")
+
+
+class Silent:
+    """A display that shows nothing (benchmarks, tests, a detached orchestrator's own log is enough)."""
+
+    def started(self, handle) -> None:
+        return None
+
+    def ended(self, handle) -> None:
+        return None
+
+    def refresh(self, flying, executor) -> None:
+        return None

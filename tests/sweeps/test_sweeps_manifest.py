@@ -53,3 +53,26 @@ def test_a_manifest_that_is_not_json_is_one_clear_error(tmp_path):
     for command in COMMANDS:
         done = an_lab(command[0], folder, *command[1:])
         assert done.returncode == 2 and "no readable manifest.json here" in done.stderr, (command, done.stderr)
+
+
+def test_status_and_table_of_the_sweep_file_see_the_runs_its_set_overrides_launched(tmp_path, data_root):
+    """`an-lab sweep FILE --set ...` records the overrides; `status FILE` and `table FILE` without --set then show the
+    runs that were launched, not those of the bare file."""
+    import yaml
+    from conftest import small_sweep
+
+    from an_lab.sweeps.manifest import load_manifest, write_manifest
+    from an_lab.sweeps.seeding import planned_runs
+    from an_lab.sweeps.spec import load_sweep
+
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(small_sweep(data_root, tmp_path / "runs", {"model.an.pooling": ["rsd"]})))
+    launched = load_sweep(path, ["trainer.epochs=3"])
+    write_manifest(launched, planned_runs(launched))
+    bare = {run.run_id for run in planned_runs(load_sweep(path))}
+    wanted = {run.run_id for run in planned_runs(launched)}
+    assert bare.isdisjoint(wanted)  # the override changes every run id
+    seen = {run["run_id"] for cell in load_manifest(path)["cells"] for run in cell["runs"]}
+    assert seen == wanted
+    status = an_lab("status", path)
+    assert status.returncode == 0 and all(run_id in status.stdout for run_id in wanted), status.stdout
