@@ -167,14 +167,20 @@ class SearchSource:
             label = self.cells.get(frozen.number, {}).get("label", f"trial {frozen.number}")
             payload = self._payload(trial, label)
             payload["reported"] = max(frozen.intermediate_values, default=-1)  # what the earlier orchestrator reported
+            if "pruned_at" in frozen.user_attrs:  # pruned, but the orchestrator died before it was told
+                payload["pruned_at"] = frozen.user_attrs["pruned_at"]
             requests.append(RunRequest(directory.name, directory, config, label, payload=payload))
-        adopted = {handle.run_id for handle in self.executor.adopt(requests)}
-        for handle in self.executor.in_flight():
+        adopted = {handle.run_id: handle for handle in self.executor.adopt(requests)}
+        for handle in adopted.values():
             self.say(f"{handle.request.label}: reattached to {self.executor.describe(handle)}")
+            if "pruned_at" in handle.request.payload:
+                self.executor.stop(handle)  # reported as stopped, then told pruned
         for request in requests:
             if request.run_id in adopted:
                 continue
-            if read_result(request.run_dir)[0] is not None:  # finished while no orchestrator was there
+            if "pruned_at" in request.payload:  # its job is gone already: told pruned, never resubmitted
+                self._tell_pruned(request.payload, request.run_dir, "stopped before this orchestrator started")
+            elif read_result(request.run_dir)[0] is not None:  # finished while no orchestrator was there
                 self._report_epochs(request.payload, request.run_dir)
                 self._tell_value(request.payload["trial"], request.payload["label"], request.run_dir, "finished")
             else:
@@ -267,17 +273,15 @@ class SearchSource:
                 payload["reported"] = epoch
                 if prune and trial.should_prune():
                     payload["pruned_at"] = epoch
+                    trial.set_user_attr("pruned_at", epoch)  # kept by the study, should this orchestrator die now
                     return True
         return False
 
     def ended(self, handle: Handle) -> None:
         payload = handle.request.payload
         trial, label = payload["trial"], payload["label"]
-        if handle.outcome == STOPPED:
-            epoch = payload.get("pruned_at")
-            mark_failed(handle.run_dir, f"pruned by Optuna after epoch {epoch}")
-            self.study.tell(trial, state=self.optuna.trial.TrialState.PRUNED)
-            self.say(f"{label}: pruned after epoch {epoch} ({self.executor.describe(handle)} stopped)")
+        if handle.outcome == STOPPED or "pruned_at" in payload:
+            self._tell_pruned(payload, handle.run_dir, f"{self.executor.describe(handle)} stopped")
         elif handle.outcome == DONE or read_result(handle.run_dir)[0] is not None:
             self._report_epochs(payload, handle.run_dir)  # the epochs logged since the last pass of the loop
             self._tell_value(trial, label, handle.run_dir, "done")
@@ -287,6 +291,12 @@ class SearchSource:
         else:
             self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
             self.say(f"{label}: FAILED ({state(handle.run_dir)[1] or handle.outcome})")
+
+    def _tell_pruned(self, payload: dict, directory: Path, how: str) -> None:
+        epoch = payload.get("pruned_at")
+        mark_failed(directory, f"pruned by Optuna after epoch {epoch}")
+        self.study.tell(payload["trial"], state=self.optuna.trial.TrialState.PRUNED)
+        self.say(f"{payload['label']}: pruned after epoch {epoch} ({how})")
 
     def _stalled(self, payload: dict, handle: Handle) -> bool:
         """Whether an interrupted trial made no progress MAX_STALLS times in a row (a job that cannot start, say):
