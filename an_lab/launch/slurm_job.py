@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -82,6 +83,23 @@ class TrainRun:
         return DelayedSubmission(self, config_path)
 
 
+def quiet_connection_errors() -> None:
+    """From now on, a thread that dies of a lost connection (W&B's client when its service process ends with the job on
+    a requeue) leaves one line in the job log instead of a stack; other exceptions keep theirs."""
+    import threading
+
+    previous = threading.excepthook
+
+    def hook(args) -> None:
+        if isinstance(args.exc_value, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
+            name = args.thread.name if args.thread is not None else "a thread"
+            print(f"note: {name} lost its connection while the job was being requeued", file=sys.stderr, flush=True)
+            return
+        previous(args)
+
+    threading.excepthook = hook
+
+
 class _PreemptSignal:
     """Notes whether submitit's requeue signal came and passes it on to submitit's own handler, with SIGTERM deferred
     while that handler runs.
@@ -107,6 +125,7 @@ class _PreemptSignal:
         self.seen = True
         if not callable(self.previous) or self.finished():
             return
+        quiet_connection_errors()  # the job is about to end: W&B's service goes with it
         term = signal.signal(signal.SIGTERM, self._note_term)
         try:
             self.previous(signum, frame)  # rank 0: checkpoint, requeue and sys.exit

@@ -77,3 +77,33 @@ def test_a_requeue_signal_after_the_run_finished_requeues_nothing(handlers):
     assert calls == [signal.SIGUSR2] and relay.seen  # finished: the job ends as completed
     relay.restore()
     assert signal.getsignal(signal.SIGUSR2) is not relay._relay
+
+
+def test_after_a_requeue_signal_lost_connections_leave_one_line_and_other_errors_their_stack(handlers, capfd):
+    import threading
+
+    previous = threading.excepthook
+    reached: list[BaseException] = []  # what the hook in place before the requeue got (Python's prints the stack)
+    threading.excepthook = lambda args: reached.append(args.exc_value)
+    signal.signal(signal.SIGUSR2, lambda signum, frame: None)  # submitit's handler, here requeuing nothing
+    relay = _PreemptSignal()
+    try:
+        _deliver(signal.SIGUSR2)
+
+        def lost():
+            raise ConnectionResetError(104, "Connection reset by peer")
+
+        def broken():
+            raise ValueError("a real bug")
+
+        for target, name in ((lost, "wandb-sender"), (broken, "worker")):
+            thread = threading.Thread(target=target, name=name)
+            thread.start()
+            thread.join()
+        err = capfd.readouterr().err
+        assert "note: wandb-sender lost its connection while the job was being requeued" in err
+        assert "ConnectionResetError" not in err  # no stack for the lost connection ...
+        assert [type(error) for error in reached] == [ValueError]  # ... while a real error goes on as before
+    finally:
+        relay.restore()
+        threading.excepthook = previous
