@@ -177,7 +177,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     rows = _final_report(sweep, scheduler=executor == "slurm")
     done = ("done",) if executor == "slurm" else ("done", "running")
-    return 0 if all(row["state"] in done for row in rows) else 1
+    return 0 if all(row["state"] in done or _pruned(row) for row in rows) else 1
+
+
+def _pruned(row: dict) -> bool:
+    """A search's pruned trial: an outcome of the search, not a failure of the sweep."""
+    return row["state"] == "failed" and (row["detail"] or "").startswith("pruned by Optuna")
 
 
 def _detach(sweep, args: argparse.Namespace, executor: str) -> int:

@@ -86,6 +86,7 @@ def test_search_asks_and_tells_optuna_from_one_process_and_prunes(tmp_path, data
 
     result = an_lab("sweep", path)
     assert "best trial 0" in result.stdout, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0  # a pruned trial is an outcome of the search, not a failed sweep
     journal = tmp_path / "runs" / "sweeps" / "search" / "optuna-journal.log"
     study = optuna.load_study(study_name="search", storage=JournalStorage(JournalFileBackend(str(journal))))
     first, second = study.trials
