@@ -266,8 +266,7 @@ def _resume_point(directory: Path, say) -> Path | None:
             continue
         problem = _checkpoint_problem(path)
         if problem is None:
-            if name != CHECKPOINT:
-                say(f"resuming from the previous good checkpoint {path}")
+            say(f"resuming from {'the previous good checkpoint ' if name != CHECKPOINT else ''}{path}")
             return path
         kept = set_aside(path)
         say(f"warning: {path} is damaged: {problem}; kept as {kept.name}")

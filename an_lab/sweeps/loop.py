@@ -29,8 +29,8 @@ def reconcile(executor: Executor, source, display, follow: bool = True) -> None:
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
         while True:
-            free = executor.slots()
-            if free > 0 and not source.exhausted:
+            free = 0 if source.exhausted else executor.slots()  # counting room may ask the scheduler: only if needed
+            if free > 0:
                 with source.submitting():
                     requests = source.take(free)
                     handles = executor.submit(requests) if requests else []
