@@ -224,9 +224,9 @@ def test_c_a_job_at_its_time_limit_is_requeued_and_completes(tmp_path, data_root
 )
 def test_c_a_real_time_limit_requeues_until_the_run_completes(tmp_path, data_root, slurm_cluster):
     # SLURM sends USR2 ahead of the limit (15 s here, up to a 30-s scheduler tick earlier), so each one-minute attempt
-    # trains for only 10 to 35 s (one to four epochs here, after start-up): a 6-epoch run takes at least two attempts,
-    # each resuming from the last epoch.
-    path, output = write_sweep(tmp_path, data_root, "timelimit", base__trainer__epochs=6, launcher__slurm__time=1)
+    # trains for only 10 to 35 s (one to four epochs here, after start-up, more on an idle machine: 6 epochs once fit
+    # in one attempt): a 12-epoch run takes several attempts, each resuming from the last epoch.
+    path, output = write_sweep(tmp_path, data_root, "timelimit", base__trainer__epochs=12, launcher__slurm__time=1)
     submitted = an_lab("sweep", path)
     assert submitted.returncode == 0, show(submitted)
     (run,) = run_folders(output)
@@ -236,7 +236,7 @@ def test_c_a_real_time_limit_requeues_until_the_run_completes(tmp_path, data_roo
     assert "this job is timed-out" in log and "remaining timeouts" in log, log
     restarts = [attempt["restart"] for attempt in attempts(run)]
     assert len(restarts) >= 2 and restarts == list(range(len(restarts)))
-    assert json.loads((run / "result.json").read_text())["epochs"] == 6
+    assert json.loads((run / "result.json").read_text())["epochs"] == 12
 
 
 def test_d_a_failed_job_shows_its_reason_and_only_it_is_retried(tmp_path, data_root, slurm_cluster):
