@@ -9,7 +9,6 @@ import sys
 from an_lab import catalog
 from an_lab.cli.commands import COMMANDS, add_set, add_sweep, command
 from an_lab.errors import UsageError
-from an_lab.sweeps.status import orchestrator_line
 
 
 def _k_schedule(text: str) -> int | tuple[int, ...]:
@@ -241,7 +240,7 @@ def _status_arguments(status: argparse.ArgumentParser) -> None:
 )
 def _cmd_status(args: argparse.Namespace) -> int:
     from an_lab.sweeps.manifest import load_manifest
-    from an_lab.sweeps.status import collect, render_status, scheduler_view
+    from an_lab.sweeps.status import collect, orchestrator_line, render_status, scheduler_view
 
     manifest = load_manifest(args.sweep, args.set)
     rows = collect(manifest)

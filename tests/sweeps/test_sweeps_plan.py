@@ -349,3 +349,14 @@ def test_cheap_commands_import_neither_torch_nor_lightning_nor_wandb(command, ow
     assert any(name.startswith("an_lab.") for name in modules), modules
     heavy = [name for name in modules if any(n in name for n in ("torch", "lightning", "wandb"))]
     assert heavy == []
+
+
+def test_help_imports_only_the_command_line(tmp_path):
+    """`an-lab --help` lists the commands; none of them loads a sweep module (pydantic, yaml, numpy) to do it."""
+    result = an_lab("--help", python=("-X", "importtime"), cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    modules = imported_modules(result.stderr)
+    assert "an_lab.cli.runs" in modules and "an_lab.cli.results" in modules  # the capture worked
+    assert [
+        name for name in modules if name.startswith(("an_lab.sweeps", "an_lab.analysis", "numpy", "pydantic"))
+    ] == []
