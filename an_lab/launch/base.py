@@ -71,8 +71,19 @@ class Handle:
         return self.request.run_dir
 
 
+def hand_over(request: RunRequest, claim: Claim, keep: bool) -> RunRequest:
+    """Give the run's claim to the process that will train it (keep: the local executor's children inherit it), or
+    release it (a SLURM job claims the run itself when it starts)."""
+    if keep:
+        request.claim = claim
+    else:
+        claim.release()
+    return request
+
+
 class Executor(abc.ABC):
     name: str
+    holds_claims: bool = False  # whether the processes it starts inherit the launcher's claim on their run
     tick_s: float = 0.2  # how often the driving loop comes back (display refresh, prune checks)
 
     @abc.abstractmethod

@@ -108,6 +108,7 @@ class LocalExecutor(Executor):
     run's claim, which it keeps if this launcher dies."""
 
     name = "local"
+    holds_claims = True
 
     def __init__(self, max_parallel: int, starter=None) -> None:
         self.gpus = visible_gpus()

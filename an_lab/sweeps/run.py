@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from an_lab.launch.base import Executor, Handle, LaunchError, RunRequest
+from an_lab.launch.base import Executor, Handle, LaunchError, RunRequest, hand_over
 from an_lab.rundir import read_json, state
 from an_lab.sweeps.expand import PlannedRun
 from an_lab.sweeps.loop import reconcile, report_calls
@@ -106,12 +106,7 @@ class GridSource:
                     self.taken.append(run)
                     self.say(f"{run.cell.label} [{run.run_id}]: left to {holder(run)}")
                 continue
-            request = request_for(run)
-            if self.keep_claims:
-                request.claim = claim
-            else:
-                claim.release()
-            requests.append(request)
+            requests.append(hand_over(request_for(run), claim, self.keep_claims))
         return requests
 
     def should_stop(self, handle: Handle) -> bool:
@@ -166,7 +161,7 @@ def _rounds(sweep: Sweep, executor: Executor, options: Options, say, runs: list[
         if launched and not todo and not adopted:
             return True
         display = Display(sweep, len(todo) + len(adopted), say)
-        source = GridSource(sweep, todo, options.retry_failed, executor.name == "local", display.say)
+        source = GridSource(sweep, todo, options.retry_failed, executor.holds_claims, display.say)
         started = time.monotonic()
         with display:
             for handle in adopted:

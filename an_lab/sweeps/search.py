@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from an_lab.config import RunConfig, run_dir
-from an_lab.launch.base import DONE, STOPPED, Executor, Handle, RunRequest
+from an_lab.launch.base import DONE, STOPPED, Executor, Handle, RunRequest, hand_over
 from an_lab.rundir import (
     CONFIG,
     claim_owner,
@@ -208,12 +208,8 @@ class SearchSource:
             claim = try_claim(request.run_dir, "search orchestrator")
             if claim is None:
                 continue  # its own job trains it (reattach missed it); the next reattach follows it
-            if self.executor.name == "local":
-                request.claim = claim
-            else:
-                claim.release()
             self.say(f"{request.label}: resuming")
-            requests.append(request)
+            requests.append(hand_over(request, claim, self.executor.holds_claims))
         while len(requests) < room and len(self.study.get_trials(deepcopy=False)) < self.search.n_trials:
             request = self._ask()
             if request is not None:
@@ -251,11 +247,7 @@ class SearchSource:
             return None
         write_json_atomic(directory / CONFIG, config.model_dump(mode="json"))
         request = RunRequest(directory.name, directory, config, label, payload=self._payload(trial, label))
-        if self.executor.name == "local":
-            request.claim = claim
-        else:
-            claim.release()  # the job claims the run when it starts
-        return request
+        return hand_over(request, claim, self.executor.holds_claims)
 
     def should_stop(self, handle: Handle) -> bool:
         payload = handle.request.payload
