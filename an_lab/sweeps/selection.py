@@ -12,7 +12,6 @@ import contextlib
 import fcntl
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,26 +98,6 @@ def claim_run(run: PlannedRun, retry_failed: bool, role: str) -> Claim | None:
 
 def holder(run: PlannedRun) -> str:
     return describe_owner(claim_owner(run.run_dir))
-
-
-@dataclass
-class Claims:
-    """Claims runs one at a time, in order, for a launcher that starts them as it goes (the local executor)."""
-
-    runs: list[PlannedRun]
-    retry_failed: bool
-    role: str = "local launcher"
-    taken: list[PlannedRun] | None = None  # runs another launcher owned when their turn came
-
-    def __iter__(self) -> Iterator[tuple[PlannedRun, Claim]]:
-        self.taken = []
-        for run in self.runs:
-            claim = claim_run(run, self.retry_failed, self.role)
-            if claim is None:
-                if state(run.run_dir)[0] not in ("done", *RETRYABLE):
-                    self.taken.append(run)
-                continue
-            yield run, claim
 
 
 @contextlib.contextmanager
