@@ -24,8 +24,15 @@ from an_lab.nn.moments import batch_moments, group_moments, keep_statistics_fp32
 
 # Plane sizes from which batch norm's per-channel native kernels beat broadcast ops on CPU (measured at
 # ResNet-50 stage shapes): the elementwise kernel wins from 28x28 planes, the reduction kernel from 7x7.
+# The trick is for the CPU only: CUDA's batch-norm backward refuses the eval-mode call (its kernel asserts that
+# the saved batch statistics exist), and on a GPU the plain ops are already fused by the elementwise kernels.
 _NATIVE_MIN_PLANE = 512
 _NATIVE_MIN_PLANE_SUMS = 32
+
+
+def _native_fits(x: torch.Tensor, min_plane: int, *others: torch.Tensor) -> bool:
+    tensors = (x, *others)
+    return x.device.type == "cpu" and all(t.is_contiguous() for t in tensors) and x.shape[2] * x.shape[3] >= min_plane
 
 
 def _planes(t: torch.Tensor) -> torch.Tensor:
@@ -43,7 +50,7 @@ def _plane_affine(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> 
     torch.addcmul broadcasts slowly on CPU; batch norm's eval kernel with mean 0 and variance 1 is the same
     map, vectorized per channel, but it pays per channel: on small planes multiply-then-add is faster.
     """
-    if not x.is_contiguous() or x.shape[2] * x.shape[3] < _NATIVE_MIN_PLANE:
+    if not _native_fits(x, _NATIVE_MIN_PLANE):
         return (x * _planes(scale)).add_(_planes(shift))
     zeros = x.new_zeros(x.shape[0] * x.shape[1])
     out = torch.empty_like(x)  # written through a view, returned as a tensor of its own (in-place ops allowed)
@@ -65,7 +72,7 @@ def _plane_affine(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> 
 
 def _plane_sums(grad: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of grad * x, sum of grad) over each plane, in one pass where the kernel allows."""
-    if not (grad.is_contiguous() and x.is_contiguous()) or x.shape[2] * x.shape[3] < _NATIVE_MIN_PLANE_SUMS:
+    if not _native_fits(x, _NATIVE_MIN_PLANE_SUMS, grad):
         return (grad * x).sum(dim=(2, 3)), grad.sum(dim=(2, 3))
     ones = x.new_ones(x.shape[0] * x.shape[1])
     _, dot, total = torch.ops.aten.native_batch_norm_backward(
