@@ -20,6 +20,14 @@ DEFAULT_K: dict[str, tuple[int, ...]] = {
     "mobilenet_v2": (5, 5, 5, 5, 10, 10, 10),
     # The papers train no CIFAR ResNets; K doubles in the last of the three stages as in the ImageNet schedule.
     **{f"cifar_resnet{depth}": (10, 10, 20) for depth in (20, 32, 56)},
+    # AOGNets: per stage, as the authors' AN configurations (their CIFAR model has three stages).
+    "aognet_12m": _RESNET_K,
+    "aognet_40m": _RESNET_K,
+    "cifar_aognet": (10, 10, 20),
+    # DenseNets: per dense block; 20, 20, 40, 40 reproduces the first AN paper's DenseNet-161 count best
+    # (an_lab/models/densenet.py says how closely).
+    "densenet161": (20, 20, 40, 40),
+    "cifar_densenet100": (10, 10, 20),
 }
 MODEL_NAMES = tuple(DEFAULT_K)
 INPUT_SIZE = {name: 32 if name.startswith("cifar_") else 224 for name in MODEL_NAMES}

@@ -12,7 +12,19 @@ def test_recipes_are_presets_that_keys_override(tmp_path):
     assert config.model.stem == "deep" and config.optim.label_smoothing == 0.1 and config.optim.mixup_alpha == 0.2
     assert config.trainer.epochs == 3 and config.data.image_size == 224
     assert load_config(None, ["recipe=mobile"]).optim.weight_decay == 4e-5
-    assert set(RECIPES) >= {"vanilla", "sota", "mobile", "cifar"}
+    assert set(RECIPES) >= {"vanilla", "sota", "mobile", "cifar", "aognet", "aognet_sota"}
+    # The AOGNet authors' configurations: the ResNet recipe without zero-init, 256 images per GPU, no ResNet-D stem.
+    aognet = load_config(None, ["recipe=aognet_sota", "model.name=aognet_40m", "data.batch_size=128"])
+    assert aognet.model.zero_init_residual is False and aognet.model.stem == "plain" and aognet.trainer.epochs == 200
+    assert aognet.optim.label_smoothing == 0.1 and aognet.data.batch_size == 128
+
+
+def test_gn_backed_an_takes_the_a1_head_unless_a_head_is_named():
+    assert load_config(None, ["model.norm=an_gn"]).model.an.head == "a1"
+    assert load_config(None, ["model.norm=an_gn", "model.an.head=a2"]).model.an.head == "a2"
+    # AN on BN keeps a2, and its run ids are those of before (the default did not change for it).
+    plain = load_config(None, ["model.norm=an"])
+    assert plain.model.an.head == "a2" and run_id(plain) == run_id(load_config(None, ["model.an.head=a2"]))
 
 
 def test_overrides_and_identity(tmp_path):
@@ -33,7 +45,10 @@ def test_overrides_and_identity(tmp_path):
         (["model.an.pooling=max"], "model.an.pooling: 'max' is not valid; choose one of 'rsd', 'mean' or 'concat'"),
         (["model.an.k=[10, 20]"], "k=(10, 20) has 2 entries but cifar_resnet20 has 3 stages"),
         (["model.name=resnet49"], "model.name: 'resnet49' is not valid"),
-        (["recipe=fancy"], "recipe 'fancy' is not valid; choose one of vanilla, sota, mobile, cifar, custom"),
+        (
+            ["recipe=fancy"],
+            "recipe 'fancy' is not valid; choose one of vanilla, sota, mobile, aognet, aognet_sota, cifar, custom",
+        ),
         (["trainer.epochs=0"], "trainer.epochs: Input should be greater than or equal to 1"),
         (["model.norm=se"], "norm 'se' and stem 'deep' apply to torchvision ResNets only"),
         (["justakey"], "write KEY=VALUE"),

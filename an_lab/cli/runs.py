@@ -28,7 +28,7 @@ def _profile_arguments(prof: argparse.ArgumentParser) -> None:
     prof.add_argument("--norm", default="an", choices=catalog.NORM_CHOICES)
     prof.add_argument("--k", type=_k_schedule, default=None, help="K for all stages or per stage, e.g. 10,10,20,20")
     prof.add_argument("--pooling", default="rsd", choices=catalog.POOLINGS)
-    prof.add_argument("--head", default="a2", choices=catalog.HEADS)
+    prof.add_argument("--head", default=None, choices=catalog.HEADS, help="default: a2, or a1 with --norm an_gn")
     prof.add_argument("--activation", default="hsigmoid", choices=catalog.ACTIVATIONS)
     prof.add_argument("--placement", default="paper", choices=catalog.PLACEMENTS)
     prof.add_argument("--stem", default="plain", choices=catalog.STEMS)
@@ -59,7 +59,9 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     side = counts["input_size"]
     print(f"model            {counts['model']} (norm={counts['norm']}, input {side}x{side})")
     print(f"parameters       {counts['params']:,} ({counts['params'] / 1e6:.2f}M)")
-    print(f"MACs             {counts['macs']:,} ({counts['macs'] / 1e9:.2f}G)")
+    print(f"MACs             {counts['macs']:,} ({counts['macs'] / 1e9:.2f}G; convolutions and linear layers)")
+    pointwise = counts["macs_with_pointwise"]
+    print(f"  + norm, ReLU   {pointwise:,} ({pointwise / 1e9:.2f}G; thop's count, as the AOGNet papers give)")
     print(f"over BN          {counts['params_over_bn']:+,} parameters")
     print(f"AN layers        {counts['an_layers']}")
     return 0

@@ -11,10 +11,18 @@ import torchvision
 from torch import nn
 
 from an_lab.catalog import DEFAULT_K, INPUT_SIZE, NORM_CHOICES, PLACEMENTS, STEMS, check_choice, resolve_k
-from an_lab.models import mobilenet, resnet
+from an_lab.models import aognet, densenet, mobilenet, resnet
 from an_lab.models.cifar_resnet import CifarResNet
 from an_lab.models.convert import attentive_twin, convertible_norms
 from an_lab.nn import AttentiveNorm2d, SwitchableNorm2d
+
+
+def _no_residual_norms(model: nn.Module) -> list[str]:
+    return []
+
+
+def _resnet_last_norms(model: nn.Module) -> list[str]:
+    return [f"{name}.{resnet.last_norm_name(block)}" for name, block in resnet.residual_blocks(model)]
 
 
 @dataclass(frozen=True)
@@ -22,7 +30,9 @@ class Architecture:
     build: Callable[..., nn.Module]  # (num_classes=, norm_layer=, **kw) -> model
     stage_of: Callable[[str], int]
     paper_sites: Callable[[nn.Module], dict[str, int]]
-    is_resnet: bool = True
+    is_resnet: bool = True  # torchvision-style ResNet blocks: SE units and the deep stem apply
+    # The last norm of each residual unit, which zero_init_residual starts at zero (none in a network without them).
+    residual_last_norms: Callable[[nn.Module], list[str]] = _resnet_last_norms
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -31,8 +41,32 @@ ARCHITECTURES: dict[str, Architecture] = {
         for name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
     },
     "mobilenet_v2": Architecture(
-        torchvision.models.mobilenet_v2, mobilenet.stage_of, mobilenet.paper_an_sites, is_resnet=False
+        torchvision.models.mobilenet_v2,
+        mobilenet.stage_of,
+        mobilenet.paper_an_sites,
+        is_resnet=False,
+        residual_last_norms=_no_residual_norms,
     ),
+    **{
+        name: Architecture(
+            partial(aognet.AOGNet, aognet.CONFIGS[name]),
+            aognet.stage_of,
+            aognet.paper_an_sites,
+            is_resnet=False,
+            residual_last_norms=aognet.unit_last_norms,
+        )
+        for name in aognet.CONFIGS
+    },
+    **{
+        name: Architecture(
+            getattr(densenet, name),
+            densenet.stage_of,
+            densenet.paper_an_sites,
+            is_resnet=False,
+            residual_last_norms=_no_residual_norms,
+        )
+        for name in ("densenet161", "cifar_densenet100")
+    },
     **{
         f"cifar_resnet{depth}": Architecture(partial(CifarResNet, depth), resnet.stage_of, resnet.paper_an_sites)
         for depth in (20, 32, 56)
@@ -56,7 +90,7 @@ def create(
     norm: str = "bn",
     k: int | tuple[int, ...] | None = None,
     pooling: str = "rsd",
-    head: str = "a2",
+    head: str | None = None,
     activation: str = "hsigmoid",
     num_classes: int = 1000,
     placement: str = "paper",
@@ -67,9 +101,13 @@ def create(
     """Build `name` with the chosen normalization.
 
     norm: bn, gn (32 groups), sn (Switchable Norm), se (BN + an SE unit after each block's last norm), an (AN on a
-    BN backbone) or an_gn (AN on a GN backbone). AN layers sit where the papers put them (placement="paper") or
-    replace every norm (placement="all", the stem taking the first stage's K). stem="deep" is ResNet-D.
-    zero_init_residual starts the last norm of each residual block at zero (both mixtures for AN).
+    BN backbone) or an_gn (AN on a GN backbone). head None is the paper's: a2 for an, a1 for an_gn (the GN-backed
+    AN of the Mask R-CNN heads: GN(32, affine=False), a1 head, hsigmoid). AN layers sit where the papers put them
+    (placement="paper") or replace every norm (placement="all", the stem taking the first stage's K); any other
+    choice of layers: models.convert_norms(select=...). stem="deep" is ResNet-D.
+    zero_init_residual starts the last norm of each residual unit at zero (both mixtures for AN): ResNet blocks and
+    AOGNet node units; MobileNet-v2 and DenseNets have none (the released AOGNet configs do not zero-init: their
+    runs set it to false).
     kw goes to the torchvision constructor (e.g. dropout for mobilenet_v2).
     """
     check_choice("name", name, tuple(ARCHITECTURES))
@@ -80,6 +118,8 @@ def create(
     if not arch.is_resnet and (norm == "se" or stem == "deep"):
         raise ValueError(f"norm='se' and stem='deep' apply to ResNets only, not to {name}")
     schedule = resolve_k(name, k)
+    if head is None:
+        head = "a1" if norm == "an_gn" else "a2"
 
     norm_layer = _backbone_norm(norm)
     model = arch.build(num_classes=num_classes, norm_layer=norm_layer, **kw)
@@ -94,9 +134,9 @@ def create(
             parent_name, _, attribute = site.rpartition(".")
             twin = attentive_twin(norms[site], schedule[stage], pooling=pooling, head=head, activation=activation)
             setattr(model.get_submodule(parent_name), attribute, twin)
-    if zero_init_residual and arch.is_resnet:
-        for block_name, block in resnet.residual_blocks(model):
-            _zero_init(model.get_submodule(f"{block_name}.{resnet.last_norm_name(block)}"))
+    if zero_init_residual:
+        for norm_name in arch.residual_last_norms(model):
+            _zero_init(model.get_submodule(norm_name))
     return model
 
 

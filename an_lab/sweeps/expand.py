@@ -79,7 +79,15 @@ def model_title(name: str) -> str:
         return f"ResNet-{name.removeprefix('cifar_resnet')}"
     if name.startswith("resnet"):
         return f"ResNet-{name.removeprefix('resnet')}"
-    return {"mobilenet_v2": "MobileNetV2"}.get(name, name)
+    titles = {
+        "mobilenet_v2": "MobileNetV2",
+        "aognet_12m": "AOGNet-12M",
+        "aognet_40m": "AOGNet-40M",
+        "cifar_aognet": "AOGNet-1M",
+        "densenet161": "DenseNet-161",
+        "cifar_densenet100": "DenseNet-BC-100",
+    }
+    return titles.get(name, name)
 
 
 # Keys the label spells out itself; other changes are appended as key=value.

@@ -15,7 +15,7 @@ from an_lab.sweeps.seeding import plan_seeds, planned_runs, render_seeds
 from an_lab.sweeps.spec import SeedPolicy, Sweep
 
 # Multiply-accumulates of one forward pass of one image, norm=bn, 1000 classes, at the model's native input side
-# (catalog.INPUT_SIZE: 224, or 32 for the CIFAR ResNets). Produced once with torch (an_lab.profiling.count_macs):
+# (catalog.INPUT_SIZE: 224, or 32 for the CIFAR models). Produced once with torch (an_lab.profiling.count_macs):
 #   python -c "from an_lab.catalog import MODEL_NAMES, INPUT_SIZE; from an_lab.models import create;
 #              from an_lab.profiling import count_macs;
 #              [print(n, count_macs(create(n, norm='bn'), INPUT_SIZE[n])) for n in MODEL_NAMES]"
@@ -30,6 +30,11 @@ MACS_PER_IMAGE: dict[str, int] = {
     "cifar_resnet20": 40_614_400,
     "cifar_resnet32": 68_925_952,
     "cifar_resnet56": 125_549_056,
+    "aognet_12m": 2_107_919_991,
+    "aognet_40m": 7_351_299_599,
+    "cifar_aognet": 121_276_032,
+    "densenet161": 7_727_907_072,
+    "cifar_densenet100": 288_268_272,
 }
 NATIVE_SIZE = {name: 32 if name.startswith("cifar_") else 224 for name in MACS_PER_IMAGE}
 # Training images per epoch of the data sets whose size is known without reading them.

@@ -22,6 +22,14 @@ from an_lab.profiling import count_macs, count_parameters
         ("resnet101", {"norm": "bn", "stem": "deep"}, 44_568_392),
         ("mobilenet_v2", {"norm": "bn"}, 3_504_872),
         ("mobilenet_v2", {"norm": "an"}, 3_672_760),
+        # The AOGNet authors' released code builds exactly these.
+        ("aognet_12m", {"norm": "bn"}, 12_259_099),
+        ("aognet_12m", {"norm": "an"}, 12_373_355),
+        ("aognet_40m", {"norm": "bn"}, 40_153_004),
+        ("aognet_40m", {"norm": "an"}, 40_388_880),
+        # torchvision's DenseNet-161; AN at norm2 with K = 20, 20, 40, 40 (the paper: 28.73M and 30.28M).
+        ("densenet161", {"norm": "bn"}, 28_681_000),
+        ("densenet161", {"norm": "an"}, 30_246_328),
     ],
 )
 def test_parameter_counts_match_the_reference_table(name, kwargs, expected):
@@ -57,7 +65,11 @@ def test_all_placement_puts_an_everywhere_with_the_first_stage_k_in_the_stem():
 
 def test_an_gn_uses_group_standardization_and_gn_elsewhere():
     model = create("resnet50", norm="an_gn")
-    assert model.layer2[0].bn2.norm == "group" and model.layer2[0].bn2.head == "a2"
+    # The papers' "AN w/ GN": GN(32, affine=False) with the a1 head and hsigmoid, unless asked otherwise.
+    layer = model.layer2[0].bn2
+    assert layer.norm == "group" and layer.groups == 32 and layer.head == "a1" and layer.activation == "hsigmoid"
+    assert create("resnet50", norm="an_gn", head="a2").layer2[0].bn2.head == "a2"
+    assert create("resnet50", norm="an").layer2[0].bn2.head == "a2"
     assert isinstance(model.bn1, nn.GroupNorm) and model.bn1.num_groups == 32
 
 
@@ -76,6 +88,12 @@ def test_zero_gamma_on_the_last_norm_of_each_block():
     assert torch.count_nonzero(model.layer1[0].bn2.gamma) > 0
     assert torch.count_nonzero(create("resnet18").layer1[0].bn2.weight) == 0
     assert torch.count_nonzero(create("resnet18", zero_init_residual=False).layer1[0].bn2.weight) > 0
+    # AOGNet node units are residual units too (their released configs leave this off: the aognet recipes do).
+    aognet = create("cifar_aognet", num_classes=10)
+    last = [m for name, m in aognet.named_modules() if name.endswith(".bn3")]
+    assert len(last) == 3 * 21 and all(torch.count_nonzero(m.weight) == 0 for m in last)  # 21 node units a block
+    kept = create("cifar_aognet", num_classes=10, zero_init_residual=False)
+    assert all(torch.count_nonzero(m.weight) > 0 for name, m in kept.named_modules() if name.endswith(".bn3"))
 
 
 def test_deep_stem_downsamples_with_average_pooling():
@@ -86,7 +104,7 @@ def test_deep_stem_downsamples_with_average_pooling():
     assert model(torch.randn(2, 3, 64, 64)).shape == (2, 1000)
 
 
-@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "cifar_resnet20"])
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "cifar_resnet20", "cifar_aognet", "cifar_densenet100"])
 @pytest.mark.parametrize("norm", ["bn", "gn", "sn", "an", "an_gn"])
 def test_every_model_and_norm_trains_one_step(name, norm):
     torch.manual_seed(0)
