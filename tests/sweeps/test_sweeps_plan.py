@@ -53,14 +53,30 @@ def test_shipped_sweeps_expand_to_the_papers_designs(imagenet):
     assert all(run.config.recipe == "vanilla" and run.config.model.name == "resnet50" for run in table1)
 
     table2 = expand(load_sweep(SWEEPS / "table2.yaml"))
-    assert len(table2) == 14 and len({run.run_id for run in table2}) == 14
+    assert len(table2) == 20 and len({run.run_id for run in table2}) == 20
     assert {"ResNet-50 SE", "ResNet-101 AN", "MobileNetV2 GN"} <= {run.cell.label for run in table2}
     mobile = [run.config for run in table2 if run.config.model.name == "mobilenet_v2"]
     assert len(mobile) == 4 and all(c.recipe == "mobile" and c.model.norm != "se" for c in mobile)
+    # The AOGNet rows run the authors' recipe (no zero-init; 256 images per GPU for 12M, 128 for 40M).
+    aognets = {run.cell.label: run.config for run in table2 if run.config.model.name.startswith("aognet")}
+    assert set(aognets) == {"AOGNet-12M BN", "AOGNet-12M AN", "AOGNet-40M BN", "AOGNet-40M AN"}
+    assert all(c.recipe == "aognet" and not c.model.zero_init_residual for c in aognets.values())
+    assert aognets["AOGNet-12M AN"].data.batch_size == 256 and aognets["AOGNet-40M AN"].data.batch_size == 128
+    assert {run.cell.label for run in table2 if run.config.model.name == "densenet161"} == {
+        "DenseNet-161 BN",
+        "DenseNet-161 AN",
+    }
 
     cifar = expand(load_sweep(SWEEPS / "cifar-ablation.yaml"))
     assert len(cifar) == 27 and {run.seed for run in cifar} == {0, 1, 2}
     assert all(run.config.data.name == "cifar100" and run.config.model.name == "cifar_resnet56" for run in cifar)
+
+
+def test_the_compute_estimate_knows_every_network():
+    from an_lab.catalog import MODEL_NAMES
+    from an_lab.sweeps.plan import MACS_PER_IMAGE
+
+    assert set(MACS_PER_IMAGE) == set(MODEL_NAMES)
 
 
 def test_ablation_cells_change_exactly_one_axis_from_the_base_cell():
