@@ -306,6 +306,12 @@ def _number(text: str | None) -> float | None:
     return value  # nan / inf are kept: a diverged epoch is data
 
 
+def validated_epochs(directory: Path) -> tuple[int, float | None]:
+    """(epochs with a validation result so far, the last validation top-1 error): a running run's progress."""
+    rows = [row for row in epoch_metrics(directory) if "val_top1_err" in row]
+    return (int(rows[-1]["epoch"]) + 1, rows[-1]["val_top1_err"]) if rows else (0, None)
+
+
 def epoch_metrics(directory: Path, skipped: list[str] | None = None) -> list[dict]:
     """Per-epoch rows over all attempts' CSV logs; an epoch logged again after a resume replaces the old row.
 

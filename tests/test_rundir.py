@@ -23,6 +23,7 @@ from an_lab.rundir import (
     read_result,
     state,
     try_claim,
+    validated_epochs,
     write_json_atomic,
 )
 
@@ -169,6 +170,9 @@ def test_damaged_metric_rows_are_skipped_and_reported(tmp_path):
         f"{second / 'metrics.csv'}, line 4"
     ]
     assert repr(epoch_metrics(tmp_path)) == repr(rows)  # without a list it still skips, it never raises
+    # A running run's progress (the live display and `status`): epochs validated so far, the last error.
+    assert validated_epochs(tmp_path) == (6, 10.0)
+    assert validated_epochs(tmp_path / "never-started") == (0, None)
 
 
 def test_an_atomic_write_on_a_full_disk_changes_nothing_and_leaves_no_temporary_file(small_disk):

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from an_lab.launch.base import STOPPED, Handle
-from an_lab.rundir import epoch_metrics, read_result, state
+from an_lab.rundir import read_result, state, validated_epochs
 
 MAX_ROWS = 12  # runs in flight shown at once (the ones furthest along)
 READ_EVERY_S = 2.0  # how often a running run's metrics file is read again
@@ -24,13 +24,11 @@ READ_EVERY_S = 2.0  # how often a running run's metrics file is read again
 
 def progress_of(directory: Path, epochs: int, started_at: float, now: float) -> tuple[int, float | None, float | None]:
     """(epochs done, last validation top-1 error, seconds left estimated from the epochs done so far)."""
-    rows = [row for row in epoch_metrics(directory) if "val_top1_err" in row]
-    if not rows:
+    reached, error = validated_epochs(directory)
+    if not reached:
         return 0, None, None
-    reached = int(rows[-1]["epoch"]) + 1
-    per_epoch = (now - started_at) / reached if reached else None
-    left = per_epoch * max(0, epochs - reached) if per_epoch is not None else None
-    return reached, rows[-1]["val_top1_err"], left
+    left = (now - started_at) / reached * max(0, epochs - reached)
+    return reached, error, left
 
 
 def _eta(seconds: float | None) -> str:

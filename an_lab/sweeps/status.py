@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 from an_lab import stats
-from an_lab.rundir import CONFIG, epoch_metrics, read_json, read_result, state
+from an_lab.rundir import CONFIG, read_json, read_result, state, validated_epochs
 from an_lab.sweeps.manifest import run_dirs
 from an_lab.sweeps.plan import align, state_text
 
@@ -39,12 +39,12 @@ def collect(manifest: dict) -> list[dict]:
 
 def epoch_reached(directory: Path) -> str | None:
     """`epoch 3/15` for a running run: the epochs its metrics log holds, of its config's epochs."""
-    rows = [row for row in epoch_metrics(directory) if "val_top1_err" in row]
+    reached, _ = validated_epochs(directory)
     config = read_json(directory / CONFIG) or {}
     epochs = (config.get("trainer") or {}).get("epochs") if isinstance(config, dict) else None
-    if not rows:
+    if not reached:
         return f"epoch 0/{epochs}" if epochs else None
-    return f"epoch {int(rows[-1]['epoch']) + 1}/{epochs or '?'}"
+    return f"epoch {reached}/{epochs or '?'}"
 
 
 def scheduler_view(manifest: dict, rows: list[dict]) -> list[str]:
