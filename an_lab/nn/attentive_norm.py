@@ -398,6 +398,8 @@ class AttentiveNorm2d(nn.Module):
             raise ValueError(f"AttentiveNorm2d expects a 4D input (N, C, H, W), got {x.dim()}D")
         if x.shape[1] != self.num_features:
             raise ValueError(f"AttentiveNorm2d({self.num_features}) got an input with {x.shape[1]} channels")
+        if x.numel() == 0:
+            return self._empty(x)
         plane_size = x.shape[2] * x.shape[3]
 
         compute = statistics_dtype(x.dtype)
@@ -418,6 +420,19 @@ class AttentiveNorm2d(nn.Module):
             else:
                 out = _moments_and_affine_eager(x32, mixer)
         return out.to(x.dtype)
+
+    def _empty(self, x: torch.Tensor) -> torch.Tensor:
+        """An empty input (a Mask R-CNN head with no region in the batch) gives an empty output, as nn.BatchNorm2d
+        and nn.GroupNorm do, instead of statistics of nothing. Every trainable parameter joins the graph with a zero
+        gradient, so that DDP finds them used."""
+        synced = self.training and self.norm == "batch" and self.sync_stats
+        if synced and dist.is_available() and dist.is_initialized() and dist.get_world_size(self.process_group) > 1:
+            # The other ranks wait in the gather of batch statistics: an error here instead of a hang there.
+            raise ValueError("AttentiveNorm2d with synchronized statistics got an empty batch on this rank")
+        if self.training and self.norm == "batch" and self.track_running_stats:
+            self.num_batches_tracked.add_(1)  # nn.BatchNorm2d counts an empty batch too (and changes no statistic)
+        anchor = sum((p.sum() for p in self.parameters() if p.requires_grad), x.new_zeros(()))
+        return x + 0 * anchor.to(x.dtype)
 
     # -- conversions ------------------------------------------------------------------------------------------
 

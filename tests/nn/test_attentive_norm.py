@@ -174,6 +174,24 @@ def test_one_by_one_planes_give_finite_output_and_gradients():
     assert torch.isfinite(layer.attention.fc.weight.grad).all()
 
 
+@pytest.mark.parametrize("norm", ["batch", "group", "instance", "layer"])
+@pytest.mark.parametrize("training", [True, False])
+def test_an_empty_batch_gives_an_empty_output_and_zero_gradients(norm, training):
+    """A Mask R-CNN head sees no region in some batches: an empty output, as nn.BatchNorm2d / nn.GroupNorm give
+    (the eval-mode batch-norm kernel killed the process with SIGFPE on one before), every parameter in the graph."""
+    layer = AttentiveNorm2d(64, 10, norm=norm, groups=32).train(training)
+    reference = nn.BatchNorm2d(64).train(training)
+    x = torch.randn(0, 64, 7, 7, requires_grad=True)
+    out = layer(x)
+    reference(torch.randn(0, 64, 7, 7))
+    out.sum().backward()
+    assert out.shape == (0, 64, 7, 7) and x.grad is not None and x.grad.shape == x.shape
+    assert all(p.grad is not None and not p.grad.any() for p in layer.parameters())
+    if norm == "batch":
+        assert int(layer.num_batches_tracked) == int(reference.num_batches_tracked)
+        assert torch.equal(layer.running_mean, reference.running_mean)
+
+
 def test_a2_head_with_batch_of_one_in_training_is_a_clear_error():
     layer = AttentiveNorm2d(8, 4, head="a2")
     with pytest.raises(ValueError, match=r"head='a2'.*batch of at least 2"):
