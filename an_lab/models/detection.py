@@ -1,0 +1,382 @@
+"""Mask R-CNN + FPN with the papers' normalizations: the model part of COCO fine-tuning (AN paper, Table 2 rows).
+
+``build_mask_rcnn(backbone, num_classes=..., backbone_norm=..., head_norm=...)`` returns a plain torchvision
+``MaskRCNN`` whose backbone is an ``an_lab.models.create()`` classification network wrapped as a torchvision FPN
+backbone, so that classification checkpoints map onto it key for key (``map_classification_state``).
+
+Backbone normalization (``backbone_norm``):
+
+- ``bn_frozen`` (BN*): every BatchNorm2d becomes ``torchvision.ops.FrozenBatchNorm2d`` (statistics and affine fixed,
+  kept as buffers), torchvision's own choice for detectors fine-tuned from ImageNet weights.
+- ``gn``: GroupNorm (32 groups) everywhere, trained.
+- ``syncbn``: BatchNorm converted by ``nn.SyncBatchNorm.convert_sync_batchnorm``. It synchronizes only under an
+  initialized process group; without one (CPU tests, a single process) it runs as plain batch norm.
+- ``an``: AN w/ BN at the papers' sites (``create(norm="an")``, bn2 of each bottleneck, the depthwise norm of each
+  MobileNet-v2 block), under the papers' fine-tuning rule (``apply_an_finetuning_rule``): each AN layer keeps its
+  K gammas and betas and its running statistics fixed and stays in eval mode for good, its attention head trains;
+  the remaining BatchNorm2d layers become FrozenBatchNorm2d as in BN*. Eval mode covers the whole layer, the a2
+  attention head's BatchNorm1d included (its statistics are fixed, its affine weights train), as the reference
+  code's ``norm_eval`` does: it puts every ``_BatchNorm`` of the backbone, AN and its attention's BN included, in
+  eval mode. With batch statistics off, a per-GPU batch of one image also works (a2 heads cannot train on 1).
+
+In every mode the first stages are frozen as in the papers (``trainable_layers``, torchvision's meaning: 3 for a
+ResNet freezes the stem and layer1). BatchNorm layers whose parameters are all frozen that way are turned into
+FrozenBatchNorm2d too (detectron2 does the same), so a frozen stage of a SyncBN backbone does not keep updating
+its running statistics.
+
+Heads (``head_norm``, chosen apart from the backbone):
+
+- ``none``: torchvision's default detector, no norm in the FPN or the heads (box head: TwoMLPHead, the "2fc" head).
+- ``gn``: GroupNorm (32) in the FPN, the 4conv1fc box head (4 3x3 convs of 256 channels and one fc of 1024) and
+  the 4-conv mask head, as in the GN paper's Mask R-CNN.
+- ``an_gn``: as ``gn``, with AN w/ GN (32 groups, a1 attention head with hard sigmoid, the rsd pooling) after the
+  convs of the box head. K follows the AN reference configuration (``mask_rcnn_r50_an_conv_head_attn_gn_fpn_2x``):
+  one K per box-head conv, 10, 10, 20, 20 (``HEAD_K``); its mask head and FPN keep plain GN. ``k_head`` sets one K
+  for all four convs or four of them; ``an_mask_head=True`` also puts AN w/ GN (same K) in the mask head (an
+  empty batch of RoIs, when no image of a batch has a detection, gives AttentiveNorm2d an empty input: fine).
+
+``box_head="4conv1fc"`` with ``head_norm="none"`` gives the reference's rows without head norms (its BN* and AN
+backbones are run with a 4conv1fc box head whose convs have biases and no norm).
+
+MobileNet-v2: the FPN takes the last block of each resolution, features 3, 6, 13 and 18 (strides 4, 8, 16, 32;
+24, 32, 96 and 1280 channels), so that the ResNet detector's five anchor levels and four RoIAlign levels apply
+unchanged. torchvision's ``_mobilenet_extractor`` returns the first (strided) block of each stage instead and by
+default only two levels, both at stride 32, which do not fit Mask R-CNN's default RoI poolers and anchors. Stage
+freezing follows ``_mobilenet_extractor``: the stages start at features 0 and at each strided block, the last
+layer counts as a stage of its own (6 in all); ``trainable_layers`` of them, counted from the end, train (3, the
+default, freezes features 0-6, i.e. everything up to stride 8, like torchvision's MobileNet detectors).
+
+Parameter counts (``parameter_counts``) add the weight and bias of FrozenBatchNorm2d layers, which torchvision
+keeps as buffers: the BN* ResNet-50 detector then counts 44,454,513, the figure of torchvision's
+``maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)`` (which, without weights, keeps trainable BN).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.backbone_utils import BackboneWithFPN, _resnet_fpn_extractor
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
+from torchvision.ops import FrozenBatchNorm2d
+
+from an_lab.catalog import check_choice
+from an_lab.models.registry import create
+from an_lab.nn import AttentiveNorm2d
+
+BACKBONES = ("resnet50", "resnet101", "mobilenet_v2")
+BACKBONE_NORMS = ("bn_frozen", "gn", "syncbn", "an")
+HEAD_NORMS = ("none", "gn", "an_gn")
+BOX_HEADS = ("2fc", "4conv1fc")
+
+# K of the AN w/ GN layers after the four convs of the box head, in order (the AN reference configuration).
+HEAD_K = (10, 10, 20, 20)
+HEAD_GROUPS = 32
+
+FPN_CHANNELS = 256  # torchvision's FPN width; the heads below are sized for it
+_HEAD_CONVS = (FPN_CHANNELS,) * 4
+_BOX_FC = 1024
+_BOX_ROI = 7  # MaskRCNN's default box RoIAlign output
+
+_CREATE_NORM = {"bn_frozen": "bn", "gn": "gn", "syncbn": "bn", "an": "an"}
+
+# State-dict prefix of the classification network inside the detector (BackboneWithFPN.body).
+BODY_PREFIX = "backbone.body."
+# Keys of a create() model that the detector has no place for: the classifiers, dropped by map_classification_state.
+CLASSIFIER_PREFIXES = ("fc.", "classifier.")
+_MOBILENET_FEATURES = "features."
+
+
+# -- normalization conversions -----------------------------------------------------------------------------------
+
+
+def _group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(HEAD_GROUPS, channels)
+
+
+def _frozen_twin(bn: nn.BatchNorm2d | nn.SyncBatchNorm) -> FrozenBatchNorm2d:
+    """A FrozenBatchNorm2d that computes what `bn` computes in eval mode."""
+    frozen = FrozenBatchNorm2d(bn.num_features, eps=bn.eps)
+    source = bn.running_mean if bn.running_mean is not None else bn.weight
+    if source is not None:
+        frozen.to(device=source.device)
+    with torch.no_grad():
+        if bn.affine:
+            frozen.weight.copy_(bn.weight)
+            frozen.bias.copy_(bn.bias)
+        if bn.track_running_stats:
+            frozen.running_mean.copy_(bn.running_mean)
+            frozen.running_var.copy_(bn.running_var)
+    return frozen
+
+
+def freeze_batch_norms(module: nn.Module, select: Callable[[nn.Module], bool] | None = None) -> nn.Module:
+    """Replace each BatchNorm2d and SyncBatchNorm inside `module` (those `select` accepts) by FrozenBatchNorm2d.
+
+    In place; returns `module`. Other norms stay, the BatchNorm1d of AN's a2 attention head included.
+    """
+    names = [
+        name
+        for name, layer in module.named_modules()
+        if name and isinstance(layer, nn.BatchNorm2d | nn.SyncBatchNorm) and (select is None or select(layer))
+    ]
+    for name in names:
+        parent, _, attribute = name.rpartition(".")
+        setattr(module.get_submodule(parent), attribute, _frozen_twin(module.get_submodule(name)))
+    return module
+
+
+def _all_parameters_frozen(layer: nn.Module) -> bool:
+    parameters = list(layer.parameters())
+    return bool(parameters) and not any(parameter.requires_grad for parameter in parameters)
+
+
+class FineTunedAttentiveNorm2d(AttentiveNorm2d):
+    """AttentiveNorm2d under the papers' fine-tuning rule: always in eval mode, whatever train() asks.
+
+    Eval mode standardizes with the running statistics and leaves them alone, and keeps the a2 attention head's
+    BatchNorm1d on its running statistics too. The state dict is AttentiveNorm2d's, key for key.
+    """
+
+    def train(self, mode: bool = True) -> FineTunedAttentiveNorm2d:
+        return super().train(False)
+
+
+def apply_an_finetuning_rule(module: nn.Module) -> nn.Module:
+    """The AN papers' fine-tuning rule for a backbone, in place; returns `module`.
+
+    Every AttentiveNorm2d becomes a FineTunedAttentiveNorm2d (permanent eval mode: running statistics used and
+    never updated) with its mixture parameters gamma and beta frozen (requires_grad False); its attention head keeps
+    training. Every remaining BatchNorm2d / SyncBatchNorm becomes FrozenBatchNorm2d, as in BN*. Apply it to the
+    backbone, not to a whole detector: AN w/ GN heads are trained in full. The class is switched in place (as
+    torch.nn.utils.parametrize does), so weights, hooks and options carry over; a later model.train() cannot undo
+    it, so no training loop needs to re-freeze anything.
+    """
+    for layer in module.modules():
+        if not isinstance(layer, AttentiveNorm2d):
+            continue
+        if type(layer) is AttentiveNorm2d:
+            layer.__class__ = FineTunedAttentiveNorm2d
+        elif not isinstance(layer, FineTunedAttentiveNorm2d):
+            raise TypeError(
+                f"apply_an_finetuning_rule converts AttentiveNorm2d layers, not {type(layer).__name__}; apply it to "
+                "a backbone (the AN w/ GN layers of the RoI heads train in full)"
+            )
+        layer.gamma.requires_grad_(False)
+        layer.beta.requires_grad_(False)
+        layer.eval()
+    return freeze_batch_norms(module)
+
+
+# -- backbones ------------------------------------------------------------------------------------------------
+
+
+def _resnet_backbone(classifier: nn.Module, trainable_layers: int, fpn_norm) -> BackboneWithFPN:
+    """torchvision's ResNet-FPN extractor: layer1-4 into the FPN plus LastLevelMaxPool, the first stages frozen."""
+    return _resnet_fpn_extractor(classifier, trainable_layers, norm_layer=fpn_norm)
+
+
+def _mobilenet_backbone(classifier: nn.Module, trainable_layers: int, fpn_norm) -> BackboneWithFPN:
+    """MobileNet-v2 features, the last block of each of strides 4-32 into the FPN (module docstring: why)."""
+    features = classifier.features
+    strided = [index for index, block in enumerate(features) if getattr(block, "_is_cn", False)]
+    stage_starts = [0, *strided, len(features) - 1]
+    if not 0 <= trainable_layers <= len(stage_starts):
+        raise ValueError(
+            f"trainable_layers={trainable_layers} is not valid for mobilenet_v2; it must be in [0, {len(stage_starts)}]"
+        )
+    freeze_before = len(features) if trainable_layers == 0 else stage_starts[len(stage_starts) - trainable_layers]
+    for block in features[:freeze_before]:
+        block.requires_grad_(False)
+    stage_ends = [start - 1 for start in strided[1:]] + [len(features) - 1]
+    return_layers = {str(index): str(level) for level, index in enumerate(stage_ends)}
+    in_channels = [features[index].out_channels for index in stage_ends]
+    return BackboneWithFPN(features, return_layers, in_channels, FPN_CHANNELS, norm_layer=fpn_norm)
+
+
+def _build_backbone(
+    name: str, backbone_norm: str, k, trainable_layers: int, fpn_norm, create_options: dict[str, Any]
+) -> BackboneWithFPN:
+    classifier = create(name, norm=_CREATE_NORM[backbone_norm], k=k, num_classes=1000, **create_options)
+    if backbone_norm == "bn_frozen":
+        freeze_batch_norms(classifier)
+    elif backbone_norm == "an":
+        apply_an_finetuning_rule(classifier)
+    extract = _mobilenet_backbone if name == "mobilenet_v2" else _resnet_backbone
+    backbone = extract(classifier, trainable_layers, fpn_norm)
+    # Frozen stages keep their statistics too: their (Sync)BatchNorm layers become FrozenBatchNorm2d.
+    freeze_batch_norms(backbone.body, select=_all_parameters_frozen)
+    if backbone_norm == "syncbn":
+        backbone.body = nn.SyncBatchNorm.convert_sync_batchnorm(backbone.body)
+    return backbone
+
+
+# -- heads ----------------------------------------------------------------------------------------------------
+
+
+def _resolve_head_k(k_head: int | Iterable[int] | None) -> tuple[int, ...]:
+    if k_head is None:
+        return HEAD_K
+    ks = (k_head,) * len(HEAD_K) if isinstance(k_head, int) else tuple(k_head)
+    if len(ks) != len(HEAD_K) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in ks):
+        raise ValueError(
+            f"k_head={k_head!r} is not valid; give one integer K >= 1 or one per box-head conv, e.g. {HEAD_K}"
+        )
+    return ks
+
+
+def _attentive_group_norms(ks: tuple[int, ...]) -> Callable[[int], AttentiveNorm2d]:
+    """A norm_layer for torchvision's heads: each call builds the next AN w/ GN layer, with the next K."""
+    remaining = iter(ks)
+
+    def make(channels: int) -> AttentiveNorm2d:
+        return AttentiveNorm2d(
+            channels, next(remaining), norm="group", groups=HEAD_GROUPS, head="a1", activation="hsigmoid"
+        )
+
+    return make
+
+
+def _heads(head_norm: str, box_head: str, head_ks: tuple[int, ...], an_mask_head: bool) -> dict[str, nn.Module]:
+    """MaskRCNN's box_head and mask_head arguments; the ones left out take torchvision's defaults."""
+    heads: dict[str, nn.Module] = {}
+    if box_head == "4conv1fc":
+        box_norm = {"none": None, "gn": _group_norm, "an_gn": _attentive_group_norms(head_ks)}[head_norm]
+        heads["box_head"] = FastRCNNConvFCHead(
+            (FPN_CHANNELS, _BOX_ROI, _BOX_ROI), list(_HEAD_CONVS), [_BOX_FC], norm_layer=box_norm
+        )
+    if head_norm != "none":
+        mask_norm = _attentive_group_norms(head_ks) if an_mask_head else _group_norm
+        heads["mask_head"] = MaskRCNNHeads(FPN_CHANNELS, list(_HEAD_CONVS), 1, norm_layer=mask_norm)
+    return heads
+
+
+# -- the detector ---------------------------------------------------------------------------------------------
+
+
+def build_mask_rcnn(
+    backbone: str,
+    *,
+    num_classes: int,
+    backbone_norm: str = "bn_frozen",
+    head_norm: str = "none",
+    k: int | tuple[int, ...] | None = None,
+    k_head: int | tuple[int, ...] | None = None,
+    box_head: str | None = None,
+    an_mask_head: bool = False,
+    trainable_layers: int = 3,
+    min_size: int = 800,
+    max_size: int = 1333,
+    detector_options: Mapping[str, Any] | None = None,
+    **an_options,
+) -> MaskRCNN:
+    """Mask R-CNN + FPN with `backbone` (resnet50, resnet101, mobilenet_v2) and the chosen norms (module docstring).
+
+    num_classes counts the background. k: the backbone's AN K per stage (create()'s; None: the paper's schedule),
+    for backbone_norm="an" only. k_head: the AN w/ GN heads' K, one or one per box-head conv (None: HEAD_K), for
+    head_norm="an_gn" only. box_head: "2fc" (TwoMLPHead) or "4conv1fc"; None picks 2fc without head norms and
+    4conv1fc with them (the only one that has convs to normalize). trainable_layers: torchvision's count of
+    trainable stages from the top (ResNets 0-5, MobileNet-v2 0-6). min_size, max_size: the resize of
+    GeneralizedRCNNTransform. detector_options: further MaskRCNN arguments (RPN and RoI sampling, thresholds).
+    an_options go to create() (pooling, head, activation, placement, stem, zero_init_residual); zero_init_residual
+    defaults to False here: the backbone is meant to receive classification weights, and with them absent a zero
+    gamma in a frozen norm would silence its residual branch for good.
+    """
+    check_choice("backbone", backbone, BACKBONES)
+    check_choice("backbone_norm", backbone_norm, BACKBONE_NORMS)
+    check_choice("head_norm", head_norm, HEAD_NORMS)
+    if box_head is None:
+        box_head = "2fc" if head_norm == "none" else "4conv1fc"
+    check_choice("box_head", box_head, BOX_HEADS)
+    if box_head == "2fc" and head_norm != "none":
+        raise ValueError(f"head_norm={head_norm!r} needs box_head='4conv1fc': the 2fc head has no convs to normalize")
+    if k is not None and backbone_norm != "an":
+        raise ValueError(f"k sets the backbone's AN layers; it applies to backbone_norm='an', not {backbone_norm!r}")
+    if (k_head is not None or an_mask_head) and head_norm != "an_gn":
+        raise ValueError(f"k_head and an_mask_head apply to head_norm='an_gn', not {head_norm!r}")
+    head_ks = _resolve_head_k(k_head)
+
+    fpn_norm = None if head_norm == "none" else _group_norm
+    create_options = {"zero_init_residual": False, **an_options}
+    body = _build_backbone(backbone, backbone_norm, k, trainable_layers, fpn_norm, create_options)
+    return MaskRCNN(
+        body,
+        num_classes=num_classes,
+        min_size=min_size,
+        max_size=max_size,
+        **_heads(head_norm, box_head, head_ks, an_mask_head),
+        **dict(detector_options or {}),
+    )
+
+
+# -- parameter counts and checkpoint mapping --------------------------------------------------------------------
+
+
+class ParameterCounts(NamedTuple):
+    total: int  # every parameter, plus the weight and bias of FrozenBatchNorm2d layers (buffers in torchvision)
+    trainable: int  # parameters with requires_grad
+    frozen_affine: int  # the FrozenBatchNorm2d weights and biases included in total
+
+
+def parameter_counts(model: nn.Module) -> ParameterCounts:
+    """Parameter counts of `model` with FrozenBatchNorm2d's affine counted as parameters (they are BN's weights)."""
+    frozen = sum(
+        layer.weight.numel() + layer.bias.numel() for layer in model.modules() if isinstance(layer, FrozenBatchNorm2d)
+    )
+    parameters = list(model.parameters())
+    return ParameterCounts(
+        total=sum(p.numel() for p in parameters) + frozen,
+        trainable=sum(p.numel() for p in parameters if p.requires_grad),
+        frozen_affine=frozen,
+    )
+
+
+def backbone_state_keys(detector: nn.Module) -> list[str]:
+    """State-dict keys of the classification network inside `detector` (all start with BODY_PREFIX)."""
+    return [key for key in detector.state_dict() if key.startswith(BODY_PREFIX)]
+
+
+def _detector_key(key: str, targets: Mapping[str, torch.Tensor]) -> str | None:
+    # A ResNet's modules sit directly in the body; MobileNet-v2's body is its `features` Sequential.
+    candidates = [BODY_PREFIX + key]
+    if key.startswith(_MOBILENET_FEATURES):
+        candidates.append(BODY_PREFIX + key.removeprefix(_MOBILENET_FEATURES))
+    return next((candidate for candidate in candidates if candidate in targets), None)
+
+
+def map_classification_state(
+    state: Mapping[str, torch.Tensor], detector: nn.Module
+) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
+    """Map the state dict of a create() classification model onto `detector`'s backbone.
+
+    Returns (mapped, missing, unexpected): `mapped` for ``detector.load_state_dict(mapped, strict=False)``;
+    `missing`: backbone keys of the detector that `state` does not fill; `unexpected`: keys of `state` with no
+    place in the detector (e.g. the weight and bias of a BN checkpoint's bn2 offered to an AN detector, whose bn2
+    takes the running statistics only) or whose tensor has another shape than the detector's (an AN checkpoint of
+    another K), left out of `mapped` so that loading does not fail. Dropped without a report, as expected-unused:
+    the classifier (``fc.*``, ``classifier.*``) and the ``num_batches_tracked`` counters of layers that are
+    FrozenBatchNorm2d in the detector (which has none). Keys with a ``module.`` or Lightning prefix are not
+    stripped: pass the bare model's state dict.
+    """
+    targets = detector.state_dict()
+    mapped: dict[str, torch.Tensor] = {}
+    unexpected: list[str] = []
+    for key, value in state.items():
+        if key.startswith(CLASSIFIER_PREFIXES):
+            continue
+        destination = _detector_key(key, targets)
+        if destination is None:
+            owner, _, leaf = key.rpartition(".")
+            if leaf == "num_batches_tracked" and _detector_key(f"{owner}.running_mean", targets) is not None:
+                continue  # a FrozenBatchNorm2d in the detector
+            unexpected.append(key)
+        elif targets[destination].shape != value.shape:
+            unexpected.append(key)
+        else:
+            mapped[destination] = value
+    missing = [key for key in backbone_state_keys(detector) if key not in mapped]
+    return mapped, missing, unexpected
