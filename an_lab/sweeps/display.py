@@ -46,6 +46,7 @@ class Display:
         self.task = self.bar.add_task(f"{escape(sweep.name)}: runs", total=total)
         self.live = Live(self.bar, console=self.bar.console, refresh_per_second=4, transient=False)
         self.cache: dict[str, tuple[float, tuple]] = {}
+        self.counted: set[str] = set()  # runs the bar has counted: each once, when it will not run again
         self.outside_say = say
 
     def __enter__(self) -> Display:
@@ -66,12 +67,12 @@ class Display:
 
     def ended(self, handle: Handle) -> None:
         result, _ = read_result(handle.run_dir)
+        current, detail = state(handle.run_dir)
         if handle.outcome == STOPPED:
-            outcome = f"stopped ({state(handle.run_dir)[1] or 'on purpose'})"
+            outcome = f"stopped ({detail or 'on purpose'})"
         elif result is not None:
             outcome = f"top-1 err {result['final'].get('top1_err', float('nan')):.2f}%"
         else:
-            current, detail = state(handle.run_dir)
             code = f" (exit {handle.returncode})" if handle.returncode is not None else ""
             outcome = f"{current.upper()}{code}{': ' + detail if detail else ''}"
         if handle.note:
@@ -80,7 +81,11 @@ class Display:
         where = f" ({handle.job_id})" if handle.job_id else ""
         self.say(f"{label} [{handle.run_id}]: {outcome}{where}")
         self.cache.pop(handle.run_id, None)
-        self.bar.advance(self.task)
+        # An interrupted run (killed, preempted) is resumed by a later submission: the bar counts it when that ends.
+        resumes = current == "interrupted" and handle.outcome != STOPPED
+        if not resumes and handle.run_id not in self.counted:
+            self.counted.add(handle.run_id)
+            self.bar.advance(self.task)
 
     def refresh(self, flying: list[Handle], executor) -> None:
         now = time.time()
