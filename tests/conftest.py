@@ -15,6 +15,39 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
 os.environ.setdefault("WANDB_SILENT", "true")
 
+# scripts/test.sh runs the suite on two pytest-xdist workers (--dist loadgroup); each worker is its own session.
+SLURM_GROUP = "slurm-cluster"  # one machine holds one local SLURM cluster: every test that needs it runs on one worker
+
+
+def _in_slurm_group(item) -> bool:
+    return any(mark.args[:1] == (SLURM_GROUP,) for mark in item.iter_markers("xdist_group"))
+
+
+def _workers() -> int:
+    return int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks into the node ids
+def pytest_collection_modifyitems(config, items):
+    """Every test of the SLURM cluster goes to one xdist group (so one worker starts the one cluster); SLURM tests
+    run first, then the other slow ones, so that the long group starts at once and the other worker's last tests
+    are short ones. The sort is stable: tests keep their order within each of the three tiers."""
+    for item in items:
+        if item.get_closest_marker("slurm") or "slurm_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group(SLURM_GROUP))
+    items.sort(key=lambda item: 0 if _in_slurm_group(item) else 1 if item.get_closest_marker("slow") else 2)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread_per_worker():
+    """With several xdist workers on the machine's cores, each worker's in-process torch uses one thread, like each
+    training process (trainer.cpu_threads defaults to 1): two workers of two threads each on two cores would thrash."""
+    if _workers() > 1:
+        import torch
+
+        torch.set_num_threads(1)
+    yield
+
 
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory) -> Path:
