@@ -93,23 +93,27 @@ def scheduler_view(manifest: dict, rows: list[dict]) -> list[str]:
     return notes
 
 
-def lowest_cell(rows: list[dict]) -> tuple[str, stats.Estimate] | None:
-    """(label, estimate of the final top-1 error) of the cell with the lowest mean over its finished runs."""
+def lowest_cells(rows: list[dict]) -> tuple[list[str], stats.Estimate] | None:
+    """(labels, estimate of the final top-1 error) of the cell with the lowest mean over its finished runs, with every
+    cell whose mean ties it (to 1e-9 points)."""
     errors: dict[str, list[float]] = {}
     for row in rows:
         if row["top1_err"] is not None:
             errors.setdefault(row["cell"], []).append(row["top1_err"])
     if not errors:
         return None
-    label = min(errors, key=lambda cell: statistics.fmean(errors[cell]))
-    return label, stats.estimate(errors[label])
+    means = {cell: statistics.fmean(values) for cell, values in errors.items()}
+    lowest = min(means.values())
+    labels = [cell for cell, mean in means.items() if mean - lowest <= 1e-9]
+    return labels, stats.estimate(errors[labels[0]])
 
 
 def _lowest_line(rows: list[dict]) -> str | None:
-    lowest = lowest_cell(rows)
+    lowest = lowest_cells(rows)
     if lowest is None:
         return None
-    label, estimate = lowest
+    labels, estimate = lowest
+    label = labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} and {labels[-1]} tied"
     spread = (
         f"n={estimate.n}, 95% CI {estimate.ci_low:.2f} to {estimate.ci_high:.2f}" if estimate.n > 1 else "n=1, no CI"
     )

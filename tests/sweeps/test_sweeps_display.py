@@ -1,4 +1,4 @@
-"""The live display's bar: each run counts once, when it will not run again."""
+"""The live display and status lines: each run counts once in the bar, ties at the lowest mean are named."""
 
 import subprocess
 import sys
@@ -35,3 +35,13 @@ def test_a_resumed_run_counts_once_and_a_stopped_one_counts(tmp_path):
         mark_interrupted(pruned.run_dir, "pruned at epoch 2")
         display.ended(pruned)
         assert display.bar.tasks[0].completed == 2
+
+
+def test_status_names_every_cell_tied_at_the_lowest_mean():
+    from an_lab.sweeps.status import _lowest_line
+
+    rows = [{"cell": cell, "top1_err": error} for cell, error in [("AN", 1.0), ("AN", 2.0), ("BN", 2.0), ("BN", 1.0)]]
+    assert _lowest_line(rows).startswith("lowest mean so far: AN and BN tied at 1.50% top-1 error (n=2")
+    rows.append({"cell": "GN", "top1_err": 0.5})
+    assert _lowest_line(rows).startswith("lowest mean so far: GN at 0.50% top-1 error (n=1, no CI)")
+    assert _lowest_line([{"cell": "AN", "top1_err": None}]) is None
