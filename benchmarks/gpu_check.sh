@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The GPU checks of a session that is lent a CUDA machine, as one script (about 8 minutes on one H200):
 # the tests up to the training layer on CUDA, then the layer and ResNet-50 throughput benchmarks in bf16, channels_last.
-# Packages the machine lacks travel as wheels in .whl/ (see README "GPU checks"); results land in $OUT (or ./gpu-out).
+# A GPU machine without a registry gets the packages it lacks as wheels in .whl/ (git-ignored), made where pip works:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 -d .whl \
+#     pydantic pydantic-core annotated-types typing-inspection wandb optuna submitit ... (and their own needs)
+# Results land in $OUT (or ./gpu-out).
 set -uo pipefail
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
