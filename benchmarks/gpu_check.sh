@@ -16,7 +16,7 @@ fi
 export WANDB_MODE=offline WANDB_ERROR_REPORTING=false WANDB_SILENT=true PYTHONUNBUFFERED=1
 { nvidia-smi -L; python3 -c 'import torch, torchvision; print(torch.__version__, torchvision.__version__, torch.cuda.get_device_name())'; } \
   2>&1 | tee "$OUT/machine.txt"
-timeout 240 python3 -m pytest -q -p no:cacheprovider -n 8 tests/nn tests/models tests/lightning_modules \
+timeout 300 python3 -m pytest -q -p no:cacheprovider -p no:benchmark -n 8 tests/nn tests/models tests/lightning_modules \
   tests/test_config.py tests/test_stats.py tests/test_rundir.py "$@" 2>&1 | tee "$OUT/tests.txt" | tail -25
 timeout 170 python3 benchmarks/bench_layer.py --device cuda --dtype bf16 --channels-last --step-batch 64 2>&1 \
   | tee "$OUT/bench_layer.txt"
