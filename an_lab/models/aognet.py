@@ -54,7 +54,7 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from an_lab.models.convert import attentive_twin, convertible_norms
+from an_lab.models.convert import convert_norms
 
 NormLayer = Callable[[int], nn.Module]
 
@@ -465,8 +465,5 @@ def with_attentive_norm(model: AOGNet, k: int | Sequence[int] | None = None, **a
     if len(schedule) != config.num_stages:
         raise ValueError(f"k={schedule} needs one K per stage ({config.num_stages} stages)")
     options = {"pooling": config.an_pooling, "head": config.an_head, "activation": config.an_activation, **an_options}
-    norms = convertible_norms(model)
-    for site, stage in paper_an_sites(model).items():
-        parent_name, _, attribute = site.rpartition(".")
-        setattr(model.get_submodule(parent_name), attribute, attentive_twin(norms[site], schedule[stage], **options))
-    return model
+    k_of = {site: schedule[stage] for site, stage in paper_an_sites(model).items()}
+    return convert_norms(model, select=k_of, k=k_of, **options)

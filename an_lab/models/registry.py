@@ -13,7 +13,7 @@ from torch import nn
 from an_lab.catalog import DEFAULT_K, INPUT_SIZE, NORM_CHOICES, PLACEMENTS, STEMS, check_choice, resolve_k
 from an_lab.models import aognet, densenet, mobilenet, resnet
 from an_lab.models.cifar_resnet import CifarResNet
-from an_lab.models.convert import attentive_twin, convertible_norms
+from an_lab.models.convert import convert_norms, convertible_norms
 from an_lab.nn import AttentiveNorm2d, SwitchableNorm2d
 
 
@@ -128,12 +128,12 @@ def create(
     if norm == "se":
         resnet.add_se_units(model)
     if norm in ("an", "an_gn"):
-        norms = convertible_norms(model)
-        sites = arch.paper_sites(model) if placement == "paper" else {n: arch.stage_of(n) for n in norms}
-        for site, stage in sites.items():
-            parent_name, _, attribute = site.rpartition(".")
-            twin = attentive_twin(norms[site], schedule[stage], pooling=pooling, head=head, activation=activation)
-            setattr(model.get_submodule(parent_name), attribute, twin)
+        if placement == "paper":
+            sites = arch.paper_sites(model)
+        else:
+            sites = {name: arch.stage_of(name) for name in convertible_norms(model)}
+        k_of = {site: schedule[stage] for site, stage in sites.items()}
+        convert_norms(model, select=k_of, k=k_of, pooling=pooling, head=head, activation=activation)
     if zero_init_residual:
         for norm_name in arch.residual_last_norms(model):
             _zero_init(model.get_submodule(norm_name))
