@@ -67,12 +67,14 @@ class Display:
 
     def ended(self, handle: Handle) -> None:
         result, _ = read_result(handle.run_dir)
-        current, detail = state(handle.run_dir)
+        resumes = False  # a killed or preempted run is resumed by a later submission: counted when that ends
         if handle.outcome == STOPPED:
-            outcome = f"stopped ({detail or 'on purpose'})"
+            outcome = f"stopped ({state(handle.run_dir)[1] or 'on purpose'})"
         elif result is not None:
             outcome = f"top-1 err {result['final'].get('top1_err', float('nan')):.2f}%"
         else:
+            current, detail = state(handle.run_dir)
+            resumes = current == "interrupted"
             code = f" (exit {handle.returncode})" if handle.returncode is not None else ""
             outcome = f"{current.upper()}{code}{': ' + detail if detail else ''}"
         if handle.note:
@@ -81,8 +83,6 @@ class Display:
         where = f" ({handle.job_id})" if handle.job_id else ""
         self.say(f"{label} [{handle.run_id}]: {outcome}{where}")
         self.cache.pop(handle.run_id, None)
-        # An interrupted run (killed, preempted) is resumed by a later submission: the bar counts it when that ends.
-        resumes = current == "interrupted" and handle.outcome != STOPPED
         if not resumes and handle.run_id not in self.counted:
             self.counted.add(handle.run_id)
             self.bar.advance(self.task)
