@@ -5,6 +5,13 @@ from __future__ import annotations
 # AttentiveNorm2d design axes (paper Table 1); the first value of each is the paper's best choice.
 POOLINGS = ("rsd", "mean", "concat")
 HEADS = ("a2", "a1")
+
+
+def default_head(norm: str) -> str:
+    """The papers' attention head: a2 for AN on BN, a1 for AN w/ GN (GN(32, affine=False), a1, hsigmoid)."""
+    return "a1" if norm == "an_gn" else "a2"
+
+
 ACTIVATIONS = ("hsigmoid", "softmax", "sigmoid")
 STANDARDIZATIONS = ("batch", "group", "instance", "layer")
 

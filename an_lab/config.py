@@ -112,7 +112,7 @@ class ModelConfig(Strict):
             return data
         an = data.get("an", {})
         if isinstance(an, dict) and "head" not in an:
-            return {**data, "an": {**an, "head": "a1"}}
+            return {**data, "an": {**an, "head": catalog.default_head("an_gn")}}
         return data
 
     @model_validator(mode="after")

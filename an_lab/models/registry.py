@@ -10,7 +10,16 @@ from functools import partial
 import torchvision
 from torch import nn
 
-from an_lab.catalog import DEFAULT_K, INPUT_SIZE, NORM_CHOICES, PLACEMENTS, STEMS, check_choice, resolve_k
+from an_lab.catalog import (
+    DEFAULT_K,
+    INPUT_SIZE,
+    NORM_CHOICES,
+    PLACEMENTS,
+    STEMS,
+    check_choice,
+    default_head,
+    resolve_k,
+)
 from an_lab.models import aognet, densenet, mobilenet, resnet
 from an_lab.models.cifar_resnet import CifarResNet
 from an_lab.models.convert import convert_norms, convertible_norms
@@ -119,7 +128,7 @@ def create(
         raise ValueError(f"norm='se' and stem='deep' apply to ResNets only, not to {name}")
     schedule = resolve_k(name, k)
     if head is None:
-        head = "a1" if norm == "an_gn" else "a2"
+        head = default_head(norm)
 
     norm_layer = _backbone_norm(norm)
     model = arch.build(num_classes=num_classes, norm_layer=norm_layer, **kw)
