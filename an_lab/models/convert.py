@@ -23,6 +23,12 @@ def convertible_norms(model: nn.Module) -> dict[str, nn.Module]:
     }
 
 
+def replace_layer(model: nn.Module, name: str, layer: nn.Module) -> None:
+    """Put `layer` in place of the submodule called `name` (a qualified name such as layer1.0.bn2)."""
+    parent_name, _, attribute = name.rpartition(".")
+    setattr(model.get_submodule(parent_name), attribute, layer)
+
+
 def _selected(candidates: dict[str, nn.Module], select: Selector) -> list[str]:
     if select is None:
         return list(candidates)
@@ -79,7 +85,5 @@ def convert_norms(model: nn.Module, *, select: Selector = None, k: KChoice = 10,
     """
     candidates = convertible_norms(model)
     for name in _selected(candidates, select):
-        parent_name, _, attribute = name.rpartition(".")
-        parent = model.get_submodule(parent_name)
-        setattr(parent, attribute, attentive_twin(candidates[name], _k_for(name, k), **an_options))
+        replace_layer(model, name, attentive_twin(candidates[name], _k_for(name, k), **an_options))
     return model

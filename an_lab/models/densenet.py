@@ -22,6 +22,8 @@ from collections.abc import Callable
 from torch import nn
 from torchvision.models.densenet import DenseNet, _DenseLayer
 
+from an_lab.models.convert import replace_layer
+
 NormLayer = Callable[[int], nn.Module]
 
 
@@ -31,8 +33,7 @@ def replace_batch_norms(model: nn.Module, norm_layer: NormLayer) -> nn.Module:
         return model
     batch_norms = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
     for name, norm in batch_norms:
-        parent_name, _, attribute = name.rpartition(".")
-        setattr(model.get_submodule(parent_name), attribute, norm_layer(norm.num_features))
+        replace_layer(model, name, norm_layer(norm.num_features))
     return model
 
 

@@ -65,6 +65,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
 from torchvision.ops import FrozenBatchNorm2d
 
 from an_lab.catalog import check_choice
+from an_lab.models.convert import replace_layer
 from an_lab.models.registry import create
 from an_lab.nn import AttentiveNorm2d
 
@@ -125,8 +126,7 @@ def freeze_batch_norms(module: nn.Module, select: Callable[[nn.Module], bool] | 
         if name and isinstance(layer, nn.BatchNorm2d | nn.SyncBatchNorm) and (select is None or select(layer))
     ]
     for name in names:
-        parent, _, attribute = name.rpartition(".")
-        setattr(module.get_submodule(parent), attribute, _frozen_twin(module.get_submodule(name)))
+        replace_layer(module, name, _frozen_twin(module.get_submodule(name)))
     return module
 
 
