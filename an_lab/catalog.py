@@ -17,6 +17,15 @@ STANDARDIZATIONS = ("batch", "group", "instance", "layer")
 
 # models.create()
 NORM_CHOICES = ("bn", "gn", "sn", "se", "an", "an_gn")
+
+# Mask R-CNN (models.detection): backbones, backbone norms (bn_frozen is the papers' BN*: FrozenBatchNorm2d), the norm
+# of the FPN and heads, and the convs of the 4conv1fc box head that AN w/ GN replaces the GN of (one K each).
+DETECTION_BACKBONES = ("resnet50", "resnet101", "mobilenet_v2")
+DETECTION_NORMS = ("bn_frozen", "gn", "syncbn", "an")
+DETECTION_ONLY_NORMS = ("bn_frozen", "syncbn")
+HEAD_NORMS = ("none", "gn", "an_gn")
+HEAD_CONVS = 4
+HEAD_K = (10, 10, 20, 20)
 PLACEMENTS = ("paper", "all")
 STEMS = ("plain", "deep")
 

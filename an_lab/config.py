@@ -24,8 +24,9 @@ Pooling = Literal["rsd", "mean", "concat"]
 Head = Literal["a2", "a1"]
 Activation = Literal["hsigmoid", "softmax", "sigmoid"]
 ModelName = Literal[catalog.MODEL_NAMES]  # type: ignore[valid-type]
-Norm = Literal[catalog.NORM_CHOICES]  # type: ignore[valid-type]
-DataName = Literal["digits", "imagefolder", "cifar10", "cifar100", "fake"]
+Norm = Literal[catalog.NORM_CHOICES + catalog.DETECTION_ONLY_NORMS]  # type: ignore[valid-type]
+DataName = Literal["digits", "imagefolder", "cifar10", "cifar100", "fake", "coco", "shapes"]
+Task = Literal["classification", "detection"]
 Precision = Literal["32", "bf16-mixed", "16-mixed", "bf16-true", "16-true"]
 
 # Bounds checked when a config is validated (`an-lab plan` included), so that a value that can only be a typo is an
@@ -41,6 +42,7 @@ MAX_FAKE_SIZE = 10**7  # images per epoch of the fake data set
 MAX_NUM_CLASSES = 100_000  # ImageNet-21k has 21,841
 MAX_DEVICES = 256  # processes per node
 MAX_NUM_NODES = 10_000
+MAX_ITERATIONS = 10**8
 
 Seed = Annotated[int, Field(strict=True, ge=0, lt=SEED_LIMIT)]
 
@@ -96,12 +98,53 @@ class ANConfig(Strict):
     placement: Literal["paper", "all"] = "paper"
 
 
+# The MaskRCNN arguments a detection config may set through model.detector_options, with torchvision's defaults.
+DETECTOR_OPTIONS = {
+    "rpn_pre_nms_top_n_train": 2000,
+    "rpn_pre_nms_top_n_test": 1000,
+    "rpn_post_nms_top_n_train": 2000,
+    "rpn_post_nms_top_n_test": 1000,
+    "rpn_batch_size_per_image": 256,
+    "box_batch_size_per_image": 512,
+    "box_detections_per_img": 100,
+}
+
+
+class BackboneInit(Strict):
+    """A run of a classification sweep of the same project, by sweep name, cell (label or baseline name) and seed."""
+
+    sweep: str = Field(min_length=1, max_length=200)
+    cell: str = Field(min_length=1, max_length=200)
+    seed: Seed = 0
+
+
 class ModelConfig(Strict):
-    name: ModelName = "cifar_resnet20"
-    norm: Norm = "an"
+    name: ModelName = "cifar_resnet20"  # detection: the backbone (resnet50, resnet101, mobilenet_v2)
+    norm: Norm = "an"  # detection: the backbone's norm (bn_frozen = BN*, gn, syncbn, an)
     an: ANConfig = ANConfig()
     stem: Literal["plain", "deep"] = "plain"
     zero_init_residual: bool = Field(True, strict=True)
+    # Detection only: the norm of the FPN and heads (none: torchvision's heads; gn: 4conv1fc box head, GN mask head
+    # and GN FPN; an_gn: the same with AN w/ GN in the box head's convs), the K of those AN layers (one per conv), and
+    # the backbone's starting weights: a classification run ({sweep, cell, seed}), a run folder or a checkpoint file.
+    head_norm: Literal["none", "gn", "an_gn"] | None = None
+    head_k: Annotated[int | tuple[int, ...] | None, BeforeValidator(_k_schedule)] = None
+    an_mask_head: bool | None = Field(None, strict=True)  # an_gn: AN w/ GN in the mask head too (default: GN there)
+    backbone_init: BackboneInit | str | None = None
+    backbone_init_ignore: tuple[str, ...] = ()  # fnmatch patterns of keys the backbone_init load may leave out
+    # Detection: torchvision MaskRCNN's sampling and output sizes (DETECTOR_OPTIONS; the defaults are COCO's), e.g.
+    # fewer proposals and detections for small images with few objects
+    detector_options: dict[str, Annotated[int, Field(strict=True, ge=1, le=100_000)]] = {}
+
+    @field_validator("detector_options")
+    @classmethod
+    def _known_detector_options(cls, value: dict) -> dict:
+        unknown = sorted(set(value) - set(DETECTOR_OPTIONS))
+        if unknown:
+            raise ValueError(
+                f"unknown detector option(s) {', '.join(unknown)}; choose among {', '.join(DETECTOR_OPTIONS)}"
+            )
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -123,6 +166,12 @@ class ModelConfig(Strict):
             raise ValueError(f"an.k: {error}") from None
         if not self.name.startswith("resnet") and (self.norm == "se" or self.stem == "deep"):
             raise ValueError(f"norm 'se' and stem 'deep' apply to torchvision ResNets only, not to {self.name}")
+        if isinstance(self.backbone_init, str) and (
+            not self.backbone_init.strip() or control_character(self.backbone_init) is not None
+        ):
+            raise ValueError("backbone_init must name a run folder or a checkpoint file, without control characters")
+        if isinstance(self.head_k, tuple) and len(self.head_k) != catalog.HEAD_CONVS:
+            raise ValueError(f"head_k: give one K or {catalog.HEAD_CONVS}, one per conv of the box head")
         return self
 
 
@@ -137,6 +186,18 @@ class DataConfig(Strict):
     fake_size: int = Field(512, ge=1, le=MAX_FAKE_SIZE, strict=True)  # fake only: images per epoch
     # fake / imagefolder: taken from the data when omitted
     num_classes: int | None = Field(None, ge=2, le=MAX_NUM_CLASSES, strict=True)
+    # coco / shapes (detection): image folders under root with annotations/instances_<folder>.json; image_size is the
+    # shorter side images are resized to and max_size caps the longer one (COCO: 800 and 1333)
+    train: str = "train2017"
+    val: str = "val2017"
+    max_size: int | None = Field(None, ge=8, le=MAX_IMAGE_SIZE, strict=True)
+
+    @field_validator("train", "val")
+    @classmethod
+    def _folder_name(cls, value: str) -> str:
+        if not value or value in (".", "..") or "/" in value or "\\" in value or control_character(value) is not None:
+            raise ValueError("must name one folder under data.root (no slashes, no control characters)")
+        return value
 
 
 class OptimConfig(Strict):
@@ -148,6 +209,9 @@ class OptimConfig(Strict):
     warmup_epochs: Number = Field(5, ge=0, le=MAX_EPOCHS)
     label_smoothing: Number = Field(0.0, ge=0, lt=1)
     mixup_alpha: Number = Field(0.0, ge=0)
+    # Detection: linear warm-up over the first iterations (from 1/3 of the rate) and gradient clipping (L2 norm)
+    warmup_iterations: int = Field(500, ge=0, le=MAX_ITERATIONS, strict=True)
+    clip_grad_norm: Number | None = Field(None, gt=0)
 
 
 class TrainerConfig(Strict):
@@ -165,6 +229,12 @@ class TrainerConfig(Strict):
     # CPU threads for torch's kernels. Part of the run's identity: the thread count changes how float reductions are
     # split, so a run id means one result only if it is fixed here rather than taken from how many runs share a machine.
     cpu_threads: int = Field(1, ge=1, le=256, strict=True)
+    # Detection trains by iterations (optimizer steps): the learning rate drops 10x at 2/3 and 8/9 of them; a
+    # checkpoint is written every checkpoint_every iterations and the model is evaluated every eval_every (and at the
+    # end). None: one checkpoint per 1000 iterations and one evaluation at the end.
+    iterations: int | None = Field(None, ge=1, le=MAX_ITERATIONS, strict=True)
+    checkpoint_every: int | None = Field(None, ge=1, le=MAX_ITERATIONS, strict=True)
+    eval_every: int | None = Field(None, ge=1, le=MAX_ITERATIONS, strict=True)
 
 
 class WandbConfig(Strict):
@@ -179,8 +249,14 @@ class WandbConfig(Strict):
     init_timeout: float = Field(30.0, gt=0, le=600, allow_inf_nan=False)
 
 
+RecipeName = Literal[
+    "vanilla", "sota", "mobile", "aognet", "aognet_sota", "cifar", "mask_rcnn_1x", "mask_rcnn_2x", "custom"
+]
+
+
 class RunConfig(Strict):
-    recipe: Literal["vanilla", "sota", "mobile", "aognet", "aognet_sota", "cifar", "custom"] = "custom"
+    recipe: RecipeName = "custom"
+    task: Task = "classification"
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     optim: OptimConfig = OptimConfig()
@@ -195,6 +271,122 @@ class RunConfig(Strict):
             raise ValueError("output_dir must name a folder, without control or invisible characters")
         return value
 
+    @model_validator(mode="after")
+    def _keys_fit_the_task(self) -> RunConfig:
+        problems = _detection_problems(self) if self.task == "detection" else _classification_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+DETECTION_DATA = ("coco", "shapes")
+# Keys that only a detection run reads, with the value that means "not set".
+DETECTION_KEYS = {
+    ("model", "head_norm"): None,
+    ("model", "head_k"): None,
+    ("model", "an_mask_head"): None,
+    ("model", "backbone_init"): None,
+    ("model", "backbone_init_ignore"): (),
+    ("model", "detector_options"): {},
+    ("data", "max_size"): None,
+    ("trainer", "iterations"): None,
+    ("trainer", "checkpoint_every"): None,
+    ("trainer", "eval_every"): None,
+    ("optim", "clip_grad_norm"): None,
+}
+# Keys only classification reads, with their defaults: a detection config that sets one is refused, not ignored.
+CLASSIFICATION_KEYS = {
+    ("optim", "label_smoothing"): 0.0,
+    ("optim", "mixup_alpha"): 0.0,
+    ("model", "stem"): "plain",
+}
+
+
+def _value(config: BaseModel, path: tuple[str, ...]) -> Any:
+    for part in path:
+        config = getattr(config, part)
+    return config
+
+
+def _classification_problems(config: RunConfig) -> list[str]:
+    problems = [
+        f"{'.'.join(path)} is a detection key (set task: detection to use it)"
+        for path, unset in DETECTION_KEYS.items()
+        if _value(config, path) != unset
+    ]
+    if config.data.name in DETECTION_DATA:
+        problems.append(f"data.name {config.data.name!r} is a detection data set (set task: detection)")
+    if config.model.norm in catalog.DETECTION_ONLY_NORMS:
+        problems.append(
+            f"model.norm {config.model.norm!r} is a detection backbone norm; for classification choose one of "
+            f"{', '.join(catalog.NORM_CHOICES)}"
+        )
+    return problems
+
+
+def _detection_problems(config: RunConfig) -> list[str]:
+    model, trainer, problems = config.model, config.trainer, []
+    if model.name not in catalog.DETECTION_BACKBONES:
+        problems.append(
+            f"model.name {model.name!r}: a detection backbone is one of {', '.join(catalog.DETECTION_BACKBONES)}"
+        )
+    if model.norm not in catalog.DETECTION_NORMS:
+        problems.append(
+            f"model.norm {model.norm!r}: a detection backbone's norm is one of {', '.join(catalog.DETECTION_NORMS)} "
+            "(bn_frozen is BN*: frozen statistics and affine)"
+        )
+    if config.data.name not in DETECTION_DATA:
+        problems.append(f"data.name {config.data.name!r}: detection reads {' or '.join(DETECTION_DATA)} (COCO format)")
+    for key in ("head_k", "an_mask_head"):
+        if getattr(model, key) is not None and model.head_norm != "an_gn":
+            problems.append(f"model.{key} is about AN in the heads: it needs model.head_norm: an_gn")
+    problems += [
+        f"{'.'.join(path)} is a classification key (detection does not use it; remove it)"
+        for path, default in CLASSIFICATION_KEYS.items()
+        if _value(config, path) != default
+    ]
+    if "epochs" in trainer.model_fields_set:
+        problems.append("trainer.epochs: detection trains by iterations; set trainer.iterations instead")
+    if trainer.iterations is None:
+        problems.append("trainer.iterations: detection needs the number of training iterations (COCO 1x: 90000)")
+    if trainer.iterations is not None:
+        problems += _interval_problems(trainer)
+    return problems
+
+
+def checkpoint_interval(trainer: TrainerConfig) -> int:
+    """Detection: iterations between checkpoints (one Lightning epoch): trainer.checkpoint_every, or the largest
+    divisor of the evaluation interval (trainer.eval_every, else the whole run) that is at most 1000."""
+    if trainer.checkpoint_every is not None:
+        return trainer.checkpoint_every
+    span = trainer.eval_every or trainer.iterations
+    return max(d for d in range(1, min(span, 1000) + 1) if span % d == 0)
+
+
+def _interval_problems(trainer: TrainerConfig) -> list[str]:
+    """Checkpoints fall on whole stretches of the run and evaluations on checkpoints, the last at the end."""
+    iterations, evaluate = trainer.iterations, trainer.eval_every or trainer.iterations
+    every = checkpoint_interval(trainer)
+    problems = []
+    if iterations % evaluate:
+        problems.append(f"trainer.eval_every ({evaluate}) must divide trainer.iterations ({iterations})")
+    if evaluate % every:
+        problems.append(
+            f"trainer.checkpoint_every ({every}) must divide trainer.eval_every ({evaluate}): models are evaluated "
+            "right after a checkpoint"
+        )
+    if iterations % every:
+        problems.append(f"trainer.checkpoint_every ({every}) must divide trainer.iterations ({iterations})")
+    return problems
+
+
+_MASK_RCNN: dict[str, Any] = {
+    "task": "detection",
+    "model": {"name": "resnet50", "norm": "bn_frozen", "head_norm": "none"},
+    "data": {"name": "coco", "root": "data/coco", "image_size": 800, "max_size": 1333, "batch_size": 2},
+    "optim": {"base_lr": 0.02, "weight_decay": 1e-4, "warmup_iterations": 500, "clip_grad_norm": 35.0},
+    "trainer": {"iterations": 90_000, "checkpoint_every": 2_000, "eval_every": 10_000},
+}
 
 # The papers' training setups (their ImageNet and CIFAR recipes); a config names one and overrides what it needs.
 RECIPES: dict[str, dict[str, Any]] = {
@@ -237,6 +429,11 @@ RECIPES: dict[str, dict[str, Any]] = {
         "optim": {"base_lr": 0.1, "weight_decay": 5e-4, "warmup_epochs": 1},
         "trainer": {"epochs": 160},
     },
+    # Mask R-CNN + FPN fine-tuning as the papers (their mmdetection setup): 8 GPUs x 2 images, lr 0.02 at 16 images,
+    # 90k (1x) or 180k (2x) iterations with 10x drops at 2/3 and 8/9, 500 warm-up iterations, weight decay 1e-4,
+    # gradients clipped at L2 norm 35, images resized to 800 on the shorter side (at most 1333 on the longer).
+    "mask_rcnn_1x": _MASK_RCNN,
+    "mask_rcnn_2x": {**_MASK_RCNN, "trainer": {**_MASK_RCNN["trainer"], "iterations": 180_000}},
     "custom": {},
 }
 
@@ -363,10 +560,24 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
     return resolve(tree, source)
 
 
+# Keys added with detection, left out of a run's identity while they hold these values, so that every classification
+# run keeps the id it had before they existed.
+LATER_KEYS = {
+    ("task",): "classification",
+    **{path: unset for path, unset in DETECTION_KEYS.items()},
+    ("data", "train"): "train2017",
+    ("data", "val"): "val2017",
+    ("optim", "warmup_iterations"): 500,
+}
+
+
 def identity(config: RunConfig) -> dict:
     """The part of the resolved config that determines what a run computes."""
     tree = config.model_dump(mode="json")
-    for path in NON_IDENTITY_KEYS:
+    dropped = [path for path in NON_IDENTITY_KEYS]
+    if config.task == "classification":
+        dropped += [path for path, unset in LATER_KEYS.items() if _value(config, path) == unset]
+    for path in dropped:
         node = tree
         for part in path[:-1]:
             node = node[part]

@@ -47,7 +47,7 @@ def test_overrides_and_identity(tmp_path):
         (["model.name=resnet49"], "model.name: 'resnet49' is not valid"),
         (
             ["recipe=fancy"],
-            "recipe 'fancy' is not valid; choose one of vanilla, sota, mobile, aognet, aognet_sota, cifar, custom",
+            "recipe 'fancy' is not valid; choose one of vanilla, sota, mobile, aognet, aognet_sota, cifar, mask_rcnn_1x, mask_rcnn_2x, custom",
         ),
         (["trainer.epochs=0"], "trainer.epochs: Input should be greater than or equal to 1"),
         (["model.norm=se"], "norm 'se' and stem 'deep' apply to torchvision ResNets only"),
@@ -81,3 +81,47 @@ def test_cli_reports_config_and_data_errors_with_exit_2_before_building_anything
 
     result = an_lab("train", "--set", "data.name=cifar10", "--set", f"data.root={tmp_path}")
     assert result.returncode == 2 and "set data.download: true to fetch it" in result.stderr
+
+
+DETECTION = ["recipe=mask_rcnn_1x"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.name=coco"], "data.name 'coco' is a detection data set (set task: detection)"),
+        (["model.head_norm=gn"], "model.head_norm is a detection key (set task: detection to use it)"),
+        (["trainer.iterations=10"], "trainer.iterations is a detection key"),
+        (["model.backbone_init=runs/x"], "model.backbone_init is a detection key"),
+        (["model.norm=bn_frozen"], "model.norm 'bn_frozen' is a detection backbone norm; for classification choose"),
+        ([*DETECTION, "model.name=cifar_resnet20"], "a detection backbone is one of resnet50, resnet101, mobilenet_v2"),
+        ([*DETECTION, "model.norm=sn"], "a detection backbone's norm is one of bn_frozen, gn, syncbn, an"),
+        ([*DETECTION, "data.name=digits"], "detection reads coco or shapes"),
+        ([*DETECTION, "trainer.epochs=12"], "trainer.epochs: detection trains by iterations"),
+        ([*DETECTION, "optim.mixup_alpha=0.2"], "optim.mixup_alpha is a classification key"),
+        ([*DETECTION, "model.head_k=5"], "model.head_k is about AN in the heads: it needs model.head_norm: an_gn"),
+        ([*DETECTION, "model.head_norm=an_gn", "model.head_k=[1, 2]"], "head_k: give one K or 4"),
+        ([*DETECTION, "trainer.eval_every=7000"], "trainer.eval_every (7000) must divide trainer.iterations (90000)"),
+        ([*DETECTION, "trainer.checkpoint_every=3000"], "trainer.checkpoint_every (3000) must divide trainer.eval_every"),
+        ([*DETECTION, "data.val=../elsewhere"], "data.val: must name one folder under data.root"),
+        ([*DETECTION, "model.detector_options={rpn_top: 5}"], "unknown detector option(s) rpn_top; choose among"),
+        ([*DETECTION, "model.detector_options={box_detections_per_img: 0}"], "model.detector_options.box_detections"),
+        ([*DETECTION, "model.backbone_init={sweep: a}"], "model.backbone_init"),
+        (["task=segmentation"], "task: 'segmentation' is not valid; choose one of 'classification' or 'detection'"),
+    ],
+)
+def test_detection_keys_are_checked_against_the_task(overrides, message):
+    with pytest.raises(UsageError) as caught:
+        load_config(None, overrides)
+    assert message in str(caught.value)
+
+
+def test_the_mask_rcnn_recipes_are_the_papers_schedules_and_classification_ids_are_unchanged():
+    one, two = load_config(None, DETECTION), load_config(None, ["recipe=mask_rcnn_2x"])
+    assert (one.task, one.model.norm, one.data.image_size, one.data.max_size) == ("detection", "bn_frozen", 800, 1333)
+    assert (one.optim.base_lr, one.optim.clip_grad_norm, one.optim.warmup_iterations) == (0.02, 35.0, 500)
+    assert (one.trainer.iterations, two.trainer.iterations, one.data.batch_size) == (90_000, 180_000, 2)
+    # ids computed before detection existed: the new keys at their defaults stay out of a classification run's id
+    assert run_id(load_config(None)) == "cifar_resnet20-an-73b7ce7ebb19"
+    assert run_id(load_config(None, ["recipe=vanilla", "model.norm=bn"])) == "resnet50-bn-b038a78f1683"
+    assert run_id(load_config(None, [*DETECTION, "model.head_norm=gn"])) != run_id(one)

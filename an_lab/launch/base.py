@@ -48,6 +48,9 @@ class RunRequest:
     label: str = ""
     claim: Claim | None = None
     payload: Any = None  # the caller's own data, e.g. an Optuna trial
+    # SLURM job ids ("123" or "123_4") that must complete successfully before this run starts (sbatch --dependency
+    # afterok): the jobs training a detection run's backbone. Only the SLURM executor can wait; others get none.
+    after: tuple[str, ...] = ()
 
 
 @dataclass

@@ -45,6 +45,7 @@ CODE_DIR = "code"
 MAX_TIMEOUT_REQUEUES = 20
 BACKOFF = 8  # the poll interval grows up to this many times launcher.slurm.poll_interval_s while nothing changes
 NO_LIMIT = 10**9
+JOB_ID = re.compile(r"[0-9]{1,12}(?:_[0-9]{1,9})?")  # a job, or one task of an array: 123 or 123_4
 
 
 @contextlib.contextmanager
@@ -147,10 +148,49 @@ def time_minutes(settings: SlurmSettings) -> int:
     return _partition_minutes(settings.partition) or 365 * 24 * 60
 
 
+def dependency(job_ids: tuple[str, ...] | list[str]) -> str:
+    """sbatch's --dependency value that starts a job once all these jobs completed successfully: `afterok:1_0:2`.
+
+    Built here from job ids that an-lab recorded at submission, never from user text; each must be a job id (digits,
+    or digits_digits for an array task), so the value can hold nothing else."""
+    ids = sorted({str(job_id) for job_id in job_ids}, key=lambda text: (len(text), text))
+    for job_id in ids:
+        if not JOB_ID.fullmatch(job_id):
+            raise LaunchError(
+                f"cannot make a job wait for SLURM job {reprlib.repr(job_id)}: that is no job id (digits, or "
+                "digits_digits for a task of an array); see the run folder's slurm.json"
+            )
+    if not ids:
+        raise ValueError("a dependency needs at least one job id")
+    return "afterok:" + ":".join(ids)
+
+
+def _add_dependency(parameters: dict, after: tuple[str, ...]) -> None:
+    """Start the jobs once `after` completed successfully; cancel them if one of those fails (kill_on_invalid_dep),
+    rather than leave them pending forever (DependencyNeverSatisfied): the next launch submits them again."""
+    extra = parameters["additional_parameters"]
+    taken = [key for key in extra if key.startswith("dep") and "dependency".startswith(key)]
+    if taken:
+        raise LaunchError(
+            f"launcher.slurm.additional_parameters.{taken[0]} sets sbatch --dependency, which an-lab sets itself for "
+            f"runs that wait for their backbone's job ({dependency(after)}); remove it",
+            ("launcher", "slurm", "additional_parameters"),
+        )
+    parameters["dependency"] = dependency(after)
+    extra.setdefault("kill_on_invalid_dep", "yes")
+
+
 def sbatch_parameters(
-    settings: SlurmSettings, shape: Shape, code: Path, count: int, job_name: str, max_parallel: int
+    settings: SlurmSettings,
+    shape: Shape,
+    code: Path,
+    count: int,
+    job_name: str,
+    max_parallel: int,
+    after: tuple[str, ...] = (),
 ) -> dict:
-    """submitit SlurmExecutor parameters: every sbatch setting comes from launcher.slurm and the job shape.
+    """submitit SlurmExecutor parameters: every sbatch setting comes from launcher.slurm and the job shape; `after`:
+    the jobs these must wait for (an afterok dependency).
 
     submitit writes each parameter as an `#SBATCH --key=value` line of a bash script (the value shell-quoted, the key
     as it is), and the code folder into #SBATCH lines and the srun command line. SlurmSettings has checked every value
@@ -195,6 +235,8 @@ def sbatch_parameters(
         "constraint": settings.constraint,
     }
     parameters.update({key: value for key, value in optional.items() if value is not None})
+    if after:
+        _add_dependency(parameters, after)
     if (problem := _job_script_problem(parameters)) is not None:
         raise LaunchError(f"launcher.slurm: {problem}", ("launcher", "slurm"))
     return parameters
@@ -274,6 +316,7 @@ class Submission:
     runs: dict[str, str]  # run id -> job id ("<array>_<task>")
     shape: Shape
     seconds: float
+    after: tuple[str, ...] = ()  # the jobs it waits for (afterok)
 
 
 class SlurmExecutor(Executor):
@@ -335,23 +378,28 @@ class SlurmExecutor(Executor):
                 )
 
     def submit(self, requests: list[RunRequest]) -> list[Handle]:
-        groups: dict[Shape, list[RunRequest]] = {}
+        """One array per job shape and set of jobs to wait for (runs that wait for different backbones' jobs go to
+        different arrays: one array has one --dependency)."""
+        groups: dict[tuple[Shape, tuple[str, ...]], list[RunRequest]] = {}
         for request in requests:
-            groups.setdefault(job_shape(request, self.settings, self.limits.gpus), []).append(request)
+            shape = job_shape(request, self.settings, self.limits.gpus)
+            groups.setdefault((shape, tuple(sorted(set(request.after)))), []).append(request)
         size = self.limits.max_array_size or NO_LIMIT
         handles: list[Handle] = []
-        for shape, members in groups.items():
+        for (shape, after), members in groups.items():
             for start in range(0, len(members), size):
-                handles += self._submit_array(shape, members[start : start + size])
+                handles += self._submit_array(shape, members[start : start + size], after)
         return handles
 
-    def _submit_array(self, shape: Shape, requests: list[RunRequest]) -> list[Handle]:
+    def _submit_array(self, shape: Shape, requests: list[RunRequest], after: tuple[str, ...] = ()) -> list[Handle]:
         import submitit
         from submitit.core.utils import FailedJobError, FailedSubmissionError
 
         started = time.perf_counter()
         code = snapshot_code(self.home)
-        parameters = sbatch_parameters(self.settings, shape, code, len(requests), self.job_name, self.max_parallel)
+        parameters = sbatch_parameters(
+            self.settings, shape, code, len(requests), self.job_name, self.max_parallel, after
+        )
         logs = self.home / LOGS_DIR
         try:
             executor = submitit.SlurmExecutor(folder=logs / "%j", max_num_timeout=MAX_TIMEOUT_REQUEUES)
@@ -376,7 +424,7 @@ class SlurmExecutor(Executor):
             ) from None
         submitted_at = time.time()
         ids = {request.run_id: str(job.job_id) for request, job in zip(requests, jobs, strict=True)}
-        submission = Submission(queue.array_id(next(iter(ids.values()))), ids, shape, 0.0)
+        submission = Submission(queue.array_id(next(iter(ids.values()))), ids, shape, 0.0, after)
         self._record(requests, submission, parameters, code, submitted_at)
         submission.seconds = time.perf_counter() - started
         self.submissions.append(submission)
@@ -483,6 +531,24 @@ class SlurmExecutor(Executor):
     def describe(self, handle: Handle) -> str:
         word = self.last_view.get(handle.job_id)
         return f"slurm {handle.job_id}" + (f" {word.lower()}" if word else "")
+
+
+def training_jobs(run_dirs: list[Path]) -> tuple[dict[Path, str], str | None]:
+    """The SLURM job that is queued or running each of these runs: the job its folder's slurm.json records (written at
+    submission), if one squeue call still lists it as active. Returns (run folder -> job id, None), or ({}, why the
+    queue could not be read); runs without such a job are left out."""
+    recorded: dict[Path, str] = {}
+    for directory in run_dirs:
+        entry = read_json(Path(directory) / RUN_JOB)
+        job_id = entry.get("job_id") if isinstance(entry, dict) else None
+        if isinstance(job_id, str) and JOB_ID.fullmatch(job_id):
+            recorded[directory] = job_id
+    if not recorded:
+        return {}, None
+    running, error = queue.active(recorded.values())
+    if running is None:
+        return {}, error
+    return {directory: job_id for directory, job_id in recorded.items() if job_id in running}, None
 
 
 ORCHESTRATOR = "slurm/orchestrator.json"  # in `home`: the detached orchestrator's job

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
-import os
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -26,15 +24,7 @@ from torch.utils.data import BatchSampler, Dataset, Sampler, Subset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from an_lab.errors import UsageError
-
-TRAIN_FOLDER, VAL_FOLDER = "train2017", "val2017"
-
-
-def annotation_path(root: Path | str, folder: str) -> Path:
-    """COCO's name for a split's annotation file: ROOT/annotations/instances_<folder>.json."""
-    return Path(root) / "annotations" / f"instances_{folder}.json"
-
+from an_lab.data_sources import annotation_path
 
 # ----------------------------------------------------------------------------------------------- dataset, batching
 
@@ -201,118 +191,3 @@ class GroupedBatchSampler(BatchSampler):
             half = (len(batch) + 1) // 2
             batches[largest : largest + 1] = [batch[:half], batch[half:]]
         yield from batches
-
-
-# ------------------------------------------------------------------------------------------------- pre-launch check
-
-
-def _read_annotations(path: Path, problems: list[str]) -> dict | None:
-    """The parsed file, or None after adding a paragraph that says why not."""
-    if not path.is_file():
-        problems.append(
-            f"{path}: the annotation file is missing; a COCO folder holds annotations/instances_<folder>.json "
-            "beside each image folder"
-        )
-        return None
-    try:
-        content = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        problems.append(
-            f"{path}: not valid JSON at line {error.lineno}, column {error.colno} ({error.msg}); the file may be "
-            "truncated or damaged"
-        )
-        return None
-    except (OSError, UnicodeDecodeError) as error:
-        problems.append(f"{path}: cannot be read ({getattr(error, 'strerror', None) or error})")
-        return None
-    required = {
-        "images": ("id", "file_name", "width", "height"),
-        "annotations": ("id", "image_id", "category_id", "bbox"),
-        "categories": ("id", "name"),
-    }
-    if not isinstance(content, dict):
-        problems.append(f"{path}: holds a {type(content).__name__}, not an object with the keys {', '.join(required)}")
-        return None
-    missing = [key for key in required if not isinstance(content.get(key), list)]
-    if missing:
-        problems.append(
-            f"{path}: the key(s) {', '.join(missing)} are missing or not lists; a COCO annotation file has "
-            f"{', '.join(required)}"
-        )
-        return None
-    for key, fields in required.items():
-        for position, entry in enumerate(content[key]):
-            absent = [field for field in fields if not isinstance(entry, dict) or field not in entry]
-            if absent:
-                problems.append(
-                    f"{path}: {key}[{position}] lacks {', '.join(absent)} (each entry needs {', '.join(fields)})"
-                )
-                return None
-    return content
-
-
-def few(items: Sequence, count: int = 5) -> str:
-    shown = ", ".join(str(item) for item in items[:count])
-    return shown + (f" and {len(items) - count} more" if len(items) > count else "")
-
-
-def _check_split(root: Path, folder: str, content: dict, path: Path, problems: list[str]) -> None:
-    images = root / folder
-    image_ids = [image["id"] for image in content["images"]]
-    repeated = sorted(i for i, n in Counter(image_ids).items() if n > 1)
-    if repeated:
-        problems.append(f"{path}: image ids appear more than once: {few(repeated)}")
-    if not images.is_dir():
-        problems.append(f"{images}: the image folder of {path.name} is missing")
-    else:
-        present = set(os.listdir(images))
-        names = [image["file_name"] for image in content["images"]]
-        missing = [
-            name for name in names if (name not in present if "/" not in name else not (images / name).is_file())
-        ]
-        if missing:
-            problems.append(
-                f"{images}: {len(missing)} of the {len(names)} images listed in {path} are missing: {few(missing)}"
-            )
-    known_images, known_categories = set(image_ids), {category["id"] for category in content["categories"]}
-    for field, known, what in (("image_id", known_images, "image"), ("category_id", known_categories, "category")):
-        stray = [a for a in content["annotations"] if a[field] not in known]
-        if stray:
-            problems.append(
-                f"{path}: {len(stray)} annotation(s) name an unknown {what} id ({field} "
-                f"{few(sorted({a[field] for a in stray}))}; annotation id(s) {few([a['id'] for a in stray])}); "
-                f"every {field} must be the id of an entry of its {what}s list"
-            )
-
-
-def check_coco(root: Path | str, train_folder: str = TRAIN_FOLDER, val_folder: str = VAL_FOLDER) -> None:
-    """Check a COCO folder before anything is launched, without decoding an image: both annotation files exist and
-    parse, hold images/annotations/categories, every listed image file exists, annotations name known image and
-    category ids, and both splits have the same categories. Raises one UsageError with a paragraph per problem."""
-    root = Path(root)
-    if not root.is_dir():
-        raise UsageError(
-            f"{root}: the COCO data folder does not exist (expected {train_folder}/, {val_folder}/ and annotations/)"
-        )
-    problems: list[str] = []
-    contents = {}
-    for folder in (train_folder, val_folder):
-        path = annotation_path(root, folder)
-        content = _read_annotations(path, problems)
-        if content is not None:
-            contents[folder] = content
-            _check_split(root, folder, content, path, problems)
-    if train_folder in contents and not contents[train_folder]["annotations"]:
-        problems.append(f"{annotation_path(root, train_folder)}: the training split has no annotations to learn from")
-    if len(contents) == 2:
-        train, val = ({c["id"]: c["name"] for c in contents[f]["categories"]} for f in (train_folder, val_folder))
-        if train != val:
-            only_train = [f"{i}: {n}" for i, n in sorted(train.items()) if val.get(i) != n]
-            only_val = [f"{i}: {n}" for i, n in sorted(val.items()) if train.get(i) != n]
-            problems.append(
-                f"{annotation_path(root, val_folder)}: its categories differ from those of "
-                f"{annotation_path(root, train_folder)}: only in {train_folder}: {few(only_train) or 'none'}; "
-                f"only in {val_folder}: {few(only_val) or 'none'}; both splits must list the same ids and names"
-            )
-    if problems:
-        raise UsageError("\n\n".join(problems))

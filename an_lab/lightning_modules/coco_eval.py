@@ -13,7 +13,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from an_lab.lightning_modules.coco import few, load_coco
+from an_lab.data_sources import few
+from an_lab.lightning_modules.coco import load_coco
 
 METRIC_NAMES = ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l")  # COCOeval.stats[0..5]
 MASK_THRESHOLD = 0.5
@@ -31,19 +32,25 @@ def _results(predictions: Iterable[tuple[int, Mapping]], label_to_category) -> t
         boxes[:, 2:] -= boxes[:, :2]
         for box, score, category in zip(boxes.tolist(), scores, categories, strict=True):
             boxes_out.append({"image_id": image_id, "category_id": category, "bbox": box, "score": score})
-        if "masks" not in output:
+        if "masks" not in output and "rles" not in output:
             with_masks = False
             continue
-        masks = torch.as_tensor(output["masks"]).detach().cpu()
-        if masks.ndim == 4:
-            masks = masks[:, 0]
         if not len(categories):
             continue
-        binary = (masks > MASK_THRESHOLD if masks.is_floating_point() else masks > 0).numpy().astype(np.uint8)
-        rles = mask_utils.encode(np.asfortranarray(binary.transpose(1, 2, 0)))
+        rles = output["rles"] if "rles" in output else encode_masks(output["masks"])
         for rle, score, category in zip(rles, scores, categories, strict=True):
             masks_out.append({"image_id": image_id, "category_id": category, "segmentation": rle, "score": score})
     return boxes_out, masks_out, with_masks
+
+
+def encode_masks(masks) -> list[dict]:
+    """COCO run-length encodings of Mask R-CNN's masks (Nx1xHxW or NxHxW; probabilities are cut at 0.5), a few
+    bytes per mask where the masks themselves take H x W each."""
+    masks = torch.as_tensor(masks).detach().cpu()
+    if masks.ndim == 4:
+        masks = masks[:, 0]
+    binary = (masks > MASK_THRESHOLD if masks.is_floating_point() else masks != 0).numpy().astype(np.uint8)
+    return mask_utils.encode(np.asfortranarray(binary.transpose(1, 2, 0))) if len(binary) else []
 
 
 def _stats(coco_gt: COCO, results: list[dict], kind: str, image_ids: list[int]) -> list[float]:
@@ -76,11 +83,12 @@ def evaluate_coco(
 
     `predictions`: {image_id: output} or a list of outputs that each carry an `image_id`; an output holds `boxes`
     (Nx4 XYXY in the pixels of the annotated image), `labels` (model labels, mapped to category ids through
-    `label_to_category`), `scores` and, for mask AP, `masks` (Nx1xHxW or NxHxW probabilities, cut at 0.5). The images
-    evaluated are `image_ids`, by default those predicted (all of the ground truth's when there are none), so an
-    image predicted with no detection counts. Returns bbox_ap, bbox_ap50, bbox_ap75, bbox_ap_s, bbox_ap_m, bbox_ap_l
-    and the same with segm_ (COCOeval.stats[0:6] x 100): NaN where the ground truth has no object of that size, and
-    NaN for every segm_ key when an output lacks masks. COCOeval's prints are swallowed.
+    `label_to_category`), `scores` and, for mask AP, `masks` (Nx1xHxW or NxHxW probabilities, cut at 0.5) or
+    `rles` (their encode_masks). The images evaluated are `image_ids`, by default those predicted (all of the
+    ground truth's when there are none), so an image predicted with no detection counts. Returns bbox_ap,
+    bbox_ap50, bbox_ap75, bbox_ap_s, bbox_ap_m, bbox_ap_l and the same with segm_ (COCOeval.stats[0:6] x 100): NaN
+    where the ground truth has no object of that size, and NaN for every segm_ key when an output lacks masks.
+    COCOeval's prints are swallowed.
     """
     if not isinstance(coco_gt, COCO):
         coco_gt = load_coco(coco_gt)

@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
+from an_lab.data_sources import TRAIN_FOLDER, VAL_FOLDER, annotation_path
 from an_lab.errors import UsageError
-from an_lab.lightning_modules.coco import TRAIN_FOLDER, VAL_FOLDER, annotation_path
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "star")
 SHAPES_VERSION = 1

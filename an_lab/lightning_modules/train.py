@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import math
 import os
 import platform
 import signal
@@ -19,7 +20,7 @@ import torch
 import torchvision
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
-from an_lab.config import RunConfig, config_hash, run_dir, run_id
+from an_lab.config import RunConfig, checkpoint_interval, config_hash, run_dir, run_id
 from an_lab.data_sources import check_data
 from an_lab.errors import UsageError
 from an_lab.lightning_modules.callbacks import (
@@ -31,6 +32,7 @@ from an_lab.lightning_modules.callbacks import (
 )
 from an_lab.lightning_modules.classifier import ImageClassifier
 from an_lab.lightning_modules.data import ImageClassificationData
+from an_lab.metrics import TASK_METRICS
 from an_lab.profiling import count_macs, count_parameters
 from an_lab.rundir import (
     CHECKPOINT,
@@ -155,9 +157,7 @@ def _result(config: RunConfig, trainer: pl.Trainer, module: ImageClassifier, thr
     best = min(rows, key=lambda row: row["val_top1_err"])
     tail = rows[-TAIL_EPOCHS:]
     return {
-        "run_id": run_id(config),
-        "config_hash": config_hash(config),
-        "status": "done",
+        **_identity_fields(config),
         "final": {
             "top1_err": final["val_top1_err"],
             "top5_err": final["val_top5_err"],
@@ -174,6 +174,17 @@ def _result(config: RunConfig, trainer: pl.Trainer, module: ImageClassifier, thr
         "params": count_parameters(module.model),
         "macs": count_macs(module.model, config.data.image_size),
         "epochs": trainer.current_epoch,
+        **_run_facts(config, trainer, throughput, seconds),
+    }
+
+
+def _identity_fields(config: RunConfig) -> dict:
+    return {"run_id": run_id(config), "config_hash": config_hash(config), "status": "done"}
+
+
+def _run_facts(config: RunConfig, trainer: pl.Trainer, throughput, seconds: float) -> dict:
+    """What every result.json records about how the run was made."""
+    return {
         "wall_time_s": round(seconds, 3),
         "images_per_s": throughput.images_per_second,
         "device": _device(trainer),
@@ -188,6 +199,38 @@ def _result(config: RunConfig, trainer: pl.Trainer, module: ImageClassifier, thr
         },
         "git_revision": _git_revision(),
         "finished_at": time.time(),
+    }
+
+
+def _detection_result(config: RunConfig, trainer: pl.Trainer, module, throughput, seconds: float, say) -> dict:
+    """result.json of a detection run: the last evaluation's AP (percent) in "final", the evaluation with the highest
+    box AP in "best", the last evaluations in "tail"."""
+    from an_lab.models.detection import parameter_counts
+
+    skipped: list[str] = []
+    every = epoch_metrics(run_dir(config), skipped)
+    if skipped:
+        say(f"warning: skipped {len(skipped)} damaged row(s) of the metric logs: {', '.join(skipped[:3])}")
+    rows = [row for row in every if "val_bbox_ap" in row]
+    names = TASK_METRICS["detection"]
+    final, tail = rows[-1], rows[-TAIL_EPOCHS:]
+    best = max(rows, key=lambda row: row["val_bbox_ap"] if math.isfinite(row["val_bbox_ap"]) else -math.inf)
+    counts = parameter_counts(module.model)
+    return {
+        **_identity_fields(config),
+        "task": "detection",
+        "final": {**{name: final.get(f"val_{name}") for name in names}, "train_loss": every[-1].get("train_loss")},
+        "best": {**{name: best.get(f"val_{name}") for name in names}, "epoch": int(best["epoch"])},
+        "tail": {
+            "epoch": [int(row["epoch"]) for row in tail],
+            **{key: [row.get(key) for row in tail] for key in ("val_bbox_ap", "val_segm_ap", "train_loss")},
+        },
+        "params": counts.total,
+        "trainable_params": counts.trainable,
+        "macs": None,
+        "epochs": trainer.current_epoch,
+        "iterations": trainer.global_step,
+        **_run_facts(config, trainer, throughput, seconds),
     }
 
 
@@ -311,14 +354,37 @@ def train(config: RunConfig, *, plugins: list | None = None, progress: bool = Tr
             claim.release()
 
 
+def _parts(config: RunConfig, resuming: bool, say) -> tuple[pl.LightningDataModule, pl.LightningModule]:
+    """The task's data module (set up) and Lightning module; a detection run that starts fresh takes its backbone's
+    weights from model.backbone_init."""
+    if config.task == "detection":
+        from an_lab.lightning_modules.detection_data import CocoDetectionData
+        from an_lab.lightning_modules.detector import MaskRCNNModule, load_backbone
+
+        data = CocoDetectionData(config)
+        data.prepare_data()
+        data.setup("fit")
+        module = MaskRCNNModule(config, data.num_classes, data.label_to_category, data.val_set.coco)
+        source = config.model.backbone_init
+        if source is not None and not resuming:
+            ignored = load_backbone(module.model, str(source), config.model.backbone_init_ignore)
+            skipped = [key for keys in ignored for key in keys]
+            say(
+                f"backbone initialised from {source}" + (f" ({len(skipped)} listed key(s) left out)" if skipped else "")
+            )
+        return data, module
+    data = ImageClassificationData(config.data, seed=config.trainer.seed)
+    data.prepare_data()
+    data.setup("fit")
+    return data, ImageClassifier(config, data.num_classes)
+
+
 def _fit(config: RunConfig, directory: Path, plugins: list | None, progress: bool, say) -> dict:
     started = time.perf_counter()
     torch.set_num_threads(config.trainer.cpu_threads)
     pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
-    data = ImageClassificationData(config.data, seed=config.trainer.seed)
-    data.prepare_data()
-    data.setup("fit")
-    module = ImageClassifier(config, data.num_classes)
+    resume_from = _resume_point(directory, say)
+    data, module = _parts(config, resume_from is not None, say)
 
     # One CSV log per attempt: Lightning's CSV logger would overwrite an earlier attempt's rows on resume.
     attempt = len(attempt_logs(directory))
@@ -329,7 +395,6 @@ def _fit(config: RunConfig, directory: Path, plugins: list | None, progress: boo
         loggers.append(wandb_logger)
     throughput = Throughput()
     trainer = _trainer(config, loggers, [throughput, AtomicLastCheckpoint(directory)], plugins, progress)
-    resume_from = _resume_point(directory, say)
     try:
         with _sigterm_stops_cleanly(loggers):
             trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
@@ -343,8 +408,9 @@ def _fit(config: RunConfig, directory: Path, plugins: list | None, progress: boo
     if not trainer.is_global_zero:
         # DDP (e.g. srun tasks of a SLURM job): rank 0 reads the CSV logs only it writes and writes the one result.
         return {"run_id": run_id(config), "status": "done", "global_rank": trainer.global_rank}
-    result = _result(config, trainer, module, throughput, time.perf_counter() - started, say)
-    if config.trainer.diagnostics:
+    summarize = _detection_result if config.task == "detection" else _result
+    result = summarize(config, trainer, module, throughput, time.perf_counter() - started, say)
+    if config.trainer.diagnostics and config.task == "classification":
         from an_lab.lightning_modules.diagnostics import save_diagnostics
 
         result["diagnostics"] = [p.name for p in save_diagnostics(module.model, data, directory)]
@@ -354,10 +420,29 @@ def _fit(config: RunConfig, directory: Path, plugins: list | None, progress: boo
     return result
 
 
+def _schedule(config: RunConfig) -> dict:
+    """Trainer arguments of the task's schedule: epochs for classification; for detection, stretches of
+    checkpoint_every iterations as epochs, evaluation every eval_every iterations (the last one included), gradient
+    clipping, no sanity evaluation (a COCO evaluation of two batches says nothing), and the data module's own
+    per-rank batches instead of Lightning's distributed sampler."""
+    settings = config.trainer
+    if config.task == "classification":
+        return {"max_epochs": settings.epochs}
+    stretch = checkpoint_interval(settings)
+    return {
+        "max_epochs": settings.iterations // stretch,
+        "check_val_every_n_epoch": (settings.eval_every or settings.iterations) // stretch,
+        "gradient_clip_val": config.optim.clip_grad_norm,
+        "gradient_clip_algorithm": "norm",
+        "num_sanity_val_steps": 0,
+        "use_distributed_sampler": False,
+    }
+
+
 def _trainer(config: RunConfig, loggers: list, callbacks: list, plugins: list | None, progress: bool) -> pl.Trainer:
     settings = config.trainer
     return pl.Trainer(
-        max_epochs=settings.epochs,
+        **_schedule(config),
         accelerator=settings.accelerator,
         devices=settings.devices,
         num_nodes=settings.num_nodes,

@@ -64,18 +64,16 @@ from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
 from torchvision.ops import FrozenBatchNorm2d
 
-from an_lab.catalog import check_choice
+from an_lab.catalog import DETECTION_BACKBONES as BACKBONES
+from an_lab.catalog import DETECTION_NORMS as BACKBONE_NORMS
+from an_lab.catalog import HEAD_K, HEAD_NORMS, check_choice
 from an_lab.models.convert import replace_layer
 from an_lab.models.registry import create
 from an_lab.nn import AttentiveNorm2d
 
-BACKBONES = ("resnet50", "resnet101", "mobilenet_v2")
-BACKBONE_NORMS = ("bn_frozen", "gn", "syncbn", "an")
-HEAD_NORMS = ("none", "gn", "an_gn")
 BOX_HEADS = ("2fc", "4conv1fc")
-
-# K of the AN w/ GN layers after the four convs of the box head, in order (the AN reference configuration).
-HEAD_K = (10, 10, 20, 20)
+# HEAD_K (catalog): K of the AN w/ GN layers after the four convs of the box head, in order (the AN reference
+# configuration).
 HEAD_GROUPS = 32
 
 FPN_CHANNELS = 256  # torchvision's FPN width; the heads below are sized for it

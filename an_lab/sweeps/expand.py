@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from an_lab import catalog
 from an_lab.config import RECIPES, SHORTHAND, RunConfig, deep_merge, run_id
 from an_lab.data_sources import check_data
 from an_lab.errors import UsageError
+from an_lab.sweeps.backbones import KEY as BACKBONE_KEY
+from an_lab.sweeps.backbones import Backbone, BackboneResolver
 from an_lab.sweeps.spec import CONFIG_KEYS, Loc, Sweep, axis_settings, config_key_problem, show_loc
 
 
@@ -49,8 +51,9 @@ class Cell:
 @dataclass(frozen=True)
 class PlannedRun:
     cell: Cell
-    config: RunConfig
+    config: RunConfig  # model.backbone_init resolved to a run folder (an_lab.sweeps.backbones)
     run_id: str
+    backbone: Backbone | None = None  # the classification run a detection run starts from
 
     @property
     def seed(self) -> int:
@@ -92,6 +95,15 @@ def model_title(name: str) -> str:
 
 # Keys the label spells out itself; other changes are appended as key=value.
 _LABELLED = {"model.name", "model.norm", "model.an.pooling", "model.an.head", "model.an.activation", "model.an.k"}
+# Detection rows as the papers' Table 2: the backbone's norm, then the heads' ("AN (w/ BN) + AN (w/ GN) heads"); the
+# backbone's starting weights follow the norm, so a change of backbone_init is not spelled out.
+_DETECTION_NORMS = {"bn_frozen": "BN*", "syncbn": "SyncBN", "gn": "GN", "an": "AN (w/ BN)"}
+_HEAD_NORMS = {"none": "", "gn": " + GN heads", "an_gn": " + AN (w/ GN) heads"}
+_DETECTION_LABELLED = {
+    "model.head_norm",
+    "model.backbone_init",
+    *(f"model.backbone_init.{k}" for k in ("sweep", "cell")),
+}
 
 
 def label(config: RunConfig, changes: dict[str, Any], *, with_model: bool = False, an_detail: bool = True) -> str:
@@ -101,7 +113,9 @@ def label(config: RunConfig, changes: dict[str, Any], *, with_model: bool = Fals
     an_detail: spell out AN's choices (when the sweep varies them), else just "AN".
     """
     model = config.model
-    if model.norm in ("an", "an_gn") and not an_detail:
+    if config.task == "detection":
+        text = _DETECTION_NORMS[model.norm] + _HEAD_NORMS[model.head_norm or "none"]
+    elif model.norm in ("an", "an_gn") and not an_detail:
         text = model.norm.upper().replace("_", "-")
     elif model.norm in ("an", "an_gn"):
         k = ",".join(str(v) for v in catalog.resolve_k(model.name, model.an.k))
@@ -112,7 +126,11 @@ def label(config: RunConfig, changes: dict[str, Any], *, with_model: bool = Fals
         text = model.norm.upper()
     if with_model:
         text = f"{model_title(model.name)} {text}"
-    skip = _LABELLED | ({"recipe"} if with_model else set())
+    skip = (
+        _LABELLED
+        | ({"recipe"} if with_model else set())
+        | (_DETECTION_LABELLED if config.task == "detection" else set())
+    )
     extras = [f"{key.rpartition('.')[2]}={show(value)}" for key, value in changes.items() if key not in skip]
     return ", ".join([text, *extras])
 
@@ -129,10 +147,11 @@ def _leaves(key: str, value: Any) -> Iterator[tuple[str, Any]]:
 
 
 def _get(config: RunConfig, key: str) -> Any:
+    """The value at a dotted key, as plain data (model.backbone_init: {sweep, cell} as written, seed if given)."""
     node: Any = config
     for part in key.split("."):
         node = getattr(node, part, None)
-    return node
+    return node.model_dump(mode="json", exclude_unset=True) if isinstance(node, BaseModel) else node
 
 
 def problems(error: ValidationError) -> tuple[str, str]:
@@ -154,6 +173,11 @@ def problems(error: ValidationError) -> tuple[str, str]:
             got = "" if quiet else f" (got {reprlib.repr(item['input'])})"
             sentences.append(f"{key or 'run config'}: {message}{got}")
     return first, "; ".join(sentences)
+
+
+# Keys whose value is a mapping that is not a section of the run config: a cell's mapping is laid over the base's, as a
+# section's keys would be, rather than replacing it (a string replaces it).
+MERGED = (BACKBONE_KEY,)
 
 
 class Resolver:
@@ -183,6 +207,9 @@ class Resolver:
                     )
                 node[part] = child = dict(child) if isinstance(child, dict) else {}
                 node = child
+            previous = node.get(parts[-1])
+            if dotted in MERGED and isinstance(value, dict) and isinstance(previous, dict):
+                value = {**previous, **value}  # `model.backbone_init: {cell: BN}` keeps the base's sweep (and seed)
             node[parts[-1]] = value
         tree["wandb"] = {**self._wandb, "group": self.sweep.name, "tags": tags}
         return tree
@@ -224,7 +251,8 @@ class Resolver:
 def resolve_settings(sweep: Sweep, settings: dict[str, Any], tags: tuple[str, ...] = ()) -> RunConfig:
     """One run config from dotted settings on the sweep's base (for search trials); errors as UsageError."""
     flat = dict(leaf for key, value in settings.items() for leaf in _leaves(key, value))
-    return Resolver(sweep).resolve(flat, {}, tags)
+    config = Resolver(sweep).resolve(flat, {}, tags)
+    return BackboneResolver(sweep.path.parent).resolve(config, sweep.where(sweep.base_key_loc(BACKBONE_KEY)))[0]
 
 
 @dataclass
@@ -326,6 +354,7 @@ def expand(sweep: Sweep, seeds: dict[int, list[int]] | list[int] | None = None) 
     with_model = len({config.model.name for config in configs}) > 1
     an_detail = any(key.startswith("model.an.") for changes in all_changes for key in changes) or sweep.mode == "search"
     initial = sweep.spec.initial_seeds()
+    backbones = BackboneResolver(sweep.path.parent)
     runs: list[PlannedRun] = []
     owner: dict[str, Cell] = {}
     for index, (draft, config, changes) in enumerate(zip(drafts, configs, all_changes, strict=True)):
@@ -342,6 +371,7 @@ def expand(sweep: Sweep, seeds: dict[int, list[int]] | list[int] | None = None) 
             loc=draft.loc,
         )
         wandb = _wandb_identity(sweep, cell)
+        where = _backbone_where(sweep, cell)
         own = seeds if isinstance(seeds, list) else (seeds or {}).get(index)
         for seed in own or initial or (config.trainer.seed,):
             trainer = (
@@ -349,12 +379,19 @@ def expand(sweep: Sweep, seeds: dict[int, list[int]] | list[int] | None = None) 
             )
             name = f"{cell.label} seed={seed}"[:128]
             seeded = config.model_copy(update={"trainer": trainer, "wandb": wandb.model_copy(update={"name": name})})
+            seeded, backbone = backbones.resolve(seeded, where)  # before the id: it hashes the backbone's folder
             identifier = run_id(seeded)
             if identifier in owner:
                 raise _duplicate(sweep, owner[identifier], cell, identifier)
             owner[identifier] = cell
-            runs.append(PlannedRun(cell, seeded, identifier))
+            runs.append(PlannedRun(cell, seeded, identifier, backbone))
     return runs
+
+
+def _backbone_where(sweep: Sweep, cell: Cell) -> str:
+    """`file, line N` of the model.backbone_init a cell's runs start from: the cell's own setting, else the base's."""
+    own = cell.sources.get(BACKBONE_KEY)
+    return sweep.where(*((own,) if own else ()), sweep.base_key_loc(BACKBONE_KEY), ("base",))
 
 
 def _cell_tags(draft: _Draft, changes: dict[str, Any]) -> tuple[str, ...]:

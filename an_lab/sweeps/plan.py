@@ -53,12 +53,39 @@ def train_images(data: DataConfig) -> int | None:
     return TRAIN_IMAGES.get(data.name)
 
 
+# Mask R-CNN + FPN, per training image (an estimate from the layer shapes, checked against torch's FLOP counter in
+# tests/sweeps/test_sweeps_plan.py): the backbone (MACS_PER_IMAGE scaled to the resized image: shorter side
+# data.image_size, longer side 4/3 of it as COCO's typical 640 x 480, at most data.max_size), the FPN and RPN per input
+# pixel (1x1 laterals from strides 4-32, 3x3 256-channel outputs at strides 4-32, the RPN's 3x3 conv at strides 4-64),
+# the box head per sampled RoI (box_batch_size_per_image, 512) and the mask head per positive RoI (a quarter of them).
+FPN_RPN_MACS_PER_PIXEL = 106_000
+BOX_HEAD_MACS = {"2fc": 13_900_000, "4conv1fc": 128_400_000}  # 7x7x256 RoI features -> 1024, per RoI
+MASK_HEAD_MACS = 513_000_000  # four 3x3 256-channel convs at 14x14 and the 2x deconvolution, per positive RoI
+POSITIVE_FRACTION = 0.25
+
+
+def detection_macs_per_image(config: RunConfig) -> float:
+    data, model = config.data, config.model
+    short = data.image_size
+    long = min(data.max_size or round(short * 1333 / 800), round(short * 4 / 3))
+    pixels = short * long
+    backbone = MACS_PER_IMAGE[model.name] * pixels / NATIVE_SIZE[model.name] ** 2
+    rois = model.detector_options.get("box_batch_size_per_image", 512)
+    box_head = BOX_HEAD_MACS["2fc" if (model.head_norm or "none") == "none" else "4conv1fc"]
+    return backbone + FPN_RPN_MACS_PER_PIXEL * pixels + rois * (box_head + POSITIVE_FRACTION * MASK_HEAD_MACS)
+
+
 def run_macs(config: RunConfig) -> int | None:
-    """Multiply-accumulates to train one run: epochs x training images x 3 x MACs per image at the run's image size."""
+    """Multiply-accumulates to train one run: epochs x training images x 3 x MACs per image at the run's image size;
+    for detection, iterations x global batch x 3 x the detector's MACs per image."""
+    trainer = config.trainer
+    if config.task == "detection":
+        devices = trainer.devices if isinstance(trainer.devices, int) else 1
+        images = trainer.iterations * config.data.batch_size * devices * trainer.num_nodes
+        return round(images * TRAINING_FACTOR * detection_macs_per_image(config))
     images = train_images(config.data)
     if images is None:
         return None
-    trainer = config.trainer
     if trainer.limit_train_batches is not None:
         devices = trainer.devices if isinstance(trainer.devices, int) else 1
         images = min(images, trainer.limit_train_batches * config.data.batch_size * devices * trainer.num_nodes)
@@ -78,7 +105,7 @@ class Estimate:
             return "nothing to run"
         amount = f"~{self.macs:.1e}".replace("e+", "e")
         text = f"{amount} multiply-accumulates to run" if self.counted else "compute unknown"
-        text += " (training: epochs x train images x 3 x MACs per image"
+        text += " (training: epochs x train images, or detection iterations x batch, x 3 x MACs per image"
         text += f"; BN network MACs scaled to each run's image size; {self.counted} runs)"
         if self.unknown:
             text += f"; not counted: {len(self.unknown)} runs ({'; '.join(sorted(set(self.unknown)))})"

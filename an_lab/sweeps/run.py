@@ -15,8 +15,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from an_lab.errors import UsageError
 from an_lab.launch.base import Executor, Handle, LaunchError, RunRequest, hand_over
 from an_lab.rundir import read_json, state
+from an_lab.sweeps.backbones import Backbone, require_done
 from an_lab.sweeps.expand import PlannedRun
 from an_lab.sweeps.loop import reconcile, report_calls
 from an_lab.sweeps.selection import RETRYABLE, claim_run, holder, prepare, sweep_lock, validate
@@ -49,8 +51,8 @@ def make_executor(sweep: Sweep, options: Options) -> Executor:
     )
 
 
-def request_for(run: PlannedRun) -> RunRequest:
-    return RunRequest(run.run_id, run.run_dir, run.config, label=run.cell.label)
+def request_for(run: PlannedRun, after: tuple[str, ...] = ()) -> RunRequest:
+    return RunRequest(run.run_id, run.run_dir, run.config, label=run.cell.label, after=after)
 
 
 @contextlib.contextmanager
@@ -81,6 +83,7 @@ class GridSource:
     retry_failed: bool
     keep_claims: bool
     say: Callable[[str], None]
+    after: dict[str, tuple[str, ...]] = field(default_factory=dict)  # run id -> the SLURM jobs it waits for
     started: float = field(default_factory=time.time)
     taken: list[PlannedRun] = field(default_factory=list)  # runs another process owned when their turn came
 
@@ -106,7 +109,7 @@ class GridSource:
                     self.taken.append(run)
                     self.say(f"{run.cell.label} [{run.run_id}]: left to {holder(run)}")
                 continue
-            requests.append(hand_over(request_for(run), claim, self.keep_claims))
+            requests.append(hand_over(request_for(run, self.after.get(run.run_id, ())), claim, self.keep_claims))
         return requests
 
     def should_stop(self, handle: Handle) -> bool:
@@ -156,12 +159,12 @@ def _rounds(sweep: Sweep, executor: Executor, options: Options, say, runs: list[
     follow = options.executor == "local" or options.wait
     launched: set[str] = set()
     while True:
-        todo, adopted = _select(sweep, executor, options, launched, say, runs)
+        todo, adopted, after = _select(sweep, executor, options, launched, say, runs)
         runs = None
         if launched and not todo and not adopted:
             return True
         display = Display(sweep, len(todo) + len(adopted), say)
-        source = GridSource(sweep, todo, options.retry_failed, executor.holds_claims, display.say)
+        source = GridSource(sweep, todo, options.retry_failed, executor.holds_claims, display.say, after)
         started = time.monotonic()
         with display:
             for handle in adopted:
@@ -179,8 +182,9 @@ def _rounds(sweep: Sweep, executor: Executor, options: Options, say, runs: list[
 
 def _select(
     sweep: Sweep, executor: Executor, options: Options, launched: set[str], say, runs: list[PlannedRun] | None
-) -> tuple[list, list]:
-    """The runs to submit, and the handles of runs in flight on the executor (SLURM jobs of an earlier launch)."""
+) -> tuple[list, list, dict[str, tuple[str, ...]]]:
+    """The runs to submit, the handles of runs in flight on the executor (SLURM jobs of an earlier launch), and the
+    SLURM jobs each run to submit must wait for (those training its backbone)."""
     with sweep_lock(sweep) if executor.name == "slurm" else contextlib.nullcontext():
         selection = prepare(sweep, options.retry_failed, runs)
         candidates = [run for run in selection.launch + selection.running if run.run_id not in launched]
@@ -192,6 +196,7 @@ def _select(
             for run in selection.launch
             if run.run_id not in launched and run.run_id not in flying and run.run_id not in refused
         ]
+        after = backbone_jobs(sweep, todo, executor.name)
         check = getattr(executor, "check", None)
         if check is not None:
             check([request_for(run) for run in todo])
@@ -204,15 +209,45 @@ def _select(
         f"{failed} failed or corrupt (kept; --retry-failed relaunches them), {where}"
         + (" (more seeds where the CI is still too wide)" if launched else "")
     )
-    return todo, adopted
+    return todo, adopted, after
+
+
+def backbone_jobs(sweep: Sweep, todo: list[PlannedRun], executor: str) -> dict[str, tuple[str, ...]]:
+    """For the runs about to start whose backbone (a classification run) is not done: the SLURM jobs training those
+    backbones, which they must wait for (run id -> job ids). Locally nothing can wait: an unfinished backbone is an
+    error that says which sweep to run first; on SLURM so is one that no job is queued or running for."""
+    waiting: dict[str, Backbone] = {
+        run.run_id: run.backbone for run in todo if run.backbone is not None and not run.backbone.done()
+    }
+    if not waiting:
+        return {}
+    what = f"{sweep.path}: sweep {sweep.name}"
+    if executor != "slurm":
+        require_done(list(waiting.values()), what, slurm_hint=True)
+    from an_lab.launch.slurm import training_jobs
+
+    jobs, problem = training_jobs(sorted({backbone.run_dir for backbone in waiting.values()}))
+    missing = list({b.run_dir: b for b in waiting.values() if b.run_dir not in jobs}.values())
+    if missing:
+        files = sorted({backbone.sweep_file for backbone in missing})
+        why = f" (the queue could not be read: {problem})" if problem else ""
+        raise UsageError(
+            f"{what}: {len(missing)} backbone run(s) are neither done nor queued or running on SLURM{why}: "
+            f"{'; '.join(backbone.describe() for backbone in missing[:5])}"
+            f"{f' and {len(missing) - 5} more' if len(missing) > 5 else ''}; submit them first with "
+            f"{' and '.join(f'`an-lab sweep {file} --executor slurm`' for file in files)}, then launch this again "
+            "(its runs then wait for those jobs)"
+        )
+    return {run_id: (jobs[backbone.run_dir],) for run_id, backbone in waiting.items()}
 
 
 def _report_queued(sweep: Sweep, executor: Executor, source: GridSource, say) -> None:
     for submission in getattr(executor, "submissions", []):
         count = len(submission.runs)
+        waits = f", waiting for job(s) {', '.join(submission.after)} (afterok)" if submission.after else ""
         say(
             f"submitted job array {submission.job_id} ({count} task{'s' * (count != 1)}, "
-            f"{submission.shape.describe()}) with one sbatch call in {submission.seconds:.2f} s"
+            f"{submission.shape.describe()}{waits}) with one sbatch call in {submission.seconds:.2f} s"
         )
     if executor.name == "slurm" and getattr(executor, "submissions", None):
         say(f"  code snapshot and logs: {sweep.sweep_dir}/code/, {sweep.sweep_dir}/slurm/logs/<job id>/")
@@ -231,6 +266,7 @@ def detach(sweep: Sweep, argv: list[str]) -> str:
     """Submit `an-lab ARGV` (this sweep, followed to its end) as its own small SLURM job; returns the job id."""
     from an_lab.launch.slurm import submit_orchestrator
 
-    validate(sweep)
+    runs = validate(sweep)
+    backbone_jobs(sweep, [run for run in runs if state(run.run_dir)[0] != "done"], "slurm")  # here, not in the job
     with sweep_errors(sweep):
         return submit_orchestrator(sweep.sweep_dir, f"an-lab-{sweep.name}", sweep.spec.launcher.slurm, argv)

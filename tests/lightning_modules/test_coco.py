@@ -14,15 +14,12 @@ from pycocotools import mask as mask_utils
 from torch.utils.data import DistributedSampler, RandomSampler, SequentialSampler, Subset
 from torchvision import tv_tensors
 
+from an_lab.data_sources import TRAIN_FOLDER, VAL_FOLDER, annotation_path, check_coco
 from an_lab.errors import UsageError
 from an_lab.lightning_modules.coco import (
-    TRAIN_FOLDER,
-    VAL_FOLDER,
     CocoDetection,
     GroupedBatchSampler,
-    annotation_path,
     aspect_ratio_groups,
-    check_coco,
     collate,
     detection_transforms,
 )

@@ -376,3 +376,38 @@ def test_help_imports_only_the_command_line(tmp_path):
     assert [
         name for name in modules if name.startswith(("an_lab.sweeps", "an_lab.analysis", "numpy", "pydantic"))
     ] == []
+
+
+@pytest.mark.parametrize("head_norm", ["none", "gn"])
+def test_the_detection_estimate_matches_torchs_flop_counter_within_a_tenth(head_norm):
+    """A Mask R-CNN training forward pass counted by torch (convolutions and linear layers) against the plan's
+    per-image estimate, with enough ground-truth boxes that a quarter of the sampled RoIs are positive."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from an_lab.config import load_config
+    from an_lab.models.detection import build_mask_rcnn
+    from an_lab.sweeps.plan import detection_macs_per_image
+
+    overrides = ["recipe=mask_rcnn_1x", "data.image_size=192", f"model.head_norm={head_norm}"]
+    config = load_config(None, [*overrides, "model.detector_options={box_batch_size_per_image: 64}"])
+    model = build_mask_rcnn(
+        "resnet50",
+        num_classes=5,
+        head_norm=head_norm,
+        min_size=192,
+        max_size=320,
+        detector_options={"box_batch_size_per_image": 64},
+    ).train()
+    torch.manual_seed(0)
+    corners = torch.rand(24, 2) * 180
+    boxes = torch.cat([corners, corners + 10 + torch.rand(24, 2) * 40], dim=1).clamp(max=255)
+    masks = torch.zeros(24, 192, 256, dtype=torch.uint8)
+    for mask, box in zip(masks, boxes.int().tolist(), strict=True):
+        mask[box[1] : box[3], box[0] : box[2]] = 1
+    target = {"boxes": boxes, "labels": torch.randint(1, 5, (24,)), "masks": masks}
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model([torch.rand(3, 192, 256)], [target])
+    counted = counter.get_total_flops() / 2  # a multiply-add is 2 FLOPs
+    assert detection_macs_per_image(config) == pytest.approx(counted, rel=0.1)

@@ -1,0 +1,232 @@
+"""A detection run's backbone: `model.backbone_init: {sweep, cell, seed}` resolved to a classification run's folder.
+
+    model: {name: resnet50, norm: an, backbone_init: {sweep: table1, cell: AN, seed: 0}}
+
+The sweep is found by name: first its folder `<output_dir>/sweeps/<name>/manifest.json` (output_dir: the detection
+run's), else a sweep file `<name>.yaml` beside the detection sweep file (or config file), expanded in memory. The cell
+is matched by label or baseline name (case-insensitive), else by index; the run by seed. A backbone_init that gives no
+seed follows the detection run's own seed. The classification run must be a classification run and train the same
+network as the detection backbone.
+
+The training layer reads only the resolved form: the run folder as a string (relative to the working directory when
+it lies under it, like data.root), written into the config before the detection run's id is computed, so that the id
+depends on the folder and not on the names that led to it. Mistakes are one UsageError naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+from an_lab.config import BackboneInit, RunConfig
+from an_lab.errors import UsageError
+from an_lab.rundir import CONFIG, read_json, read_result, state
+from an_lab.sweeps.spec import check_name
+
+KEY = "model.backbone_init"
+MANIFEST = "manifest.json"  # an_lab.sweeps.manifest.MANIFEST (that module imports expand, which imports this one)
+# Sweep files being expanded in memory to find a backbone: a sweep that names itself would otherwise never end.
+_EXPANDING: set[Path] = set()
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """The classification run a detection run starts from."""
+
+    folder: str  # what model.backbone_init becomes: the run folder
+    run_dir: Path  # the same folder, as this process reaches it
+    sweep: str  # the classification sweep's name
+    sweep_file: str  # its file, to launch it (`an-lab sweep FILE`)
+    cell: str  # the cell's label
+    seed: int
+
+    def done(self) -> bool:
+        return read_result(self.run_dir)[0] is not None
+
+    def describe(self) -> str:
+        current, _ = state(self.run_dir)
+        return f"cell {self.cell!r} seed {self.seed} of sweep {self.sweep} ({self.folder}: {current})"
+
+
+class BackboneResolver:
+    """Resolves the backbone_init of run configs, reading each classification sweep once.
+
+    search_dir: where `<name>.yaml` is looked for (the folder of the detection sweep file or config file)."""
+
+    def __init__(self, search_dir: str | Path) -> None:
+        self.search_dir = Path(search_dir)
+        self._manifests: dict[tuple[str, str], dict] = {}
+
+    def resolve(self, config: RunConfig, where: str) -> tuple[RunConfig, Backbone | None]:
+        """(the config with model.backbone_init as a run folder, that run) for a BackboneInit; else (config, None).
+
+        where: the file (and line) that sets the key, for error messages."""
+        init = config.model.backbone_init
+        if not isinstance(init, BackboneInit):
+            return config, None
+        given = "seed" in init.model_fields_set
+        seed = init.seed if given else config.trainer.seed
+        manifest = self._manifest(init.sweep, Path(config.output_dir), where)
+        cell = _cell(manifest, init.cell, where)
+        run_id = _run_id(manifest, cell, seed, given, where)
+        run_dir = Path(manifest["output_dir"]) / run_id
+        label = str(cell.get("label") or cell.get("name") or cell["index"])
+        _check_fits(config, _run_tree(manifest, cell, run_dir), manifest["name"], label, where)
+        sweep_file = str(manifest.get("sweep_file") or self.search_dir / f"{init.sweep}.yaml")
+        backbone = Backbone(_folder(run_dir), run_dir, manifest["name"], sweep_file, label, seed)
+        model = config.model.model_copy(update={"backbone_init": backbone.folder})
+        return config.model_copy(update={"model": model}), backbone
+
+    def _manifest(self, name: str, output_dir: Path, where: str) -> dict:
+        key = (str(output_dir), name)
+        if key not in self._manifests:
+            self._manifests[key] = _find(name, output_dir, self.search_dir, where)
+        return self._manifests[key]
+
+
+def _find(name: str, output_dir: Path, search_dir: Path, where: str) -> dict:
+    """The named sweep's manifest: its folder's manifest.json, else its sweep file expanded in memory."""
+    try:
+        check_name(name, "the sweep name")
+    except ValueError as error:
+        raise UsageError(f"{where}: {KEY}.sweep: {error}") from None
+    folder = output_dir / "sweeps" / name
+    if (folder / MANIFEST).is_file():
+        from an_lab.sweeps.manifest import load_manifest
+
+        return load_manifest(folder)
+    path = search_dir / f"{name}.yaml"
+    if path.is_file():
+        return _expand_file(path, name, where)
+    raise UsageError(
+        f"{where}: {KEY}.sweep {name!r}: no such sweep; looked for its folder {folder / MANIFEST} (written by "
+        f"`an-lab sweep`) and for its sweep file {path}; launch the classification sweep first (an-lab sweep "
+        f"{name}.yaml), or give {KEY} a run folder or a checkpoint file instead"
+    )
+
+
+def _expand_file(path: Path, name: str, where: str) -> dict:
+    """The manifest of a classification sweep file, built in memory (nothing is written)."""
+    from an_lab.sweeps.expand import base_config
+    from an_lab.sweeps.manifest import load_manifest
+    from an_lab.sweeps.spec import load_sweep
+
+    resolved = path.resolve()
+    if resolved in _EXPANDING:
+        raise UsageError(f"{where}: {KEY}.sweep {name!r}: {path} takes its own runs' backbones from itself")
+    task = base_config(load_sweep(path)).task
+    if task != "classification":
+        raise UsageError(
+            f"{where}: {KEY}.sweep {name!r}: {path} is a {task} sweep (task: {task}); a backbone comes from a "
+            "classification sweep (task: classification)"
+        )
+    _EXPANDING.add(resolved)
+    try:
+        return load_manifest(path)
+    finally:
+        _EXPANDING.discard(resolved)
+
+
+def _cell_choice(cell: dict) -> str:
+    name = f" (baseline {cell['name']})" if cell.get("name") else ""
+    return f"{cell['index']}: {cell.get('label')!r}{name}"
+
+
+def _cell(manifest: dict, wanted: str, where: str) -> dict:
+    """The cell whose label or baseline name is `wanted` (case-insensitive), else whose index it is."""
+    text = wanted.strip().casefold()
+    cells = manifest["cells"]
+    found = [cell for cell in cells if text in (str(cell.get("label")).casefold(), str(cell.get("name")).casefold())]
+    found = found or [cell for cell in cells if str(cell["index"]) == text]
+    if len(found) == 1:
+        return found[0]
+    choices = "; ".join(_cell_choice(cell) for cell in cells) or "none"
+    if found:
+        raise UsageError(
+            f"{where}: {KEY}.cell {wanted!r} names {len(found)} cells of sweep {manifest['name']}; give the index of "
+            f"one of them: {'; '.join(_cell_choice(cell) for cell in found)}"
+        )
+    raise UsageError(
+        f"{where}: {KEY}.cell {wanted!r}: sweep {manifest['name']} has no such cell; give a cell's label, baseline "
+        f"name or index: {choices}"
+    )
+
+
+def _run_id(manifest: dict, cell: dict, seed: int, given: bool, where: str) -> str:
+    for run in cell["runs"]:
+        if run.get("seed") == seed:
+            return run["run_id"]
+    seeds = ", ".join(str(run.get("seed")) for run in cell["runs"]) or "none"
+    which = f"{seed}" if given else f"not given, so the detection run's own trainer.seed ({seed})"
+    hint = "" if given else f"; set {KEY}.seed to one of them, or run the detection sweep on those seeds"
+    raise UsageError(
+        f"{where}: {KEY}.seed {which}: cell {cell.get('label')!r} of sweep {manifest['name']} has no run with that "
+        f"seed; its seeds are {seeds}{hint}"
+    )
+
+
+def _run_tree(manifest: dict, cell: dict, run_dir: Path) -> dict | None:
+    """The classification run's config: its run folder's config.json, else the manifest's base config with the cell's
+    changes (None when the manifest has no base config: a search)."""
+    written = read_json(run_dir / CONFIG)
+    if written is not None:
+        return written
+    base = manifest.get("base_config")
+    if not isinstance(base, dict):
+        return None
+    tree = copy.deepcopy(base)
+    for dotted, value in (cell.get("changes") or {}).items():
+        *parents, last = str(dotted).split(".")
+        node = tree
+        for part in parents:
+            child = node.get(part)
+            node[part] = child = child if isinstance(child, dict) else {}
+            node = child
+        node[last] = value
+    return tree
+
+
+def _check_fits(config: RunConfig, tree: dict | None, sweep: str, label: str, where: str) -> None:
+    """A backbone comes from a classification run of the same network as the detection backbone."""
+    if tree is None:
+        return
+    task = tree.get("task") or "classification"
+    if task != "classification":
+        raise UsageError(
+            f"{where}: {KEY}.sweep {sweep!r}: cell {label!r} of that sweep is a {task} run (task: {task}); a "
+            "backbone comes from a classification run (task: classification): name a classification sweep"
+        )
+    model = tree.get("model")
+    name = model.get("name") if isinstance(model, dict) else None
+    if name is not None and name != config.model.name:
+        raise UsageError(
+            f"{where}: {KEY}: cell {label!r} of sweep {sweep} trains {name}, but model.name is {config.model.name}; "
+            f"the backbone's weights fit only the same network: name a cell that trains {config.model.name}, or set "
+            f"model.name to {name} if it is a detection backbone"
+        )
+
+
+def _folder(run_dir: Path) -> str:
+    """The run folder as model.backbone_init holds it: relative to the working directory when it lies under it (as
+    data.root is), else as the manifest gives it."""
+    try:
+        return str(run_dir.relative_to(Path.cwd()))
+    except ValueError:
+        return str(run_dir)
+
+
+def require_done(backbones: list[Backbone], what: str, slurm_hint: bool = False) -> None:
+    """Refuse to start runs whose backbone has not finished training (a partial last.ckpt is no backbone)."""
+    waiting = list({backbone.run_dir: backbone for backbone in backbones if not backbone.done()}.values())
+    if not waiting:
+        return
+    files = sorted({backbone.sweep_file for backbone in waiting})
+    first = "; ".join(backbone.describe() for backbone in waiting[:5])
+    more = f" and {len(waiting) - 5} more" if len(waiting) > 5 else ""
+    hint = " (with --executor slurm, runs whose backbone is queued there wait for its job)" if slurm_hint else ""
+    raise UsageError(
+        f"{what}: {len(waiting)} backbone run(s) of classification sweep(s) "
+        f"{', '.join(sorted({b.sweep for b in waiting}))} are not done: {first}{more}; run "
+        f"{' and '.join(f'`an-lab sweep {file}`' for file in files)} first, then launch this again{hint}"
+    )

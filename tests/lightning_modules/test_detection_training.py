@@ -1,0 +1,186 @@
+"""Mask R-CNN training through the real Lightning Trainer on a generated COCO-format folder: the iteration stream,
+the schedule, result.json's AP, exact resume after SIGKILL, backbone weights from a classification run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+import torch
+from conftest import an_lab, write_config
+
+from an_lab.config import load_config, run_dir
+from an_lab.errors import UsageError
+from an_lab.lightning_modules.coco_shapes import write_shapes_dataset
+from an_lab.lightning_modules.detection_data import IterationBatches, ShardedBatches
+from an_lab.lightning_modules.detector import detection_lr, load_backbone
+from an_lab.metrics import TASK_METRICS
+from an_lab.models.detection import build_mask_rcnn
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+SMALL_DETECTOR = {
+    "rpn_pre_nms_top_n_train": 200,
+    "rpn_post_nms_top_n_train": 100,
+    "rpn_pre_nms_top_n_test": 100,
+    "rpn_post_nms_top_n_test": 50,
+    "box_batch_size_per_image": 16,
+    "box_detections_per_img": 10,
+}
+
+
+@pytest.fixture(scope="module")
+def coco_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("coco") / "shapes"
+    write_shapes_dataset(root, train_images=12, val_images=6, image_size=64, seed=3)
+    return root
+
+
+def detection_tree(root, output_dir, *, norm="gn", iterations=4, **trainer) -> dict:
+    return {
+        "task": "detection",
+        "model": {"name": "resnet50", "norm": norm, "head_norm": "none", "detector_options": SMALL_DETECTOR},
+        "data": {"name": "coco", "root": str(root), "image_size": 64, "batch_size": 2, "num_workers": 0},
+        "optim": {"base_lr": 0.02, "warmup_iterations": 2, "clip_grad_norm": 35.0},
+        "trainer": {"iterations": iterations, "checkpoint_every": 2, **trainer},
+        "wandb": {"mode": "disabled"},
+        "output_dir": str(output_dir),
+    }
+
+
+# -- the iteration stream and the schedule (no training) -------------------------------------------------------
+
+
+def _stream(groups, batch, seed, stretch, epochs, rank=0, world=1):
+    sampler = IterationBatches(groups, batch, seed=seed, stretch=stretch, rank=rank, world_size=world)
+    batches = []
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        epoch_batches = list(sampler)
+        assert len(epoch_batches) == len(sampler) == stretch
+        batches += epoch_batches
+    return batches
+
+
+def test_the_training_stream_does_not_depend_on_where_it_is_cut():
+    groups = [i % 3 == 0 for i in range(23)]
+    whole = _stream(groups, 4, seed=7, stretch=12, epochs=1)
+    assert _stream(groups, 4, seed=7, stretch=3, epochs=4) == whole
+    assert _stream(groups, 4, seed=8, stretch=12, epochs=1) != whole
+    # every batch holds one aspect-ratio group, and 12 batches of 4 cover the 23 images about twice
+    for batch in whole:
+        assert len(batch) == 4 and len({groups[index] for _, index in batch}) == 1
+    seen = Counter(index for batch in whole for _, index in batch)
+    assert set(seen) == set(range(23)) and max(seen.values()) <= 3
+    # the stream position travels with each index (it seeds the sample's augmentation)
+    assert [batch[0][0] for batch in whole] == list(range(12))
+
+
+def test_ranks_split_each_global_batch_without_overlap():
+    groups = [0] * 10 + [1] * 9
+    single = _stream(groups, 4, seed=1, stretch=5, epochs=1)
+    ranks = [_stream(groups, 2, seed=1, stretch=5, epochs=1, rank=r, world=2) for r in range(2)]
+    for position in range(5):
+        assert ranks[0][position] + ranks[1][position] == single[position]
+    sharded = [list(ShardedBatches(11, 2, rank, 3)) for rank in range(3)]
+    flat = sorted(index for batches in sharded for batch in batches for index in batch)
+    assert flat == list(range(11))
+
+
+def test_the_papers_learning_rate_schedule():
+    # 1x: warm-up from a third over 500 iterations, 10x drops at 60k and 80k of 90k
+    assert detection_lr(0, 90_000, 500) == pytest.approx(1 / 3)
+    assert detection_lr(250, 90_000, 500) == pytest.approx(1 / 3 + (2 / 3) * 0.5)
+    assert detection_lr(500, 90_000, 500) == 1.0
+    assert detection_lr(59_999, 90_000, 500) == 1.0
+    assert detection_lr(60_000, 90_000, 500) == pytest.approx(0.1)
+    assert detection_lr(79_999, 90_000, 500) == pytest.approx(0.1)
+    assert detection_lr(80_000, 90_000, 500) == pytest.approx(0.01)
+    assert detection_lr(120_000, 180_000, 500) == pytest.approx(0.1)
+    assert detection_lr(160_000, 180_000, 500) == pytest.approx(0.01)
+
+
+# -- real training ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_detection_run_writes_its_ap_and_resumes_exactly_after_sigkill(tmp_path, coco_root):
+    tree = detection_tree(coco_root, tmp_path / "killed")
+    killed = write_config(tmp_path / "killed.yaml", tree)
+    directory = run_dir(load_config(killed))
+    process = subprocess.Popen([sys.executable, "-m", "an_lab.cli", "train", str(killed), "--quiet"])
+    deadline = time.time() + 300
+    while not (directory / "last.ckpt").exists():
+        assert process.poll() is None and time.time() < deadline, "training ended before it could be killed"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (directory / "result.json").exists()
+    resumed = an_lab("train", killed, "--quiet")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from {directory / 'last.ckpt'}" in resumed.stdout
+
+    tree["output_dir"] = str(tmp_path / "straight")
+    straight = an_lab("train", write_config(tmp_path / "straight.yaml", tree), "--quiet")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    first = json.loads((directory / "result.json").read_text())
+    second = json.loads((tmp_path / "straight" / directory.name / "result.json").read_text())
+    assert first["task"] == "detection" and first["iterations"] == 4 and first["epochs"] == 2
+    assert set(TASK_METRICS["detection"]) <= set(first["final"])
+    assert all(0 <= first["final"][name] <= 100 for name in ("bbox_ap", "bbox_ap50", "segm_ap", "segm_ap50"))
+    assert first["final"] == second["final"] and first["best"] == second["best"]
+    weights = [
+        torch.load(folder / "last.ckpt", weights_only=True)["state_dict"]
+        for folder in (directory, tmp_path / "straight" / directory.name)
+    ]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
+@pytest.fixture(scope="module")
+def classification_run(tmp_path_factory, data_root):
+    """A ResNet-50 BN classification run of 2 steps on the digits, as a detection backbone's source."""
+    output = tmp_path_factory.mktemp("classification")
+    tree = {
+        "model": {"name": "resnet50", "norm": "bn"},
+        "data": {"name": "digits", "root": str(data_root), "image_size": 16, "batch_size": 16, "num_workers": 0},
+        "optim": {"warmup_epochs": 0},
+        "trainer": {"epochs": 1, "limit_train_batches": 2},
+        "wandb": {"mode": "disabled"},
+        "output_dir": str(output),
+    }
+    done = an_lab("train", write_config(output / "run.yaml", tree), "--quiet")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return run_dir(load_config(output / "run.yaml"))
+
+
+def test_backbone_weights_come_from_a_classification_run(classification_run):
+    detector = build_mask_rcnn("resnet50", num_classes=5, backbone_norm="bn_frozen")
+    assert load_backbone(detector, str(classification_run)) == ([], [])
+    state = torch.load(classification_run / "last.ckpt", weights_only=True)["state_dict"]
+    body = detector.backbone.body
+    assert torch.equal(body.layer3[1].conv2.weight, state["model.layer3.1.conv2.weight"])
+    assert torch.equal(body.layer2[0].bn1.running_var, state["model.layer2.0.bn1.running_var"])
+    assert torch.equal(body.bn1.weight, state["model.bn1.weight"])
+
+
+def test_a_backbone_that_does_not_fit_is_refused_naming_the_keys(classification_run, tmp_path):
+    detector = build_mask_rcnn("resnet50", num_classes=5, backbone_norm="an")
+    with pytest.raises(UsageError, match=r"do not fit this backbone: \d+ backbone key\(s\) missing \(backbone\.body"):
+        load_backbone(detector, str(classification_run))
+    # listed keys may be left out: the AN layers' own parameters and the BN affine they replace
+    patterns = ("*.bn2.weight", "*.bn2.bias", "*.bn2.attention.*", "*.bn2.gamma", "*.bn2.beta")
+    missing, unexpected = load_backbone(detector, str(classification_run), patterns)
+    assert missing and unexpected
+    damaged = tmp_path / "damaged.ckpt"
+    damaged.write_bytes((classification_run / "last.ckpt").read_bytes()[:5000])
+    with pytest.raises(UsageError, match="is not a readable checkpoint"):
+        load_backbone(detector, str(damaged))
+    with pytest.raises(UsageError, match="no such run folder or checkpoint file"):
+        load_backbone(detector, str(tmp_path / "absent"))
+    with pytest.raises(UsageError, match="holds no last.ckpt"):
+        load_backbone(detector, str(tmp_path))

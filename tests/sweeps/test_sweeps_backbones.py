@@ -1,0 +1,327 @@
+"""A detection run's backbone named as {sweep, cell, seed}: resolved to the classification run's folder before the run
+id is computed (from the sweep folder's manifest, else the sweep file beside the detection sweep), with one clear error
+(exit 2) per mistake; a backbone that has not finished stops a local launch, and on SLURM the detection jobs wait for
+the jobs training it (afterok). Real files on disk throughout; one test submits real jobs to the local cluster."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import an_lab
+
+from an_lab.cli import main
+from an_lab.config import run_id
+from an_lab.errors import UsageError
+from an_lab.launch.base import LaunchError
+from an_lab.launch.slurm import Shape, dependency, sbatch_parameters
+from an_lab.launch.slurm_settings import SlurmSettings
+from an_lab.sweeps.expand import expand
+from an_lab.sweeps.run import backbone_jobs
+from an_lab.sweeps.spec import load_sweep
+
+ROOT = Path(__file__).resolve().parents[2]
+AN_RUNS = ("resnet50-an-00000000000a", "resnet50-an-00000000000b")  # seeds 0, 1
+BN_RUNS = ("resnet50-bn-00000000000a", "resnet50-bn-00000000000b")
+ITERATIONS = {"iterations": 10, "checkpoint_every": 10, "eval_every": 10}
+
+
+def classification_manifest(root: Path, name: str = "table1", **base) -> Path:
+    """<root>/runs/sweeps/<name>/manifest.json as `an-lab sweep` writes it: an AN cell and a BN baseline on seeds 0 and
+    1 of a ResNet-50 (base: changes to the base config). Returns the runs folder."""
+    runs = root / "runs"
+    folder = runs / "sweeps" / name
+    folder.mkdir(parents=True)
+    cells = [
+        {"index": 0, "kind": "base", "name": None, "label": "AN", "changes": {}, "tags": ["base"], "runs": []},
+        {"index": 1, "kind": "baseline", "name": "bn", "label": "BN", "changes": {"model.norm": "bn"}, "runs": []},
+    ]
+    for cell, ids in zip(cells, (AN_RUNS, BN_RUNS), strict=True):
+        cell["runs"] = [{"run_id": identifier, "seed": seed} for seed, identifier in enumerate(ids)]
+    config = {"task": "classification", "model": {"name": "resnet50", "norm": "an"}, **base}
+    manifest = {"name": name, "mode": "ablation", "sweep_file": str(root / f"{name}.yaml"), "output_dir": str(runs)}
+    manifest.update(overrides=[], base_config=config, updated=1.7e9, cells=cells)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return runs
+
+
+def finish(run_dir: Path) -> None:
+    """A done run: a result.json that validates (an_lab.rundir.result_problem)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result = {"run_id": run_dir.name, "status": "done", "final": {"top1_err": 1.0}, "best": {"top1_err": 0.9}}
+    (run_dir / "result.json").write_text(json.dumps(result))
+
+
+def detection_sweep(folder: Path, output: Path, backbone, cells: list | None = None, **extra) -> Path:
+    """<folder>/det.yaml: Mask R-CNN runs (list mode) whose backbones come from `backbone` ({sweep, cell[, seed]})."""
+    sweep = {
+        "name": "det",
+        "mode": "list",
+        "base": {
+            "recipe": "mask_rcnn_1x",
+            "model": {"name": "resnet50", "norm": "bn_frozen", "backbone_init": backbone},
+            "data": {"name": "shapes", "root": str(folder / "shapes"), "num_workers": 0},
+            "trainer": dict(ITERATIONS),
+            "wandb": {"mode": "disabled"},
+        },
+        "cells": cells or [{"model.norm": "bn_frozen"}],  # one cell: the base
+        "seeds": [0, 1],
+        "launcher": {"executor": "local", "max_parallel": 1},
+        "output_dir": str(output),
+        **extra,
+    }
+    path = folder / "det.yaml"
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    return path
+
+
+def classification_sweep_file(folder: Path, output: Path, name: str = "table1", **base) -> Path:
+    """<folder>/<name>.yaml: quickstart-sized digits runs (1 epoch, 8x8) of a ResNet-50: AN and a BN baseline."""
+    sweep = {
+        "name": name,
+        "mode": "ablation",
+        "base": {
+            "model": {"name": "resnet50", "norm": "an"},
+            "data": {"name": "digits", "root": str(folder / "data"), "image_size": 8, "num_workers": 0},
+            "optim": {"base_lr": 0.4, "warmup_epochs": 1},
+            "trainer": {"epochs": 1, "accelerator": "cpu"},
+            "wandb": {"mode": "disabled"},
+            **base,
+        },
+        "baselines": {"bn": {"model.norm": "bn"}},
+        "seeds": [0, 1],
+        "launcher": {"executor": "local", "max_parallel": 1},
+        "output_dir": str(output),
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    return path
+
+
+def failure(capsys, *argv) -> str:
+    """Run `an-lab ARGV` in this process; it must exit 2; returns its error paragraph."""
+    assert main([str(arg) for arg in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Resolution
+
+
+def test_cells_resolve_by_label_or_baseline_name_to_the_run_of_the_detection_runs_own_seed(tmp_path):
+    runs = classification_manifest(tmp_path)
+    cells = [{"model.backbone_init": {"cell": "an"}}, {"model.backbone_init": {"cell": "Bn"}}]
+    path = detection_sweep(tmp_path, runs, {"sweep": "table1", "cell": "AN"}, cells)
+    planned = expand(load_sweep(path))
+    folders = [(run.cell.index, run.seed, run.config.model.backbone_init) for run in planned]
+    assert folders == [
+        (0, 0, str(runs / AN_RUNS[0])),
+        (0, 1, str(runs / AN_RUNS[1])),
+        (1, 0, str(runs / BN_RUNS[0])),
+        (1, 1, str(runs / BN_RUNS[1])),
+    ]
+    for run in planned:  # the id hashes the resolved folder, and the run knows where its backbone comes from
+        assert run.run_id == run_id(run.config)
+        assert run.backbone.sweep == "table1" and run.backbone.sweep_file == str(tmp_path / "table1.yaml")
+    assert len({run.run_id for run in planned}) == 4
+    changes = [run.cell.changes for run in planned[::2]]  # plain data, as the manifest records it
+    assert changes == [{"model.backbone_init": {"sweep": "table1", "cell": cell}} for cell in ("an", "Bn")]
+
+
+def test_a_cell_index_and_an_explicit_seed_pick_that_run_and_folders_under_the_cwd_stay_relative(tmp_path, monkeypatch):
+    runs = classification_manifest(tmp_path)
+    path = detection_sweep(tmp_path, runs, {"sweep": "table1", "cell": "1", "seed": 1})
+    monkeypatch.chdir(tmp_path)
+    planned = expand(load_sweep(path))
+    assert [run.config.model.backbone_init for run in planned] == [f"runs/{BN_RUNS[1]}"] * 2
+    assert [run.seed for run in planned] == [0, 1] and planned[0].run_id != planned[1].run_id
+
+
+def test_the_sweep_file_beside_the_detection_sweep_is_expanded_in_memory_and_ids_follow_its_folders(tmp_path):
+    classification = classification_sweep_file(tmp_path, tmp_path / "cls-runs")
+    path = detection_sweep(tmp_path, tmp_path / "det-runs", {"sweep": "table1", "cell": "bn"})
+    expected = {run.seed: run.run_dir for run in expand(load_sweep(classification)) if run.cell.name == "bn"}
+    planned = expand(load_sweep(path))
+    assert [run.config.model.backbone_init for run in planned] == [str(expected[0]), str(expected[1])]
+    assert not (tmp_path / "cls-runs").exists() and not (tmp_path / "det-runs").exists()  # nothing written
+
+    classification_sweep_file(tmp_path, tmp_path / "elsewhere")  # the same names, other run folders: other runs
+    moved = expand(load_sweep(path))
+    assert [run.config.model.backbone_init for run in moved] == [
+        str(tmp_path / "elsewhere" / expected[seed].name) for seed in (0, 1)
+    ]
+    assert {run.run_id for run in moved}.isdisjoint(run.run_id for run in planned)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Errors: exit 2, one paragraph naming the file, the key and the valid choices
+
+
+def test_an_unknown_sweep_says_where_it_looked(tmp_path, capsys):
+    path = detection_sweep(tmp_path, tmp_path / "runs", {"sweep": "table9", "cell": "AN"})
+    err = failure(capsys, "plan", path)
+    assert f"{path}, line " in err and "model.backbone_init.sweep 'table9': no such sweep" in err
+    assert str(tmp_path / "runs" / "sweeps" / "table9" / "manifest.json") in err
+    assert str(tmp_path / "table9.yaml") in err
+    path = detection_sweep(tmp_path, tmp_path / "runs", {"sweep": "../table1", "cell": "AN"})
+    assert "model.backbone_init.sweep: the sweep name '../table1' is not usable" in failure(capsys, "plan", path)
+
+
+def test_an_unknown_cell_lists_the_cells(tmp_path, capsys):
+    runs = classification_manifest(tmp_path)
+    path = detection_sweep(tmp_path, runs, {"sweep": "table1", "cell": "AN"}, [{"model.backbone_init": {"cell": "GN"}}])
+    err = failure(capsys, "plan", path)
+    assert f"{path}, line " in err and "model.backbone_init.cell 'GN': sweep table1 has no such cell" in err
+    assert "0: 'AN'; 1: 'BN' (baseline bn)" in err
+
+
+def test_an_unknown_seed_lists_the_seeds_of_the_cell(tmp_path, capsys):
+    runs = classification_manifest(tmp_path)
+    path = detection_sweep(tmp_path, runs, {"sweep": "table1", "cell": "AN", "seed": 7})
+    err = failure(capsys, "plan", path)
+    assert "model.backbone_init.seed 7: cell 'AN' of sweep table1 has no run with that seed; its seeds are 0, 1" in err
+    path = detection_sweep(tmp_path, runs, {"sweep": "table1", "cell": "AN"}, seeds=[0, 5])
+    followed = failure(capsys, "plan", path)
+    assert "model.backbone_init.seed not given, so the detection run's own trainer.seed (5)" in followed
+    assert "its seeds are 0, 1; set model.backbone_init.seed to one of them" in followed
+
+
+def test_a_backbone_from_a_detection_sweep_is_refused(tmp_path, capsys):
+    runs = classification_manifest(tmp_path, task="detection")
+    path = detection_sweep(tmp_path, runs, {"sweep": "table1", "cell": "AN"})
+    err = failure(capsys, "plan", path)
+    assert "model.backbone_init.sweep 'table1': cell 'AN' of that sweep is a detection run (task: detection)" in err
+    assert "task: classification" in err
+
+    own = detection_sweep(tmp_path, tmp_path / "det-runs", {"sweep": "det", "cell": "AN"})  # names its own file
+    err = failure(capsys, "plan", own)
+    assert f"{own} is a detection sweep (task: detection); a backbone comes from a classification sweep" in err
+
+
+def test_a_backbone_of_another_network_is_refused(tmp_path, capsys):
+    runs = classification_manifest(tmp_path, model={"name": "resnet101", "norm": "an"})
+    path = detection_sweep(tmp_path, runs, {"sweep": "table1", "cell": "BN"})
+    err = failure(capsys, "plan", path)
+    assert f"{path}, line " in err
+    assert "model.backbone_init: cell 'BN' of sweep table1 trains resnet101, but model.name is resnet50" in err
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Backbones that have not finished
+
+
+def test_a_local_sweep_stops_before_launching_when_a_backbone_is_not_done(tmp_path, capsys):
+    runs = classification_manifest(tmp_path)
+    finish(runs / AN_RUNS[0])  # seed 1's backbone is still missing
+    path = detection_sweep(tmp_path, runs, {"sweep": "table1", "cell": "AN"})
+    err = failure(capsys, "sweep", path)
+    assert "sweep det: 1 backbone run(s) of classification sweep(s) table1 are not done" in err
+    assert f"cell 'AN' seed 1 of sweep table1 ({runs / AN_RUNS[1]}: pending)" in err
+    assert f"run `an-lab sweep {tmp_path / 'table1.yaml'}` first" in err
+    assert not list(runs.glob("resnet50-bn_frozen-*/config.json"))  # nothing was started
+
+    finish(runs / AN_RUNS[1])
+    assert backbone_jobs(load_sweep(path), expand(load_sweep(path)), "local") == {}
+
+
+def test_an_unfinished_backbone_without_a_queued_job_is_refused_for_slurm(tmp_path):
+    runs = classification_manifest(tmp_path)
+    path = detection_sweep(tmp_path, runs, {"sweep": "table1", "cell": "AN", "seed": 0})
+    (runs / AN_RUNS[0]).mkdir()
+    (runs / AN_RUNS[0] / "slurm.json").write_text(json.dumps({"job_id": "12;scancel -u root"}))  # no job id
+    sweep = load_sweep(path)
+    with pytest.raises(UsageError) as error:
+        backbone_jobs(sweep, expand(sweep), "slurm")
+    assert "1 backbone run(s) are neither done nor queued or running on SLURM" in str(error.value)
+    assert f"`an-lab sweep {tmp_path / 'table1.yaml'} --executor slurm`" in str(error.value)
+
+
+def test_the_dependency_is_built_from_job_ids_only():
+    assert dependency(["13_2", "9", "13_2"]) == "afterok:9:13_2"
+    for bad in ("12;rm -rf /", "12\n#SBATCH --wrap=x", "afterany:12", "12_", ""):
+        with pytest.raises(LaunchError, match="that is no job id"):
+            dependency([bad])
+    shape = Shape(nodes=1, tasks_per_node=1, gpus_per_node=0, cpus_per_task=1)
+    parameters = sbatch_parameters(SlurmSettings(time=10), shape, Path("/code"), 2, "an-lab-det", 2, ("7_0",))
+    assert parameters["dependency"] == "afterok:7_0"
+    assert parameters["additional_parameters"]["kill_on_invalid_dep"] == "yes"
+    assert "dependency" not in sbatch_parameters(SlurmSettings(time=10), shape, Path("/code"), 2, "an-lab-det", 2)
+    settings = SlurmSettings(time=10, additional_parameters={"depend": "afterany:1"})
+    with pytest.raises(LaunchError, match=r"additional_parameters\.depend sets sbatch --dependency"):
+        sbatch_parameters(settings, shape, Path("/code"), 2, "an-lab-det", 2, ("7_0",))
+
+
+def test_train_resolves_the_backbone_and_refuses_one_that_is_not_done(tmp_path, capsys):
+    runs = classification_manifest(tmp_path)
+    config = tmp_path / "det-config.yaml"
+    tree = {
+        "recipe": "mask_rcnn_1x",
+        "model": {"name": "resnet50", "norm": "bn_frozen", "backbone_init": {"sweep": "table1", "cell": "bn"}},
+        "data": {"name": "shapes", "root": str(tmp_path / "shapes")},
+        "trainer": {**ITERATIONS, "seed": 1},
+        "output_dir": str(runs),
+    }
+    config.write_text(yaml.safe_dump(tree))
+    err = failure(capsys, "train", config)
+    assert f"{config}: model.backbone_init: 1 backbone run(s) of classification sweep(s) table1 are not done" in err
+    assert f"cell 'BN' seed 1 of sweep table1 ({runs / BN_RUNS[1]}: pending)" in err
+    assert f"`an-lab sweep {tmp_path / 'table1.yaml'}`" in err
+    err = failure(capsys, "train", config, "--set", "model.backbone_init.cell=SN")
+    assert f"{config}: model.backbone_init.cell 'SN': sweep table1 has no such cell" in err
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# SLURM: the detection jobs wait for the job that trains their backbone
+
+
+def scontrol_job(job_id: str) -> str:
+    shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=30)
+    assert shown.returncode == 0, shown.stderr
+    return shown.stdout
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_on_slurm_detection_jobs_wait_for_the_queued_backbone_job(tmp_path, slurm_cluster):
+    slurm = {"executor": "slurm", "max_parallel": 2, "slurm": {"gpus_per_node": 0, "time": 10}}
+    classification = classification_sweep_file(tmp_path, tmp_path / "cls-runs")
+    spec = yaml.safe_load(classification.read_text())
+    spec.update(launcher=slurm, baselines={}, seeds=[0, 1])  # two tiny runs: one array of two tasks
+    classification.write_text(yaml.safe_dump(spec))
+    path = detection_sweep(tmp_path, tmp_path / "det-runs", {"sweep": "table1", "cell": "AN"}, launcher=slurm)
+    spec = yaml.safe_load(path.read_text())
+    spec["seeds"] = [0]
+    path.write_text(yaml.safe_dump(spec))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+
+    refused = an_lab("sweep", path, env=env, cwd=tmp_path, timeout=300)  # nothing trains or waits for the backbone
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "neither done nor queued or running on SLURM" in refused.stderr
+    assert not list((tmp_path / "det-runs").glob("*/slurm.json"))
+
+    hold = "launcher.slurm.additional_parameters.hold=true"  # the backbone's job stays queued
+    queued = an_lab("sweep", classification, "--set", hold, env=env, cwd=tmp_path, timeout=300)
+    try:
+        assert queued.returncode == 0, queued.stdout + queued.stderr
+        jobs = {
+            json.loads((record.parent / "config.json").read_text())["trainer"]["seed"]: json.loads(record.read_text())
+            for record in (tmp_path / "cls-runs").glob("*/slurm.json")
+        }
+        backbone_job = jobs[0]["job_id"]  # seed 0's backbone: a task of the array, <array>_<task>
+        assert sorted(jobs) == [0, 1] and backbone_job == f"{jobs[0]['array_job_id']}_{jobs[0]['array_task_id']}"
+
+        waiting = an_lab("sweep", path, env=env, cwd=tmp_path, timeout=300)
+        assert waiting.returncode == 0, waiting.stdout + waiting.stderr
+        assert f"waiting for job(s) {backbone_job} (afterok)" in waiting.stdout
+        job = json.loads(next((tmp_path / "det-runs").glob("*/slurm.json")).read_text())
+        shown = scontrol_job(job["job_id"])
+        assert f"Dependency=afterok:{backbone_job}(unfulfilled)" in shown, shown
+        assert "JobState=PENDING" in shown and "Reason=Dependency" in shown, shown
+        assert "KillOInInvalidDependent=Yes" in shown, shown  # cancelled, not left pending, if the backbone fails
+    finally:
+        for sweep in (path, classification):
+            an_lab("cancel", sweep, "--wait", "60", env=env, cwd=tmp_path, timeout=300)
