@@ -345,7 +345,8 @@ def _detection_problems(config: RunConfig) -> list[str]:
         for path, default in CLASSIFICATION_KEYS.items()
         if _value(config, path) != default
     ]
-    if "epochs" in trainer.model_fields_set:
+    # (compared with the default, not with the keys given: a saved config.json spells every key out)
+    if trainer.epochs != TrainerConfig.model_fields["epochs"].default:
         problems.append("trainer.epochs: detection trains by iterations; set trainer.iterations instead")
     if trainer.iterations is None:
         problems.append("trainer.iterations: detection needs the number of training iterations (COCO 1x: 90000)")

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from an_lab.errors import UsageError
+from an_lab.metrics import TASKS, primary
 
 CONFIG, STARTED, FAILED, RESULT, CHECKPOINT, METRICS = (
     "config.json",
@@ -306,10 +307,25 @@ def _number(text: str | None) -> float | None:
     return value  # nan / inf are kept: a diverged epoch is data
 
 
+# The validation column of each task's primary metric (an_lab.metrics): a row with one of them is a validated epoch.
+PRIMARY_LOGGED = tuple(primary(task).logged for task in TASKS)  # val_top1_err, val_bbox_ap
+
+
 def validated_epochs(directory: Path) -> tuple[int, float | None]:
-    """(epochs with a validation result so far, the last validation top-1 error): a running run's progress."""
-    rows = [row for row in epoch_metrics(directory) if "val_top1_err" in row]
-    return (int(rows[-1]["epoch"]) + 1, rows[-1]["val_top1_err"]) if rows else (0, None)
+    """(epochs with a validation result so far, the last value of the primary validation metric: the top-1 error of
+    a classification run, AP^bb of a detection run): a running run's progress."""
+    rows = [row for row in epoch_metrics(directory) if any(column in row for column in PRIMARY_LOGGED)]
+    if not rows:
+        return 0, None
+    value = next(rows[-1][column] for column in PRIMARY_LOGGED if column in rows[-1])
+    return int(rows[-1]["epoch"]) + 1, value
+
+
+def trained_iterations(directory: Path) -> int:
+    """Optimizer steps a run has logged (the last training row's step + 1): a detection run's progress, whose epochs
+    are stretches of iterations between checkpoints."""
+    steps = [row["step"] for row in epoch_metrics(directory) if "train_loss" in row and "step" in row]
+    return int(max(steps)) + 1 if steps else 0
 
 
 def epoch_metrics(directory: Path, skipped: list[str] | None = None) -> list[dict]:

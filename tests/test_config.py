@@ -125,3 +125,10 @@ def test_the_mask_rcnn_recipes_are_the_papers_schedules_and_classification_ids_a
     assert run_id(load_config(None)) == "cifar_resnet20-an-73b7ce7ebb19"
     assert run_id(load_config(None, ["recipe=vanilla", "model.norm=bn"])) == "resnet50-bn-b038a78f1683"
     assert run_id(load_config(None, [*DETECTION, "model.head_norm=gn"])) != run_id(one)
+
+
+def test_a_saved_detection_config_loads_back_to_the_same_run(tmp_path):
+    """A run's config.json spells out every key (trainer.epochs included): reading it back must give the same run."""
+    config = load_config(None, [*DETECTION, "model.norm=an", "model.backbone_init=runs/resnet50-an-0"])
+    saved = write_config(tmp_path / "config.json", config.model_dump(mode="json"))
+    assert run_id(load_config(saved)) == run_id(config)

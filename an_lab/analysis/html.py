@@ -4,8 +4,9 @@
 
 It holds the sweep's description and state, its base configuration (the base cell's resolved run config: model,
 data, optim, trainer), the results table (render_table's HTML), the figures of an_lab.analysis.plots embedded as
-base64 PNG data URIs, and one row per run with its data, epochs, hardware, precision and wall time. A sweep without
-finished runs gets the page without figures.
+base64 PNG data URIs, and one row per run with its primary metric, data, epochs, hardware, precision and wall time. A
+sweep without finished runs gets the page without figures. The metrics follow the sweep's task: top-1 / top-5 error
+for classification, COCO AP^bb and AP^m for detection (captions and columns name the task's primary metric).
 
 Paths are written relative to the sweep folder <output_dir>/sweeps/<name>/ (the runs are ../../<run_id>), so that
 the page names no folder of the machine it was made on; only a path outside the project folder (the parent of
@@ -25,21 +26,35 @@ from pathlib import Path
 import pandas as pd
 
 from an_lab.analysis.plots import render_figures, write_files
-from an_lab.analysis.results import collect
+from an_lab.analysis.results import collect, primary_metric, sweep_task
 from an_lab.analysis.table import render_table
 from an_lab.errors import UsageError
+from an_lab.metrics import Metric
 from an_lab.rundir import CONFIG, read_json, read_result
 
-CAPTIONS = {
-    "error_by_axis.png": "Final top-1 error per design choice, one panel per axis (the base cell first in each) and "
-    "one for the baselines. A dot plot, so the y axis does not start at 0: markers are the mean over seeds, error bars "
-    "the 95% CI of the mean over seeds (Student t), small circles the single seeds, n per cell under its name; a "
-    "cell with n=1 is its single run, without an error bar. Dashed lines and grey bands: the baselines' means and "
-    "95% CIs.",
-    "val_curves.png": "Validation top-1 error per epoch: the mean over the done seeds of each cell, with the 95% CI of "
-    "the mean per epoch across seeds as a band (none where n=1); the right panel zooms on the last epochs.",
-    "params_vs_error.png": "Parameters (M) against final top-1 error, each cell named with its n: markers are the "
-    "mean over seeds, error bars the 95% CI of the mean over seeds, small circles the single seeds.",
+
+def captions(metric: Metric) -> dict[str, str]:
+    """The figures' captions, naming the metric they draw (the sweep's primary metric)."""
+    return {
+        "error_by_axis.png": f"Final {metric.phrase} per design choice, one panel per axis (the base cell first in "
+        "each) and one for the baselines. A dot plot, so the y axis does not start at 0: markers are the mean over "
+        "seeds, error bars the 95% CI of the mean over seeds (Student t), small circles the single seeds, n per cell "
+        "under its name; a cell with n=1 is its single run, without an error bar. Dashed lines and grey bands: the "
+        "baselines' means and 95% CIs.",
+        "val_curves.png": f"Validation {metric.phrase} per epoch: the mean over the done seeds of each cell, with the "
+        "95% CI of the mean per epoch across seeds as a band (none where n=1); the right panel zooms on the last "
+        "epochs.",
+        "params_vs_error.png": f"Parameters (M) against final {metric.phrase}, each cell named with its n: markers "
+        "are the mean over seeds, error bars the 95% CI of the mean over seeds, small circles the single seeds.",
+    }
+
+
+# what the results table shows, per task
+RESULTS_TEXT = {
+    "classification": "Final-epoch top-1 and top-5 error over the done seeds of each cell (lower is better); the "
+    "notes under the table explain its marks.",
+    "detection": "Final COCO AP of boxes (AP^bb) and masks (AP^m) at IoU 0.50:0.95, 0.50 and 0.75, in %, over the "
+    "done seeds of each cell (higher is better); the notes under the table explain its marks.",
 }
 CONFIG_SECTIONS = ("model", "data", "optim", "trainer")
 _CSS = """
@@ -217,16 +232,21 @@ def _run_details(manifest: dict, runs: pd.DataFrame) -> list[dict]:
     return details
 
 
-_RUN_COLUMNS = ("cell", "seed", "run id", "state", "top-1 err (%)", "data", "epochs", "device", "precision")
-_RUN_COLUMNS += ("wall time (h:mm:ss)", "detail")
 _NUMBER_COLUMNS = {4, 6, 9}  # right-aligned
 
 
+def _run_columns(metric: Metric) -> tuple[str, ...]:
+    """The runs table's columns, the fifth the sweep's primary metric ("top-1 err (%)", "AP^bb")."""
+    names = ("cell", "seed", "run id", "state", metric.title, "data", "epochs", "device", "precision")
+    return (*names, "wall time (h:mm:ss)", "detail")
+
+
 def _runs_table(manifest: dict, runs: pd.DataFrame, details: list[dict]) -> str:
-    head = "".join(f"<th>{name}</th>" for name in _RUN_COLUMNS)
+    metric = primary_metric(manifest)
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in _run_columns(metric))
     rows = []
     for run, detail in zip(runs.to_dict("records"), details, strict=True):
-        error = "" if pd.isna(run["top1_err"]) else f"{run['top1_err']:.2f}"
+        error = "" if pd.isna(run[metric.name]) else f"{run[metric.name]:.2f}"
         seed = run["seed"]
         if isinstance(seed, float):  # a column with a missing seed is read as floats
             seed = "" if math.isnan(seed) else int(seed)
@@ -260,12 +280,13 @@ def _runs_table(manifest: dict, runs: pd.DataFrame, details: list[dict]) -> str:
 # ---------------------------------------------------------------- the page
 
 
-def _figures(drawn: dict[str, bytes]) -> list[str]:
+def _figures(drawn: dict[str, bytes], metric: Metric) -> list[str]:
     if not drawn:
         return ["<p>No figures: no finished runs yet.</p>"]
     parts = ["<p><code>an-lab plot</code> writes the same figures as PNG, PDF and SVG files.</p>"]
+    texts = captions(metric)
     for filename, data in drawn.items():
-        caption = CAPTIONS.get(filename, filename)
+        caption = texts.get(filename, filename)
         parts += [
             f'<figure id="{html.escape(filename.removesuffix(".png"))}">',
             f'<img src="{_png_uri(data)}" alt="{html.escape(caption)}">',
@@ -303,11 +324,10 @@ def render_summary(manifest: dict, runs: pd.DataFrame | None = None, baseline: s
         "<h2>Base configuration</h2>",
         _base_config(manifest),
         "<h2>Results</h2>",
-        "<p>Final-epoch top-1 and top-5 error over the done seeds of each cell; the notes under the table explain "
-        "its marks.</p>",
+        f"<p>{html.escape(RESULTS_TEXT[sweep_task(manifest)])}</p>",
         render_table(manifest, "html", baseline=baseline, runs=runs),
         "<h2>Figures</h2>",
-        *_figures(drawn),
+        *_figures(drawn, primary_metric(manifest)),
         "<h2>Runs</h2>",
         _runs_table(manifest, runs, details),
         "</body>",

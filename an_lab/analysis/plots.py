@@ -7,11 +7,14 @@ What a reviewer can check on every figure: each interval is the 95% confidence i
 (Student t, from an_lab.stats.estimate), each seed is drawn as a point, each cell says how many seeds it rests on
 ("n=3"; "n=1 of 2" while runs are missing), and a cell with one run shows that run's point without an error bar.
 
-- error_by_axis: final top-1 error per design choice, one panel per axis (the paper's Figure 1 style) and one for the
+Every figure draws the sweep's primary metric (an_lab.metrics.primary of its task): the top-1 error for
+classification, AP^bb (box AP, higher is better) for detection; the figures' file names stay the same for both.
+
+- error_by_axis: the final metric per design choice, one panel per axis (the paper's Figure 1 style) and one for the
   baselines; a dot plot, the base cell first in every panel, the baselines also as dashed lines with their CI as band.
-- val_curves: validation top-1 error per epoch, the mean over the done seeds of each cell with its 95% CI per epoch
-  as a band (none where one run logged the epoch), a legend outside the axes.
-- params_vs_error: parameters (M) against final top-1 error, every cell named.
+- val_curves: the validation metric per epoch (val_top1_err, val_bbox_ap), the mean over the done seeds of each cell
+  with its 95% CI per epoch as a band (none where one run logged the epoch), a legend outside the axes.
+- params_vs_error: parameters (M) against the final metric, every cell named.
 
 Each figure is written as <name>.png, <name>.pdf and <name>.svg (FIGURES). The numbers behind the figures come from
 pure functions (cell_stats, axis_groups, curve_estimates, scatter_points) and build_figures returns the matplotlib
@@ -36,8 +39,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from an_lab.analysis.results import check_manifest, collect
+from an_lab.analysis.results import check_manifest, collect, primary_metric
 from an_lab.errors import UsageError
+from an_lab.metrics import Metric
 from an_lab.rundir import epoch_metrics
 from an_lab.stats import Estimate, estimate
 
@@ -76,8 +80,9 @@ _BASELINE_DASHES = [(0, (5, 3)), (0, (1.5, 1.5)), (0, (8, 3, 2, 3)), (0, (3, 1.5
 
 @dataclass(frozen=True)
 class CellStats:
-    """The done runs of one cell: their final top-1 errors (%) in seed order and what an_lab.stats.estimate makes of
-    them (n, mean, std, 95% CI of the mean; NaN where there are too few runs); params_m from the first done run."""
+    """The done runs of one cell: their final values of the sweep's primary metric (top-1 error or AP^bb, in %) in
+    seed order and what an_lab.stats.estimate makes of them (n, mean, std, 95% CI of the mean; NaN where there are
+    too few runs); params_m from the first done run."""
 
     cell: int
     label: str
@@ -94,10 +99,11 @@ def cell_stats(manifest: dict, runs: pd.DataFrame | None = None) -> dict[int, Ce
     cells = check_manifest(manifest)
     runs = collect(manifest) if runs is None else runs
     done = runs[runs["state"] == "done"]
+    column = primary_metric(manifest).name
     stats = {}
     for cell in cells:
         members = done[done["cell"] == cell["index"]]
-        values = tuple(float(value) for value in members["top1_err"] if math.isfinite(value))
+        values = tuple(float(value) for value in members[column] if math.isfinite(value))
         params = [float(value) for value in members["params"] if math.isfinite(value)]
         stats[cell["index"]] = CellStats(
             cell["index"],
@@ -114,8 +120,8 @@ def cell_stats(manifest: dict, runs: pd.DataFrame | None = None) -> dict[int, Ce
 
 @dataclass(frozen=True)
 class Bar:
-    """One cell in an axis panel (drawn as a dot with its CI, see _error_by_axis): the final top-1 errors of its done
-    runs (values), their mean, std and 95% CI of the mean (NaN when there are too few runs)."""
+    """One cell in an axis panel (drawn as a dot with its CI, see _error_by_axis): the final values of the primary
+    metric of its done runs (values), their mean, std and 95% CI of the mean (NaN when there are too few runs)."""
 
     cell: int
     value: str
@@ -247,17 +253,19 @@ def axis_groups(manifest: dict, runs: pd.DataFrame | None = None) -> tuple[list[
 
 
 def curve_estimates(manifest: dict, runs: pd.DataFrame | None = None) -> dict[int, list[tuple[int, Estimate]]]:
-    """Per cell with done runs: [(epoch, estimate of val_top1_err over the done runs that logged that epoch)], by
-    epoch: n, the mean curve and its 95% CI across seeds (NaN where a single run logged the epoch)."""
+    """Per cell with done runs: [(epoch, estimate of the primary validation metric (val_top1_err, val_bbox_ap) over
+    the done runs that logged that epoch)], by epoch: n, the mean curve and its 95% CI across seeds (NaN where a
+    single run logged the epoch)."""
     check_manifest(manifest)
     runs = collect(manifest) if runs is None else runs
     root = Path(manifest["output_dir"])
+    column = primary_metric(manifest).logged
     curves: dict[int, list[tuple[int, Estimate]]] = {}
     for cell, members in runs[runs["state"] == "done"].groupby("cell", sort=False):
         per_epoch: dict[int, list[float]] = {}
         for run_id in members["run_id"]:
             for row in epoch_metrics(root / run_id):
-                value = row.get("val_top1_err")
+                value = row.get(column)
                 if value is not None and math.isfinite(value):
                     per_epoch.setdefault(int(row["epoch"]), []).append(value)
         if per_epoch:
@@ -266,7 +274,8 @@ def curve_estimates(manifest: dict, runs: pd.DataFrame | None = None) -> dict[in
 
 
 def cell_curves(manifest: dict, runs: pd.DataFrame | None = None) -> dict[int, list[tuple[int, float]]]:
-    """Per cell with done runs: [(epoch, mean val_top1_err over the done runs that logged that epoch)], by epoch."""
+    """Per cell with done runs: [(epoch, mean of the primary validation metric over the done runs that logged that
+    epoch)], by epoch."""
     curves = curve_estimates(manifest, runs)
     return {cell: [(epoch, e.mean) for epoch, e in points] for cell, points in curves.items()}
 
@@ -291,8 +300,8 @@ class Point:
 
 
 def scatter_points(manifest: dict, runs: pd.DataFrame | None = None) -> list[Point]:
-    """One point per cell with done runs and a known parameter count: (params in millions, mean top-1 error), with
-    its CI and the seeds' values."""
+    """One point per cell with done runs and a known parameter count: (params in millions, mean of the primary
+    metric), with its CI and the seeds' values."""
     points = []
     for found in cell_stats(manifest, runs).values():
         e = found.estimate
@@ -522,7 +531,7 @@ def _axis_note(panels: list[AxisGroup], references: list[Reference]) -> list[str
     return lines
 
 
-def _error_by_axis(name: str, groups: list[AxisGroup], references: list[Reference]):
+def _error_by_axis(name: str, groups: list[AxisGroup], references: list[Reference], metric: Metric):
     panels = _panels(groups, references)
     if len(panels) <= 4:
         rows, columns = 1, len(panels)
@@ -542,9 +551,9 @@ def _error_by_axis(name: str, groups: list[AxisGroup], references: list[Referenc
         _draw_references(ax, drawn, annotate=last_in_row)
         _draw_panel(ax, position, panels[position], baselines=bool(references) and position == len(panels) - 1)
         if position % columns == 0:
-            ax.set_ylabel("final top-1 error (%)")
+            ax.set_ylabel(f"final {metric.phrase} (%)")
     axes.flat[0].set_ylim(*_value_range([bar for panel in panels for bar in panel.bars]))
-    figure.suptitle(f"{name}: final top-1 error per design choice")
+    figure.suptitle(f"{name}: final {metric.phrase} per design choice")
     _note(figure, _axis_note(panels, drawn))
     return figure
 
@@ -598,7 +607,7 @@ def _label_ends(zoom, ends: list[tuple[int, str, Estimate]]) -> None:
         )
 
 
-def _val_curves(name: str, curves: dict[int, list[tuple[int, Estimate]]], stats: dict[int, CellStats]):
+def _val_curves(name: str, curves: dict[int, list[tuple[int, Estimate]]], stats: dict[int, CellStats], metric: Metric):
     figure = _new_figure(14.0, 5.6)
     full, zoom = figure.subplots(1, 2)
     last = max(points[-1][0] for points in curves.values())
@@ -612,19 +621,20 @@ def _val_curves(name: str, curves: dict[int, list[tuple[int, Estimate]]], stats:
             baselines += 1
         handle = _draw_curve(full, zoom, f"cell{cell}", points, start, style)
         final = points[-1][1]
-        handle.set_label(f"{found.label} ({_n_text(found.estimate.n, found.runs)}): {final.mean:.2f}%")
+        handle.set_label(f"{found.label} ({_n_text(found.estimate.n, found.runs)}): {metric.value_text(final.mean)}")
         handles.append(handle)
         ends.append((points[-1][0], style["color"], final))
     full.set_title("all epochs")
-    zoom.set_title(f"from epoch {start}, y zoomed on the final errors")
+    noun = "error" if metric.lower_is_better else metric.label
+    zoom.set_title(f"from epoch {start}, y zoomed on the final {'errors' if metric.lower_is_better else 'values'}")
     for ax in (full, zoom):
         ax.set_xlabel("epoch")
-        ax.set_ylabel("validation top-1 error (%)")
+        ax.set_ylabel(f"validation {metric.phrase} (%)")
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
     _label_ends(zoom, ends)
-    figure.legend(handles=handles, loc="outside right center", title="cell (n): final error", frameon=False)
-    figure.suptitle(f"{name}: validation top-1 error per epoch")
+    figure.legend(handles=handles, loc="outside right center", title=f"cell (n): final {noun}", frameon=False)
+    figure.suptitle(f"{name}: validation {metric.phrase} per epoch")
     lines = [
         "Lines: mean over the done seeds of each cell; bands: 95% CI of the mean per epoch across seeds (Student t);",
         "no band where a single run logged the epoch (n=1)."
@@ -648,17 +658,17 @@ def _spread(positions: list[float], gap: float, low: float, high: float) -> list
     return placed
 
 
-def _dodged(points: list[Point], span: float) -> tuple[list[float], list[float]]:
+def _dodged(points: list[Point], span: float, lower_is_better: bool = True) -> tuple[list[float], list[float]]:
     """(the x of each point, the room it has): its parameter count, except that cells with the same count (an axis
-    that changes no parameter) are set side by side in the order of their errors, so that their error bars do not
-    hide one another; a group spreads over at most 30% of the x span however many cells it has."""
+    that changes no parameter) are set side by side, best first (lowest error, highest AP), so that their error bars
+    do not hide one another; a group spreads over at most 30% of the x span however many cells it has."""
     places = [point.params_m for point in points]
     room = [0.06 * span] * len(points)
     same: dict[float, list[int]] = {}
     for i, point in enumerate(points):
         same.setdefault(round(point.params_m, 4), []).append(i)
     for members in same.values():
-        members.sort(key=lambda i: points[i].mean)
+        members.sort(key=lambda i: points[i].mean if lower_is_better else -points[i].mean)
         step = min(0.06, 0.3 / max(len(members) - 1, 1)) * span
         for rank, i in enumerate(members):
             places[i] += (rank - (len(members) - 1) / 2) * step
@@ -666,7 +676,7 @@ def _dodged(points: list[Point], span: float) -> tuple[list[float], list[float]]
     return places, room
 
 
-def _label_points(ax, points: list[Point], places: list[float]) -> None:
+def _label_points(ax, points: list[Point], places: list[float], metric: Metric) -> None:
     """Every point named right of the axes, the names spread so that they do not overlap, with leader lines."""
     bottom, top = ax.get_ylim()
     order = sorted(range(len(points)), key=lambda i: points[i].mean)
@@ -675,7 +685,7 @@ def _label_points(ax, points: list[Point], places: list[float]) -> None:
     for i, where in zip(order, placed, strict=True):
         point = points[i]
         ax.annotate(
-            f"{point.label} ({_n_text(point.n, point.runs)})  {point.mean:.2f}%",
+            f"{point.label} ({_n_text(point.n, point.runs)})  {metric.value_text(point.mean)}",
             (places[i], point.mean),
             xytext=(1.03, where),
             textcoords="axes fraction",
@@ -687,12 +697,12 @@ def _label_points(ax, points: list[Point], places: list[float]) -> None:
         )
 
 
-def _params_vs_error(name: str, points: list[Point]):
+def _params_vs_error(name: str, points: list[Point], metric: Metric):
     figure = _new_figure(13.0, max(5.2, 0.36 * len(points) + 1.8))
     ax = figure.subplots()
     xs = [point.params_m for point in points]
     span = (max(xs) - min(xs)) or max(abs(xs[0]) * 0.02, 0.01)
-    places, room = _dodged(points, span)
+    places, room = _dodged(points, span, metric.lower_is_better)
     for point, x, width in zip(points, places, room, strict=True):
         marker = "s" if point.kind == "baseline" else ("D" if point.kind == "base" else "o")
         color = _BASELINE_COLOR if point.kind == "baseline" else (_BASE_COLOR if point.kind == "base" else _AXIS_COLOR)
@@ -703,16 +713,17 @@ def _params_vs_error(name: str, points: list[Point]):
     dodged = places != xs
     if dodged:  # where the parameter counts really are
         ax.vlines(sorted(set(xs)), 0, 0.03, transform=ax.get_xaxis_transform(), colors="0.2", linewidth=2.0)
-    _label_points(ax, points, places)
+    _label_points(ax, points, places, metric)
     ax.set_xlabel("parameters (M)")
-    ax.set_ylabel("final top-1 error (%)")
+    ax.set_ylabel(f"final {metric.phrase} (%)")
     ax.grid(alpha=0.3)
-    ax.set_title(f"{name}: parameters vs final top-1 error", loc="left")
+    ax.set_title(f"{name}: parameters vs final {metric.phrase}", loc="left")
     lines = [f"Marker: mean over seeds; {CI_NOTE}; small circles left of a marker: the single seeds."]
     lines.append("Diamond: base cell; square: baseline; circle: other cells. n=1: one run, no error bar.")
     if dodged:
         lines.append(
-            "Cells with the same parameter count are set side by side, lowest error first; "
+            "Cells with the same parameter count are set side by side, "
+            f"{'lowest error' if metric.lower_is_better else 'highest ' + metric.label} first; "
             "the ticks on the x axis mark the exact parameter counts."
         )
     if any(point.done != point.runs for point in points):
@@ -734,17 +745,18 @@ def build_figures(manifest: dict, runs: pd.DataFrame | None = None) -> dict:
     if not (runs["state"] == "done").any():
         raise UsageError(NOTHING_DONE)
     name = manifest.get("name") or "sweep"
+    metric = primary_metric(manifest)
     groups, references = axis_groups(manifest, runs)
     curves = curve_estimates(manifest, runs)
     points = scatter_points(manifest, runs)
     figures = {}
     with rc_context(_STYLE):
         if groups or references:
-            figures["error_by_axis"] = _error_by_axis(name, groups, references)
+            figures["error_by_axis"] = _error_by_axis(name, groups, references, metric)
         if curves:
-            figures["val_curves"] = _val_curves(name, curves, cell_stats(manifest, runs))
+            figures["val_curves"] = _val_curves(name, curves, cell_stats(manifest, runs), metric)
         if points:
-            figures["params_vs_error"] = _params_vs_error(name, points)
+            figures["params_vs_error"] = _params_vs_error(name, points, metric)
     return figures
 
 

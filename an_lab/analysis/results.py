@@ -2,12 +2,18 @@
 
     runs = collect(load_manifest("sweeps/quickstart.yaml"))   # pandas DataFrame, manifest order
 
-Columns: cell, label, kind, name, seed, run_id, state, detail, then the numbers of result.json (NaN until done):
-top1_err, top5_err (final epoch), best_top1_err, best_top5_err, best_epoch, val_loss, train_loss (final epoch),
-params, macs, epochs, wall_time_s, images_per_s, finished_at, and tail_top1_err: the validation top-1 error of the
-last epochs kept in result.json ("tail"), oldest first, as a tuple of floats (empty for a result without a tail,
-NaN for an epoch that logged none). `state` is an_lab.rundir.state's: done, failed, running, interrupted,
-pending, or corrupt for a result.json that does not validate (an_lab.rundir.read_result).
+Columns: cell, label, kind, name, seed, run_id, state, detail, then the numbers of result.json (NaN until done, and
+NaN where the run's task does not report them): the final metrics of both tasks (an_lab.metrics.METRICS) top1_err,
+top5_err (classification) and bbox_ap, bbox_ap50, bbox_ap75, bbox_ap_s, bbox_ap_m, bbox_ap_l, segm_ap, ... segm_ap_l
+(detection, COCO AP in percent; NaN where the data has no object of a size), the same metrics at the best epoch as
+best_<metric> (best_top1_err, best_bbox_ap, ...), best_epoch, val_loss, train_loss (final epoch), params, macs,
+epochs, wall_time_s, images_per_s, finished_at, and the tails: the primary validation metric of the last epochs kept
+in result.json ("tail"), oldest first, as a tuple of floats (empty for a result without a tail, NaN for an epoch that
+logged none): tail_top1_err (classification) and tail_bbox_ap (detection). `state` is an_lab.rundir.state's: done,
+failed, running, interrupted, pending, or corrupt for a result.json that does not validate (an_lab.rundir.read_result).
+
+sweep_task(manifest) is the sweep's task (its base config's, an_lab.metrics.task_of) and primary_metric(manifest)
+the metric its tables lead with and its figures draw.
 """
 
 from __future__ import annotations
@@ -16,9 +22,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from an_lab.metrics import METRICS, TASKS, Metric, primary, task_of
 from an_lab.rundir import read_result, state
 from an_lab.sweeps.manifest import check_manifest
 
+_FINALS = tuple(METRICS)  # every metric of every task, in the registry's order
+_TAILS = tuple(f"tail_{primary(task).name}" for task in TASKS)  # tail_top1_err, tail_bbox_ap
 COLUMNS = (
     "cell",
     "label",
@@ -28,10 +37,8 @@ COLUMNS = (
     "run_id",
     "state",
     "detail",
-    "top1_err",
-    "top5_err",
-    "best_top1_err",
-    "best_top5_err",
+    *_FINALS,
+    *(f"best_{metric}" for metric in _FINALS),
     "best_epoch",
     "val_loss",
     "train_loss",
@@ -41,9 +48,19 @@ COLUMNS = (
     "wall_time_s",
     "images_per_s",
     "finished_at",
-    "tail_top1_err",
+    *_TAILS,
 )
-_NUMBERS = COLUMNS[COLUMNS.index("top1_err") : COLUMNS.index("tail_top1_err")]
+_NUMBERS = COLUMNS[COLUMNS.index(_FINALS[0]) : COLUMNS.index(_TAILS[0])]
+
+
+def sweep_task(manifest: dict) -> str:
+    """The task of every run of the sweep: its base config's (classification for a manifest without one)."""
+    return task_of(manifest.get("base_config"))
+
+
+def primary_metric(manifest: dict) -> Metric:
+    """The metric the sweep's tables lead with and its figures draw: top1_err or bbox_ap."""
+    return primary(sweep_task(manifest))
 
 
 def _number(value) -> float:
@@ -62,22 +79,20 @@ def read_run(run_dir: Path) -> tuple[str, str | None, dict | None]:
     return (status, detail, None) if result is None else ("done", None, result)
 
 
-def _tail(result: dict) -> tuple[float, ...]:
+def _tail(result: dict, column: str) -> tuple[float, ...]:
     tail = result.get("tail")
-    values = tail.get("val_top1_err") if isinstance(tail, dict) else None
+    values = tail.get(column) if isinstance(tail, dict) else None
     return tuple(_number(value) for value in values) if isinstance(values, list) else ()
 
 
 def _numbers(result: dict | None) -> tuple:
     if result is None:
-        return (float("nan"),) * len(_NUMBERS) + ((),)
+        return (float("nan"),) * len(_NUMBERS) + ((),) * len(_TAILS)
     final = result.get("final") if isinstance(result.get("final"), dict) else {}
     best = result.get("best") if isinstance(result.get("best"), dict) else {}
     return (
-        _number(final.get("top1_err")),
-        _number(final.get("top5_err")),
-        _number(best.get("top1_err")),
-        _number(best.get("top5_err")),
+        *(_number(final.get(metric)) for metric in _FINALS),
+        *(_number(best.get(metric)) for metric in _FINALS),
         _number(best.get("epoch")),
         _number(final.get("val_loss")),
         _number(final.get("train_loss")),
@@ -87,7 +102,7 @@ def _numbers(result: dict | None) -> tuple:
         _number(result.get("wall_time_s")),
         _number(result.get("images_per_s")),
         _number(result.get("finished_at")),
-        _tail(result),
+        *(_tail(result, f"val_{column.removeprefix('tail_')}") for column in _TAILS),
     )
 
 

@@ -5,20 +5,30 @@ holds up, best values marked by evidence, incomplete and unconverged cells flagg
     print(render_table(load_manifest("sweeps/quickstart.yaml")))                  # Markdown
     render_table(manifest, "latex", metric="top1", baseline="bn")                 # booktabs tabular
     render_table(manifest, detail=True, ci="bootstrap")                           # every figure, BCa intervals
+    render_table(detection_manifest, metric="bbox")                               # AP^bb, AP^bb_50, AP^bb_75
 
 summarize() gives the numbers per cell (a DataFrame); render_table() formats them. Every figure comes from
 an_lab.stats: per cell and metric n, mean, std (ddof=1) and the 95% CI of the mean; the difference against the
 baseline (paired by seed over the shared seeds when there are at least 2, else Welch) with its 95% CI and P(better).
-A difference is marked * when its CI excludes 0. Bold: the lowest mean among complete cells with at least 2 runs, and
-every such cell not significantly worse than it (the same comparison against that cell). A single run has no CI: it
-is shown as n=1 and never marked.
+A difference is marked * when its CI excludes 0. Bold: the best mean (the lowest error, the highest AP) among complete
+cells with at least 2 runs, and every such cell not significantly worse than it (the same comparison against that
+cell). A single run has no CI: it is shown as n=1 and never marked.
 
-Errors are each run's final top-1 / top-5 error (%) or the best epoch's (metric "best", "best_top1", "best_top5").
+The metrics follow the sweep's task (its manifest's base_config, an_lab.metrics.task_of); --metric chooses among the
+task's selections (TASK_SELECTIONS) and a selection of the other task is a UsageError naming the valid ones.
+Classification: each run's final top-1 / top-5 error (%) or the best epoch's ("best", "best_top1", "best_top5"); lower
+is better. Detection: COCO AP (%) of boxes and masks, by default the papers' AP^bb, AP^bb_50, AP^bb_75, AP^m, AP^m_50,
+AP^m_75 ("ap"; "bbox", "segm", all twelve with the size splits: "ap_all"; "best": the best evaluation's AP^bb beside
+the final one); higher is better, and detail=True adds the size splits AP_S, AP_M, AP_L of the AP shown. "primary" is
+the task's primary metric alone (top-1 error, AP^bb). The CSV names its columns by the metric: top1_err_mean,
+bbox_ap_ci_low, segm_ap_diff, ...
+
 A cell is complete when all of its runs are done; failed and corrupt runs count as not done. An incomplete cell shows
 the mean of its done runs and a dagger, a cell without done runs a dash. A cell is "not converged" (double dagger)
-when a done run's final train loss is above the sweep's convergence.train_loss_max or its validation top-1 error fell
-by more than convergence.val_drop_max points over its last convergence.last_epochs epochs (result.json's "tail"; a
-result without one is counted as unknown, not flagged). Notes under the table say what each mark means.
+when a done run's final train loss is above the sweep's convergence.train_loss_max or its primary validation metric
+still improved by more than convergence.val_drop_max points over its last convergence.last_epochs epochs (a top-1
+error that fell, an AP^bb that rose; result.json's "tail"; a result without one is counted as unknown, not flagged).
+Notes under the table say what each mark means.
 """
 
 from __future__ import annotations
@@ -26,18 +36,21 @@ from __future__ import annotations
 import html
 import math
 import numbers
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import pandas as pd
 
-from an_lab.analysis.results import check_manifest, collect
+from an_lab.analysis.results import check_manifest, collect, sweep_task
 from an_lab.errors import UsageError
+from an_lab.metrics import DETECTION_HEADLINE, DETECTION_SIZES, TASK_METRICS, primary, task_of_metric
+from an_lab.metrics import METRICS as REGISTRY
 from an_lab.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE, METHODS, compare, estimate
 
 FORMATS = ("markdown", "latex", "csv", "html")
-# --metric: which error columns; "best" puts the best epoch's top-1 error beside the final one
+# --metric of a classification sweep: which error columns; "best" puts the best epoch's top-1 error beside the final one
 SELECTIONS = {
     "top1": ("top1",),
     "top5": ("top5",),
@@ -45,15 +58,42 @@ SELECTIONS = {
     "best": ("top1", "best_top1"),
     "best_top1": ("best_top1",),
     "best_top5": ("best_top5",),
+    "primary": ("top1",),
 }
-METRICS = tuple(SELECTIONS)
+_BBOX = tuple(name for name in DETECTION_HEADLINE if name.startswith("bbox_"))
+_SEGM = tuple(name for name in DETECTION_HEADLINE if name.startswith("segm_"))
+# --metric of a detection sweep: which AP columns (the summary's metric keys are the result.json names)
+DETECTION_SELECTIONS = {
+    "ap": DETECTION_HEADLINE,
+    "bbox": _BBOX,
+    "segm": _SEGM,
+    "ap_all": TASK_METRICS["detection"],
+    "best": ("bbox_ap", "best_bbox_ap"),
+    "primary": ("bbox_ap",),
+}
+TASK_SELECTIONS = {"classification": SELECTIONS, "detection": DETECTION_SELECTIONS}
+DEFAULT_SELECTION = {"classification": "both", "detection": "ap"}
+# what --detail adds to a selection: the size splits of the AP it shows
+DETAIL_EXTRA = {
+    "ap": DETECTION_SIZES,
+    "bbox": tuple(name for name in DETECTION_SIZES if name.startswith("bbox_")),
+    "segm": tuple(name for name in DETECTION_SIZES if name.startswith("segm_")),
+}
+METRICS = tuple(dict.fromkeys(choice for selections in TASK_SELECTIONS.values() for choice in selections))
+# metric key -> its column of collect(); the CSV names its columns after it
 SOURCE = {"top1": "top1_err", "top5": "top5_err", "best_top1": "best_top1_err", "best_top5": "best_top5_err"}
+SOURCE |= {name: name for name in TASK_METRICS["detection"]}
+SOURCE |= {f"best_{name}": f"best_{name}" for name in TASK_METRICS["detection"]}
 COLUMN = {
     "top1": "top-1 err (%)",
     "top5": "top-5 err (%)",
     "best_top1": "best-epoch top-1 err (%)",
     "best_top5": "best-epoch top-5 err (%)",
 }
+COLUMN |= {name: REGISTRY[name].title for name in TASK_METRICS["detection"]}
+COLUMN |= {f"best_{name}": f"best-epoch {REGISTRY[name].title}" for name in TASK_METRICS["detection"]}
+# metric key -> the registry's metric it is a value of (the best epoch's values count as the metric itself)
+BASE_METRIC = {key: REGISTRY[source.removeprefix("best_")] for key, source in SOURCE.items()}
 NO_BASELINE = "none"
 NAN = float("nan")
 # per metric m, summarize() has the columns m_<part>
@@ -73,6 +113,22 @@ PARTS = (
 )
 CONVERGENCE_KEYS = ("train_loss_max", "val_drop_max", "last_epochs")
 UNITS = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K"))
+
+
+@dataclass(frozen=True)
+class _Words:
+    """How the notes speak of a task's metrics, which way they are better."""
+
+    best: str  # the bold mean
+    better: str  # what P(better) counts
+    moved: str  # the convergence rule: the primary metric still improving
+    tail: str  # what the tail of a result holds
+
+
+WORDS = {
+    "classification": _Words("lowest", "a lower error", "a top-1 error that fell", "validation error"),
+    "detection": _Words("highest", "a higher AP", "an AP^bb that rose", "validation AP^bb"),
+}
 
 
 def resolve_baseline(manifest: dict, choice: str | int | None = None) -> int | None:
@@ -139,27 +195,31 @@ def convergence_settings(manifest: dict, overrides: dict | None = None) -> dict:
         raise UsageError(f"convergence.{where}: {problem['msg']}") from None
 
 
-def _drop(tail: tuple[float, ...], last_epochs: int) -> float:
-    """How far the validation top-1 error fell over the last epochs of the tail (first minus last; NaN when fewer
-    than 2 of them have a value)."""
+def _gain(tail: tuple[float, ...], last_epochs: int, lower_is_better: bool = True) -> float:
+    """How far the primary validation metric still improved over the last epochs of the tail: the fall of an error
+    (first minus last) or the rise of an AP (last minus first); NaN when fewer than 2 of them have a value."""
     window = [value for value in tail[-last_epochs:] if math.isfinite(value)]
-    return window[0] - window[-1] if len(window) >= 2 else NAN
+    if len(window) < 2:
+        return NAN
+    return window[0] - window[-1] if lower_is_better else window[-1] - window[0]
 
 
-def _convergence(done: pd.DataFrame, settings: dict) -> pd.DataFrame:
+def _convergence(done: pd.DataFrame, settings: dict, task: str = "classification") -> pd.DataFrame:
     """Per cell: not_converged (done runs flagged by a rule) and convergence_unknown (done runs no rule could
-    check, e.g. a result without a tail)."""
+    check, e.g. a result without a tail). The tail is the task's primary metric's (tail_top1_err, tail_bbox_ap)."""
     loss_max, drop_max = settings["train_loss_max"], settings["val_drop_max"]
+    metric = primary(task)
+    tails = f"tail_{metric.name}"
     flagged = pd.Series(False, index=done.index)
     known = pd.Series(loss_max is None and drop_max is None, index=done.index)
     if loss_max is not None and "train_loss" in done:
         flagged |= done["train_loss"] > loss_max
         known |= done["train_loss"].notna()
-    if drop_max is not None and "tail_top1_err" in done:
-        last = settings["last_epochs"]
-        drops = pd.Series([_drop(tail, last) for tail in done["tail_top1_err"]], index=done.index, dtype="float64")
-        flagged |= drops > drop_max
-        known |= drops.notna()
+    if drop_max is not None and tails in done:
+        last, lower = settings["last_epochs"], metric.lower_is_better
+        gains = pd.Series([_gain(tail, last, lower) for tail in done[tails]], index=done.index, dtype="float64")
+        flagged |= gains > drop_max
+        known |= gains.notna()
     flags = pd.DataFrame({"cell": done["cell"], "not_converged": flagged, "convergence_unknown": ~known})
     return flags.groupby("cell", sort=False).sum()
 
@@ -192,11 +252,14 @@ def _samples(done: pd.DataFrame, metrics: tuple[str, ...]) -> dict[int, dict[str
 def _metric_columns(indices: list[int], samples: dict, metric: str, base: int | None, method: str) -> dict:
     """The columns m_n .. m_paired of one metric: estimate() per cell, compare() against the baseline."""
     reference = samples.get(base, {}).get(metric) if base is not None else None
+    lower = BASE_METRIC[metric].lower_is_better
     columns: dict[str, list] = {part: [] for part in PARTS[:-1]}
     for index in indices:
         sample = samples.get(index, {}).get(metric, {})
         cell = estimate(sample.values(), method=method)
-        against = compare(sample, reference, method=method) if sample and reference and index != base else None
+        against = None
+        if sample and reference and index != base:
+            against = compare(sample, reference, lower_is_better=lower, method=method)
         figures = (cell.n, cell.mean, cell.std, cell.ci_low, cell.ci_high)
         if against is None:
             figures += (NAN, NAN, NAN, NAN, False, None)
@@ -209,21 +272,24 @@ def _metric_columns(indices: list[int], samples: dict, metric: str, base: int | 
 
 
 def _best(table: pd.DataFrame, samples: dict, metric: str, method: str) -> list[bool]:
-    """Bold: the lowest mean among complete cells with at least 2 runs, and each such cell whose difference to it
-    (compare(), paired by seed) is not significantly above 0. Nothing when no cell has 2 runs."""
+    """Bold: the best mean (the lowest error, the highest AP) among complete cells with at least 2 runs, and each
+    such cell whose difference to it (compare(), paired by seed) is not significantly worse (above 0 for an error,
+    below 0 for AP). Nothing when no cell has 2 runs."""
+    lower = BASE_METRIC[metric].lower_is_better
     candidates = (table["complete"] & (table[f"{metric}_n"] >= 2)).tolist()
-    if not any(candidates):
-        return [False] * len(table)
     means = table[f"{metric}_mean"].where(candidates)
-    best = int(table.at[means.idxmin(), "index"])
+    if not means.notna().any():
+        return [False] * len(table)
+    best = int(table.at[means.idxmin() if lower else means.idxmax(), "index"])
     reference = samples[best][metric]
     marks = []
     for index, candidate in zip(table["index"].tolist(), candidates, strict=True):
         if not candidate or index == best:
             marks.append(candidate)
             continue
-        against = compare(samples[index][metric], reference, method=method)
-        marks.append(not (against.significant and against.diff > 0))
+        against = compare(samples[index][metric], reference, lower_is_better=lower, method=method)
+        worse = against.diff > 0 if lower else against.diff < 0
+        marks.append(not (against.significant and worse))
     return marks
 
 
@@ -239,26 +305,38 @@ def _cells(cells: list[dict]) -> pd.DataFrame:
     )
 
 
+def _task_keys(task: str, metrics: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The metric keys of a summary: the task's default selection, or the given keys when the task reports them."""
+    if metrics is None:
+        return TASK_SELECTIONS[task][DEFAULT_SELECTION[task]]
+    valid = [key for key in SOURCE if task_of_metric(BASE_METRIC[key].name) == task]
+    if unknown := [metric for metric in metrics if metric not in valid]:
+        raise UsageError(f"metric {unknown[0]!r}: this {task} sweep's metrics are keys among {', '.join(valid)}")
+    return tuple(metrics)
+
+
 def summarize(
     manifest: dict,
     runs: pd.DataFrame | None = None,
     baseline: str | int | None = None,
     *,
-    metrics: tuple[str, ...] = ("top1", "top5"),
+    metrics: tuple[str, ...] | None = None,
     ci: str = "t",
     convergence: dict | None = None,
 ) -> pd.DataFrame:
     """One row per cell in manifest order: index, method, kind, name, runs, done, failed, complete, is_baseline,
-    params_m, macs_g, not_converged, convergence_unknown and, per metric m of `metrics` (top1, top5, best_top1,
-    best_top5), the columns m_<part> for each part of PARTS: n, mean, std (ddof=1), the CI of the mean, the difference
-    against the baseline with its CI, p_better, significant and paired (NaN / False on the baseline row and without
-    a baseline), and best (bold). ci: "t" or "bootstrap"; convergence: overrides of the manifest's settings."""
+    params_m, macs_g, not_converged, convergence_unknown and, per metric m of `metrics` (keys of SOURCE the sweep's
+    task reports: top1, top5, best_top1, best_top5 for classification; bbox_ap, ..., segm_ap_l, best_bbox_ap, ... for
+    detection; None: the task's default selection), the columns m_<part> for each part of PARTS: n, mean, std
+    (ddof=1), the CI of the mean, the difference against the baseline with its CI, p_better (of the metric's
+    direction), significant and paired (NaN / False on the baseline row and without a baseline), and best (bold).
+    ci: "t" or "bootstrap"; convergence: overrides of the manifest's settings."""
     cells = check_manifest(manifest)
     base = resolve_baseline(manifest, baseline)
     if ci not in METHODS:
         raise UsageError(f"ci {ci!r}: choose one of {', '.join(METHODS)}")
-    if unknown := [metric for metric in metrics if metric not in SOURCE]:
-        raise UsageError(f"metric {unknown[0]!r}: choose among {', '.join(SOURCE)}")
+    task = sweep_task(manifest)
+    metrics = _task_keys(task, metrics)
     settings = convergence_settings(manifest, convergence)
     runs = collect(manifest) if runs is None else runs
     done = runs[runs["state"] == "done"]
@@ -267,7 +345,7 @@ def summarize(
     )
     failed = runs[runs["state"].isin(("failed", "corrupt"))].groupby("cell", sort=False).size().rename("failed")
     table = _cells(cells).join(per_cell, on="index").join(failed, on="index")
-    table = table.join(_convergence(done, settings), on="index")
+    table = table.join(_convergence(done, settings, task), on="index")
     for count in ("done", "failed", "not_converged", "convergence_unknown"):
         table[count] = table[count].fillna(0).astype("int64")
     table["complete"] = (table["done"] == table["runs"]) & (table["runs"] > 0)
@@ -276,11 +354,14 @@ def summarize(
     table["macs_g"] = table.pop("macs") / 1e9
     samples = _samples(done, metrics)
     indices = table["index"].tolist()
+    blocks = []  # one frame of columns per metric, joined at once (a dozen AP metrics make 144 columns)
     for metric in metrics:
-        for part, values in _metric_columns(indices, samples, metric, base, ci).items():
-            table[f"{metric}_{part}"] = values
-        table[f"{metric}_n"] = table[f"{metric}_n"].astype("int64")
-        table[f"{metric}_best"] = _best(table, samples, metric, ci)
+        columns = _metric_columns(indices, samples, metric, base, ci)
+        block = pd.DataFrame({f"{metric}_{part}": values for part, values in columns.items()}, index=table.index)
+        block[f"{metric}_n"] = block[f"{metric}_n"].astype("int64")
+        block[f"{metric}_best"] = _best(pd.concat([table[["index", "complete"]], block], axis=1), samples, metric, ci)
+        blocks.append(block)
+    table = pd.concat([table, *blocks], axis=1)
     order = ["index", "method", "kind", "name", "runs", "done", "failed", "complete", "is_baseline"]
     order += ["params_m", "macs_g", "not_converged", "convergence_unknown"]
     return table[order + [f"{metric}_{part}" for metric in metrics for part in PARTS]]
@@ -302,6 +383,7 @@ class _Marks:
     minus: str
     bold: tuple[str, str]
     escape: Callable[[str], str]
+    title: Callable[[str], str]  # a metric's title (top-1 err (%), AP^bb_50) as the format writes it
 
 
 def _latex_escape(text: str) -> str:
@@ -323,15 +405,41 @@ def _latex_escape(text: str) -> str:
     return "".join(special.get(char, char) for char in text)
 
 
+_AP_TITLE = re.compile(r"AP\^(bb|m)(?:_(\w+))?")
+
+
+def _latex_title(text: str) -> str:
+    r"""Text for LaTeX with the COCO AP titles as the papers set them: AP^bb_50 -> AP$^{\mathrm{bb}}_{50}$."""
+    parts, last = [], 0
+    for match in _AP_TITLE.finditer(text):
+        kind, split = match.groups()
+        parts.append(_latex_escape(text[last : match.start()]))
+        parts.append(rf"AP$^{{\mathrm{{{kind}}}}}" + (f"_{{{split}}}" if split else "") + "$")
+        last = match.end()
+    return "".join(parts) + _latex_escape(text[last:])
+
+
 def _plain(text: str) -> str:
     return text
 
 
-MARKDOWN = _Marks(" ± ", "†", "‡", "*", "—", "-", ("**", "**"), lambda text: text.replace("|", r"\|"))
+def _markdown_escape(text: str) -> str:
+    return text.replace("|", r"\|")
+
+
+MARKDOWN = _Marks(" ± ", "†", "‡", "*", "—", "-", ("**", "**"), _markdown_escape, _markdown_escape)
 LATEX = _Marks(
-    r" $\pm$ ", r"$^{\dagger}$", r"$^{\ddagger}$", r"$^{*}$", "---", "$-$", ("\\textbf{", "}"), _latex_escape
+    r" $\pm$ ",
+    r"$^{\dagger}$",
+    r"$^{\ddagger}$",
+    r"$^{*}$",
+    "---",
+    "$-$",
+    ("\\textbf{", "}"),
+    _latex_escape,
+    _latex_title,
 )
-TEXT = _Marks(" ± ", "†", "‡", "*", "—", "-", ("", ""), _plain)  # HTML: the Styler escapes, CSS marks the best
+TEXT = _Marks(" ± ", "†", "‡", "*", "—", "-", ("", ""), _plain, _plain)  # HTML: the Styler escapes, CSS marks the best
 
 
 def _signed(value: float, minus: str) -> str:
@@ -374,10 +482,20 @@ def _error_cell(row: dict, metric: str, marks: _Marks) -> str:
     return value
 
 
-def _metrics(metric: str) -> tuple[str, ...]:
-    if metric not in SELECTIONS:
-        raise UsageError(f"metric {metric!r}: choose one of {', '.join(METRICS)}")
-    return SELECTIONS[metric]
+def _metrics(metric: str | None, task: str = "classification", detail: bool = False) -> tuple[str, ...]:
+    """The metric keys of a --metric choice for a sweep of `task` (None: the task's default), with the size splits
+    that --detail adds to a detection selection; a choice of another task, or none at all, is a UsageError naming
+    this task's choices."""
+    selections = TASK_SELECTIONS[task]
+    choice = DEFAULT_SELECTION[task] if metric is None else metric
+    if choice not in selections:
+        others = [other for other, choices in TASK_SELECTIONS.items() if other != task and choice in choices]
+        why = f"is a {others[0]} choice" if others else "is not a metric choice"
+        raise UsageError(
+            f"--metric {choice!r} {why}, and this sweep's runs are {task} runs (the task of its manifest's "
+            f"base_config); choose one of {', '.join(selections)}"
+        )
+    return selections[choice] + (DETAIL_EXTRA.get(choice, ()) if detail else ())
 
 
 def _unit(counts: pd.Series, default: str) -> tuple[float, str]:
@@ -417,7 +535,7 @@ DETAIL = ("Method", "Metric", "n", "Mean", "Std", "95% CI", "Diff", "95% CI (dif
 def _detail_row(row: dict, metric: str, marks: _Marks, ci: str) -> list[str]:
     """One metric of one cell with every figure: n, mean, std, CI, difference, its CI, how compared, P(better)."""
     n, dash = row[f"{metric}_n"], marks.dash
-    figures = [marks.escape(row["method"]), COLUMN[metric], str(n)]
+    figures = [marks.escape(row["method"]), marks.title(COLUMN[metric]), str(n)]
     if n == 0:
         return figures + [dash] * (len(DETAIL) - 3)
     figures.append(_bolded(f"{row[f'{metric}_mean']:.2f}", row, metric, marks) + _flags(row, marks))
@@ -453,7 +571,9 @@ def _ci_name(ci: str) -> str:
     return f"BCa bootstrap, {BOOTSTRAP_RESAMPLES:,} resamples, fixed seed {BOOTSTRAP_SEED}"
 
 
-def _statistics_notes(summary: pd.DataFrame, metrics: tuple[str, ...], marks: _Marks, ci: str, detail: bool) -> list:
+def _statistics_notes(
+    summary: pd.DataFrame, metrics: tuple[str, ...], marks: _Marks, ci: str, detail: bool, words: _Words
+) -> list[str]:
     """What the figures are, the baseline, what * and bold mean, and why a cell has no CI or nothing is bold."""
     if not (summary["done"] > 0).any():
         return []
@@ -471,14 +591,14 @@ def _statistics_notes(summary: pd.DataFrame, metrics: tuple[str, ...], marks: _M
         )
         if detail:
             notes.append(
-                "P(better): probability that a run of the cell has a lower error than a run of the baseline, "
+                f"P(better): probability that a run of the cell has {words.better} than a run of the baseline, "
                 "ties counted half (Mann-Whitney U / nm)"
             )
     if summary[[f"{metric}_best" for metric in metrics]].to_numpy().any():
         notes.append(
-            f"{marks.bold[0]}bold{marks.bold[1]}: lowest mean and cells not significantly worse ({percent} CI of the "
-            f"paired difference includes 0; {_unpaired(ci)} where fewer than 2 seeds are shared), among complete cells "
-            "with at least 2 runs"
+            f"{marks.bold[0]}bold{marks.bold[1]}: {words.best} mean and cells not significantly worse ({percent} CI "
+            f"of the paired difference includes 0; {_unpaired(ci)} where fewer than 2 seeds are shared), among "
+            "complete cells with at least 2 runs"
         )
     else:
         notes.append("nothing bold: no complete cell has 2 or more runs, and a single run cannot show a best cell")
@@ -487,7 +607,7 @@ def _statistics_notes(summary: pd.DataFrame, metrics: tuple[str, ...], marks: _M
     return notes
 
 
-def _convergence_notes(summary: pd.DataFrame, marks: _Marks, settings: dict) -> list[str]:
+def _convergence_notes(summary: pd.DataFrame, marks: _Marks, settings: dict, words: _Words) -> list[str]:
     """The rule behind the double dagger and its thresholds; how many runs it could not check."""
     notes = []
     flagged = summary[summary["not_converged"] > 0]
@@ -498,7 +618,7 @@ def _convergence_notes(summary: pd.DataFrame, marks: _Marks, settings: dict) -> 
         if settings["val_drop_max"] is not None:
             drop = settings["val_drop_max"]
             rules.append(
-                f"a top-1 error that fell by more than {drop:g} point{'' if drop == 1 else 's'} over the last "
+                f"{marks.title(words.moved)} by more than {drop:g} point{'' if drop == 1 else 's'} over the last "
                 f"{settings['last_epochs']} epochs"
             )
         cells = "" if len(flagged) == 1 else f" ({len(flagged)} cells)"
@@ -509,7 +629,7 @@ def _convergence_notes(summary: pd.DataFrame, marks: _Marks, settings: dict) -> 
     if unknown:
         lacking = []
         if settings["val_drop_max"] is not None:
-            lacking.append("the last epochs' validation error (tail)")
+            lacking.append(f"the last epochs' {marks.title(words.tail)} (tail)")
         if settings["train_loss_max"] is not None:
             lacking.append("the final train loss")
         notes.append(
@@ -552,7 +672,7 @@ def _markdown(shown: pd.DataFrame, notes: list[str]) -> str:
 
 
 def _latex(shown: pd.DataFrame, notes: list[str]) -> str:
-    styler = shown.style.hide(axis="index").format_index(escape="latex", axis=1)
+    styler = shown.rename(columns=_latex_title).style.hide(axis="index")  # cells are escaped already, headers here
     text = styler.to_latex(hrules=True, column_format="l" + "r" * (shown.shape[1] - 1))
     rows = "".join(rf"\multicolumn{{{shown.shape[1]}}}{{l}}{{\footnotesize {note}}} \\" + "\n" for note in notes)
     text = text.replace("\\end{tabular}", rows + "\\end{tabular}") if rows else text
@@ -595,7 +715,8 @@ def _html(shown: pd.DataFrame, classes: pd.DataFrame, notes: list[str]) -> str:
 
 
 def _csv(summary: pd.DataFrame, metrics: tuple[str, ...]) -> str:
-    """Every figure: per metric M (top1_err, ...) the columns M_n, M_mean, ... M_significant, M_paired, M_best."""
+    """Every figure: per metric M (top1_err, top5_err, bbox_ap, segm_ap50, best_bbox_ap, ...: the result.json name)
+    the columns M_n, M_mean, ... M_significant, M_paired, M_best."""
     columns = ["index", "method", "kind", "name", "params_m", "macs_g"]
     columns += [f"{metric}_{part}" for metric in metrics for part in PARTS]
     columns += ["done", "runs", "failed", "complete", "is_baseline", "not_converged", "convergence_unknown"]
@@ -609,7 +730,7 @@ def render_table(
     manifest: dict,
     fmt: Literal["markdown", "latex", "csv", "html"] = "markdown",
     *,
-    metric: str = "both",
+    metric: str | None = None,
     baseline: str | int | None = None,
     runs: pd.DataFrame | None = None,
     ci: Literal["t", "bootstrap"] = "t",
@@ -618,22 +739,24 @@ def render_table(
 ) -> str:
     """The results table of a sweep manifest (an_lab.sweeps.manifest.load_manifest) as text in `fmt`.
 
-    metric: one of METRICS; baseline: a cell label, a baseline name or a cell index; None = the first baseline cell;
-    "none" = no brackets. runs: collect(manifest) when already at hand. ci: "t" (Student t) or "bootstrap" (BCa,
-    reproducible). detail: one row per cell and metric with every figure (n, mean, std, CI, difference, its CI,
-    P(better)); the CSV always has them all. convergence: overrides of the manifest's convergence settings
-    (train_loss_max, val_drop_max: a number, or None to switch the check off)."""
+    metric: a choice of TASK_SELECTIONS for the sweep's task (None: "both" for classification, "ap" for detection);
+    baseline: a cell label, a baseline name or a cell index; None = the first baseline cell; "none" = no brackets.
+    runs: collect(manifest) when already at hand. ci: "t" (Student t) or "bootstrap" (BCa, reproducible). detail:
+    one row per cell and metric with every figure (n, mean, std, CI, difference, its CI, P(better)), and for
+    detection the size splits of the AP shown; the CSV always has every figure. convergence: overrides of the
+    manifest's convergence settings (train_loss_max, val_drop_max: a number, or None to switch the check off)."""
     if fmt not in FORMATS:
         raise UsageError(f"format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    metrics = _metrics(metric)
+    task = sweep_task(manifest)
+    metrics = _metrics(metric, task, detail)
     settings = convergence_settings(manifest, convergence)
     summary = summarize(manifest, runs, baseline, metrics=metrics, ci=ci, convergence=convergence)
     if fmt == "csv":
         return _csv(summary, metrics)
     marks = {"markdown": MARKDOWN, "latex": LATEX, "html": TEXT}[fmt]
     shown = _detail(summary, metrics, marks, ci) if detail else _shown(summary, metrics, marks)
-    notes = _statistics_notes(summary, metrics, marks, ci, detail)
-    notes += _convergence_notes(summary, marks, settings) + _state_notes(summary, marks)
+    notes = _statistics_notes(summary, metrics, marks, ci, detail, WORDS[task])
+    notes += _convergence_notes(summary, marks, settings, WORDS[task]) + _state_notes(summary, marks)
     if fmt == "markdown":
         return _markdown(shown, notes)
     if fmt == "latex":

@@ -34,9 +34,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from an_lab.analysis.plots import write_files
-from an_lab.analysis.results import check_manifest
+from an_lab.analysis.results import check_manifest, sweep_task
 from an_lab.analysis.table import render_table
 from an_lab.errors import UsageError
+from an_lab.metrics import primary
 from an_lab.rundir import CONFIG, read_json
 
 SPEC_FORMAT = "an-lab/wandb-report-spec/1"
@@ -154,6 +155,50 @@ def _cells_markdown(manifest: dict) -> str:
     return "\n".join(lines)
 
 
+# The curves of a task's report besides the primary metric's: (logged column, panel title, y axis title); a detection
+# run logs no validation loss, a classification run no AP.
+SECONDARY_CURVES = {
+    "classification": (
+        ("val_top5_err", "validation top-5 error (%) per epoch", "top-5 error (%)"),
+        ("val_loss", "validation loss per epoch", "cross-entropy"),
+    ),
+    "detection": (
+        ("val_segm_ap", "validation AP^m (%) per epoch", "AP^m (%)"),
+        ("train_loss", "training loss per epoch", "Mask R-CNN loss (sum of its terms)"),
+    ),
+}
+
+
+def _panels(wr, task: str) -> list:
+    """The report's panels: the primary validation metric per epoch (mean ± std over seeds per cell), the task's
+    other curves, and the final primary metric per cell as bars."""
+    metric = primary(task)
+    common = {"groupby_aggfunc": "mean", "groupby_rangefunc": "stddev", "font_size": "large"}
+    panels = [
+        wr.LinePlot(
+            title=f"validation {metric.phrase} (%) per epoch, mean ± std over seeds per cell",
+            x="epoch",
+            y=[metric.logged],
+            title_x="epoch",
+            title_y=f"{metric.phrase} (%)",
+            legend_position="east",
+            **common,
+        )
+    ]
+    for column, title, axis in SECONDARY_CURVES[task]:
+        panels.append(wr.LinePlot(title=title, x="epoch", y=[column], title_x="epoch", title_y=axis, **common))
+    panels.append(
+        wr.BarPlot(
+            title=f"final {metric.phrase} (%) per cell, mean ± std over seeds",
+            metrics=[metric.logged],
+            orientation="h",
+            title_x=f"{metric.phrase} (%)",
+            **common,
+        )
+    )
+    return panels
+
+
 def build_report(
     manifest: dict,
     entity: str | None,
@@ -178,41 +223,9 @@ def build_report(
         filters=_runs_filter(manifest, name),
         groupby=[f"config.{key}" for key in keys],
     )
-    common = {"groupby_aggfunc": "mean", "groupby_rangefunc": "stddev", "font_size": "large"}
-    panels = [
-        wr.LinePlot(
-            title="validation top-1 error (%) per epoch, mean ± std over seeds per cell",
-            x="epoch",
-            y=["val_top1_err"],
-            title_x="epoch",
-            title_y="top-1 error (%)",
-            legend_position="east",
-            **common,
-        ),
-        wr.LinePlot(
-            title="validation top-5 error (%) per epoch",
-            x="epoch",
-            y=["val_top5_err"],
-            title_x="epoch",
-            title_y="top-5 error (%)",
-            **common,
-        ),
-        wr.LinePlot(
-            title="validation loss per epoch",
-            x="epoch",
-            y=["val_loss"],
-            title_x="epoch",
-            title_y="cross-entropy",
-            **common,
-        ),
-        wr.BarPlot(
-            title="final top-1 error (%) per cell, mean ± std over seeds",
-            metrics=["val_top1_err"],
-            orientation="h",
-            title_x="top-1 error (%)",
-            **common,
-        ),
-    ]
+    task = sweep_task(manifest)
+    panels = _panels(wr, task)
+    final = "error" if primary(task).lower_is_better else primary(task).phrase  # what the bars show
     grouping = ", ".join(f"`{key}`" for key in keys) or "nothing (one cell)"
     blocks = [
         wr.MarkdownBlock(
@@ -221,7 +234,7 @@ def build_report(
         ),
         wr.H2("Results"),
         wr.MarkdownBlock(text=render_table(manifest, "markdown", baseline=baseline)),
-        wr.H2("Curves and final error per cell"),
+        wr.H2(f"Curves and final {final} per cell"),
         wr.PanelGrid(runsets=[runset], panels=panels),
         wr.H2("Cells"),
         wr.MarkdownBlock(text=_cells_markdown(manifest)),
@@ -230,7 +243,7 @@ def build_report(
         entity=entity or "",
         project=project,
         title=f"Sweep {name}: Attentive Normalization ablation"[:128],
-        description=f"an-lab sweep {name}: results table, validation curves and final error per cell.",
+        description=f"an-lab sweep {name}: results table, validation curves and final {final} per cell.",
         blocks=blocks,
         width="fluid",
     )

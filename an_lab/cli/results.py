@@ -14,10 +14,14 @@ def _table_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default="markdown", choices=("markdown", "latex", "csv", "html"))
     parser.add_argument(
         "--metric",
-        default="both",
-        choices=("top1", "top5", "both", "best", "best_top1", "best_top5"),
-        help="error columns: the final epoch's top1, top5 or both (default); best: the best epoch's top-1 beside the "
-        "final top-1; best_top1 / best_top5: the best epoch's only",
+        default=None,
+        choices=("top1", "top5", "both", "best", "best_top1", "best_top5", "ap", "bbox", "segm", "ap_all", "primary"),
+        help="columns, by the sweep's task. Classification (error, lower is better): the final epoch's top1, top5 or "
+        "both (default); best: the best epoch's top-1 beside the final top-1; best_top1 / best_top5: the best "
+        "epoch's only. Detection (COCO AP, higher is better): ap (default): AP^bb, AP^bb_50, AP^bb_75, AP^m, "
+        "AP^m_50, AP^m_75; bbox / segm: the box or mask three; ap_all: all twelve with the size splits; best: the "
+        "best evaluation's AP^bb beside the final one. primary: the task's primary metric alone (top-1 error, "
+        "AP^bb)",
     )
     parser.add_argument(
         "--ci",
@@ -26,7 +30,10 @@ def _table_arguments(parser: argparse.ArgumentParser) -> None:
         help="95%% confidence intervals: Student t (default) or BCa bootstrap (fixed random state: reproducible)",
     )
     parser.add_argument(
-        "--detail", action="store_true", help="one row per cell and metric: n, mean, std, CI, diff, its CI, P(better)"
+        "--detail",
+        action="store_true",
+        help="one row per cell and metric: n, mean, std, CI, diff, its CI, P(better); for detection also the size "
+        "splits (AP_S, AP_M, AP_L) of the AP shown",
     )
     parser.add_argument(
         "--converged-loss",
@@ -38,8 +45,9 @@ def _table_arguments(parser: argparse.ArgumentParser) -> None:
         "--val-drop",
         default=None,
         metavar="D",
-        help="flag runs whose top-1 error fell by more than D points over their last epochs (default: the sweep's "
-        "convergence.val_drop_max, 1; none: off)",
+        help="flag runs whose primary validation metric still improved by more than D points over their last "
+        "epochs: a top-1 error that fell, an AP^bb that rose (default: the sweep's convergence.val_drop_max, 1; "
+        "none: off)",
     )
     parser.add_argument(
         "--baseline",
@@ -56,11 +64,13 @@ def _table_arguments(parser: argparse.ArgumentParser) -> None:
     _table_arguments,
     help="results table of a sweep: mean ± std over seeds per cell, differences with 95%% CIs",
     description=(
-        "One row per cell as the paper's Table 1 names it: #Params and MACs (units chosen per column), final "
-        "top-1 / top-5 error as mean ± std over the seeds done (sample std), the seeds done, and the difference "
+        "One row per cell as the paper's Table 1 names it: #Params and MACs (units chosen per column), the final "
+        "metrics of the sweep's task (classification: top-1 / top-5 error; detection: COCO AP^bb and AP^m) as mean "
+        "± std over the seeds done (sample std), the seeds done, and the difference "
         "against the baseline in brackets (paper Table 2), paired by seed where the cells share at least 2 seeds, "
-        "else Welch; * marks a difference whose 95% CI excludes 0. Bold: the lowest mean among complete cells "
-        "with at least 2 runs and every cell not significantly worse than it. A single run shows n=1 and is never "
+        "else Welch; * marks a difference whose 95% CI excludes 0. Bold: the best mean (lowest error, highest AP) "
+        "among complete cells with at least 2 runs and every cell not significantly worse than it. A single run "
+        "shows n=1 and is never "
         "marked. Incomplete cells show the mean of their done runs with a dagger (failed runs count as not "
         "done); a double dagger marks runs not converged (the sweep's convergence settings). --detail shows every "
         "figure (n, mean, std, CI, difference, its CI, P(better)); the CSV always has them. Reads result files "
@@ -103,11 +113,12 @@ def _plot_arguments(parser: argparse.ArgumentParser) -> None:
 @command(
     "plot",
     _plot_arguments,
-    help="figures of a sweep (PNG, PDF, SVG): error per design choice, validation curves, parameters vs error",
+    help="figures of a sweep (PNG, PDF, SVG): its primary metric per design choice, validation curves, parameters",
     description=(
-        "Write the figures of a sweep's finished runs, each as PNG, PDF and SVG, and print every path: final "
-        "top-1 error per design choice grouped by axis (the paper's Figure 1 style, as a dot plot; baselines "
-        "dashed), validation top-1 error per epoch per cell, and parameters against error. Error bars and bands "
+        "Write the figures of a sweep's finished runs, each as PNG, PDF and SVG, and print every path: the final "
+        "primary metric (top-1 error, or AP^bb for detection) per design choice grouped by axis (the paper's Figure "
+        "1 style, as a dot plot; baselines dashed), its validation value per epoch per cell, and parameters against "
+        "it. Error bars and bands "
         "are 95% CIs of the mean over seeds (Student t), every seed is drawn as a point and n is shown per cell; "
         "incomplete cells are marked. Reads result files only."
     ),

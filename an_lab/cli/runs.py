@@ -87,18 +87,62 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from an_lab.config import load_config, run_dir
     from an_lab.launch.entry import execute, quiet_third_parties
 
-    config = load_config(args.config, args.set)
+    config = _with_backbone(load_config(args.config, args.set), args.config)
     if not args.verbose:
         quiet_third_parties()
     outcome = execute(config, progress=not args.quiet)
     if outcome.code != 0:
         print(outcome.message, file=sys.stderr)
         return outcome.code
-    final, best = outcome.result["final"], outcome.result["best"]
     print(f"run        {run_dir(config)}")
-    print(f"top-1 err  {final['top1_err']:.2f}% final, {best['top1_err']:.2f}% best (epoch {best['epoch']})")
-    print(f"top-5 err  {final['top5_err']:.2f}% final")
+    for line in result_lines(outcome.result):
+        print(line)
     return 0
+
+
+def result_lines(result: dict) -> list[str]:
+    """A finished run's result as `an-lab train` prints it, by its task (result.json's "task"): the top-1 error final
+    and best with the top-5 error for classification; for detection one line for boxes (AP^bb) and one for masks
+    (AP^m): AP final and at the best evaluation (the highest AP^bb), then AP50, AP75 and the size splits."""
+    from an_lab.metrics import METRICS, primary, task_of
+
+    final = result.get("final") or {}
+    best = result.get("best") or {}
+    if task_of(result) == "classification":
+        top1, top5 = METRICS["top1_err"], METRICS["top5_err"]
+        return [
+            f"top-1 err  {top1.value_text(final.get('top1_err'))} final, {top1.value_text(best.get('top1_err'))} "
+            f"best (epoch {best.get('epoch')})",
+            f"top-5 err  {top5.value_text(final.get('top5_err'))} final",
+        ]
+    lines = []
+    parts = (("ap50", "AP50"), ("ap75", "AP75"), ("ap_s", "AP_S"), ("ap_m", "AP_M"), ("ap_l", "AP_L"))
+    for kind in ("bbox", "segm"):
+        ap = METRICS[f"{kind}_ap"]
+        splits = ", ".join(f"{short} {ap.value_text(final.get(f'{kind}_{part}'))}" for part, short in parts)
+        where = "best" if ap == primary("detection") else "at the best evaluation"
+        lines.append(
+            f"{ap.label:<10} {ap.value_text(final.get(ap.name))} final, {ap.value_text(best.get(ap.name))} {where} "
+            f"(epoch {best.get('epoch')}); {splits}"
+        )
+    return lines
+
+
+def _with_backbone(config, path: str | None):
+    """A detection config whose model.backbone_init names a classification run ({sweep, cell, seed}) gets that run's
+    folder, found as a sweep finds it (the sweep folder under the config's output_dir, else <sweep>.yaml beside the
+    config file); the run must have finished training."""
+    from pathlib import Path
+
+    from an_lab.config import BackboneInit
+    from an_lab.sweeps.backbones import KEY, BackboneResolver, require_done
+
+    if not isinstance(config.model.backbone_init, BackboneInit):
+        return config
+    source = str(path or "defaults")
+    config, backbone = BackboneResolver(Path(path).parent if path else Path.cwd()).resolve(config, source)
+    require_done([backbone], f"{source}: {KEY}")
+    return config
 
 
 def _plan_arguments(plan: argparse.ArgumentParser) -> None:
@@ -209,8 +253,9 @@ def _detach(sweep, args: argparse.Namespace, executor: str) -> int:
 
 
 def _final_report(sweep, scheduler: bool = False) -> list[dict]:
-    """What a followed sweep ends with: the status of every run, then the top-1 error per cell with every figure (n,
-    mean, std, 95% CI, the difference to the baseline with its CI, P(better)). Returns the status rows."""
+    """What a followed sweep ends with: the status of every run, then the primary metric per cell (top-1 error, or
+    AP^bb for detection) with every figure (n, mean, std, 95% CI, the difference to the baseline with its CI,
+    P(better)). Returns the status rows."""
     from an_lab.analysis import render_table
     from an_lab.sweeps.manifest import load_manifest
     from an_lab.sweeps.status import collect, render_status, scheduler_view
@@ -222,7 +267,7 @@ def _final_report(sweep, scheduler: bool = False) -> list[dict]:
     for note in notes:
         print(f"note: {note}")
     print()
-    print(render_table(manifest, "markdown", metric="top1", detail=True))
+    print(render_table(manifest, "markdown", metric="primary", detail=True))
     print(f"paper-style table (mean ± std, differences marked): an-lab table {sweep.path}")
     return rows
 
@@ -237,8 +282,8 @@ def _status_arguments(status: argparse.ArgumentParser) -> None:
     _status_arguments,
     help="state of every run of a sweep",
     description="Per-run state (pending, running with the epoch reached, interrupted, done, failed with its reason), "
-    "counts and the lowest mean so far, read from the run directories (and, for SLURM jobs, one squeue and one sacct "
-    "call).",
+    "counts and the best mean so far (lowest error, highest AP), read from the run directories (and, for SLURM "
+    "jobs, one squeue and one sacct call).",
 )
 def _cmd_status(args: argparse.Namespace) -> int:
     from an_lab.sweeps.manifest import load_manifest

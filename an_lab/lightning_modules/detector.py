@@ -78,7 +78,8 @@ class MaskRCNNModule(pl.LightningModule):
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=size)
         for name, value in losses.items():
             self.log(f"train_{name}", value, on_step=False, on_epoch=True, sync_dist=True, batch_size=size)
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self.log("lr", lr, on_step=False, on_epoch=True, batch_size=size)
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:

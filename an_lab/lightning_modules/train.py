@@ -219,11 +219,14 @@ def _detection_result(config: RunConfig, trainer: pl.Trainer, module, throughput
     return {
         **_identity_fields(config),
         "task": "detection",
-        "final": {**{name: final.get(f"val_{name}") for name in names}, "train_loss": every[-1].get("train_loss")},
-        "best": {**{name: best.get(f"val_{name}") for name in names}, "epoch": int(best["epoch"])},
+        "final": {
+            **{name: _finite(final.get(f"val_{name}")) for name in names},
+            "train_loss": every[-1].get("train_loss"),
+        },
+        "best": {**{name: _finite(best.get(f"val_{name}")) for name in names}, "epoch": int(best["epoch"])},
         "tail": {
             "epoch": [int(row["epoch"]) for row in tail],
-            **{key: [row.get(key) for row in tail] for key in ("val_bbox_ap", "val_segm_ap", "train_loss")},
+            **{key: [_finite(row.get(key)) for row in tail] for key in ("val_bbox_ap", "val_segm_ap", "train_loss")},
         },
         "params": counts.total,
         "trainable_params": counts.trainable,
@@ -232,6 +235,11 @@ def _detection_result(config: RunConfig, trainer: pl.Trainer, module, throughput
         "iterations": trainer.global_step,
         **_run_facts(config, trainer, throughput, seconds),
     }
+
+
+def _finite(value) -> float | None:
+    """A metric for result.json: None where COCO has no value (AP of a size the data lacks) rather than NaN."""
+    return value if isinstance(value, int | float) and math.isfinite(value) else None
 
 
 def _package_version() -> str:

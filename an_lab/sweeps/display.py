@@ -1,6 +1,7 @@
 """The live display of a sweep, the same for every executor: a bar over the runs, one line per run in flight (cell,
-seed, epoch reached of epochs, last validation top-1 error, ETA from its own epoch times), and a line per run that
-ended. Reads each running run's metrics from its folder; run ids and labels are printed without Rich markup."""
+seed, epoch reached of epochs, the last value of its task's primary validation metric: top-1 error or AP^bb, ETA from
+its own epoch times), and a line per run that ended ("top-1 err 21.50%", "AP^bb 31.20"). Reads each running run's
+metrics from its folder; run ids and labels are printed without Rich markup."""
 
 from __future__ import annotations
 
@@ -16,19 +17,44 @@ from rich.table import Table
 from rich.text import Text
 
 from an_lab.launch.base import STOPPED, Handle
-from an_lab.rundir import read_result, state, validated_epochs
+from an_lab.metrics import Metric, primary, task_of
+from an_lab.rundir import read_result, state, trained_iterations, validated_epochs
 
 MAX_ROWS = 12  # runs in flight shown at once (the ones furthest along)
 READ_EVERY_S = 2.0  # how often a running run's metrics file is read again
 
 
-def progress_of(directory: Path, epochs: int, started_at: float, now: float) -> tuple[int, float | None, float | None]:
-    """(epochs done, last validation top-1 error, seconds left estimated from the epochs done so far)."""
+def outcome_text(result: dict) -> str:
+    """A finished run's outcome: the final value of its task's primary metric ("top-1 err 21.50%", "AP^bb 31.20")."""
+    metric = primary(task_of(result))
+    final = result.get("final") if isinstance(result.get("final"), dict) else {}
+    return metric.show(final.get(metric.name))
+
+
+def run_metric(handle: Handle) -> Metric:
+    """The primary metric of a run in flight, by the task of its config (classification without one)."""
+    return primary(task_of({"task": getattr(handle.request.config, "task", None)}))
+
+
+def progress_of(
+    directory: Path, epochs: int, started_at: float, now: float, *, iterations: bool = False
+) -> tuple[int, float | None, float | None]:
+    """(epochs done, or iterations for a detection run, the last value of the primary validation metric, seconds
+    left estimated from the epochs or iterations done so far)."""
     reached, error = validated_epochs(directory)
+    if iterations:
+        reached = trained_iterations(directory)
     if not reached:
-        return 0, None, None
+        return 0, error, None
     left = (now - started_at) / reached * max(0, epochs - reached)
     return reached, error, left
+
+
+def _span(config) -> tuple[int, bool]:
+    """A run's length and whether it counts iterations (detection) rather than epochs."""
+    if getattr(config, "task", "classification") == "detection":
+        return config.trainer.iterations, True
+    return config.trainer.epochs, False
 
 
 def _eta(seconds: float | None) -> str:
@@ -71,7 +97,7 @@ class Display:
         if handle.outcome == STOPPED:
             outcome = f"stopped ({state(handle.run_dir)[1] or 'on purpose'})"
         elif result is not None:
-            outcome = f"top-1 err {result['final'].get('top1_err', float('nan')):.2f}%"
+            outcome = outcome_text(result)
         else:
             current, detail = state(handle.run_dir)
             resumes = current == "interrupted"
@@ -93,21 +119,25 @@ class Display:
         for handle in flying:
             cached = self.cache.get(handle.run_id)
             if cached is None or now - cached[0] > READ_EVERY_S:
-                epochs = handle.request.config.trainer.epochs
-                cached = (now, (epochs, *progress_of(handle.run_dir, epochs, handle.submitted_at, now)))
+                total, by_iteration = _span(handle.request.config)
+                progress = progress_of(handle.run_dir, total, handle.submitted_at, now, iterations=by_iteration)
+                cached = (now, (f"{'it ' if by_iteration else ''}{{}}/{total}", *progress))
                 self.cache[handle.run_id] = cached
             rows.append((handle, *cached[1]))
         rows.sort(key=lambda row: -row[2])
+        shown = {run_metric(handle) for handle, *_ in rows[:MAX_ROWS]}
+        value_column = f"val {next(iter(shown)).label}" if len(shown) == 1 else "val metric"
         table = Table(box=None, pad_edge=False, show_header=bool(rows))
-        for column in ("run", "cell", "seed", "epoch", "val top-1 err", "ETA", "where"):
+        for column in ("run", "cell", "seed", "epoch", value_column, "ETA", "where"):
             table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=48 if column == "cell" else None)
-        for handle, epochs, reached, error, left in rows[:MAX_ROWS]:
+        for handle, shape, reached, value, left in rows[:MAX_ROWS]:
+            metric = run_metric(handle)
             table.add_row(
                 Text(handle.run_id),
                 Text(handle.request.label or "-"),
                 Text(str(handle.request.config.trainer.seed)),
-                Text(f"{reached}/{epochs}"),
-                Text("-" if error is None else f"{error:.2f}%"),
+                Text(shape.format(reached)),
+                Text("-" if value is None else (metric.value_text(value) if len(shown) == 1 else metric.show(value))),
                 Text(_eta(left)),
                 Text(executor.describe(handle)),
             )

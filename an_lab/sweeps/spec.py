@@ -30,6 +30,7 @@ from pydantic import (
 from an_lab.config import (
     SEED_LIMIT,
     SHORTHAND,
+    BackboneInit,
     RunConfig,
     Seed,
     control_character,
@@ -39,12 +40,15 @@ from an_lab.config import (
 )
 from an_lab.errors import UsageError
 from an_lab.launch.slurm_settings import SlurmSettings
+from an_lab.metrics import METRICS as RESULT_METRICS
+from an_lab.metrics import logged_metric
 from an_lab.yamlio import load_mapping
 
 MODES = ("ablation", "grid", "list", "search")
 MAX_RUNS = 100_000
-# Metrics logged once per validation epoch (an_lab/lightning_modules/classifier.py) that a search can optimize.
-METRICS = ("val_top1_err", "val_top5_err", "val_loss", "train_loss")
+# Metrics logged once per validation epoch that a search can optimize: a classification run's (lightning_modules/
+# classifier.py) and a detection run's box and mask AP (one row per evaluation).
+METRICS = ("val_top1_err", "val_top5_err", "val_loss", "train_loss", "val_bbox_ap", "val_segm_ap")
 # Optuna's samplers and pruners by the names users write; the values are the optuna class names.
 SAMPLERS = {
     "tpe": "TPESampler",
@@ -106,6 +110,8 @@ def _walk_keys(model: type[BaseModel], prefix: str = "") -> dict[str, bool]:
 
 # Every dotted key of the run config -> whether it is a section (model, model.an, ...) rather than a value.
 CONFIG_KEYS: dict[str, bool] = _walk_keys(RunConfig)
+# model.backbone_init is a run folder (a string) or a mapping {sweep, cell, seed}; a cell may change one of its keys.
+CONFIG_KEYS.update({f"model.backbone_init.{name}": False for name in BackboneInit.model_fields})
 
 
 def config_key_problem(key: str) -> str | None:
@@ -155,9 +161,17 @@ class Range(Strict):
         return self
 
 
+def metric_direction(metric: str) -> str:
+    """Which way a search metric is better: the registry's direction for a logged result metric (errors minimize,
+    AP maximizes), minimize for the losses."""
+    found = logged_metric(metric)
+    return found.direction if found is not None else "minimize"
+
+
 class SearchSettings(Strict):
     metric: str | None = None  # required in search mode; checked with the mode
-    direction: Literal["minimize", "maximize"] = "minimize"
+    # None: the metric's own direction (metric_direction); given, it must agree with it
+    direction: Literal["minimize", "maximize"] | None = None
     n_trials: int = Field(20, ge=1)
     sampler: str = "tpe"
     sampler_options: dict[str, Any] = {}
@@ -175,6 +189,20 @@ class SearchSettings(Strict):
             raise ValueError(f"metric {value!r} is not logged{hint} (choose one of {', '.join(METRICS)})")
         return value
 
+    @model_validator(mode="after")
+    def _direction_of_the_metric(self) -> SearchSettings:
+        """The direction follows the metric; a direction that works against it (maximize an error, minimize an AP)
+        is an error rather than a search that optimizes the wrong way."""
+        wanted = metric_direction(self.metric) if self.metric is not None else "minimize"
+        if self.direction is not None and self.direction != wanted:
+            raise ValueError(
+                f"direction {self.direction!r} works against metric {self.metric!r}, which is better "
+                f"when it is {'lower' if wanted == 'minimize' else 'higher'}; write direction: {wanted}, or leave "
+                "direction out (it follows the metric)"
+            )
+        self.direction = wanted
+        return self
+
     @field_validator("sampler", "pruner")
     @classmethod
     def _known_name(cls, value: str, info) -> str:
@@ -187,8 +215,21 @@ class SearchSettings(Strict):
 
 
 class SeedTarget(Strict):
-    metric: Literal["top1_err", "top5_err"] = "top1_err"  # a final metric of result.json
+    # a final metric of result.json (an_lab.metrics.METRICS) that the sweep's runs report; None: their task's primary
+    # metric (top1_err, bbox_ap), resolved with the runs (an_lab.sweeps.seeding.target_metric)
+    metric: str | None = None
     ci_halfwidth: float = Field(gt=0, allow_inf_nan=False)  # points: the 95% CI of the difference to the baseline
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str | None) -> str | None:
+        if value is not None and value not in RESULT_METRICS:
+            close = difflib.get_close_matches(value, list(RESULT_METRICS), n=2)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            raise ValueError(
+                f"metric {value!r} is not a metric of result.json{hint} (choose one of {', '.join(RESULT_METRICS)})"
+            )
+        return value
 
 
 class SeedPolicy(Strict):

@@ -7,14 +7,22 @@ from collections import Counter
 from pathlib import Path
 
 from an_lab import stats
-from an_lab.rundir import CONFIG, read_json, read_result, state, validated_epochs
+from an_lab.metrics import METRICS, Metric, primary, task_of
+from an_lab.rundir import CONFIG, read_json, read_result, state, trained_iterations, validated_epochs
 from an_lab.sweeps.manifest import run_dirs
 from an_lab.sweeps.plan import align, state_text
 
 
+def sweep_metric(manifest: dict) -> Metric:
+    """The metric status ranks cells by: the primary metric of the sweep's task (its base config's)."""
+    return primary(task_of(manifest.get("base_config")))
+
+
 def collect(manifest: dict) -> list[dict]:
-    """One row per run: cell, seed, run id, state, detail, final top-1 error when done."""
+    """One row per run: cell, seed, run id, state, detail, and under the name of the sweep's primary metric
+    (top1_err, bbox_ap) its final value when done."""
     directories = run_dirs(manifest)
+    metric = sweep_metric(manifest)
     rows = []
     for cell in manifest["cells"]:
         for run in cell["runs"]:
@@ -31,7 +39,7 @@ def collect(manifest: dict) -> list[dict]:
                     "run_id": run["run_id"],
                     "state": current,
                     "detail": detail,
-                    "top1_err": result["final"].get("top1_err") if result else None,
+                    metric.name: result["final"].get(metric.name) if result else None,
                 }
             )
     return rows
@@ -41,7 +49,10 @@ def epoch_reached(directory: Path) -> str | None:
     """`epoch 3/15` for a running run: the epochs its metrics log holds, of its config's epochs."""
     reached, _ = validated_epochs(directory)
     config = read_json(directory / CONFIG) or {}
-    epochs = (config.get("trainer") or {}).get("epochs") if isinstance(config, dict) else None
+    trainer = (config.get("trainer") or {}) if isinstance(config, dict) else {}
+    if config.get("task") == "detection":  # detection counts iterations (its epochs are stretches between checkpoints)
+        return f"iteration {trained_iterations(directory)}/{trainer.get('iterations') or '?'}"
+    epochs = trainer.get("epochs")
     if not reached:
         return f"epoch 0/{epochs}" if epochs else None
     return f"epoch {reached}/{epochs or '?'}"
@@ -93,49 +104,52 @@ def scheduler_view(manifest: dict, rows: list[dict]) -> list[str]:
     return notes
 
 
-def lowest_cells(rows: list[dict]) -> tuple[list[str], stats.Estimate] | None:
-    """(labels, estimate of the final top-1 error) of the cell with the lowest mean over its finished runs, with every
-    cell whose mean ties it (to 1e-9 points)."""
-    errors: dict[str, list[float]] = {}
+def best_cells(rows: list[dict], metric: Metric = METRICS["top1_err"]) -> tuple[list[str], stats.Estimate] | None:
+    """(labels, estimate of the metric's final value) of the cell with the best mean over its finished runs (the
+    lowest error, the highest AP), with every cell whose mean ties it (to 1e-9 points)."""
+    values: dict[str, list[float]] = {}
     for row in rows:
-        if row["top1_err"] is not None:
-            errors.setdefault(row["cell"], []).append(row["top1_err"])
-    if not errors:
+        if row.get(metric.name) is not None:
+            values.setdefault(row["cell"], []).append(row[metric.name])
+    if not values:
         return None
-    means = {cell: statistics.fmean(values) for cell, values in errors.items()}
-    lowest = min(means.values())
-    labels = [cell for cell, mean in means.items() if mean - lowest <= 1e-9]
-    return labels, stats.estimate(errors[labels[0]])
+    means = {cell: statistics.fmean(found) for cell, found in values.items()}
+    best = min(means.values()) if metric.lower_is_better else max(means.values())
+    labels = [cell for cell, mean in means.items() if abs(mean - best) <= 1e-9]
+    return labels, stats.estimate(values[labels[0]])
 
 
-def _lowest_line(rows: list[dict]) -> str | None:
-    lowest = lowest_cells(rows)
-    if lowest is None:
+def _best_line(rows: list[dict], metric: Metric = METRICS["top1_err"]) -> str | None:
+    found = best_cells(rows, metric)
+    if found is None:
         return None
-    labels, estimate = lowest
+    labels, estimate = found
     label = labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} and {labels[-1]} tied"
     spread = (
         f"n={estimate.n}, 95% CI {estimate.ci_low:.2f} to {estimate.ci_high:.2f}" if estimate.n > 1 else "n=1, no CI"
     )
+    best = "lowest" if metric.lower_is_better else "highest"
     return (
-        f"lowest mean so far: {label} at {estimate.mean:.2f}% top-1 error ({spread}); "
+        f"{best} mean so far: {label} at {metric.value_text(estimate.mean)} {metric.phrase} ({spread}); "
         "whether it is better than the others: `an-lab table` (differences with their CIs)"
     )
 
 
 def render_status(manifest: dict, rows: list[dict]) -> str:
-    table = [("cell", "seed", "run id", "top-1 err", "state")]
+    metric = sweep_metric(manifest)
+    table = [("cell", "seed", "run id", metric.label, "state")]
     for row in rows:
-        error = f"{row['top1_err']:.2f}" if row["top1_err"] is not None else ""
-        table.append((row["cell"], str(row["seed"]), row["run_id"], error, state_text(row["state"], row["detail"])))
+        value = row.get(metric.name)
+        shown = f"{value:.2f}" if value is not None else ""
+        table.append((row["cell"], str(row["seed"]), row["run_id"], shown, state_text(row["state"], row["detail"])))
     counts = Counter(row["state"] for row in rows)
     names = ("done", "running", "requeued", "interrupted", "failed", "corrupt", "pending")
     shown = [name for name in names if name not in ("requeued", "corrupt") or counts[name]]
     summary = ", ".join(f"{name} {counts[name]}" for name in shown)
     lines = [f"sweep {manifest['name']}: {len(rows)} runs in {manifest['output_dir']}/", "", *align(table), "", summary]
-    lowest = _lowest_line(rows)
-    if lowest is not None:
-        lines.append(lowest)
+    best = _best_line(rows, metric)
+    if best is not None:
+        lines.append(best)
     if counts["failed"] or counts["corrupt"]:
         lines.append("failed and corrupt runs relaunch with: an-lab sweep SWEEP.yaml --retry-failed")
     return "\n".join(lines)

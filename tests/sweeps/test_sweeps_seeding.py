@@ -121,3 +121,65 @@ def test_a_sweep_adds_seeds_in_rounds_until_the_target_or_max(tmp_path, data_roo
     assert len(results) == 6  # 2 cells x max 3 seeds: the target cannot be met, so max stops it
     again = an_lab("sweep", path)
     assert again.returncode == 0 and "0 to run, 6 done" in again.stdout
+
+
+def detection_sweep(tmp_path: Path, until: dict) -> Path:
+    """A Mask R-CNN list sweep (two cells, the first the reference) with adaptive seeds `until`."""
+    sweep = {
+        "name": "det",
+        "mode": "list",
+        "base": {
+            "recipe": "mask_rcnn_1x",
+            "model": {"name": "resnet50", "norm": "bn_frozen"},
+            "data": {"name": "shapes", "root": str(tmp_path / "shapes"), "num_workers": 0},
+            "trainer": {"iterations": 10, "checkpoint_every": 10, "eval_every": 10},
+            "wandb": {"mode": "disabled"},
+        },
+        "cells": [{"model.norm": "bn_frozen"}, {"model.norm": "gn"}],
+        "seeds": {"min": 3, "max": 6, "until": until},
+        "output_dir": str(tmp_path / "runs"),
+    }
+    path = tmp_path / "det.yaml"
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    return path
+
+
+def finish_detection(run, bbox_ap: float) -> None:
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    (run.run_dir / "config.json").write_text(json.dumps(run.config.model_dump(mode="json")))
+    final = {"bbox_ap": bbox_ap, "segm_ap": bbox_ap - 3.0, "bbox_ap_l": None, "train_loss": 0.5}
+    result = {"run_id": run.run_id, "status": "done", "task": "detection", "final": final, "best": {"epoch": 0}}
+    (run.run_dir / "result.json").write_text(json.dumps(result))
+
+
+@pytest.mark.parametrize("until", [{"metric": "bbox_ap", "ci_halfwidth": 0.5}, {"ci_halfwidth": 0.5}])
+def test_a_detection_sweep_adds_seeds_until_its_box_ap_difference_is_precise(tmp_path, until):
+    path = detection_sweep(tmp_path, until)
+    sweep = load_sweep(path)
+    runs = planned_runs(sweep)
+    assert [run.config.task for run in runs] == ["detection"] * 6
+    reference, noisy = [30.0, 31.0, 32.0], [31.5, 31.0, 34.5]  # paired differences 1.5, 0, 2.5: wide
+    for run in runs:
+        finish_detection(run, (reference if run.cell.index == 0 else noisy)[run.seed])
+    seeds, summary = plan_seeds(sweep)
+    width = paired_halfwidth(noisy, reference)
+    assert width > 0.5 and summary[1].halfwidth == pytest.approx(width) and summary[1].metric == "bbox_ap"
+    spread = width * math.sqrt(3) / stats.t.ppf(0.975, 2)
+    needed = next(n for n in range(4, 100) if stats.t.ppf(0.975, n - 1) * spread / math.sqrt(n) <= 0.5)
+    assert summary[1].wanted == min(6, needed) and seeds[0] == seeds[1] == list(range(summary[1].wanted))
+    plan = an_lab("plan", path)
+    assert plan.returncode == 0, plan.stderr
+    assert "until the 95% CI of the difference in bbox_ap to the reference is at most ±0.5" in plan.stdout
+
+
+def test_a_seed_target_the_runs_do_not_report_is_a_clear_error(tmp_path):
+    path = detection_sweep(tmp_path, {"metric": "top1_err", "ci_halfwidth": 0.5})
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if text.strip() == "metric: top1_err")
+    wrong = an_lab("plan", path)
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
+    expected = f"line {line}: seeds.until.metric 'top1_err' is not reported by this sweep's detection runs; choose"
+    assert expected in wrong.stderr
+    assert "bbox_ap, bbox_ap50" in wrong.stderr
+    typo = an_lab("plan", detection_sweep(tmp_path, {"metric": "bbox_AP", "ci_halfwidth": 0.5}))
+    assert typo.returncode == 2
+    assert "metric 'bbox_AP' is not a metric of result.json; did you mean bbox_ap" in typo.stderr
