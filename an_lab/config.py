@@ -128,6 +128,9 @@ class ModelConfig(Strict):
     # and GN FPN; an_gn: the same with AN w/ GN in the box head's convs), the K of those AN layers (one per conv), and
     # the backbone's starting weights: a classification run ({sweep, cell, seed}), a run folder or a checkpoint file.
     head_norm: Literal["none", "gn", "an_gn"] | None = None
+    # the box head: 2fc (torchvision's) or 4conv1fc (the papers' for every row; with head norms the only choice);
+    # None: 2fc without head norms, 4conv1fc with them
+    box_head: Literal["2fc", "4conv1fc"] | None = None
     head_k: Annotated[int | tuple[int, ...] | None, BeforeValidator(_k_schedule)] = None
     an_mask_head: bool | None = Field(None, strict=True)  # an_gn: AN w/ GN in the mask head too (default: GN there)
     backbone_init: BackboneInit | str | None = None
@@ -187,7 +190,8 @@ class DataConfig(Strict):
     # fake / imagefolder: taken from the data when omitted
     num_classes: int | None = Field(None, ge=2, le=MAX_NUM_CLASSES, strict=True)
     # coco / shapes (detection): image folders under root with annotations/instances_<folder>.json; image_size is the
-    # shorter side images are resized to and max_size caps the longer one (COCO: 800 and 1333)
+    # shorter side images are resized to and max_size caps the longer one (COCO: 800 and 1333). A classification run
+    # on shapes classifies its objects, one crop around each (the train / val folders are the splits)
     train: str = "train2017"
     val: str = "val2017"
     max_size: int | None = Field(None, ge=8, le=MAX_IMAGE_SIZE, strict=True)
@@ -284,6 +288,7 @@ DETECTION_DATA = ("coco", "shapes")
 DETECTION_KEYS = {
     ("model", "head_norm"): None,
     ("model", "head_k"): None,
+    ("model", "box_head"): None,
     ("model", "an_mask_head"): None,
     ("model", "backbone_init"): None,
     ("model", "backbone_init_ignore"): (),
@@ -314,8 +319,8 @@ def _classification_problems(config: RunConfig) -> list[str]:
         for path, unset in DETECTION_KEYS.items()
         if _value(config, path) != unset
     ]
-    if config.data.name in DETECTION_DATA:
-        problems.append(f"data.name {config.data.name!r} is a detection data set (set task: detection)")
+    if config.data.name == "coco":
+        problems.append("data.name 'coco' is a detection data set (set task: detection)")
     if config.model.norm in catalog.DETECTION_ONLY_NORMS:
         problems.append(
             f"model.norm {config.model.norm!r} is a detection backbone norm; for classification choose one of "
@@ -337,6 +342,8 @@ def _detection_problems(config: RunConfig) -> list[str]:
         )
     if config.data.name not in DETECTION_DATA:
         problems.append(f"data.name {config.data.name!r}: detection reads {' or '.join(DETECTION_DATA)} (COCO format)")
+    if model.box_head == "2fc" and model.head_norm not in (None, "none"):
+        problems.append(f"model.box_head '2fc' has no convs for model.head_norm {model.head_norm!r}: use 4conv1fc")
     for key in ("head_k", "an_mask_head"):
         if getattr(model, key) is not None and model.head_norm != "an_gn":
             problems.append(f"model.{key} is about AN in the heads: it needs model.head_norm: an_gn")

@@ -99,6 +99,10 @@ def _transforms(data: DataConfig) -> tuple[v2.Compose, v2.Compose]:
         train = [rgb, v2.Resize(size, antialias=True), v2.RandomCrop(size, padding=size // 8)]
         val = [rgb, v2.Resize(size, antialias=True)]
         stats = DIGITS_STATS
+    elif data.name == "shapes":  # object crops, normalized as the detector normalizes the images they come from
+        train = [v2.Resize((size, size), antialias=True), v2.RandomHorizontalFlip()]
+        val = [v2.Resize((size, size), antialias=True)]
+        stats = IMAGENET_STATS
     elif data.name in ("cifar10", "cifar100"):
         train = [v2.RandomCrop(size, padding=size // 8), v2.RandomHorizontalFlip()]
         val = []
@@ -120,6 +124,11 @@ class ImageClassificationData(pl.LightningDataModule):
     def prepare_data(self) -> None:
         if self.config.name == "digits":
             materialize_digits(Path(self.config.root))
+        elif self.config.name == "shapes":
+            from an_lab.lightning_modules.coco_shapes import write_shapes_dataset
+            from an_lab.lightning_modules.detection_data import SHAPES_SETTINGS
+
+            write_shapes_dataset(Path(self.config.root), **SHAPES_SETTINGS)
         elif self.config.name in ("cifar10", "cifar100") and self.config.download:
             dataset = getattr(torchvision.datasets, self.config.name.upper())
             for train in (True, False):
@@ -143,6 +152,10 @@ class ImageClassificationData(pl.LightningDataModule):
                 torchvision.datasets.ImageFolder(folder / "train", transform=train_tf),
                 torchvision.datasets.ImageFolder(folder / "val", transform=val_tf),
             )
+        if config.name == "shapes":  # the shapes detection set's objects, one crop each
+            from an_lab.lightning_modules.object_crops import ObjectCrops
+
+            return ObjectCrops(root, config.train, train_tf), ObjectCrops(root, config.val, val_tf)
         if config.name in ("cifar10", "cifar100"):
             dataset = getattr(torchvision.datasets, config.name.upper())
             return dataset(root, train=True, transform=train_tf), dataset(root, train=False, transform=val_tf)

@@ -5,11 +5,13 @@ It launches nothing and writes nothing; it imports neither torch nor lightning n
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from an_lab import rundir
 from an_lab.config import DataConfig, RunConfig
+from an_lab.data_sources import annotation_path
 from an_lab.sweeps.expand import PlannedRun, base_config, check_data_paths, show
 from an_lab.sweeps.seeding import plan_seeds, planned_runs, render_seeds
 from an_lab.sweeps.spec import SeedPolicy, Sweep
@@ -46,6 +48,8 @@ def train_images(data: DataConfig) -> int | None:
     """Training images per epoch, or None where only reading the folder could tell (imagefolder other than ImageNet)."""
     if data.name == "fake":
         return data.fake_size
+    if data.name == "shapes":  # a classification run on shapes: its objects, counted once the set is written
+        return _object_count(data)
     if data.name == "imagefolder":
         parts = [part.lower() for part in Path(data.root).parts]
         is_imagenet = any("imagenet" in part or "ilsvrc" in part for part in parts)
@@ -71,8 +75,16 @@ def detection_macs_per_image(config: RunConfig) -> float:
     pixels = short * long
     backbone = MACS_PER_IMAGE[model.name] * pixels / NATIVE_SIZE[model.name] ** 2
     rois = model.detector_options.get("box_batch_size_per_image", 512)
-    box_head = BOX_HEAD_MACS["2fc" if (model.head_norm or "none") == "none" else "4conv1fc"]
+    box_head = BOX_HEAD_MACS[model.box_head or ("2fc" if (model.head_norm or "none") == "none" else "4conv1fc")]
     return backbone + FPN_RPN_MACS_PER_PIXEL * pixels + rois * (box_head + POSITIVE_FRACTION * MASK_HEAD_MACS)
+
+
+def _object_count(data: DataConfig) -> int | None:
+    try:
+        content = json.loads(annotation_path(data.root, data.train).read_text())
+        return sum(1 for a in content["annotations"] if not a.get("iscrowd", 0) and min(a["bbox"][2:]) >= 1)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def run_macs(config: RunConfig) -> int | None:
@@ -142,7 +154,9 @@ def make_plan(sweep: Sweep, *, check_data: bool = True) -> Plan:
             continue
         macs = run_macs(run.config)
         if macs is None:
-            estimate.unknown.append(f"{run.config.data.root}: imagefolder of unknown size")
+            data = run.config.data
+            why = "written on first use" if data.name == "shapes" else f"{data.name} of unknown size"
+            estimate.unknown.append(f"{data.root}: {why}")
         else:
             estimate.macs += macs
             estimate.counted += 1

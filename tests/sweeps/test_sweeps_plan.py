@@ -411,3 +411,36 @@ def test_the_detection_estimate_matches_torchs_flop_counter_within_a_tenth(head_
         model([torch.rand(3, 192, 256)], [target])
     counted = counter.get_total_flops() / 2  # a multiply-add is 2 FLOPs
     assert detection_macs_per_image(config) == pytest.approx(counted, rel=0.1)
+
+
+def test_shipped_detection_sweeps_are_the_papers_rows_on_the_classification_runs(tmp_path):
+    """detection-table2 / -table4 expand to the papers' rows (Table 2: 8, Table 4: 2), each backbone resolved to the
+    run of sweeps/table2.yaml with the same network and norm; the quickstart's to detection-pretrain's runs."""
+    classification = {
+        (run.config.model.name, run.config.model.norm): run.run_id
+        for run in expand(load_sweep(SWEEPS / "table2.yaml"))
+    }
+    rows = {}
+    for name in ("detection-table2", "detection-table4"):
+        for run in expand(load_sweep(SWEEPS / f"{name}.yaml", ["base.data.root=" + str(tmp_path)])):
+            model = run.config.model
+            source = "bn" if model.norm == "bn_frozen" else model.norm
+            assert Path(model.backbone_init).name == classification[(model.name, source)]
+            assert run.config.task == "detection" and run.config.trainer.iterations == 180_000
+            rows[run.cell.label] = model.head_norm
+    assert rows == {
+        "ResNet-50 BN*": "none",
+        "ResNet-50 GN + GN heads": "gn",
+        "ResNet-50 AN (w/ BN)": "none",
+        "ResNet-50 AN (w/ BN) + AN (w/ GN) heads": "an_gn",
+        "ResNet-101 BN*": "none",
+        "ResNet-101 GN + GN heads": "gn",
+        "ResNet-101 AN (w/ BN)": "none",
+        "ResNet-101 AN (w/ BN) + AN (w/ GN) heads": "an_gn",
+        "AN (w/ BN)": "none",
+        "BN*": "none",
+    }
+    pretrain = {(r.config.model.norm, r.seed): r.run_id for r in expand(load_sweep(SWEEPS / "detection-pretrain.yaml"))}
+    for run in expand(load_sweep(SWEEPS / "detection-quickstart.yaml")):
+        source = "bn" if run.config.model.norm == "bn_frozen" else "an"
+        assert Path(run.config.model.backbone_init).name == pretrain[(source, run.seed)]
