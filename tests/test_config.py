@@ -47,7 +47,8 @@ def test_overrides_and_identity(tmp_path):
         (["model.name=resnet49"], "model.name: 'resnet49' is not valid"),
         (
             ["recipe=fancy"],
-            "recipe 'fancy' is not valid; choose one of vanilla, sota, mobile, aognet, aognet_sota, cifar, mask_rcnn_1x, mask_rcnn_2x, custom",
+            "recipe 'fancy' is not valid; choose one of vanilla, sota, mobile, aognet, aognet_sota, cifar, "
+            "mask_rcnn_1x, mask_rcnn_2x, custom",
         ),
         (["trainer.epochs=0"], "trainer.epochs: Input should be greater than or equal to 1"),
         (["model.norm=se"], "norm 'se' and stem 'deep' apply to torchvision ResNets only"),
@@ -102,7 +103,7 @@ DETECTION = ["recipe=mask_rcnn_1x"]
         ([*DETECTION, "model.head_k=5"], "model.head_k is about AN in the heads: it needs model.head_norm: an_gn"),
         ([*DETECTION, "model.head_norm=an_gn", "model.head_k=[1, 2]"], "head_k: give one K or 4"),
         ([*DETECTION, "trainer.eval_every=7000"], "trainer.eval_every (7000) must divide trainer.iterations (90000)"),
-        ([*DETECTION, "trainer.checkpoint_every=3000"], "trainer.checkpoint_every (3000) must divide trainer.eval_every"),
+        ([*DETECTION, "trainer.checkpoint_every=3000"], "checkpoint_every (3000) must divide trainer.eval_every"),
         ([*DETECTION, "data.val=../elsewhere"], "data.val: must name one folder under data.root"),
         ([*DETECTION, "model.detector_options={rpn_top: 5}"], "unknown detector option(s) rpn_top; choose among"),
         ([*DETECTION, "model.detector_options={box_detections_per_img: 0}"], "model.detector_options.box_detections"),

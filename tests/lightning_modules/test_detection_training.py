@@ -182,5 +182,5 @@ def test_a_backbone_that_does_not_fit_is_refused_naming_the_keys(classification_
         load_backbone(detector, str(damaged))
     with pytest.raises(UsageError, match="no such run folder or checkpoint file"):
         load_backbone(detector, str(tmp_path / "absent"))
-    with pytest.raises(UsageError, match="holds no last.ckpt"):
+    with pytest.raises(UsageError, match=r"holds no last\.ckpt"):
         load_backbone(detector, str(tmp_path))

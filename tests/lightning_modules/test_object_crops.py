@@ -31,7 +31,7 @@ def test_one_crop_per_object_around_its_box_labelled_by_category(shapes):
         crop, label = crops[index]
         annotation = annotations[index]
         assert label == annotation["category_id"] - 1  # shapes' category ids are 1..4, labels 0..3
-        x, y, width, height = annotation["bbox"]
+        width, height = annotation["bbox"][2:]
         side = CONTEXT * max(width, height)
         image = images[annotation["image_id"]]
         # square around the box, cut only where it leaves the image

@@ -417,8 +417,7 @@ def test_shipped_detection_sweeps_are_the_papers_rows_on_the_classification_runs
     """detection-table2 / -table4 expand to the papers' rows (Table 2: 8, Table 4: 2), each backbone resolved to the
     run of sweeps/table2.yaml with the same network and norm; the quickstart's to detection-pretrain's runs."""
     classification = {
-        (run.config.model.name, run.config.model.norm): run.run_id
-        for run in expand(load_sweep(SWEEPS / "table2.yaml"))
+        (run.config.model.name, run.config.model.norm): run.run_id for run in expand(load_sweep(SWEEPS / "table2.yaml"))
     }
     rows = {}
     for name in ("detection-table2", "detection-table4"):
