@@ -184,3 +184,19 @@ def test_a_backbone_that_does_not_fit_is_refused_naming_the_keys(classification_
         load_backbone(detector, str(tmp_path / "absent"))
     with pytest.raises(UsageError, match=r"holds no last\.ckpt"):
         load_backbone(detector, str(tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_processes_train_one_stream_and_evaluate_the_whole_split(tmp_path, coco_root):
+    """DDP over gloo with two CPU processes: each takes its half of every global batch, the evaluation gathers both
+    halves of the validation split on every rank before COCOeval, and rank 0 writes the one result."""
+    tree = detection_tree(coco_root, tmp_path / "ddp", iterations=2)
+    tree["trainer"].update(devices=2, accelerator="cpu")
+    tree["data"]["batch_size"] = 1
+    config = write_config(tmp_path / "ddp.yaml", tree)
+    done = an_lab("train", config, "--quiet", timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((run_dir(load_config(config)) / "result.json").read_text())
+    assert result["device"].startswith("2 x cpu") and result["iterations"] == 2
+    assert all(0 <= result["final"][name] <= 100 for name in ("bbox_ap", "segm_ap"))
