@@ -4,8 +4,10 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -101,6 +103,28 @@ def write_manifest(root: Path, runs: Path, cells: list[dict], name: str = "known
     manifest.update(updated=1.7e9, cells=cells)
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
+
+
+def kill_when(config: Path, ready, timeout: float = 300) -> None:
+    """Start `an-lab train CONFIG` and SIGKILL it as soon as ready() holds (it must not end first)."""
+    process = subprocess.Popen([sys.executable, "-m", "an_lab.cli", "train", str(config), "--quiet"])
+    deadline = time.time() + timeout
+    while not ready():
+        assert process.poll() is None and time.time() < deadline, "training ended before it could be killed"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def walk(node):
+    """Every dict inside a nested structure of dicts and lists (a W&B report spec), depth first."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from walk(value)
 
 
 def write_config(path: Path, tree: dict) -> Path:

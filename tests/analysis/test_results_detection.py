@@ -16,7 +16,7 @@ from xml.etree import ElementTree
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import an_lab, write_manifest
+from conftest import an_lab, walk, write_manifest
 from scipy import stats
 
 from an_lab.analysis import collect, render_table, summarize
@@ -406,7 +406,7 @@ def test_wandb_report_plots_the_validation_ap(sweep, capsys, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     assert main(["report", str(sweep), "--wandb", "--entity", "lab"]) == 0
     spec = json.loads((sweep / "wandb-report.json").read_text())
-    nodes = list(_walk(spec["report"]))
+    nodes = list(walk(spec["report"]))
     panels = next(node for node in nodes if node.get("type") == "panel-grid")["metadata"]["panelBankSectionConfig"]
     lines = [panel["config"] for panel in panels["panels"] if panel["viewType"] == "Run History Line Plot"]
     bars = [panel["config"] for panel in panels["panels"] if panel["viewType"] == "Bar Chart"]
@@ -414,16 +414,6 @@ def test_wandb_report_plots_the_validation_ap(sweep, capsys, monkeypatch):
     assert [bar["metrics"] for bar in bars] == [["val_bbox_ap"]]
     markdown = [node["content"] for node in nodes if node.get("type") == "markdown-block"]
     assert render_table(load_manifest(sweep), "markdown") in markdown
-
-
-def _walk(node):
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _walk(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _walk(value)
 
 
 def test_status_ranks_the_cells_by_the_highest_ap(sweep, capsys):

@@ -23,7 +23,7 @@ from xml.etree import ElementTree
 
 import numpy as np
 import pytest
-from conftest import an_lab, write_manifest
+from conftest import an_lab, walk, write_manifest
 from matplotlib.container import BarContainer
 from PIL import Image
 from scipy import stats as scipy_stats
@@ -453,16 +453,6 @@ def test_plot_set_applies_to_sweep_files_only(sweep, capsys):
 # ---------------------------------------------------------------- an-lab report --wandb (offline)
 
 
-def _walk(node):
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _walk(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _walk(value)
-
-
 def test_wandb_report_offline_writes_its_spec_and_says_how_to_publish(sweep, capsys, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     assert main(["report", str(sweep), "--wandb", "--entity", "lab"]) == 0
@@ -474,7 +464,7 @@ def test_wandb_report_offline_writes_its_spec_and_says_how_to_publish(sweep, cap
     assert (spec["group"], spec["entity"], spec["project"]) == ("known", "lab", "an-lab-test")
     report = spec["report"]
     assert report["project"] == {"name": "an-lab-test", "entityName": "lab"}
-    nodes = list(_walk(report))
+    nodes = list(walk(report))
     grids = [node for node in nodes if node.get("type") == "panel-grid"]
     assert len(grids) == 1
     (runset,) = grids[0]["metadata"]["runSets"]

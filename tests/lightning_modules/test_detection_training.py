@@ -2,16 +2,11 @@
 the schedule, result.json's AP, exact resume after SIGKILL, backbone weights from a classification run."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 
 import pytest
 import torch
-from conftest import an_lab, write_config
+from conftest import an_lab, kill_when, write_config
 
 from an_lab.config import load_config, run_dir
 from an_lab.errors import UsageError
@@ -112,13 +107,7 @@ def test_a_detection_run_writes_its_ap_and_resumes_exactly_after_sigkill(tmp_pat
     tree = detection_tree(coco_root, tmp_path / "killed")
     killed = write_config(tmp_path / "killed.yaml", tree)
     directory = run_dir(load_config(killed))
-    process = subprocess.Popen([sys.executable, "-m", "an_lab.cli", "train", str(killed), "--quiet"])
-    deadline = time.time() + 300
-    while not (directory / "last.ckpt").exists():
-        assert process.poll() is None and time.time() < deadline, "training ended before it could be killed"
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_when(killed, (directory / "last.ckpt").exists)
     assert not (directory / "result.json").exists()
     resumed = an_lab("train", killed, "--quiet")
     assert resumed.returncode == 0, resumed.stderr[-3000:]

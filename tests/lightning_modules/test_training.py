@@ -3,7 +3,6 @@
 import csv
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import an_lab, write_config
+from conftest import an_lab, kill_when, write_config
 
 from an_lab.config import load_config, run_dir
 
@@ -65,15 +64,9 @@ def test_sigkill_then_restart_resumes_and_matches_an_uninterrupted_run(tmp_path,
     killed = write_config(tmp_path / "killed.yaml", tree)
     directory = run_dir(load_config(killed))
 
-    process = subprocess.Popen([sys.executable, "-m", "an_lab.cli", "train", str(killed), "--quiet"])
-    deadline = time.time() + 300
     # The first epoch has ended: its checkpoint exists and its rows are logged (Lightning logs an epoch's training
     # loss after the epoch-end callbacks: a kill between the two loses that one value of the curve).
-    while not ((directory / "last.ckpt").exists() and _logged_train_loss(directory)):
-        assert process.poll() is None and time.time() < deadline, "training ended before it could be killed"
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_when(killed, lambda: (directory / "last.ckpt").exists() and _logged_train_loss(directory))
     assert not (directory / "result.json").exists()
 
     resumed = an_lab("train", killed, "--quiet")
