@@ -147,5 +147,12 @@ class CocoDetectionData(pl.LightningDataModule):
     def _loader(self, dataset: Dataset, batches: Sampler) -> DataLoader:
         workers = self.data.num_workers
         return DataLoader(
-            dataset, batch_sampler=batches, collate_fn=collate, num_workers=workers, persistent_workers=workers > 0
+            dataset,
+            batch_sampler=batches,
+            collate_fn=collate,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            # Building an iterator must not draw from the global RNG: a resumed fit builds it at another moment than
+            # an uninterrupted one, and the RPN and RoI samplers draw from that RNG.
+            generator=torch.Generator(),
         )
