@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch import nn
 
 from an_lab.config import RunConfig
+from an_lab.data_sources import few
 from an_lab.errors import UsageError
 from an_lab.lightning_modules.coco_eval import encode_masks, evaluate_coco
 from an_lab.metrics import TASK_METRICS
@@ -179,13 +180,10 @@ def load_backbone(detector: nn.Module, source: str, ignore: tuple[str, ...] = ()
     if bad_missing or bad_unexpected:
         raise UsageError(
             f"model.backbone_init: the weights of {path} do not fit this backbone: {len(bad_missing)} backbone "
-            f"key(s) missing ({_few(bad_missing)}), {len(bad_unexpected)} unexpected ({_few(bad_unexpected)}); "
+            f"key(s) missing ({few(bad_missing, 4) or 'none'}), {len(bad_unexpected)} unexpected "
+            f"({few(bad_unexpected, 4) or 'none'}); "
             "initialise from a classification run of the same network and norm, or list the keys to skip in "
             "model.backbone_init_ignore (fnmatch patterns)"
         )
     detector.load_state_dict(mapped, strict=False)
     return [k for k in missing if k not in bad_missing], [k for k in unexpected if k not in bad_unexpected]
-
-
-def _few(keys: list[str], count: int = 4) -> str:
-    return ", ".join(keys[:count]) + (f" and {len(keys) - count} more" if len(keys) > count else "") if keys else "none"
