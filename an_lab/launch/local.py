@@ -116,10 +116,39 @@ class LocalExecutor(Executor):
         self.threads = max(1, (os.cpu_count() or 1) // self.parallel)
         self.free_gpus = list(self.gpus[: self.parallel])
         self.running: list[tuple[Handle, object, str | None]] = []  # handle, process, its GPU
+        self.followed: list[tuple[Handle, int]] = []  # runs an earlier launcher started: handle, training pid
         self.starter = starter or default_starter()
 
     def slots(self) -> int:
-        return self.parallel - len(self.running)
+        return self.parallel - len(self.running) - len(self.followed)
+
+    def adopt(self, requests: list[RunRequest]) -> list[Handle]:
+        """Follow the runs that a live process of this machine trains already (started by a launcher that died, or
+        by another launch of the sweep): their ends are read from their run folders, as they are not our children."""
+        handles = []
+        for request in requests:
+            started = rundir.read_json(request.run_dir / rundir.STARTED) or {}
+            if rundir.state(request.run_dir)[0] != "running" or not isinstance(started.get("pid"), int):
+                continue
+            handle = Handle(request, job_id=f"pid {started['pid']}")
+            self.followed.append((handle, started["pid"]))
+            handles.append(handle)
+        return handles
+
+    def _poll_followed(self) -> list[Handle]:
+        ended = []
+        for entry in list(self.followed):
+            handle, _ = entry
+            current = rundir.state(handle.run_dir)[0]
+            if current == "running":
+                continue
+            self.followed.remove(entry)
+            if handle.stopping:
+                handle.outcome = STOPPED
+            else:
+                handle.outcome = {"done": DONE, "failed": FAILED, "corrupt": FAILED}.get(current, INTERRUPTED)
+            ended.append(handle)
+        return ended
 
     def submit(self, requests: list[RunRequest]) -> list[Handle]:
         handles = []
@@ -167,7 +196,7 @@ class LocalExecutor(Executor):
                 self.free_gpus.append(gpu)
             self._ended(handle, code)
             ended.append(handle)
-        return ended
+        return ended + self._poll_followed()
 
     def _ended(self, handle: Handle, code: int) -> None:
         handle.returncode = code
@@ -181,13 +210,17 @@ class LocalExecutor(Executor):
         _release(handle.request)
 
     def in_flight(self) -> list[Handle]:
-        return [handle for handle, _, _ in self.running]
+        return [handle for handle, _, _ in self.running] + [handle for handle, _ in self.followed]
 
     def stop(self, handle: Handle) -> None:
         for candidate, process, _ in self.running:
             if candidate is handle and process.poll() is None:
                 handle.stopping = True
                 _kill_group(process.pid, signal.SIGTERM)
+        for candidate, pid in self.followed:
+            if candidate is handle:
+                handle.stopping = True
+                _kill_group(pid, signal.SIGTERM)
 
     def interrupt(self) -> None:
         """SIGTERM to every child (they flush W&B and keep their last checkpoint), wait, record, release."""
@@ -197,6 +230,7 @@ class LocalExecutor(Executor):
         for handle, process, _ in self.running:
             self._ended(handle, process.wait())
         self.running.clear()
+        self.followed.clear()  # not ours: they train on, as they did when their own launcher died
 
     def describe(self, handle: Handle) -> str:
         return handle.job_id
@@ -219,8 +253,12 @@ def _log_start(log: Path, run_id: str, gpu: str | None) -> None:
 
 
 def _kill_group(pid: int, number: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
+    """Signal a run's process group (each run leads its own session), or the process alone where it leads none."""
+    try:
         os.killpg(pid, number)
+    except ProcessLookupError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, number)
 
 
 def _release(request: RunRequest) -> None:
