@@ -116,6 +116,56 @@ def kill_when(config: Path, ready, timeout: float = 300) -> None:
     process.wait()
 
 
+def wait_stopped(pid: int, timeout: float = 120) -> None:
+    """Wait until process `pid` is stopped (state T in /proc), as the journal lock's test hook leaves it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = Path(f"/proc/{pid}/stat").read_text()
+        if text.rpartition(")")[2].split()[0] == "T":
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"process {pid} did not stop within {timeout} s")
+
+
+def kill_holding_the_journal_lock(command: list, log, ready, trigger: Path, cwd: Path | None = None) -> int:
+    """Start a search orchestrator, and once ready() holds, have it stop itself inside the Optuna journal lock (the
+    test hook of an_lab.sweeps.journal: placed there, not timed) and SIGKILL it there. Returns its pid."""
+    from an_lab.sweeps.journal import STOP_HOLDING_ENV, describe
+
+    env = {**os.environ, STOP_HOLDING_ENV: str(trigger)}
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not ready():
+        assert process.poll() is None and time.monotonic() < deadline, "the orchestrator ended before it was ready"
+        time.sleep(0.1)
+    trigger.touch()
+    wait_stopped(process.pid)
+    assert not trigger.exists(), "the orchestrator stopped, but not in the journal lock"
+    lock = next(Path(trigger.parent).rglob("optuna-journal.lock"), None)
+    held = describe(lock) if lock else None
+    assert held is not None and held.held and held.owner["pid"] == process.pid, held
+    process.kill()
+    process.wait()
+    return process.pid
+
+
+def kill_outside_the_journal_lock(process: subprocess.Popen, lock: Path) -> None:
+    """SIGKILL an orchestrator at a moment it does not hold the journal lock: stopped, checked, killed (resumed and
+    tried again when the stop caught it inside)."""
+    from an_lab.sweeps.journal import describe
+
+    while True:
+        os.kill(process.pid, signal.SIGSTOP)
+        wait_stopped(process.pid)
+        found = describe(lock)
+        if not (found.held and found.owner and found.owner.get("pid") == process.pid):
+            break
+        os.kill(process.pid, signal.SIGCONT)
+        time.sleep(0.01)
+    process.kill()
+    process.wait()
+
+
 def walk(node):
     """Every dict inside a nested structure of dicts and lists (a W&B report spec), depth first."""
     if isinstance(node, dict):

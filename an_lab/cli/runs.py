@@ -287,11 +287,13 @@ def _status_arguments(status: argparse.ArgumentParser) -> None:
 )
 def _cmd_status(args: argparse.Namespace) -> int:
     from an_lab.sweeps.manifest import load_manifest
-    from an_lab.sweeps.status import collect, orchestrator_line, render_status, scheduler_view
+    from an_lab.sweeps.status import collect, journal_note, orchestrator_line, render_status, scheduler_view
 
     manifest = load_manifest(args.sweep, args.set)
     rows = collect(manifest)
     notes = scheduler_view(manifest, rows)
+    if (note := journal_note(manifest)) is not None:
+        notes.append(note)
     print(render_status(manifest, rows))
     for note in notes:
         print(f"note: {note}")

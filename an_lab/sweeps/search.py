@@ -31,24 +31,22 @@ from an_lab.rundir import (
     write_json_atomic,
 )
 from an_lab.sweeps.expand import expand, resolve_settings, show
+from an_lab.sweeps.journal import journal_storage
 from an_lab.sweeps.manifest import MANIFEST, build_manifest
 from an_lab.sweeps.selection import make_run_dir
 from an_lab.sweeps.spec import PRUNERS, SAMPLERS, Sweep
 
 MAX_STALLS = 3  # attempts in a row without a new epoch before a trial fails instead of resuming
+ABANDONED = "abandoned"  # user attribute of a trial asked but never started: it does not count towards n_trials
 
 
 def _study(sweep: Sweep):
     import optuna
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the orchestrator reports each trial itself
     search = sweep.spec.search
-    if search.storage:
-        storage = search.storage
-    else:  # a journal file: safe with concurrent writers, unlike SQLite on shared file systems
-        sweep.sweep_dir.mkdir(parents=True, exist_ok=True)
-        storage = JournalStorage(JournalFileBackend(sweep.storage))
+    # Without a storage URL, a journal file: safe with concurrent writers, unlike SQLite on shared file systems.
+    storage = search.storage or journal_storage(Path(sweep.storage), search.lock_wait_s)
     seed = (sweep.spec.initial_seeds() or [0])[0]
     kind = getattr(optuna.samplers, SAMPLERS[search.sampler])
 
@@ -144,24 +142,26 @@ class SearchSource:
 
     def _reattach(self) -> None:
         """Trials asked but not told (the orchestrator died): follow their jobs, tell finished ones, resume the rest."""
+        from an_lab.config import load_config
+
         running = self.optuna.trial.TrialState.RUNNING
         orphans = []
         for frozen in self.study.get_trials(deepcopy=False):
             cell = frozen.user_attrs.get("cell")
             if isinstance(cell, dict):
                 self.cells[frozen.number] = cell
-            if frozen.state == running and isinstance(frozen.user_attrs.get("run_id"), str):
+            if frozen.state == running:
                 orphans.append(frozen)
-        self._write_manifest()
         requests = []
         for frozen in orphans:
-            directory = self.sweep.output_dir / frozen.user_attrs["run_id"]
+            run_id = frozen.user_attrs.get("run_id")
+            directory = self.sweep.output_dir / run_id if isinstance(run_id, str) else None
             try:
-                from an_lab.config import load_config
-
-                config = load_config(directory / CONFIG)
-            except Exception:  # no readable config: the trial never started; it cannot be resumed
-                self.study.tell(frozen.number, state=self.optuna.trial.TrialState.FAIL)
+                config = load_config(directory / CONFIG) if directory is not None else None
+            except Exception:  # an unreadable config: as good as none
+                config = None
+            if config is None:  # asked, but the orchestrator died before its run was written: it never started
+                self._abandon(frozen)
                 continue
             trial = self.optuna.trial.Trial(self.study, frozen._trial_id)
             label = self.cells.get(frozen.number, {}).get("label", f"trial {frozen.number}")
@@ -170,6 +170,7 @@ class SearchSource:
             if "pruned_at" in frozen.user_attrs:  # pruned, but the orchestrator died before it was told
                 payload["pruned_at"] = frozen.user_attrs["pruned_at"]
             requests.append(RunRequest(directory.name, directory, config, label, payload=payload))
+        self._write_manifest()
         adopted = {handle.run_id: handle for handle in self.executor.adopt(requests)}
         for handle in adopted.values():
             self.say(f"{handle.request.label}: reattached to {self.executor.describe(handle)}")
@@ -186,6 +187,18 @@ class SearchSource:
             else:
                 self.resumable.append(request)
 
+    def _abandon(self, frozen) -> None:
+        """Close a trial that was asked but never started (its orchestrator died before writing its run): failed,
+        marked abandoned, and not counted towards n_trials, so that the search still trains n_trials trials."""
+        self.optuna.trial.Trial(self.study, frozen._trial_id).set_user_attr(ABANDONED, True)
+        self.study.tell(frozen.number, state=self.optuna.trial.TrialState.FAIL)
+        self.cells.pop(frozen.number, None)
+        self.say(f"trial {frozen.number}: asked but never started (its orchestrator died); another is asked instead")
+
+    def asked(self) -> int:
+        """Trials that count towards n_trials: every trial asked, but those abandoned before they started."""
+        return sum(not t.user_attrs.get(ABANDONED) for t in self.study.get_trials(deepcopy=False))
+
     @staticmethod
     def _payload(trial, label: str) -> dict:
         return {"trial": trial, "label": label, "reported": -1}
@@ -193,7 +206,7 @@ class SearchSource:
     # -- the source protocol ----------------------------------------------------------------------------------------
     @property
     def exhausted(self) -> bool:
-        return not self.resumable and len(self.study.get_trials(deepcopy=False)) >= self.search.n_trials
+        return not self.resumable and self.asked() >= self.search.n_trials
 
     def submitting(self):
         import contextlib
@@ -210,7 +223,7 @@ class SearchSource:
                 continue  # its own job trains it (reattach missed it); the next reattach follows it
             self.say(f"{request.label}: resuming")
             requests.append(hand_over(request, claim, self.executor.holds_claims))
-        while len(requests) < room and len(self.study.get_trials(deepcopy=False)) < self.search.n_trials:
+        while len(requests) < room and self.asked() < self.search.n_trials:
             request = self._ask()
             if request is not None:
                 requests.append(request)

@@ -42,6 +42,7 @@ from an_lab.errors import UsageError
 from an_lab.launch.slurm_settings import SlurmSettings
 from an_lab.metrics import METRICS as RESULT_METRICS
 from an_lab.metrics import logged_metric
+from an_lab.sweeps.journal import JOURNAL, LOCK_WAIT_S
 from an_lab.yamlio import load_mapping
 
 MODES = ("ablation", "grid", "list", "search")
@@ -178,6 +179,8 @@ class SearchSettings(Strict):
     pruner: str = "median"
     pruner_options: dict[str, Any] = {}
     storage: str | None = None  # any Optuna storage URL; default: a journal file in the sweep folder
+    # How long a write to the journal waits for its lock held by another live process (an_lab.sweeps.journal)
+    lock_wait_s: float = Field(LOCK_WAIT_S, gt=0, le=86_400)
     space: dict[str, Range] = {}  # numeric ranges; list-valued axes are the categorical dimensions
 
     @field_validator("metric")
@@ -358,7 +361,7 @@ class Sweep:
         """Search mode: the Optuna storage URL, or the default journal file in the sweep folder."""
         if self.spec.search is None:
             return None
-        return self.spec.search.storage or str(self.sweep_dir / "optuna-journal.log")
+        return self.spec.search.storage or str((self.sweep_dir / JOURNAL).resolve())
 
     def line(self, loc: Loc) -> int | None:
         return self.lines.get(tuple(loc))

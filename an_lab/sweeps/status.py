@@ -9,6 +9,7 @@ from pathlib import Path
 from an_lab import stats
 from an_lab.metrics import METRICS, Metric, primary, task_of
 from an_lab.rundir import CONFIG, read_json, read_result, state, trained_iterations, validated_epochs
+from an_lab.sweeps.journal import JOURNAL, lock_note
 from an_lab.sweeps.manifest import run_dirs
 from an_lab.sweeps.plan import align, state_text
 
@@ -153,6 +154,12 @@ def render_status(manifest: dict, rows: list[dict]) -> str:
     if counts["failed"] or counts["corrupt"]:
         lines.append("failed and corrupt runs relaunch with: an-lab sweep SWEEP.yaml --retry-failed")
     return "\n".join(lines)
+
+
+def journal_note(manifest: dict) -> str | None:
+    """A search sweep's Optuna journal lock when it is stale or held (an_lab.sweeps.journal); else None."""
+    sweep_dir = Path(manifest["output_dir"]) / "sweeps" / str(manifest["name"])
+    return lock_note(sweep_dir) if (sweep_dir / JOURNAL).exists() else None
 
 
 def orchestrator_line(manifest: dict) -> str | None:

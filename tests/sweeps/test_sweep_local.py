@@ -114,3 +114,59 @@ def test_search_asks_and_tells_optuna_from_one_process_and_prunes(tmp_path, data
     assert "best trial 0" in again.stdout and "trial 2" not in again.stdout
     reloaded = optuna.load_study(study_name="search", storage=JournalStorage(JournalFileBackend(str(journal))))
     assert len(reloaded.trials) == 2
+
+
+@pytest.mark.parametrize("relative", [True, False], ids=["relative output_dir", "absolute output_dir"])
+def test_a_search_killed_holding_the_journal_lock_resumes_at_once_and_trains_every_trial_once(
+    tmp_path, data_root, relative
+):
+    """The orchestrator is SIGKILLed inside the Optuna journal lock once its first trial has started (the kill placed
+    there by the lock's test hook); the plain relaunch takes the lock at once (no grace period, no spinning: with a
+    relative output_dir Optuna's own lock used to hang here for ever) and ends the search: n_trials trials, each
+    asked once and trained once, every epoch reported."""
+    import subprocess
+    import sys
+
+    import optuna
+    from conftest import kill_holding_the_journal_lock
+
+    from an_lab.sweeps.journal import journal_storage
+
+    sweep = small_sweep(data_root, "runs" if relative else tmp_path / "runs", {})
+    sweep.update(name="search", mode="search", baselines={})
+    sweep["launcher"]["max_parallel"] = 2
+    sweep["search"] = {
+        "metric": "val_top1_err",
+        "n_trials": 3,
+        "sampler": "grid",
+        "sampler_options": {"search_space": {"optim.base_lr": [0.1, 0.2, 0.4]}},
+        "pruner": "none",
+        "space": {"optim.base_lr": {"low": 0.01, "high": 1.0, "log": True}},
+    }
+    (tmp_path / "search.yaml").write_text(yaml.safe_dump(sweep))
+    output = tmp_path / "runs"
+    command = [sys.executable, "-m", "an_lab.cli", "sweep", "search.yaml"]
+    with (tmp_path / "killed.log").open("w") as log:
+        kill_holding_the_journal_lock(
+            command, log, lambda: any(output.glob("*/started.json")), tmp_path / "stop", cwd=tmp_path
+        )
+
+    relaunched = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    said = relaunched.stdout + relaunched.stderr
+    assert relaunched.returncode == 0, said[-3000:]
+    assert "taking longer" not in said and "Forcibly" not in said, said[-3000:]
+    journal = output / "sweeps" / "search" / "optuna-journal.log"
+    study = optuna.load_study(study_name="search", storage=journal_storage(journal))
+    counted = [trial for trial in study.trials if not trial.user_attrs.get("abandoned")]
+    assert len(counted) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in counted), study.trials
+    assert sorted(t.params["optim.base_lr"] for t in counted) == [0.1, 0.2, 0.4]  # none asked twice
+    run_ids = {trial.user_attrs["run_id"] for trial in counted}
+    assert len(run_ids) == 3
+    for trial in counted:
+        assert sorted(trial.intermediate_values) == [0, 1]  # every epoch reported
+        attempts = list((output / trial.user_attrs["run_id"] / "logs").glob("attempt-*"))
+        assert len(attempts) == 1, attempts  # trained once: followed after the kill, never started again
+    # A trial asked but killed before its run was written is the only kind that fails, and it never trained.
+    abandoned = [trial for trial in study.trials if trial.user_attrs.get("abandoned")]
+    assert abandoned == [trial for trial in study.trials if trial.state == optuna.trial.TrialState.FAIL]
+    assert not any((output / str(t.user_attrs.get("run_id")) / "result.json").exists() for t in abandoned)
