@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import hashlib
-import json
 import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,6 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from an_lab import catalog
 from an_lab.errors import UsageError
+from an_lab.paths import anchor, anchor_tree, is_path_key
 
 Pooling = Literal["rsd", "mean", "concat"]
 Head = Literal["a2", "a1"]
@@ -319,6 +318,8 @@ def _classification_problems(config: RunConfig) -> list[str]:
         for path, unset in DETECTION_KEYS.items()
         if _value(config, path) != unset
     ]
+    if config.optim.warmup_iterations != OptimConfig.model_fields["warmup_iterations"].default:
+        problems.append("optim.warmup_iterations is a detection key (classification warms up by optim.warmup_epochs)")
     if config.data.name == "coco":
         problems.append("data.name 'coco' is a detection data set (set task: detection)")
     if config.model.norm in catalog.DETECTION_ONLY_NORMS:
@@ -445,9 +446,6 @@ RECIPES: dict[str, dict[str, Any]] = {
     "custom": {},
 }
 
-# Keys that change how a run is executed or logged but not what it computes: left out of the run id.
-NON_IDENTITY_KEYS = (("data", "num_workers"), ("wandb",), ("output_dir",), ("trainer", "diagnostics"))
-
 
 def deep_merge(base: dict, override: dict) -> dict:
     merged = copy.deepcopy(base)
@@ -561,47 +559,17 @@ def resolve(tree: dict, source: str = "config") -> RunConfig:
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+    """A run config file with `--set` overrides, resolved. Paths follow an_lab.paths: the file's own relative to its
+    folder, the overrides' relative to the working directory, the defaults' (no file) too."""
     source = str(path or "defaults")
     tree = normalize_sections(load_yaml(Path(path)), source) if path else {}
+    tree = anchor_tree({"output_dir": "runs", **tree}, Path(path).parent if path else Path.cwd(), source)
     for assignment in overrides:
-        set_path(tree, *parse_assignment(assignment))
+        parts, value = parse_assignment(assignment)
+        if is_path_key(".".join(parts)) and isinstance(value, str):
+            value = anchor(value, Path.cwd(), f"--set {assignment!r}")
+        set_path(tree, parts, value)
+    tree.setdefault("data", {})
+    if isinstance(tree["data"], dict) and "root" not in tree["data"]:
+        tree["data"] = {**tree["data"], "root": anchor("data", Path(path).parent if path else Path.cwd(), source)}
     return resolve(tree, source)
-
-
-# Keys added with detection, left out of a run's identity while they hold these values, so that every classification
-# run keeps the id it had before they existed.
-LATER_KEYS = {
-    ("task",): "classification",
-    **{path: unset for path, unset in DETECTION_KEYS.items()},
-    ("data", "train"): "train2017",
-    ("data", "val"): "val2017",
-    ("optim", "warmup_iterations"): 500,
-}
-
-
-def identity(config: RunConfig) -> dict:
-    """The part of the resolved config that determines what a run computes."""
-    tree = config.model_dump(mode="json")
-    dropped = [path for path in NON_IDENTITY_KEYS]
-    if config.task == "classification":
-        dropped += [path for path, unset in LATER_KEYS.items() if _value(config, path) == unset]
-    for path in dropped:
-        node = tree
-        for part in path[:-1]:
-            node = node[part]
-        node.pop(path[-1], None)
-    return tree
-
-
-def config_hash(config: RunConfig) -> str:
-    canonical = json.dumps(identity(config), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
-
-
-def run_id(config: RunConfig) -> str:
-    model = config.model
-    return f"{model.name}-{model.norm}-{config_hash(config)}"
-
-
-def run_dir(config: RunConfig) -> Path:
-    return Path(config.output_dir) / run_id(config)

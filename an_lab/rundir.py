@@ -114,7 +114,8 @@ def result_problem(result: object, run_id: str | None = None) -> str | None:
     """Why a parsed result.json is not a usable result (None when it is): the checks every reader relies on."""
     if not isinstance(result, dict):
         return "it is not a JSON object"
-    if run_id is not None and result.get("run_id") != run_id:
+    earlier = result.get("previous_run_ids") or []  # ids it had before an_lab.migrate moved it
+    if run_id is not None and result.get("run_id") != run_id and run_id not in earlier:
         return f"its run_id is {result.get('run_id')!r}, not {run_id!r}"
     if result.get("status", "done") != "done":
         return f"its status is {result.get('status')!r}, not 'done'"

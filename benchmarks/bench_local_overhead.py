@@ -27,7 +27,8 @@ from pathlib import Path
 
 import yaml
 
-from an_lab.config import load_config, run_dir, run_id
+from an_lab.config import load_config
+from an_lab.identity import run_dir, run_id
 from an_lab.launch.base import DONE, RunRequest
 from an_lab.launch.local import LocalExecutor, start_process
 from an_lab.launch.workers import Forkserver

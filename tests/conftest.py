@@ -95,25 +95,15 @@ def small_sweep(data_root, output_dir, axes: dict) -> dict:
     }
 
 
-def write_manifest(root: Path, runs: Path, cells: list[dict], name: str = "known") -> Path:
-    """A sweep folder <root>/sweeps/<name>/ holding a hand-written manifest of runs that live in `runs`."""
-    folder = root / "sweeps" / name
+def write_manifest(runs: Path, cells: list[dict], name: str = "known") -> Path:
+    """A sweep folder <runs>/sweeps/<name>/ holding a hand-written manifest of runs that live in `runs` (where
+    `an-lab sweep` puts it: the folder sits in its output_dir)."""
+    folder = runs / "sweeps" / name
     folder.mkdir(parents=True)
     manifest = {"name": name, "mode": "ablation", "sweep_file": f"{name}.yaml", "output_dir": str(runs)}
     manifest.update(updated=1.7e9, cells=cells)
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
-
-
-def kill_when(config: Path, ready, timeout: float = 300) -> None:
-    """Start `an-lab train CONFIG` and SIGKILL it as soon as ready() holds (it must not end first)."""
-    process = subprocess.Popen([sys.executable, "-m", "an_lab.cli", "train", str(config), "--quiet"])
-    deadline = time.time() + timeout
-    while not ready():
-        assert process.poll() is None and time.time() < deadline, "training ended before it could be killed"
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
 
 
 def wait_stopped(pid: int, timeout: float = 120) -> None:

@@ -78,13 +78,10 @@ def _table_arguments(parser: argparse.ArgumentParser) -> None:
     ),
 )
 def _cmd_table(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from an_lab.analysis.table import parse_threshold, render_table
     from an_lab.sweeps.manifest import load_manifest
 
-    if args.set and Path(args.sweep).is_dir():
-        raise UsageError(f"{args.sweep}: --set applies to a sweep file, not to a sweep folder's manifest")
     manifest = load_manifest(args.sweep, args.set)
     convergence = {}
     if args.converged_loss is not None:
@@ -261,8 +258,6 @@ def results_target(args: argparse.Namespace):
 
     from an_lab.sweeps.manifest import load_manifest
 
-    if args.set and Path(args.sweep).is_dir():
-        raise UsageError(f"{args.sweep}: --set applies to a sweep file, not to a sweep folder's manifest")
     manifest = load_manifest(args.sweep, args.set)
     if Path(args.sweep).is_dir():
         return manifest, Path(args.sweep)

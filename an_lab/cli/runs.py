@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from an_lab import catalog
 from an_lab.cli.commands import COMMANDS, add_set, add_sweep, command
@@ -84,10 +85,13 @@ def _train_arguments(train: argparse.ArgumentParser) -> None:
     "retrained.",
 )
 def _cmd_train(args: argparse.Namespace) -> int:
-    from an_lab.config import load_config, run_dir
+    from an_lab.config import load_config
+    from an_lab.identity import run_dir
     from an_lab.launch.entry import execute, quiet_third_parties
+    from an_lab.migrate import prepare
 
     config = _with_backbone(load_config(args.config, args.set), args.config)
+    prepare(Path(config.output_dir))
     if not args.verbose:
         quiet_third_parties()
     outcome = execute(config, progress=not args.quiet)
@@ -97,6 +101,34 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"run        {run_dir(config)}")
     for line in result_lines(outcome.result):
         print(line)
+    return 0
+
+
+def _migrate_arguments(migrate: argparse.ArgumentParser) -> None:
+    migrate.add_argument("output_dir", help="an output folder (a sweep's output_dir) holding run folders")
+
+
+@command(
+    "migrate",
+    _migrate_arguments,
+    help="move runs recorded under an earlier version's run ids to today's ids",
+    description="Give every run folder in OUTPUT_DIR the id today's rules give its config (an_lab.identity): the "
+    "folder is renamed, its config.json written with absolute paths, and a link keeps the old name. `an-lab sweep` "
+    "and `an-lab train` do this first by themselves; nothing is retrained. Each change is listed in "
+    "OUTPUT_DIR/migrations.jsonl.",
+)
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from an_lab.migrate import current, migrate
+
+    folder = Path(args.output_dir)
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: no such folder; give the output folder (output_dir) that holds the run folders")
+    if current(folder):
+        print(f"{folder}: its runs carry today's run ids already; nothing to do")
+        return 0
+    records = migrate(folder)
+    for record in records:
+        print(f"{record['old']} -> {record.get('new') or '-'}: {record['action']}")
     return 0
 
 
@@ -160,6 +192,7 @@ def _plan_arguments(plan: argparse.ArgumentParser) -> None:
     "warning; `an-lab sweep` refuses it.",
 )
 def _cmd_plan(args: argparse.Namespace) -> int:
+    from an_lab.migrate import pending_note
     from an_lab.sweeps.expand import check_data_paths
     from an_lab.sweeps.manifest import load_sweep_target
     from an_lab.sweeps.plan import make_plan, render
@@ -172,6 +205,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     except UsageError as missing:
         print(f"warning: {missing} (planned anyway; `an-lab sweep` needs the data)", file=sys.stderr)
     print(render(make_plan(sweep, check_data=False)))
+    if (note := pending_note(sweep.output_dir)) is not None:
+        print(f"note: {note}", file=sys.stderr)
     return 0
 
 

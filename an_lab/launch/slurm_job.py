@@ -48,7 +48,8 @@ class TrainRun:
         job_id = os.environ.get("SLURM_JOB_ID")
         if job_id and job_id.isdigit():
             os.environ["MASTER_PORT"] = str(master_port(int(job_id)))  # never the submitting shell's port
-        from an_lab.config import load_config, run_dir
+        from an_lab.config import load_config
+        from an_lab.identity import run_dir
 
         config = load_config(config_path)
         if int(os.environ.get("SLURM_PROCID", "0")) == 0:

@@ -20,9 +20,10 @@ import torch
 import torchvision
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
-from an_lab.config import RunConfig, checkpoint_interval, config_hash, run_dir, run_id
+from an_lab.config import RunConfig, checkpoint_interval
 from an_lab.data_sources import check_data
 from an_lab.errors import UsageError
+from an_lab.identity import config_hash, run_dir, run_id
 from an_lab.lightning_modules.callbacks import (
     AtomicLastCheckpoint,
     DivergenceError,
@@ -351,15 +352,28 @@ def train(config: RunConfig, *, plugins: list | None = None, progress: bool = Tr
         return _fit(config, directory, plugins, progress, say)
     except OSError as error:
         if error.errno not in DISK_ERRNOS:
+            _record_failure(directory, error)
             raise
         written = str(error.filename or "")
         reason = f"{error.strerror} writing {written if written.startswith(str(directory)) else directory}"
         with contextlib.suppress(UsageError):
             mark_interrupted(directory, reason)
         raise RunInterrupted(f"run {run_id(config)} stopped: {reason}; the last good checkpoint is kept") from None
+    except (RunFailed, RunBusy, RunInterrupted):
+        raise  # each recorded its own reason
+    except Exception as error:
+        _record_failure(directory, error)
+        raise
     finally:
         if claim is not None:
             claim.release()
+
+
+def _record_failure(directory: Path, error: BaseException) -> None:
+    """failed.json names the exception itself (type and message), not whatever the log printed last."""
+    message = " ".join(str(error).split()) or "(no message)"
+    with contextlib.suppress(UsageError):
+        mark_failed(directory, f"{type(error).__name__}: {message[:400]}")
 
 
 def _parts(config: RunConfig, resuming: bool, say) -> tuple[pl.LightningDataModule, pl.LightningModule]:

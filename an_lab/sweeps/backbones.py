@@ -8,14 +8,16 @@ is matched by label or baseline name (case-insensitive), else by index; the run 
 seed follows the detection run's own seed. The classification run must be a classification run and train the same
 network as the detection backbone.
 
-The training layer reads only the resolved form: the run folder as a string (relative to the working directory when
-it lies under it, like data.root), written into the config before the detection run's id is computed, so that the id
-depends on the folder and not on the names that led to it. Mistakes are one UsageError naming the file and the key.
+The training layer reads only the resolved form: the run folder as an absolute path, written into the config before
+the detection run's id is computed; the id names that folder by its run id (an_lab.identity), so that it depends on
+the backbone run and not on the names that led to it or on where the command was typed. Mistakes are one UsageError
+naming the file and the key.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,12 +210,9 @@ def _check_fits(config: RunConfig, tree: dict | None, sweep: str, label: str, wh
 
 
 def _folder(run_dir: Path) -> str:
-    """The run folder as model.backbone_init holds it: relative to the working directory when it lies under it (as
-    data.root is), else as the manifest gives it."""
-    try:
-        return str(run_dir.relative_to(Path.cwd()))
-    except ValueError:
-        return str(run_dir)
+    """The run folder as model.backbone_init holds it: absolute, wherever the command was typed (the run's identity
+    names it by its run id: an_lab.identity.backbone_identity)."""
+    return os.path.normpath(os.path.abspath(run_dir))
 
 
 def require_done(backbones: list[Backbone], what: str, slurm_hint: bool = False) -> None:

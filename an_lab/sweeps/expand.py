@@ -23,9 +23,11 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from an_lab import catalog
-from an_lab.config import RECIPES, SHORTHAND, RunConfig, deep_merge, run_id
+from an_lab.config import RECIPES, SHORTHAND, RunConfig, deep_merge
 from an_lab.data_sources import check_data
 from an_lab.errors import UsageError
+from an_lab.identity import run_id
+from an_lab.paths import anchor, is_path_key
 from an_lab.sweeps.backbones import KEY as BACKBONE_KEY
 from an_lab.sweeps.backbones import Backbone, BackboneResolver
 from an_lab.sweeps.spec import CONFIG_KEYS, Loc, Sweep, axis_settings, config_key_problem, show_loc
@@ -208,6 +210,8 @@ class Resolver:
                 node[part] = child = dict(child) if isinstance(child, dict) else {}
                 node = child
             previous = node.get(parts[-1])
+            if isinstance(value, str) and is_path_key(dotted):  # an axis or cell's path: from the file's folder
+                value = anchor(value, self.sweep.path.parent, f"{self.sweep.path}: {dotted}")
             if dotted in MERGED and isinstance(value, dict) and isinstance(previous, dict):
                 value = {**previous, **value}  # `model.backbone_init: {cell: BN}` keeps the base's sweep (and seed)
             node[parts[-1]] = value

@@ -13,10 +13,13 @@ folder, or build the same dictionary from a sweep file without writing anything.
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
 from an_lab.errors import UsageError
+from an_lab.migrate import pending_note
 from an_lab.rundir import write_json_atomic
 from an_lab.sweeps.expand import PlannedRun, expand
 from an_lab.sweeps.spec import Sweep, check_name, load_sweep
@@ -60,19 +63,53 @@ def _plain(value):
     return list(value) if isinstance(value, tuple) else value
 
 
-def write_manifest(sweep: Sweep, runs: list[PlannedRun]) -> Path:
+def write_manifest(sweep: Sweep, runs: list[PlannedRun] | dict) -> Path:
+    """Write the sweep folder's manifest (built from the runs, or given whole); refuse a folder that another sweep
+    file of the same name owns (check_owner)."""
+    check_owner(sweep)
     try:
         sweep.sweep_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"cannot create the sweep folder {sweep.sweep_dir}: {error.strerror or error}") from None
     path = sweep.sweep_dir / MANIFEST
-    write_json_atomic(path, build_manifest(sweep, runs))
+    write_json_atomic(path, runs if isinstance(runs, dict) else build_manifest(sweep, runs))
     return path
 
 
+def check_owner(sweep: Sweep) -> None:
+    """Two sweep files with one name in one output_dir would share a sweep folder and overwrite each other's
+    manifest, reports and recorded --set: the second is refused while the first file is still there."""
+    try:
+        recorded = json.loads((sweep.sweep_dir / MANIFEST).read_text()).get("sweep_file")
+    except (OSError, ValueError, AttributeError):
+        return
+    mine = str(sweep.path.resolve())
+    if isinstance(recorded, str) and recorded != mine and Path(recorded).is_file():
+        raise UsageError(
+            f"{sweep.path}: the sweep name {sweep.name!r} is taken in {sweep.output_dir} by {recorded}, whose sweep "
+            f"folder {sweep.sweep_dir} would be overwritten; give this sweep another name (name: ...), or another "
+            "output_dir"
+        )
+
+
 def load_manifest(target: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
-    """A sweep file (expanded on the fly) or a sweep folder holding manifest.json (validated: see check_manifest)."""
+    """A sweep file (expanded on the fly) or a sweep folder holding manifest.json (validated: see check_manifest);
+    a note on stderr when its output folder still holds runs of an earlier id scheme (an_lab.migrate)."""
+    manifest = _load_manifest(target, overrides)
+    if (note := pending_note(Path(manifest["output_dir"]))) is not None:
+        print(f"note: {note}", file=sys.stderr)
+    return manifest
+
+
+def _load_manifest(target: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
     path = Path(target)
+    if path.name == MANIFEST and path.is_file():
+        path = path.parent  # the manifest itself stands for its folder
+    if path.is_dir() and overrides:
+        raise UsageError(
+            f"{target}: --set applies to a sweep file, not to a sweep folder's manifest (the runs it lists are "
+            "fixed); give the sweep file with --set, or relaunch with `an-lab sweep FOLDER --set ...` first"
+        )
     if path.is_dir():
         try:
             manifest = json.loads((path / MANIFEST).read_text())
@@ -82,13 +119,39 @@ def load_manifest(target: str | Path, overrides: list[str] | tuple[str, ...] = (
                 "<output_dir>/sweeps/<name>/ that `an-lab sweep` wrote"
             ) from None
         check_manifest(manifest, path / MANIFEST)
-        return manifest
-    sweep = load_sweep(path, overrides)
-    if not overrides and (recorded := recorded_overrides(sweep)):
-        sweep = load_sweep(path, recorded)  # the runs `an-lab sweep --set ...` launched, not those of the bare file
+        return _beside(manifest, path)
+    sweep = with_recorded_overrides(load_sweep(path, overrides))
     if sweep.mode == "search" and (sweep.sweep_dir / MANIFEST).is_file():
-        return load_manifest(sweep.sweep_dir)  # the trials Optuna asked are known only to the sweep folder
+        return _load_manifest(sweep.sweep_dir)  # the trials Optuna asked are known only to the sweep folder
     return build_manifest(sweep, expand(sweep))
+
+
+def _beside(manifest: dict, folder: Path) -> dict:
+    """A sweep folder sits at <output_dir>/sweeps/<name>/: its runs are read next to it, wherever it was moved or
+    copied (an archive, an rsync back from a cluster), with a note when the recorded output_dir is another folder."""
+    here = folder.resolve()
+    if here.parent.name != "sweeps":
+        return manifest
+    beside = str(here.parent.parent)
+    recorded = manifest["output_dir"]
+    if os.path.normpath(recorded) != beside:
+        gone = "" if Path(recorded).is_dir() else " (gone)"
+        print(
+            f"note: {folder} was written for the runs in {recorded}{gone}; reading the runs beside it, in {beside}",
+            file=sys.stderr,
+        )
+        manifest = {**manifest, "output_dir": beside, "recorded_output_dir": recorded}
+    return manifest
+
+
+def with_recorded_overrides(sweep: Sweep, say=None) -> Sweep:
+    """The sweep as its last launch ran it: given no --set, the --set overrides its manifest records (`an-lab sweep
+    s1.yaml --set seeds=[1]`, then `plan`, `status` or `sweep` of s1.yaml see seed 1); a --set replaces them."""
+    if sweep.overrides or not (recorded := recorded_overrides(sweep)):
+        return sweep
+    if say is not None:
+        say(f"note: with the --set overrides the last launch of this sweep recorded: {' '.join(recorded)}")
+    return load_sweep(sweep.path, recorded)
 
 
 def recorded_overrides(sweep: Sweep) -> list[str]:
@@ -160,8 +223,10 @@ def load_sweep_target(target: str | Path, overrides: list[str] | tuple[str, ...]
     """The sweep of a sweep file, or of a sweep folder: the file its manifest names, with the --set overrides the
     sweep was launched with (then these overrides)."""
     path = Path(target)
+    if path.name == MANIFEST and path.is_file():
+        path = path.parent
     if not path.is_dir():
-        return load_sweep(path, overrides)
+        return with_recorded_overrides(load_sweep(path, overrides), lambda line: print(line, file=sys.stderr))
     manifest = load_manifest(path)
     source = manifest.get("sweep_file")
     if not isinstance(source, str) or not Path(source).is_file():
@@ -170,4 +235,6 @@ def load_sweep_target(target: str | Path, overrides: list[str] | tuple[str, ...]
             "sweep file itself"
         )
     recorded = [item for item in manifest.get("overrides") or [] if isinstance(item, str)]
+    if "recorded_output_dir" in manifest:  # a moved sweep folder: its runs are the ones beside it
+        recorded.append(f"output_dir={manifest['output_dir']}")
     return load_sweep(source, [*recorded, *overrides])

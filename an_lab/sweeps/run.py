@@ -133,6 +133,9 @@ def _submitted_since(run: PlannedRun, since: float) -> bool:
 def run_sweep(sweep: Sweep, options: Options, say: Callable[[str], None] = print) -> bool:
     """Launch (and, locally or with --wait, follow) the runs of a sweep that are not done. Returns whether it followed
     them to their end (then the caller reports the sweep's results)."""
+    from an_lab.migrate import prepare as prepare_output
+
+    prepare_output(sweep.output_dir, say)  # runs finished under an earlier version's ids keep their results
     if sweep.mode == "search":
         from an_lab.sweeps.search import run_search
 

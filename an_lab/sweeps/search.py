@@ -12,12 +12,15 @@ result without training. Trials appear in the sweep manifest as cells of kind "t
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from an_lab.config import RunConfig, run_dir
+from an_lab.config import RunConfig
+from an_lab.errors import UsageError
+from an_lab.identity import run_dir
 from an_lab.launch.base import DONE, STOPPED, Executor, Handle, RunRequest, hand_over
 from an_lab.rundir import (
     CONFIG,
@@ -32,7 +35,7 @@ from an_lab.rundir import (
 )
 from an_lab.sweeps.expand import expand, resolve_settings, show
 from an_lab.sweeps.journal import journal_storage
-from an_lab.sweeps.manifest import MANIFEST, build_manifest
+from an_lab.sweeps.manifest import build_manifest, check_owner, write_manifest
 from an_lab.sweeps.selection import make_run_dir
 from an_lab.sweeps.spec import PRUNERS, SAMPLERS, Sweep
 
@@ -64,10 +67,41 @@ def _study(sweep: Sweep):
         direction=search.direction,
         load_if_exists=True,
     )
+    _check_space(sweep, study)
     # A relaunch goes on from the trials so far: seeded as at the start, the sampler would ask the same trials again.
     if (asked := len(study.get_trials(deepcopy=False))) > 0:
         study.sampler = sampler(asked)
     return study
+
+
+def _space(sweep: Sweep) -> dict:
+    """What a study's trials mean: its axes and ranges, sampler, metric and direction."""
+    search = sweep.spec.search
+    return {
+        "axes": {axis: [show(value) for value in values] for axis, values in sweep.spec.axes.items()},
+        "space": {key: bounds.model_dump(mode="json") for key, bounds in search.space.items()},
+        "sampler": [search.sampler, search.sampler_options],
+        "metric": [search.metric, search.direction],
+    }
+
+
+def _check_space(sweep: Sweep, study) -> None:
+    """A study is tied to its search space: one made for another space (an edited sweep file, or another file of
+    the same name) is refused rather than reported as this search's result."""
+    wanted = json.loads(json.dumps(_space(sweep), sort_keys=True, default=str))
+    recorded = study.user_attrs.get("space")
+    if recorded is None:
+        if not study.get_trials(deepcopy=False):
+            study.set_user_attr("space", wanted)
+        return
+    if recorded != wanted:
+        changed = [key for key in wanted if recorded.get(key) != wanted[key]]
+        raise UsageError(
+            f"{sweep.path}: the Optuna study {sweep.name!r} in {sweep.storage} was made for another search "
+            f"({', '.join(changed)} differ: the study has {', '.join(f'{k}={recorded.get(k)}' for k in changed)}); "
+            "its trials do not answer this search. Give the sweep another name (name: ...) to start a new study, or "
+            "restore the search as it was"
+        )
 
 
 def _without_stop(sampler):
@@ -138,7 +172,7 @@ class SearchSource:
     def _write_manifest(self) -> None:
         manifest = build_manifest(self.sweep, self.baselines)
         manifest["cells"] += [self.cells[number] for number in sorted(self.cells)]
-        write_json_atomic(self.sweep.sweep_dir / MANIFEST, manifest)
+        write_manifest(self.sweep, manifest)
 
     def _reattach(self) -> None:
         """Trials asked but not told (the orchestrator died): follow their jobs, tell finished ones, resume the rest."""
@@ -330,6 +364,7 @@ def run_search(sweep: Sweep, executor: Executor, say: Callable[[str], None], par
     from an_lab.sweeps.display import Display
     from an_lab.sweeps.loop import reconcile, report_calls
 
+    check_owner(sweep)  # before the study is opened: another file of this name owns the folder and its journal
     source = SearchSource(sweep, executor, parallel, say)
     display = Display(sweep, sweep.spec.search.n_trials, say)
     source.say = display.say

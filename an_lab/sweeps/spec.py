@@ -8,6 +8,7 @@ Mistakes become one `UsageError` that names the file, the key and, where the key
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
 import reprlib
@@ -42,6 +43,7 @@ from an_lab.errors import UsageError
 from an_lab.launch.slurm_settings import SlurmSettings
 from an_lab.metrics import METRICS as RESULT_METRICS
 from an_lab.metrics import logged_metric
+from an_lab.paths import anchor, anchor_tree, is_path_key
 from an_lab.sweeps.journal import JOURNAL, LOCK_WAIT_S
 from an_lab.yamlio import load_mapping
 
@@ -444,6 +446,16 @@ def nest(tree: dict) -> dict:
     return nested
 
 
+def _anchored_override(assignment: str) -> str:
+    """A `--set` of a path key with its value read from the working directory (an_lab.paths), written back as an
+    assignment, so that the manifest records where it pointed, not how it was typed."""
+    parts, value = parse_assignment(assignment)
+    dotted = ".".join(parts[1:] if parts[0] == "base" else parts)
+    if not (isinstance(value, str) and is_path_key(dotted)):
+        return assignment
+    return f"{'.'.join(parts)}={json.dumps(anchor(value, Path.cwd(), f'--set {assignment!r}'))}"
+
+
 def _apply_override(raw: dict, assignment: str, source: str) -> Loc:
     """`--set`: top-level sweep keys (seeds, launcher.max_parallel, axes.<dotted key>, ...) or else keys of the base."""
     parts, value = parse_assignment(assignment)
@@ -502,7 +514,8 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     # One bounded read and one parse (libyaml where installed); tags such as !!python/object are errors, not code.
     raw, root = load_mapping(path, "sweep file")
     lines, repeats = _line_index(root)
-    sweep = Sweep(path=path, spec=None, base={}, overrides=tuple(overrides), lines=lines)  # type: ignore[arg-type]
+    overrides = tuple(_anchored_override(assignment) for assignment in overrides)  # recorded as they resolved
+    sweep = Sweep(path=path, spec=None, base={}, overrides=overrides, lines=lines)  # type: ignore[arg-type]
     if repeats:
         loc, first, second = repeats[0]
         raise UsageError(f"{path}, line {second}: {show_loc(loc)} is given twice (lines {first} and {second})")
@@ -518,9 +531,12 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     except ValidationError as error:
         raise UsageError(_explain(error, sweep)) from None
     sweep.spec = spec
-    base = normalize_sections(nest(spec.base), f"{path}, base")
-    if spec.output_dir is not None:
-        base["output_dir"] = spec.output_dir
+    # Paths written in the file are read from its folder (an_lab.paths); --set ones are absolute already.
+    base = anchor_tree(normalize_sections(nest(spec.base), f"{path}, base"), path.parent, f"{path}, base")
+    where = f"{path}: output_dir"
+    base["output_dir"] = anchor(spec.output_dir or base.get("output_dir") or "runs", path.parent, where)
+    if isinstance(base.get("data", {}), dict) and "root" not in base.get("data", {}):
+        base["data"] = {**base.get("data", {}), "root": anchor("data", path.parent, f"{path}, base: data.root")}
     sweep.base = base
     _check_structure(sweep)
     _check_overrides(sweep)

@@ -118,7 +118,7 @@ def _write_sweep(root: Path, name: str = "det") -> Path:
             folder.mkdir(parents=True)
             (folder / "result.json").write_text(json.dumps(_result(member["run_id"], index, position)))
             _metrics_log(folder, index, position)
-    folder = write_manifest(root, runs, cells, name)
+    folder = write_manifest(runs, cells, name)
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest.update(base_config=_base_config(), description="AN against BN in Mask R-CNN")
     (folder / "manifest.json").write_text(json.dumps(manifest))
@@ -338,7 +338,7 @@ def test_a_metric_of_the_other_task_exits_2_naming_this_tasks_choices(sweep, tmp
     classification = tmp_path / "cls"
     runs = classification / "runs"
     runs.mkdir(parents=True)
-    folder = write_manifest(classification, runs, [{"index": 0, "label": "AN", "runs": []}], "cls")
+    folder = write_manifest(runs, [{"index": 0, "label": "AN", "runs": []}], "cls")
     assert main(["table", str(folder), "--metric", "bbox"]) == 2
     err = capsys.readouterr().err
     assert "--metric 'bbox' is a detection choice, and this sweep's runs are classification runs" in err

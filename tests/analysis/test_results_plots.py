@@ -148,7 +148,7 @@ def sweep(tmp_path) -> Path:
             elif content is not None:
                 params = BN if kind == "baseline" else (SMALL if index == 4 else AN)
                 _write_run(folder, run_id, seed, content, params)
-    folder = write_manifest(runs, runs, cells)
+    folder = write_manifest(runs, cells)
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest.update(description=DESCRIPTION, base_config=_base_config(tmp_path / "data"))
     (folder / "manifest.json").write_text(json.dumps(manifest))
@@ -433,12 +433,14 @@ def test_plot_writes_png_pdf_and_svg_of_each_figure_into_the_sweep_folder(sweep,
         assert (out / name).read_bytes() == (sweep / "figures" / name).read_bytes(), name
 
 
-def test_plot_without_finished_runs_is_a_usage_error(sweep, capsys):
-    manifest = json.loads((sweep / "manifest.json").read_text())
-    manifest["output_dir"] = str(sweep / "nowhere")
-    (sweep / "manifest.json").write_text(json.dumps(manifest))
+def test_plot_without_finished_runs_is_a_usage_error(sweep, capsys, tmp_path):
+    """A copied sweep folder reads the runs beside it (none here), not those of the folder it was copied from."""
+    copy = tmp_path / "archive" / "sweeps" / sweep.name
+    shutil.copytree(sweep, copy)
+    sweep = copy
     assert main(["plot", str(sweep)]) == 2
-    assert "no finished runs yet" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "no finished runs yet" in said and f"reading the runs beside it, in {tmp_path / 'archive'}" in said
     assert not (sweep / "figures").exists()
     assert main(["report", str(sweep), "--html"]) == 0  # the page still shows the table and the runs' states
     page = (sweep / "summary.html").read_text()

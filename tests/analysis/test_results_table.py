@@ -103,7 +103,7 @@ def _write_sweep(root: Path, described: dict, name: str = "known", **manifest) -
                 (folder / "result.json").write_text(json.dumps(_result(run_id, **content)))
             else:
                 (folder / "result.json").write_text(json.dumps(_result(run_id, *content, tail=_flat(content[0]))))
-    folder = write_manifest(root, runs, cells, name)
+    folder = write_manifest(runs, cells, name)
     if manifest:
         path = folder / "manifest.json"
         path.write_text(json.dumps({**json.loads(path.read_text()), **manifest}))

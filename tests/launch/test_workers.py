@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from an_lab.config import load_config, run_dir, run_id
+from an_lab.config import load_config
 from an_lab.errors import UsageError
+from an_lab.identity import run_dir, run_id
 from an_lab.launch.base import DONE, INTERRUPTED, RunRequest
 from an_lab.launch.local import STARTER_ENV, LocalExecutor, default_starter, start_process
 from an_lab.launch.workers import EXIT_UNKNOWN, ForkedProcess, Forkserver
@@ -215,7 +216,8 @@ def test_a_bad_config_exits_2_with_the_error_in_the_run_log(tmp_path, forkserver
 LAUNCHER = """
 import json, sys, time
 from pathlib import Path
-from an_lab.config import load_config, run_dir, run_id
+from an_lab.config import load_config
+from an_lab.identity import run_dir, run_id
 from an_lab.launch.base import RunRequest
 from an_lab.launch.local import LocalExecutor
 from an_lab.rundir import CONFIG, try_claim, write_json_atomic

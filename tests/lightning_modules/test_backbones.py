@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from an_lab.config import resolve, run_dir
+from an_lab.config import resolve
+from an_lab.identity import run_dir
 from an_lab.lightning_modules.train import train
 from an_lab.models import create
 from an_lab.profiling import count_parameters

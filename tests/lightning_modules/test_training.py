@@ -13,7 +13,8 @@ import pytest
 import torch
 from conftest import an_lab, kill_when, write_config
 
-from an_lab.config import load_config, run_dir
+from an_lab.config import load_config
+from an_lab.identity import run_dir
 
 pytestmark = pytest.mark.slow
 

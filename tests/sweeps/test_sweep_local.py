@@ -170,3 +170,27 @@ def test_a_search_killed_holding_the_journal_lock_resumes_at_once_and_trains_eve
     abandoned = [trial for trial in study.trials if trial.user_attrs.get("abandoned")]
     assert abandoned == [trial for trial in study.trials if trial.state == optuna.trial.TrialState.FAIL]
     assert not any((output / str(t.user_attrs.get("run_id")) / "result.json").exists() for t in abandoned)
+
+
+def test_a_run_that_raises_records_the_exception_not_the_logs_last_line(tmp_path, data_root):
+    """failed.json and status name the exception (type and message), not a notice printed at exit."""
+    import shutil
+
+    data = tmp_path / "digits"
+    shutil.copytree(data_root / "digits", data)
+    broken = sorted((data / "train").glob("*/*.png"))[0]
+    broken.write_bytes(b"not a png")
+    sweep = small_sweep(data_root, tmp_path / "runs", {})
+    sweep["baselines"] = {}
+    sweep["base"]["data"] = {"name": "imagefolder", "root": str(data), "image_size": 16, "num_workers": 0}
+    sweep["base"]["trainer"]["epochs"] = 1
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    launched = an_lab("sweep", path)
+    assert launched.returncode != 0 or "failed" in launched.stdout
+    (run,) = [folder for folder in (tmp_path / "runs").iterdir() if (folder / "config.json").exists()]
+    reason = json.loads((run / "failed.json").read_text())["reason"]
+    assert reason.startswith("UnidentifiedImageError: cannot identify image file"), reason
+    assert str(broken.name) in reason
+    status = an_lab("status", path)
+    assert "UnidentifiedImageError" in status.stdout, status.stdout

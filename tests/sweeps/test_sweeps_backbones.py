@@ -13,8 +13,8 @@ import yaml
 from conftest import an_lab
 
 from an_lab.cli import main
-from an_lab.config import run_id
 from an_lab.errors import UsageError
+from an_lab.identity import run_id
 from an_lab.launch.base import LaunchError
 from an_lab.launch.slurm import Shape, dependency, sbatch_parameters
 from an_lab.launch.slurm_settings import SlurmSettings
@@ -132,13 +132,23 @@ def test_cells_resolve_by_label_or_baseline_name_to_the_run_of_the_detection_run
     assert changes == [{"model.backbone_init": {"sweep": "table1", "cell": cell}} for cell in ("an", "Bn")]
 
 
-def test_a_cell_index_and_an_explicit_seed_pick_that_run_and_folders_under_the_cwd_stay_relative(tmp_path, monkeypatch):
+def test_a_cell_index_and_an_explicit_seed_pick_that_run_and_ids_do_not_follow_the_working_directory(
+    tmp_path, monkeypatch
+):
+    """The backbone folder is written absolute and the id names the backbone by its run id: the same sweep planned
+    from three directories gives the same runs (a relative folder made the ids follow the working directory)."""
     runs = classification_manifest(tmp_path)
     path = detection_sweep(tmp_path, runs, {"sweep": "table1", "cell": "1", "seed": 1})
-    monkeypatch.chdir(tmp_path)
-    planned = expand(load_sweep(path))
-    assert [run.config.model.backbone_init for run in planned] == [f"runs/{BN_RUNS[1]}"] * 2
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    planned_from = {}
+    for where in (tmp_path, tmp_path / "sub", tmp_path / "sub" / "deeper"):
+        monkeypatch.chdir(where)
+        planned_from[where] = expand(load_sweep(os.path.relpath(path, where)))
+    planned = planned_from[tmp_path]
+    assert [run.config.model.backbone_init for run in planned] == [str(runs / BN_RUNS[1])] * 2
     assert [run.seed for run in planned] == [0, 1] and planned[0].run_id != planned[1].run_id
+    ids = {where: [run.run_id for run in found] for where, found in planned_from.items()}
+    assert len({tuple(found) for found in ids.values()}) == 1, ids
 
 
 def test_the_sweep_file_beside_the_detection_sweep_is_expanded_in_memory_and_ids_follow_its_folders(tmp_path):

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import an_lab
 
-from an_lab.config import RunConfig, deep_merge, resolve, run_id
+from an_lab.config import RunConfig, deep_merge, resolve
+from an_lab.identity import run_id
 from an_lab.sweeps import expand, load_sweep, make_plan, render
 from an_lab.sweeps.spec import nest
 

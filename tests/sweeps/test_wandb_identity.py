@@ -7,7 +7,7 @@ from pathlib import Path
 from conftest import write_manifest
 
 from an_lab.analysis.wandb_report import _runs_filter
-from an_lab.config import run_id
+from an_lab.identity import run_id
 from an_lab.sweeps import expand, load_sweep
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "sweeps" / "digits-ablation.yaml"
@@ -33,7 +33,7 @@ def test_the_report_adds_runs_that_another_sweep_trained_first(tmp_path):
     for run, group in (("r-own", "known"), ("r-shared", "first-sweep")):
         (runs / run).mkdir(parents=True)
         (runs / run / "config.json").write_text(json.dumps({"wandb": {"group": group}}))
-    folder = write_manifest(tmp_path, runs, cells)
+    folder = write_manifest(runs, cells)
     manifest = json.loads((folder / "manifest.json").read_text())
     assert _runs_filter(manifest, "known") == "Metric('Group') = \"known\" or Metric('ID') in [\"r-shared\"]"
     (runs / "r-shared" / "config.json").write_text(json.dumps({"wandb": {"group": "known"}}))

@@ -1,0 +1,153 @@
+"""A run's identity: what determines its result, hashed into its run id (the owner of run ids; torch-free).
+
+A run is its resolved config, normalised so that one result has one id:
+
+- Keys that change how a run is executed or logged, not what it computes, are left out (NON_IDENTITY_KEYS), and so
+  are keys that the run does not read: `model.an` for a network without AN, the detection keys of a classification
+  run and the reverse, `data.fake_size` for anything but fake data, `data.train` / `data.val` outside COCO-format
+  data, `model.head_k` without AN heads.
+- Equivalent spellings are written one way: `an.k: null` and `an.k: 10` as the K schedule they resolve to,
+  `trainer.devices: auto` as 1 with `accelerator: cpu`.
+- The data is named by what it is, not by how its folder was spelled (`data.root` text): generated data (digits,
+  shapes, fake) and checksummed downloads (CIFAR) by their name alone, wherever they are written; data folders
+  (imagefolder, COCO) by their location with symbolic links resolved, plus a fingerprint of what is there
+  (`fingerprint`). A `model.backbone_init` run folder is named by its run id.
+
+IDENTITY_SCHEME counts changes to these rules; an_lab.migrate moves runs recorded under an earlier scheme.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from an_lab import catalog
+from an_lab.config import CLASSIFICATION_KEYS, DETECTION_KEYS, RunConfig
+
+IDENTITY_SCHEME = 2
+# Keys that change how a run is executed or logged but not what it computes.
+NON_IDENTITY_KEYS = (
+    ("data", "num_workers"),
+    ("data", "download"),
+    ("wandb",),
+    ("output_dir",),
+    ("trainer", "diagnostics"),
+)
+GENERATED_DATA = ("digits", "shapes", "fake")  # written by an-lab from a fixed generator: the same anywhere
+CHECKSUMMED_DATA = ("cifar10", "cifar100")  # torchvision's downloads, checked against their published checksums
+AN_NORMS = ("an", "an_gn")
+ANNOTATIONS = "annotations"
+
+
+def identity(config: RunConfig) -> dict:
+    """The part of the resolved config that determines what a run computes, normalised (see the module)."""
+    tree = config.model_dump(mode="json")
+    dropped = list(NON_IDENTITY_KEYS)
+    dropped += CLASSIFICATION_KEYS if config.task == "detection" else DETECTION_KEYS
+    if config.task == "classification":
+        dropped.append(("optim", "warmup_iterations"))
+    if config.model.norm not in AN_NORMS:
+        dropped.append(("model", "an"))
+    else:
+        tree["model"]["an"]["k"] = list(catalog.resolve_k(config.model.name, config.model.an.k))
+    if config.model.head_norm != "an_gn":
+        dropped.append(("model", "head_k"))
+    elif config.model.head_k is None or isinstance(config.model.head_k, int):
+        tree["model"]["head_k"] = list(
+            catalog.HEAD_K if config.model.head_k is None else (config.model.head_k,) * catalog.HEAD_CONVS
+        )
+    if config.trainer.devices == "auto" and config.trainer.accelerator == "cpu":
+        tree["trainer"]["devices"] = 1  # Lightning runs "auto" on one process on the CPU
+    if isinstance(config.model.backbone_init, str):
+        tree["model"]["backbone_init"] = backbone_identity(config.model.backbone_init)
+    tree["data"] = data_identity(tree["data"])
+    for path in dropped:
+        node = tree
+        for part in path[:-1]:
+            node = node.get(part, {})
+        node.pop(path[-1], None)
+    return tree
+
+
+def data_identity(data: dict) -> dict:
+    """The data section of an identity: the keys the data set reads, its root replaced by what is there."""
+    name = data["name"]
+    out = {key: value for key, value in data.items() if key not in ("root", "fake_size", "train", "val", "num_classes")}
+    if name == "fake":
+        out["fake_size"] = data.get("fake_size")
+    if name in ("fake", "imagefolder") and data.get("num_classes") is not None:
+        out["num_classes"] = data["num_classes"]
+    if name in ("coco", "shapes"):
+        out["train"], out["val"] = data.get("train"), data.get("val")
+    if name not in GENERATED_DATA and name not in CHECKSUMMED_DATA:
+        location = os.path.realpath(str(data.get("root") or "."))
+        out["location"] = location
+        out["fingerprint"] = fingerprint(location, name, data.get("train"), data.get("val"))
+    return out
+
+
+@functools.cache
+def fingerprint(location: str, name: str, train: str | None = None, val: str | None = None) -> str:
+    """A cheap fingerprint of a data folder: the sorted list of its image files by name (imagefolder: train/ and val/
+    with their class folders; COCO: the two image folders) and the names and sizes of COCO's annotation files.
+    Computed once per process; "absent" for a folder that does not exist (a run planned before its data)."""
+    root = Path(location)
+    if not root.is_dir():
+        return "absent"
+    digest = hashlib.sha256()
+    if name == "coco":
+        splits = [root / str(train), root / str(val)]
+        for split in (train, val):
+            annotation = root / ANNOTATIONS / f"instances_{split}.json"
+            size = annotation.stat().st_size if annotation.is_file() else -1
+            digest.update(f"{annotation.name}\t{size}\n".encode())
+    else:
+        splits = [root / "train", root / "val"]
+    for split in splits:
+        for relative in sorted(_files(split)):
+            digest.update(f"{split.name}/{relative}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _files(folder: Path) -> list[str]:
+    """Every file under `folder`, as paths relative to it (names from the directory listing, no per-file stat)."""
+    found: list[str] = []
+    stack = [(folder, "")]
+    while stack:
+        current, prefix = stack.pop()
+        try:
+            entries = list(os.scandir(current))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=True):
+                stack.append((Path(entry.path), f"{prefix}{entry.name}/"))
+            else:
+                found.append(prefix + entry.name)
+    return found
+
+
+def backbone_identity(text: str) -> str:
+    """A backbone_init path: a run folder (it holds config.json) by its run id, a checkpoint file by its resolved
+    location."""
+    path = Path(text)
+    if (path / "config.json").is_file():
+        return f"run:{os.path.basename(os.path.normpath(text))}"
+    return f"file:{os.path.realpath(text)}"
+
+
+def config_hash(config: RunConfig) -> str:
+    canonical = json.dumps(identity(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def run_id(config: RunConfig) -> str:
+    model = config.model
+    return f"{model.name}-{model.norm}-{config_hash(config)}"
+
+
+def run_dir(config: RunConfig) -> Path:
+    return Path(config.output_dir) / run_id(config)

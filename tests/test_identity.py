@@ -1,0 +1,99 @@
+"""Run identity (an_lab.identity) and the path rule (an_lab.paths): one result has one id, however it is spelled or
+wherever the command is typed; ids follow the data, not the text of data.root."""
+
+import os
+
+import pytest
+
+from an_lab.config import load_config
+from an_lab.errors import UsageError
+from an_lab.identity import fingerprint, run_id
+from an_lab.paths import anchor
+
+
+def imagefolder(root, classes=("a", "b"), images=("1.png", "2.png")):
+    for split in ("train", "val"):
+        for name in classes:
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for image in images:
+                (root / split / name / image).write_bytes(b"png")
+    return root
+
+
+def folder_id(root_text: str, cwd=None) -> str:
+    overrides = ["data.name=imagefolder", "data.num_classes=2", f"data.root={root_text}"]
+    return run_id(load_config(None, overrides))
+
+
+def test_six_spellings_and_a_symlink_of_one_data_folder_give_one_id(tmp_path, monkeypatch):
+    data = imagefolder(tmp_path / "data")
+    os.symlink(data, tmp_path / "link")
+    monkeypatch.chdir(tmp_path)
+    spellings = ["data", "./data", str(data), f"{data}/", f"{tmp_path}/./data", "link", "sub/../data"]
+    assert len({folder_id(text) for text in spellings}) == 1
+
+
+def test_two_folders_with_other_images_give_two_ids_and_a_changed_image_list_a_new_one(tmp_path):
+    one = imagefolder(tmp_path / "one")
+    two = imagefolder(tmp_path / "two", images=("1.png", "2.png", "3.png"))
+    assert folder_id(str(one)) != folder_id(str(two))
+    before = folder_id(str(one))
+    (one / "train" / "a" / "3.png").write_bytes(b"png")
+    fingerprint.cache_clear()  # a new process sees the new list
+    assert folder_id(str(one)) != before
+
+
+def test_generated_data_is_named_by_what_it_is_not_where_it_is_written(tmp_path, monkeypatch):
+    assert run_id(load_config(None, ["data.root=/a"])) == run_id(load_config(None, [f"data.root={tmp_path}/b"]))
+    monkeypatch.chdir(tmp_path)
+    assert run_id(load_config(None)) == "cifar_resnet20-an-280631ac4d34"  # the digits default, from any folder
+
+
+@pytest.mark.parametrize(
+    ("one", "two"),
+    [
+        (["model.norm=bn"], ["model.norm=bn", "model.an.pooling=mean", "model.an.head=a1"]),  # BN under two AN bases
+        ([], ["model.an.k=[10, 10, 20]"]),  # k: null is the schedule it resolves to
+        (["model.an.k=10"], ["model.an.k=[10, 10, 10]"]),
+        (["trainer.accelerator=cpu"], ["trainer.accelerator=cpu", "trainer.devices=auto"]),
+        ([], ["data.fake_size=99"]),  # fake_size is read by fake data only
+        ([], ["data.download=true"]),  # fetching does not change what is read
+    ],
+)
+def test_keys_that_cannot_change_a_run_do_not_change_its_id(one, two):
+    assert run_id(load_config(None, one)) == run_id(load_config(None, two))
+
+
+def test_keys_that_change_a_run_change_its_id():
+    base = run_id(load_config(None))
+    assert run_id(load_config(None, ["model.an.pooling=mean"])) != base
+    assert run_id(load_config(None, ["data.name=fake", "data.fake_size=99"])) != run_id(
+        load_config(None, ["data.name=fake"])
+    )
+
+
+def test_a_detection_key_on_classification_is_refused_not_ignored():
+    with pytest.raises(UsageError, match=r"optim\.warmup_iterations is a detection key"):
+        load_config(None, ["optim.warmup_iterations=100"])
+
+
+def test_paths_in_a_config_file_follow_the_file_and_command_line_paths_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "run.yaml").write_text("data: {name: digits, root: data}\noutput_dir: out\n")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    config = load_config("../cfg/run.yaml")
+    assert (config.data.root, config.output_dir) == (str(tmp_path / "cfg" / "data"), str(tmp_path / "cfg" / "out"))
+    typed = load_config("../cfg/run.yaml", ["data.root=mine", "output_dir=../o"])
+    assert (typed.data.root, typed.output_dir) == (str(tmp_path / "elsewhere" / "mine"), str(tmp_path / "o"))
+
+
+def test_home_and_variables_are_expanded_and_an_unset_variable_is_one_paragraph(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("AN_LAB_TEST_DIR", str(tmp_path / "v"))
+    monkeypatch.delenv("AN_LAB_TEST_UNSET", raising=False)
+    assert anchor("~/runs", "/x", "here") == str(tmp_path / "runs")
+    assert anchor("$AN_LAB_TEST_DIR/r2", "/x", "here") == str(tmp_path / "v" / "r2")
+    assert anchor("${AN_LAB_TEST_DIR}/r2", "/x", "here") == str(tmp_path / "v" / "r2")
+    with pytest.raises(UsageError, match=r"s\.yaml: output_dir: .*\$AN_LAB_TEST_UNSET, which is not set"):
+        anchor("$AN_LAB_TEST_UNSET/runs", "/x", "s.yaml: output_dir")
