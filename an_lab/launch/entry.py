@@ -6,6 +6,7 @@ the SLURM executor's jobs all call `execute()`; exit codes tell the launcher how
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -61,16 +62,37 @@ def execute(config, *, plugins: list | None = None, progress: bool = False) -> O
         return Outcome(EXIT_INTERRUPTED, message=f"error: {error}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    from an_lab.config import load_config
+def load_run_config(path: str):
+    """A run folder's config.json, checked to still resolve to that folder: a run id follows the data (its location
+    and fingerprint, an_lab.identity), so data that changed after the run was planned would train into another
+    folder; that is refused, naming both ids."""
+    from pathlib import Path
 
+    from an_lab.config import load_config
+    from an_lab.identity import run_id
+    from an_lab.rundir import mark_failed
+
+    config = load_config(path)
+    folder = Path(path).parent.name
+    if (now := run_id(config)) != folder:
+        message = (
+            f"{path}: this run's config resolves to the run id {now} today, not {folder}: its data "
+            f"({config.data.root}) changed after the run was planned; launch the sweep again to plan it anew"
+        )
+        with contextlib.suppress(UsageError):
+            mark_failed(Path(path).parent, message)
+        raise UsageError(message)
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python -m an_lab.launch.entry RUN_FOLDER/config.json", file=sys.stderr)
         return 2
     quiet_third_parties()
     try:
-        outcome = execute(load_config(args[0]))
+        outcome = execute(load_run_config(args[0]))
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return error.exit_code

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from an_lab.launch.entry import execute, quiet_third_parties
+from an_lab.launch.entry import execute, load_run_config, quiet_third_parties
 from an_lab.rundir import EXIT_BUSY, RESULT
 
 ATTEMPTS = "slurm-attempts.jsonl"  # in the run folder: one line per start of the job (rank 0): requeues show here
@@ -48,10 +48,9 @@ class TrainRun:
         job_id = os.environ.get("SLURM_JOB_ID")
         if job_id and job_id.isdigit():
             os.environ["MASTER_PORT"] = str(master_port(int(job_id)))  # never the submitting shell's port
-        from an_lab.config import load_config
         from an_lab.identity import run_dir
 
-        config = load_config(config_path)
+        config = load_run_config(config_path)
         if int(os.environ.get("SLURM_PROCID", "0")) == 0:
             _record_attempt(run_dir(config))
         from lightning.pytorch.plugins.environments import SLURMEnvironment
