@@ -18,6 +18,7 @@ IDENTITY_SCHEME counts changes to these rules; an_lab.migrate moves runs recorde
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -26,6 +27,8 @@ from pathlib import Path
 
 from an_lab import catalog
 from an_lab.config import CLASSIFICATION_KEYS, DETECTION_KEYS, RunConfig
+from an_lab.errors import UsageError
+from an_lab.rundir import read_json, write_json_atomic
 
 IDENTITY_SCHEME = 2
 # Keys that change how a run is executed or logged but not what it computes.
@@ -40,6 +43,7 @@ GENERATED_DATA = ("digits", "shapes", "fake")  # written by an-lab from a fixed 
 CHECKSUMMED_DATA = ("cifar10", "cifar100")  # torchvision's downloads, checked against their published checksums
 AN_NORMS = ("an", "an_gn")
 ANNOTATIONS = "annotations"
+DATA_FILE = ".an-lab-data.json"  # in an output folder: the last fingerprint seen of each data folder its runs read
 
 
 def identity(config: RunConfig) -> dict:
@@ -63,7 +67,7 @@ def identity(config: RunConfig) -> dict:
         tree["trainer"]["devices"] = 1  # Lightning runs "auto" on one process on the CPU
     if isinstance(config.model.backbone_init, str):
         tree["model"]["backbone_init"] = backbone_identity(config.model.backbone_init)
-    tree["data"] = data_identity(tree["data"])
+    tree["data"] = data_identity(tree["data"], config.output_dir)
     for path in dropped:
         node = tree
         for part in path[:-1]:
@@ -72,7 +76,7 @@ def identity(config: RunConfig) -> dict:
     return tree
 
 
-def data_identity(data: dict) -> dict:
+def data_identity(data: dict, output_dir: str | None = None) -> dict:
     """The data section of an identity: the keys the data set reads, its root replaced by what is there."""
     name = data["name"]
     out = {key: value for key, value in data.items() if key not in ("root", "fake_size", "train", "val", "num_classes")}
@@ -85,8 +89,40 @@ def data_identity(data: dict) -> dict:
     if name not in GENERATED_DATA and name not in CHECKSUMMED_DATA:
         location = os.path.realpath(str(data.get("root") or "."))
         out["location"] = location
-        out["fingerprint"] = fingerprint(location, name, data.get("train"), data.get("val"))
+        out["fingerprint"] = _known(location, name, data.get("train"), data.get("val"), output_dir)
     return out
+
+
+def _known(location: str, name: str, train, val, output_dir: str | None) -> str:
+    """The folder's fingerprint; where nothing is there now (unmounted, or deleted after training), the last one
+    recorded in the output folder (DATA_FILE), so that finished runs keep their ids."""
+    found = fingerprint(location, name, train, val)
+    if output_dir is None:
+        return found
+    path = Path(output_dir) / DATA_FILE
+    key = f"{name}|{location}|{train}|{val}"
+    recorded = _recorded(str(path))
+    if found == "absent":
+        return recorded.get(key, found)
+    if recorded.get(key) != found and path.parent.is_dir():
+        recorded[key] = found
+        with contextlib.suppress(UsageError):  # a read-only output folder: the next writer records it
+            write_json_atomic(path, recorded)
+    return found
+
+
+def remember_data(config: RunConfig) -> None:
+    """Record the fingerprint of the run's data folder in its output folder (which exists by now: its run folder is
+    being made), so that the run keeps its id while the data is away."""
+    _recorded.cache_clear()
+    data = config.data
+    if data.name not in GENERATED_DATA and data.name not in CHECKSUMMED_DATA:
+        _known(os.path.realpath(data.root), data.name, data.train, data.val, config.output_dir)
+
+
+@functools.cache
+def _recorded(path: str) -> dict:
+    return read_json(Path(path)) or {}
 
 
 @functools.cache

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from an_lab.config import RunConfig
 from an_lab.errors import UsageError
-from an_lab.identity import IDENTITY_SCHEME, run_id
+from an_lab.identity import IDENTITY_SCHEME, identity, run_id
 from an_lab.paths import anchor
 from an_lab.rundir import CONFIG, RESULT, read_json, read_result, state, write_json_atomic
 
@@ -93,6 +93,17 @@ def today(folder: Path) -> tuple[RunConfig, str]:
     return config, run_id(config)
 
 
+def note_scheme(output_dir: Path) -> None:
+    """Before the first run folder of a new output folder is made: mark it as holding today's ids (one stat when
+    the marker is there)."""
+    output_dir = Path(output_dir)
+    if (output_dir / MARKER).exists() or _run_folders(output_dir):
+        return
+    with contextlib.suppress(UsageError, OSError):
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(output_dir / MARKER, {"scheme": IDENTITY_SCHEME, "time": time.time()})
+
+
 def prepare(output_dir: Path, say=print) -> list[dict]:
     """Before a launch writes into `output_dir`: mark a new folder as today's scheme, or migrate an old one."""
     output_dir = Path(output_dir)
@@ -118,7 +129,7 @@ def migrate(output_dir: Path, say=print) -> list[dict]:
             record = _move(folder)
             if record is not None:
                 records.append(record)
-                left += record["action"] == "left running"
+                left += record["action"].startswith("left")
         with (output_dir / LOG).open("a") as log:
             for record in records:
                 log.write(json.dumps(record, sort_keys=True) + "\n")
@@ -145,6 +156,9 @@ def _move(folder: Path) -> dict | None:
     record["new"] = new
     if state(folder)[0] == "running":
         return {**record, "action": "left running"}
+    if '"fingerprint":"absent"' in json.dumps(identity(config), separators=(",", ":")):
+        # its data is not there now (unmounted?): its id cannot be told; moved at a launch that sees the data
+        return {**record, "action": "left: its data is not there to fingerprint"}
     target = folder.parent / new
     if os.path.lexists(target):
         if read_result(target)[0] is not None or read_result(folder)[0] is None:

@@ -28,6 +28,8 @@ readonly MUNGE_OWNER_FILE=/run/munge/local-slurm.owner
 readonly LOCK_FILE=/run/lock/local-slurm.lock
 readonly CLUSTER=anlab
 readonly PARTITION=debug
+# A second partition on the same node with a 5-minute MaxTime, as real clusters cap theirs: tests of limits use it.
+readonly SHORT_PARTITION=short
 # Start order; `down` stops them in reverse.
 readonly DAEMONS=(munged mysqld slurmdbd slurmctld slurmd)
 
@@ -184,7 +186,7 @@ node_name() { hostname -s; }
 
 node_ready() {
     local st
-    st=$(q sinfo -h -N -n "$(node_name)" -o %T 2>/dev/null) || return 1
+    st=$(q sinfo -h -N -n "$(node_name)" -p "$PARTITION" -o %T 2>/dev/null) || return 1
     [[ $st =~ ^(idle|mixed|allocated|completing)$ ]]
 }
 
@@ -287,6 +289,7 @@ JobAcctGatherFrequency=30
 JobCompType=jobcomp/none
 NodeName=$node NodeAddr=127.0.0.1 $hw State=UNKNOWN
 PartitionName=$PARTITION Nodes=$node Default=YES MaxTime=INFINITE State=UP
+PartitionName=$SHORT_PARTITION Nodes=$node Default=NO MaxTime=5 State=UP
 EOF
 }
 

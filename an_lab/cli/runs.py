@@ -360,29 +360,29 @@ def _cancel_arguments(cancel: argparse.ArgumentParser) -> None:
 def _cmd_cancel(args: argparse.Namespace) -> int:
     from an_lab.cli.results import results_target
     from an_lab.launch.slurm import recorded_orchestrator
-    from an_lab.launch.slurm_queue import cancel, recorded_jobs
+    from an_lab.launch.slurm_queue import cancel, submitted_jobs
 
     manifest, folder = results_target(args)
-    jobs = recorded_jobs(folder)
+    # every job the sweep submitted, not only each run's latest: a duplicate submission is cancelled too
+    runs = {job_id: run_id for run_id, jobs in submitted_jobs(folder).items() for job_id, _ in jobs}
     orchestrator = recorded_orchestrator(folder)
     if orchestrator is not None:  # first, so that it submits nothing more
         stopped, _ = cancel([orchestrator], wait_s=30)
         for job in stopped:
             print(f"orchestrator: slurm {job.job_id} cancelled (was {job.state.lower()})")
-    if not jobs:
+    if not runs:
         print(f"sweep {manifest['name']}: no SLURM jobs recorded in {folder}; nothing to cancel")
         return 0
     wait = args.wait if args.wait is not None else _cancel_wait(args)
     if not 0 <= wait <= 3600:
         raise UsageError(f"--wait {wait:g}: give seconds between 0 and 3600")
-    cancelled, error = cancel(jobs.values(), wait_s=wait)
+    cancelled, error = cancel(runs, wait_s=wait)
     if error and not cancelled:
         print(f"error: could not cancel the jobs of sweep {manifest['name']}: {error}", file=sys.stderr)
         return 1
     if not cancelled:
-        print(f"sweep {manifest['name']}: none of its {len(jobs)} recorded SLURM jobs is queued or running")
+        print(f"sweep {manifest['name']}: none of its {len(runs)} recorded SLURM jobs is queued or running")
         return 0
-    runs = {job_id: run_id for run_id, job_id in jobs.items()}
     labels = {run["run_id"]: cell["label"] for cell in manifest["cells"] for run in cell["runs"]}
     for job in cancelled:
         run_id = runs.get(job.job_id, "?")

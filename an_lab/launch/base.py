@@ -109,6 +109,11 @@ class Executor(abc.ABC):
     def stop(self, handle: Handle) -> None:
         """Stop one run on purpose (a pruned trial); poll() reports it as STOPPED."""
 
+    def check(self, requests: list[RunRequest]) -> None:
+        """Refuse, before anything is submitted, runs this executor can never start (LaunchError); nothing by
+        default."""
+        return None
+
     def adopt(self, requests: list[RunRequest]) -> list[Handle]:
         """Handles for runs that this executor already has in flight from an earlier launch (none by default)."""
         return []

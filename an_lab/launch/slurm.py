@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from an_lab.config import control_character
+from an_lab.errors import UsageError
 from an_lab.launch import slurm_queue as queue
 from an_lab.launch.base import DONE, LEFT, STOPPED, Executor, Handle, LaunchError, RunRequest
 from an_lab.launch.slurm_job import Orchestrate, TrainRun
@@ -60,23 +61,6 @@ def outside_allocation():
         yield
     finally:
         os.environ.update(saved)
-
-
-def _partition_minutes(partition: str | None) -> int | None:
-    """The default (else maximum) time limit of the partition from one sinfo call; None when infinite or unreadable."""
-    out, _ = queue._run(["sinfo", "--noheader", "--format", "%P|%L|%l"])
-    for line in (out or "").splitlines():
-        name, _, limits = line.partition("|")
-        default = name.endswith("*")
-        if (partition is None and default) or name.rstrip("*") == partition:
-            for limit in limits.split("|"):
-                if limit.strip().lower() not in ("n/a", "infinite", "unlimited", ""):
-                    try:
-                        return parse_minutes(limit)
-                    except ValueError:
-                        continue
-            return None
-    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -138,14 +122,86 @@ def job_shape(request: RunRequest, settings: SlurmSettings, cluster_gpus: bool |
     return Shape(settings.nodes, devices, gpus, cpus)
 
 
-def time_minutes(settings: SlurmSettings) -> int:
+def time_minutes(settings: SlurmSettings, partition: queue.Partition | None = None) -> int:
     if settings.time is not None:
         try:
             return parse_minutes(settings.time)
         except ValueError as error:
             raise LaunchError(f"launcher.slurm.time: {error}", ("launcher", "slurm", "time")) from None
-    # submitit always writes a --time; take the partition's own default rather than submitit's 5 minutes
-    return _partition_minutes(settings.partition) or 365 * 24 * 60
+    # submitit always writes a --time; take the partition's own default (else its maximum) rather than submitit's
+    # 5 minutes
+    if partition is None:
+        partition = queue.partition_info(settings.partition)
+    found = partition.default_minutes or partition.max_minutes if partition is not None else None
+    return found or 365 * 24 * 60
+
+
+def show_minutes(minutes: int) -> str:
+    """A time limit as SLURM writes it: 5:00, 2:00:00, 1-00:00:00."""
+    days, rest = divmod(minutes, 24 * 60)
+    hours, mins = divmod(rest, 60)
+    return f"{days}-{hours:02d}:{mins:02d}:00" if days else f"{hours}:{mins:02d}:00" if hours else f"{mins}:00"
+
+
+MEMORY_UNITS = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+
+
+def memory_mb(text: str) -> float:
+    """A SLURM memory size (64G, 1000, 500M) in megabytes (no unit: megabytes)."""
+    match = re.fullmatch(r"(\d+)([KMGT]?)B?", text.strip().upper())
+    return int(match.group(1)) * MEMORY_UNITS[match.group(2) or "M"] if match else 0.0
+
+
+def fit_problem(shape: Shape, minutes: int, settings: SlurmSettings, partition: queue.Partition) -> LaunchError | None:
+    """Why a job of this shape and time can never start in the partition (sbatch would accept it and leave it
+    pending for ever, or refuse it with raw errors), as one paragraph with its key; None when it fits."""
+    where = f"partition {partition.name}"
+    if partition.max_minutes is not None and minutes > partition.max_minutes:
+        return LaunchError(
+            f"launcher.slurm.time asks {show_minutes(minutes)} per job but {where} allows at most "
+            f"{show_minutes(partition.max_minutes)} (its MaxTime): the job would pend for ever (PartitionTimeLimit). "
+            f"Ask for at most {show_minutes(partition.max_minutes)}: a run that needs longer is requeued at its time "
+            "limit and resumes from its checkpoint; or choose another partition",
+            ("launcher", "slurm", "time"),
+        )
+    if partition.node_limit and shape.nodes > partition.node_limit:
+        return LaunchError(
+            f"launcher.slurm.nodes is {shape.nodes} but {where} gives one job at most {partition.node_limit} "
+            "node(s); ask for at most that many (and set trainer.num_nodes to match)",
+            ("launcher", "slurm", "nodes"),
+        )
+    cpus = shape.tasks_per_node * shape.cpus_per_task
+    if partition.cpus_per_node and cpus > partition.cpus_per_node:
+        return LaunchError(
+            f"a job needs {cpus} CPUs per node ({shape.tasks_per_node} task(s) x {shape.cpus_per_task} CPUs: "
+            f"launcher.slurm.cpus_per_task, else data.num_workers + 1) but the largest node of {where} has "
+            f"{partition.cpus_per_node}; lower launcher.slurm.cpus_per_task or data.num_workers",
+            ("launcher", "slurm", "cpus_per_task"),
+        )
+    wanted = memory_mb(settings.mem) if settings.mem else 0.0
+    if partition.memory_mb and wanted > partition.memory_mb:
+        return LaunchError(
+            f"launcher.slurm.mem is {settings.mem} per node but the largest node of {where} has "
+            f"{partition.memory_mb} MB; ask for at most {partition.memory_mb}M (0: all of a node's memory)",
+            ("launcher", "slurm", "mem"),
+        )
+    gres = [key for key, value in settings.additional_parameters.items() if _asks_for_gpus(key, value)]
+    if not partition.gpus and (shape.gpus_per_node or gres):
+        key = ("launcher", "slurm", "additional_parameters") if gres else GPUS_KEY
+        what = f"additional_parameters.{gres[0]}" if gres else f"gpus_per_node {shape.gpus_per_node}"
+        return LaunchError(
+            f"launcher.slurm.{what} asks for GPUs but no node of {where} has GRES gpu (sinfo); remove it for CPU "
+            "jobs (trainer.accelerator: cpu), or choose a partition with GPUs",
+            key,
+        )
+    return None
+
+
+def _asks_for_gpus(key: str, value: object) -> bool:
+    lowered = str(key).lower()
+    if lowered in ("gpus", "gpus_per_node", "gpus_per_task", "gpus_per_socket", "gpu"):
+        return str(value).strip() not in ("0", "")
+    return lowered in ("gres", "tres_per_node", "tres_per_task") and "gpu" in str(value).lower()
 
 
 def dependency(job_ids: tuple[str, ...] | list[str]) -> str:
@@ -363,19 +419,25 @@ class SlurmExecutor(Executor):
 
     # -- submission -----------------------------------------------------------------------------------------------
     def check(self, requests: list[RunRequest]) -> None:
-        """Refuse, before anything is submitted, runs whose shape does not fit, and a bad time limit."""
-        for request in requests:
-            job_shape(request, self.settings, self.limits.gpus)
-        time_minutes(self.settings)
-        if requests and self.settings.nodes > 1:
-            available = queue.partition_nodes(self.settings.partition)
-            if available is not None and self.settings.nodes > available:
-                where = f"partition {self.settings.partition}" if self.settings.partition else "the default partition"
-                raise LaunchError(
-                    f"launcher.slurm.nodes is {self.settings.nodes} but {where} has {available} node(s); ask for at "
-                    "most that many (and set trainer.num_nodes to match)",
-                    ("launcher", "slurm", "nodes"),
-                )
+        """Refuse, before anything is submitted, runs whose shape does not fit the settings, a bad time limit, and
+        jobs the partition can never start (time, nodes, CPUs and memory per node, GPUs: fit_problem)."""
+        shapes = {job_shape(request, self.settings, self.limits.gpus) for request in requests}
+        if not shapes:
+            return
+        partition = self.partition()
+        minutes = time_minutes(self.settings, partition)
+        if partition is None:
+            return  # sinfo could not tell: sbatch will
+        for shape in sorted(shapes, key=lambda shape: shape.describe()):
+            if (problem := fit_problem(shape, minutes, self.settings, partition)) is not None:
+                raise problem
+
+    def partition(self) -> queue.Partition | None:
+        """The partition the jobs go to, read once (one sinfo call)."""
+        if not hasattr(self, "_partition"):
+            self._partition = queue.partition_info(self.settings.partition)
+            self.scheduler_calls += 1
+        return self._partition
 
     def submit(self, requests: list[RunRequest]) -> list[Handle]:
         """One array per job shape and set of jobs to wait for (runs that wait for different backbones' jobs go to
@@ -476,7 +538,10 @@ class SlurmExecutor(Executor):
         job ended as failed in the scheduler's accounting go into `refused` (relaunched only with --retry-failed).
         One squeue and one sacct call."""
         recorded = {}
+        ledger = queue.submitted_jobs(self.home)  # the sweep's own record: it survives a damaged or deleted run folder
         for request in requests:
+            for job_id, submitted_at in ledger.get(request.run_id, []):
+                recorded[job_id] = (request, submitted_at)
             entry = read_json(request.run_dir / RUN_JOB)
             if isinstance(entry, dict) and isinstance(entry.get("job_id"), str):
                 recorded[entry["job_id"]] = (request, float(entry.get("submitted_at") or time.time()))
@@ -485,14 +550,16 @@ class SlurmExecutor(Executor):
         view = queue.query(recorded)
         self.scheduler_calls += 2
         self.notes += view.notes
-        handles = []
-        for job_id, job in view.jobs.items():
+        handles, followed = [], set()
+        for job_id, job in sorted(view.jobs.items(), key=lambda item: -recorded[item[0]][1]):  # the latest first
             request, submitted_at = recorded[job_id]
-            if job.active:
+            if job.active and request.run_id not in followed:
+                followed.add(request.run_id)
+                _restore(request, job_id, submitted_at, self.home)
                 handle = Handle(request, job_id, submitted_at)
                 self.flying[job_id] = handle
                 handles.append(handle)
-            elif job.failed:
+            elif job.failed and request.run_id not in followed:
                 self.refused.add(request.run_id)
         return handles
 
@@ -505,6 +572,9 @@ class SlurmExecutor(Executor):
             self._backoff(changed=False)
             return []
         self.queued = None  # count again before the next submission
+        stuck = sorted((job for job_id, job in running.items() if job_id in self.flying and job.stuck), key=str)
+        if stuck:
+            raise LaunchError(never_starts(stuck))
         view = {job_id: job.state for job_id, job in running.items()}
         ended = []
         for job_id in [job_id for job_id in self.flying if job_id not in running]:
@@ -531,6 +601,40 @@ class SlurmExecutor(Executor):
     def describe(self, handle: Handle) -> str:
         word = self.last_view.get(handle.job_id)
         return f"slurm {handle.job_id}" + (f" {word.lower()}" if word else "")
+
+
+def _restore(request: RunRequest, job_id: str, submitted_at: float, home: Path) -> None:
+    """A queued job's run folder as the job needs it when it starts: its config.json, and a slurm.json naming the
+    job (rewritten when it was damaged or deleted, so that status and the next launch see the job)."""
+    try:
+        request.run_dir.mkdir(parents=True, exist_ok=True)
+        if read_json(request.run_dir / CONFIG) is None:
+            write_json_atomic(request.run_dir / CONFIG, request.config.model_dump(mode="json"))
+        entry = read_json(request.run_dir / RUN_JOB)
+        if not isinstance(entry, dict) or entry.get("job_id") != job_id:
+            entry = {
+                "job_id": job_id,
+                "array_job_id": queue.array_id(job_id),
+                "array_task_id": int(job_id.split("_", 1)[1]) if "_" in job_id else None,
+                "submitted_at": submitted_at,
+                "sweep_dir": str(home),
+                "log": str(queue.log_file(home, job_id, "out")),
+                "previous": [],
+                "restored_from": "the sweep's slurm/jobs.json",
+            }
+            write_json_atomic(request.run_dir / RUN_JOB, entry)
+    except (OSError, UsageError):
+        return  # the job itself says what is wrong when it starts
+
+
+def never_starts(jobs: list) -> str:
+    """Why following stops: jobs that the scheduler will never start, and what to do."""
+    shown = ", ".join(f"{job.job_id} ({job.reason})" for job in jobs[:5]) + (" ..." if len(jobs) > 5 else "")
+    return (
+        f"{len(jobs)} job(s) can never start as submitted: {shown}; SLURM keeps them pending for ever. Cancel them "
+        "(an-lab cancel SWEEP), change what the reason names (launcher.slurm: time, nodes, partition, qos, account), "
+        "then launch again: finished runs are kept and the others resume"
+    )
 
 
 def training_jobs(run_dirs: list[Path]) -> tuple[dict[Path, str], str | None]:
@@ -562,9 +666,17 @@ def submit_orchestrator(home: Path, job_name: str, settings: SlurmSettings | Non
 
     settings = settings or SlurmSettings()
     home = Path(home).resolve()
-    code = snapshot_code(home)
     shape = Shape(nodes=1, tasks_per_node=1, gpus_per_node=0, cpus_per_task=1)
-    small = settings.model_copy(update={"time": ORCHESTRATOR_MINUTES, "mem": "2G", "constraint": None})
+    partition = queue.partition_info(settings.partition)
+    # As long as the partition allows (many cap jobs at 1-2 days): it is requeued at its limit and reattaches.
+    minutes = min(ORCHESTRATOR_MINUTES, (partition.max_minutes if partition else None) or ORCHESTRATOR_MINUTES)
+    extra = {key: value for key, value in settings.additional_parameters.items() if not _asks_for_gpus(key, value)}
+    small = settings.model_copy(
+        update={"time": minutes, "mem": "2G", "constraint": None, "additional_parameters": extra}
+    )
+    if partition is not None and (problem := fit_problem(shape, minutes, small, partition)) is not None:
+        raise LaunchError(f"--detach: the orchestrator job: {problem}", problem.key)
+    code = snapshot_code(home)
     parameters = sbatch_parameters(small, shape, code, 1, f"{job_name}-orchestrator", 1)
     parameters.pop("array_parallelism", None)
     try:

@@ -9,6 +9,7 @@ signal handler, so no collective runs there), and W&B continues under the run id
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,8 +18,10 @@ import sys
 import time
 from pathlib import Path
 
+from an_lab.errors import Interrupted, UsageError
+from an_lab.identity import run_dir
 from an_lab.launch.entry import execute, load_run_config, quiet_third_parties
-from an_lab.rundir import EXIT_BUSY, RESULT
+from an_lab.rundir import EXIT_BUSY, RESULT, mark_failed
 
 ATTEMPTS = "slurm-attempts.jsonl"  # in the run folder: one line per start of the job (rank 0): requeues show here
 # After a SIGTERM, how long a task waits for the USR2 that follows it on preemption (submitit checkpoints and requeues
@@ -30,6 +33,10 @@ PORT_BASE, PORT_SPAN = 20000, 20000
 def master_port(job_id: int) -> int:
     """The DDP rendezvous port of a job: distinct for jobs sharing a node unless their ids differ by 20000."""
     return PORT_BASE + job_id % PORT_SPAN
+
+
+class JobFailed(RuntimeError):
+    """The run failed inside its job; its folder's failed.json says why (one line in the job log, no long trace)."""
 
 
 class TrainRun:
@@ -48,11 +55,19 @@ class TrainRun:
         job_id = os.environ.get("SLURM_JOB_ID")
         if job_id and job_id.isdigit():
             os.environ["MASTER_PORT"] = str(master_port(int(job_id)))  # never the submitting shell's port
-        from an_lab.identity import run_dir
+        rank0 = int(os.environ.get("SLURM_PROCID", "0")) == 0
+        try:
+            config = load_run_config(config_path)
+            if rank0:
+                _record_attempt(run_dir(config))
+            return self._train(config, config_path)
+        except UsageError as error:  # the run cannot train as configured (a missing data root, a bad backbone):
+            if rank0:  # recorded in its folder by the job itself, so no launch resubmits it without --retry-failed
+                with contextlib.suppress(UsageError):
+                    mark_failed(Path(config_path).parent, str(error))
+            raise JobFailed(str(error)) from None
 
-        config = load_run_config(config_path)
-        if int(os.environ.get("SLURM_PROCID", "0")) == 0:
-            _record_attempt(run_dir(config))
+    def _train(self, config, config_path: str) -> dict:
         from lightning.pytorch.plugins.environments import SLURMEnvironment
 
         quiet_third_parties()
@@ -72,8 +87,8 @@ class TrainRun:
         if outcome.code == EXIT_BUSY:  # another launcher trains this run: it is trained once, by that owner
             print(outcome.message, flush=True)
             return {"run_id": run_dir(config).name, "busy": outcome.message}
-        if outcome.code != 0:
-            raise RuntimeError(outcome.message)
+        if outcome.code != 0:  # failed.json or interrupted.json says why
+            raise JobFailed(outcome.message)
         return {"run_id": outcome.result.get("run_id"), "final": outcome.result.get("final")}
 
     def checkpoint(self, config_path: str):
@@ -178,8 +193,11 @@ class Orchestrate:
         # A process of its own (the snapshot's `an-lab`, from the job's PYTHONPATH): SIGTERM on a requeue reaches it
         # through the job's process group, and it leaves the trials' jobs running.
         code = subprocess.run([sys.executable, "-m", "an_lab.cli", *self.argv], check=False).returncode
+        if code == Interrupted.exit_code:  # stopped by SIGTERM: `an-lab cancel`, or a requeue that starts it again
+            print("an-lab: the orchestrator was stopped (cancelled or requeued); its runs keep their state", flush=True)
+            return code
         if code not in (0, 1):
-            raise RuntimeError(f"an-lab {' '.join(self.argv)} exited {code}")
+            raise JobFailed(f"an-lab {' '.join(self.argv)} exited {code}")
         return code
 
     def checkpoint(self):

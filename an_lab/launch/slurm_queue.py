@@ -38,6 +38,28 @@ ACTIVE = frozenset(
 )
 # Ended states that mean the run failed (rather than was stopped on purpose).
 FAILED = frozenset({"FAILED", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "TIMEOUT"})
+# Reasons a pending job gives when it can never start as submitted: sbatch accepted it, but a limit of the partition,
+# QOS or association rules it out, or what it waits for can never happen. (ReqNodeNotAvail is left out: a node down
+# for maintenance comes back.)
+NEVER_STARTS = frozenset(
+    {
+        "PartitionTimeLimit",
+        "PartitionNodeLimit",
+        "PartitionConfig",
+        "BadConstraints",
+        "InvalidQOS",
+        "InvalidAccount",
+        "DependencyNeverSatisfied",
+        "QOSMaxWallDurationPerJobLimit",
+        "AssocMaxWallDurationPerJobLimit",
+        "QOSMaxNodePerJobLimit",
+        "AssocMaxNodesPerJob",
+        "QOSMaxCpuPerJobLimit",
+        "AssocMaxCpuPerJobLimit",
+        "QOSMaxMemoryPerJob",
+        "QOSMaxGRESPerJob",
+    }
+)
 # An attempt that ended in one of these was followed by another attempt of the same job.
 REQUEUE_MARKS = frozenset({"REQUEUED", "PREEMPTED", "REQUEUE_HOLD", "REQUEUE_FED"})
 TIMEOUT_S = 30
@@ -59,6 +81,11 @@ class JobState:
     @property
     def failed(self) -> bool:
         return self.state in FAILED
+
+    @property
+    def stuck(self) -> bool:
+        """Pending for a reason that cannot resolve itself (NEVER_STARTS): it would pend for ever."""
+        return self.state == "PENDING" and (self.reason or "").split(",")[0].strip() in NEVER_STARTS
 
     def describe(self) -> str:
         """E.g. `slurm 123_4 FAILED, exit code 1:0` or `slurm 123_4 PENDING (Resources)`."""
@@ -326,27 +353,88 @@ def cluster_limits(partition: str | None) -> ClusterLimits:
     return ClusterLimits(array, submit, source, parse_gres(sinfo or "", partition) if sinfo is not None else None)
 
 
-def parse_nodes(text: str, partition: str | None) -> int | None:
-    """Nodes of the partition (the default one when None; the largest of a comma list) from
-    `sinfo --noheader --format %P|%D` (one line per partition and node state: the counts add up)."""
-    counts: dict[str, int] = {}
+@dataclass(frozen=True)
+class Partition:
+    """What a partition allows one job, from one sinfo call (PARTITION_FORMAT); None where it sets no limit."""
+
+    name: str
+    max_minutes: int | None = None  # MaxTime
+    default_minutes: int | None = None  # DefaultTime
+    nodes: int = 0  # nodes in the partition
+    max_job_nodes: int | None = None  # the upper end of its job size in nodes
+    cpus_per_node: int = 0  # on its largest node
+    memory_mb: int = 0  # per node, on its largest node
+    gpus: bool = False  # whether a node has GRES gpu
+
+    @property
+    def node_limit(self) -> int:
+        return min(self.nodes, self.max_job_nodes) if self.max_job_nodes is not None else self.nodes
+
+
+PARTITION_FORMAT = "%P|%l|%L|%D|%c|%m|%G|%s"
+
+
+def _minutes(text: str) -> int | None:
+    from an_lab.launch.slurm_settings import parse_minutes
+
+    if text.strip().lower() in ("n/a", "infinite", "unlimited", "none", ""):
+        return None
+    try:
+        return parse_minutes(text.strip())
+    except ValueError:
+        return None
+
+
+def _leading_int(text: str) -> int:
+    match = re.match(r"\s*(\d+)", text)
+    return int(match.group(1)) if match else 0
+
+
+def parse_partitions(text: str) -> dict[str, Partition]:
+    """`sinfo --noheader --format PARTITION_FORMAT` (one line per partition and node kind) as name -> Partition;
+    the default partition also under the key "" (empty)."""
+    found: dict[str, Partition] = {}
     default = None
     for line in text.splitlines():
-        name, _, nodes = line.strip().partition("|")
-        if not nodes.strip().isdigit():
+        parts = line.strip().split("|")
+        if len(parts) < 8:
             continue
-        if name.endswith("*"):
-            default = name.rstrip("*")
-        counts[name.rstrip("*")] = counts.get(name.rstrip("*"), 0) + int(nodes)
-    wanted = (partition or "").split(",") if partition else [default] if default else []
-    found = [counts[name] for name in wanted if name in counts]
-    return max(found) if found else None
+        name = parts[0].rstrip("*")
+        if parts[0].endswith("*"):
+            default = name
+        job_nodes = parts[7].partition("-")[2] if "-" in parts[7] else parts[7]
+        current = Partition(
+            name,
+            _minutes(parts[1]),
+            _minutes(parts[2]),
+            _leading_int(parts[3]),
+            None if job_nodes.strip().lower() in ("infinite", "unlimited", "") else _leading_int(job_nodes),
+            _leading_int(parts[4]),
+            _leading_int(parts[5]),
+            bool(re.search(r"(^|,)gpu([:(]|$)", parts[6].strip())),
+        )
+        if name in found:  # another kind of node in the same partition: the counts add up, the largest node counts
+            known = found[name]
+            current = Partition(
+                name,
+                known.max_minutes,
+                known.default_minutes,
+                known.nodes + current.nodes,
+                known.max_job_nodes,
+                max(known.cpus_per_node, current.cpus_per_node),
+                max(known.memory_mb, current.memory_mb),
+                known.gpus or current.gpus,
+            )
+        found[name] = current
+    if default is not None:
+        found[""] = found[default]
+    return found
 
 
-def partition_nodes(partition: str | None) -> int | None:
-    """How many nodes the partition has (one sinfo call); None when unknown."""
-    out, _ = _run(["sinfo", "--noheader", "--format", "%P|%D"])
-    return None if out is None else parse_nodes(out, partition)
+def partition_info(partition: str | None) -> Partition | None:
+    """The partition a job goes to (the default one when None) from one sinfo call; None when unknown."""
+    out, _ = _run(["sinfo", "--noheader", "--format", PARTITION_FORMAT])
+    return None if out is None else parse_partitions(out).get(partition or "")
 
 
 def queued_count() -> int | None:
@@ -372,6 +460,24 @@ def recorded_jobs(sweep_dir: Path) -> dict[str, str]:
     for submission in submissions:
         latest.update(submission.get("runs", {}))
     return latest
+
+
+def submitted_jobs(sweep_dir: Path) -> dict[str, list[tuple[str, float]]]:
+    """run id -> every (job id, submission time) that <sweep folder>/slurm/jobs.json records for it, oldest first:
+    a run submitted twice has two jobs, and both may still be in the queue."""
+    try:
+        submissions = json.loads((Path(sweep_dir) / JOBS_FILE).read_text()).get("submissions", [])
+    except (OSError, ValueError, AttributeError):
+        return {}
+    found: dict[str, list[tuple[str, float]]] = {}
+    for submission in submissions if isinstance(submissions, list) else []:
+        if not isinstance(submission, dict) or not isinstance(submission.get("runs"), dict):
+            continue
+        at = submission.get("submitted_at")
+        for run_id, job_id in submission["runs"].items():
+            if isinstance(job_id, str):
+                found.setdefault(str(run_id), []).append((job_id, float(at) if isinstance(at, int | float) else 0.0))
+    return found
 
 
 def log_file(sweep_dir: Path, job_id: str, kind: str = "err", task: int = 0) -> Path:

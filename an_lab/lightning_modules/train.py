@@ -23,7 +23,7 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from an_lab.config import RunConfig, checkpoint_interval
 from an_lab.data_sources import check_data
 from an_lab.errors import UsageError
-from an_lab.identity import config_hash, run_dir, run_id
+from an_lab.identity import config_hash, remember_data, run_dir, run_id
 from an_lab.lightning_modules.callbacks import (
     AtomicLastCheckpoint,
     DivergenceError,
@@ -34,6 +34,7 @@ from an_lab.lightning_modules.callbacks import (
 from an_lab.lightning_modules.classifier import ImageClassifier
 from an_lab.lightning_modules.data import ImageClassificationData
 from an_lab.metrics import TASK_METRICS
+from an_lab.migrate import note_scheme
 from an_lab.profiling import count_macs, count_parameters
 from an_lab.rundir import (
     CHECKPOINT,
@@ -338,10 +339,12 @@ def train(config: RunConfig, *, plugins: list | None = None, progress: bool = Tr
     if existing is not None:
         return existing
     check_data(config.data)
+    note_scheme(directory.parent)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"cannot create the run folder {directory}: {error.strerror or error}") from None
+    remember_data(config)
     claim = _claim(directory)
     try:
         existing = _set_aside_corrupt_result(directory, say)

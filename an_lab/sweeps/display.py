@@ -66,20 +66,27 @@ def _eta(seconds: float | None) -> str:
 
 
 class Display:
-    def __init__(self, sweep, total: int, say: Callable[[str], None] = print) -> None:
+    """follow: whether the runs will be followed to their end; without it (a plain SLURM submission), or with no
+    run to follow, no bar is drawn: the lines alone."""
+
+    def __init__(self, sweep, total: int, say: Callable[[str], None] = print, follow: bool = True) -> None:
         self.name = sweep.name
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         self.task = self.bar.add_task(f"{escape(sweep.name)}: runs", total=total)
+        self.drawn = follow and total > 0
         self.live = Live(self.bar, console=self.bar.console, refresh_per_second=4, transient=False)
         self.cache: dict[str, tuple[float, tuple]] = {}
         self.counted: set[str] = set()  # runs the bar has counted: each once, when it will not run again
         self.outside_say = say
 
     def __enter__(self) -> Display:
-        self.live.__enter__()
+        if self.drawn:
+            self.live.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
+        if not self.drawn:
+            return
         self.live.update(self.bar)
         self.live.__exit__(*exc)
         if not self.live.console.is_terminal:  # Live leaves its last frame without a line end outside a terminal
@@ -114,6 +121,8 @@ class Display:
             self.bar.advance(self.task)
 
     def refresh(self, flying: list[Handle], executor) -> None:
+        if not self.drawn:
+            return
         now = time.time()
         rows = []
         for handle in flying:

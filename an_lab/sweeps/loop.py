@@ -14,7 +14,7 @@ from __future__ import annotations
 import signal
 import time
 
-from an_lab.errors import UsageError
+from an_lab.errors import Interrupted
 from an_lab.launch.base import Executor
 
 
@@ -33,6 +33,7 @@ def reconcile(executor: Executor, source, display, follow: bool = True) -> None:
             if free > 0:
                 with source.submitting():
                     requests = source.take(free)
+                    executor.check(requests)  # a search trial's shape is known only once it is asked
                     handles = executor.submit(requests) if requests else []
                 for handle in handles:
                     display.started(handle)
@@ -58,8 +59,8 @@ def reconcile(executor: Executor, source, display, follow: bool = True) -> None:
             source.ended(handle)
         where = "running runs were stopped and resume on the next launch"
         if executor.name == "slurm":
-            where = "the jobs keep running on the cluster (an-lab status / an-lab cancel)"
-        raise UsageError(f"interrupted: {where}") from None
+            where = "the sweep's SLURM jobs were left as they are (an-lab status shows them, an-lab cancel stops them)"
+        raise Interrupted(f"interrupted: {where}") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
 

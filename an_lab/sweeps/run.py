@@ -166,7 +166,7 @@ def _rounds(sweep: Sweep, executor: Executor, options: Options, say, runs: list[
         runs = None
         if launched and not todo and not adopted:
             return True
-        display = Display(sweep, len(todo) + len(adopted), say)
+        display = Display(sweep, len(todo) + len(adopted), say, follow=bool(follow))
         source = GridSource(sweep, todo, options.retry_failed, executor.holds_claims, display.say, after)
         started = time.monotonic()
         with display:
@@ -200,9 +200,7 @@ def _select(
             if run.run_id not in launched and run.run_id not in flying and run.run_id not in refused
         ]
         after = backbone_jobs(sweep, todo, executor.name)
-        check = getattr(executor, "check", None)
-        if check is not None:
-            check([request_for(run) for run in todo])
+        executor.check([request_for(run) for run in todo])
     failed = len(selection.failed) + len([run for run in selection.launch if run.run_id in refused])
     where = f"{len(selection.running)} running"
     if executor.name == "slurm":
@@ -270,6 +268,8 @@ def detach(sweep: Sweep, argv: list[str]) -> str:
     from an_lab.launch.slurm import submit_orchestrator
 
     runs = validate(sweep)
-    backbone_jobs(sweep, [run for run in runs if state(run.run_dir)[0] != "done"], "slurm")  # here, not in the job
+    pending = [run for run in runs if state(run.run_dir)[0] != "done"]
+    backbone_jobs(sweep, pending, "slurm")  # here, not in the job
     with sweep_errors(sweep):
+        make_executor(sweep, Options("slurm")).check([request_for(run) for run in pending])  # jobs that fit, first
         return submit_orchestrator(sweep.sweep_dir, f"an-lab-{sweep.name}", sweep.spec.launcher.slurm, argv)

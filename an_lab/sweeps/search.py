@@ -20,7 +20,7 @@ from typing import Any
 
 from an_lab.config import RunConfig
 from an_lab.errors import UsageError
-from an_lab.identity import run_dir
+from an_lab.identity import remember_data, run_dir
 from an_lab.launch.base import DONE, STOPPED, Executor, Handle, RunRequest, hand_over
 from an_lab.rundir import (
     CONFIG,
@@ -287,6 +287,7 @@ class SearchSource:
             self.say(f"{label}: the same run {'was pruned' if pruned else 'failed'} before ({detail})")
             return None
         make_run_dir(directory)
+        remember_data(config)
         claim = try_claim(directory, "search orchestrator")
         if claim is None:  # the same configuration is being trained by another process right now
             self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
@@ -366,7 +367,8 @@ def run_search(sweep: Sweep, executor: Executor, say: Callable[[str], None], par
 
     check_owner(sweep)  # before the study is opened: another file of this name owns the folder and its journal
     source = SearchSource(sweep, executor, parallel, say)
-    display = Display(sweep, sweep.spec.search.n_trials, say)
+    finished = sum(t.state.is_finished() and not t.user_attrs.get(ABANDONED) for t in source.study.get_trials())
+    display = Display(sweep, max(0, sweep.spec.search.n_trials - finished), say)  # the trials still to follow
     source.say = display.say
     started = time.monotonic()
     with display:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from an_lab.errors import UsageError
+from an_lab.identity import remember_data
+from an_lab.migrate import note_scheme
 from an_lab.rundir import CONFIG, Claim, claim_owner, describe_owner, state, try_claim, write_json_atomic
 from an_lab.sweeps.expand import PlannedRun, check_data_paths
 from an_lab.sweeps.manifest import write_manifest
@@ -71,6 +73,7 @@ def prepare(sweep: Sweep, retry_failed: bool, runs: list[PlannedRun] | None = No
 
 
 def make_run_dir(directory: Path) -> None:
+    note_scheme(directory.parent)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -81,6 +84,7 @@ def claim_run(run: PlannedRun, retry_failed: bool, role: str) -> Claim | None:
     """Claim a run for this launcher and write its config, or None when it is not (or no longer) ours to start:
     another process holds it, or it finished (or failed) since it was selected."""
     make_run_dir(run.run_dir)
+    remember_data(run.config)
     claim = try_claim(run.run_dir, role)
     if claim is None:
         return None

@@ -78,6 +78,7 @@ def scheduler_view(manifest: dict, rows: list[dict]) -> list[str]:
     if not unfinished:
         return []
     view = query(unfinished.values())
+    directories = run_dirs(manifest)
     for run_id, job_id in unfinished.items():
         row, job = by_id[run_id], view.jobs.get(job_id)
         if job is None:
@@ -86,13 +87,18 @@ def scheduler_view(manifest: dict, rows: list[dict]) -> list[str]:
             continue
         folder_reason = row["detail"] if row["state"] == "failed" else None
         if job.active:
+            detail = job.describe()
             if job.state in ("RUNNING", "COMPLETING", "CONFIGURING"):
                 row["state"] = "running"
+                detail = "; ".join(filter(None, (detail, epoch_reached(directories[run_id]))))
+            elif job.stuck:
+                row["state"] = "stuck"
+                detail += ": it can never start as submitted; an-lab cancel, fix launcher.slurm, launch again"
             elif job.requeues or job.state.startswith("REQUEUE") or job.reason == "BeginTime":
                 row["state"] = "requeued"
             else:
                 row["state"] = "pending"
-            row["detail"] = job.describe()
+            row["detail"] = detail
         elif row["state"] == "failed" or job.failed:
             log = log_file(sweep_dir, job_id)
             reason = folder_reason or last_error_line(log) or f"see {log}"
@@ -144,8 +150,8 @@ def render_status(manifest: dict, rows: list[dict]) -> str:
         shown = f"{value:.2f}" if value is not None else ""
         table.append((row["cell"], str(row["seed"]), row["run_id"], shown, state_text(row["state"], row["detail"])))
     counts = Counter(row["state"] for row in rows)
-    names = ("done", "running", "requeued", "interrupted", "failed", "corrupt", "pending")
-    shown = [name for name in names if name not in ("requeued", "corrupt") or counts[name]]
+    names = ("done", "running", "requeued", "interrupted", "failed", "corrupt", "stuck", "pending")
+    shown = [name for name in names if name not in ("requeued", "corrupt", "stuck") or counts[name]]
     summary = ", ".join(f"{name} {counts[name]}" for name in shown)
     lines = [f"sweep {manifest['name']}: {len(rows)} runs in {manifest['output_dir']}/", "", *align(table), "", summary]
     best = _best_line(rows, metric)

@@ -310,7 +310,9 @@ def test_a_mismatched_job_shape_is_refused_before_submitting(tmp_path, data_root
     )
     refused = cli("sweep", path, "--set", "launcher.slurm.gpus_per_node=0", "--set", "base.trainer.devices=1", *two)
     assert refused.returncode == 2, show(refused)
-    assert "launcher.slurm.nodes is 2 but the default partition has 1 node(s)" in refused.stderr, show(refused)
+    assert "launcher.slurm.nodes is 2 but partition debug gives one job at most 1 node(s)" in refused.stderr, show(
+        refused
+    )
     assert calls(sbatch_log) == 0 and not (output / "sweeps" / "shape" / "slurm").exists()
 
 

@@ -867,17 +867,61 @@ def test_cluster_limits_when_scontrol_fails(slurm):
     assert slurm.calls("sacctmgr") == []
 
 
+# `sinfo --noheader --format %P|%l|%L|%D|%c|%m|%G|%s` on the local cluster, and on a site with a capped GPU partition
+# of two node kinds (one line per partition and node kind).
+SINFO_LOCAL = "debug*|infinite|n/a|1|2|24105|(null)|1-infinite\nshort|5:00|n/a|1|2|24105|(null)|1-infinite\n"
+SINFO_SITE = (
+    "cpu*|2-00:00:00|1:00:00|40|64|257000|(null)|1-16\n"
+    "gpu|1-00:00:00|n/a|8|32|515000|gpu:a100:4|1-4\n"
+    "gpu|1-00:00:00|n/a|4|48|1031000+|gpu:h100:8(S:0-1)|1-4\n"
+)
+
+
+def test_parse_partitions_reads_limits_per_partition_and_the_largest_node():
+    local = queue.parse_partitions(SINFO_LOCAL)
+    assert local[""] == local["debug"] == queue.Partition("debug", None, None, 1, None, 2, 24105, False)
+    assert local["short"].max_minutes == 5 and local["short"].node_limit == 1
+    site = queue.parse_partitions(SINFO_SITE)
+    assert site[""].name == "cpu" and (site["cpu"].max_minutes, site["cpu"].default_minutes) == (2880, 60)
+    assert site["cpu"].node_limit == 16 and not site["cpu"].gpus
+    gpu = site["gpu"]
+    assert (gpu.nodes, gpu.node_limit, gpu.cpus_per_node, gpu.memory_mb, gpu.gpus) == (12, 4, 48, 1031000, True)
+    assert queue.parse_partitions("") == {}
+
+
 @pytest.mark.parametrize(
-    ("text", "partition", "nodes"),
+    ("settings", "shape", "words"),
     [
-        ("debug*|1\n", None, 1),  # the local cluster
-        ("gpu|12\ncpu*|40\ncpu*|8\n", None, 48),  # one line per node state: the counts add up
-        ("gpu|12\ncpu*|40\n", "gpu", 12),
-        ("gpu|12\na100|4\ncpu*|40\n", "a100,gpu", 12),  # a job may run in any partition of the list
-        ("gpu|12\n", "missing", None),
-        ("gpu|12\n", None, None),  # no default partition
-        ("", None, None),
+        ({"time": "1-00:00:01"}, (1, 1, 0, 4), "asks 1-00:01:00 per job but partition gpu allows at most 1-00:00:00"),
+        ({}, (5, 1, 4, 4), "launcher.slurm.nodes is 5 but partition gpu gives one job at most 4 node(s)"),
+        ({}, (1, 8, 8, 7), "a job needs 56 CPUs per node (8 task(s) x 7 CPUs"),
+        ({"mem": "2T"}, (1, 1, 1, 4), "launcher.slurm.mem is 2T per node but the largest node of partition gpu has"),
+        ({"time": 60}, (1, 1, 0, 4), None),
+        ({"mem": "1000G", "time": "23:59:59"}, (4, 8, 8, 6), None),
     ],
 )
-def test_parse_nodes(text, partition, nodes):
-    assert queue.parse_nodes(text, partition) == nodes
+def test_fit_problem_names_the_limit_a_job_can_never_meet(settings, shape, words):
+    from an_lab.launch.slurm import Shape, fit_problem, time_minutes
+    from an_lab.launch.slurm_settings import SlurmSettings
+
+    partition = queue.parse_partitions(SINFO_SITE)["gpu"]
+    chosen = SlurmSettings(partition="gpu", **settings)
+    problem = fit_problem(Shape(*shape), time_minutes(chosen, partition), chosen, partition)
+    assert (str(problem) if problem else None) == words or (words and words in str(problem)), problem
+
+
+def test_gpus_asked_on_a_partition_without_them_are_refused_however_they_are_asked():
+    from an_lab.launch.slurm import Shape, fit_problem
+    from an_lab.launch.slurm_settings import SlurmSettings
+
+    partition = queue.parse_partitions(SINFO_SITE)["cpu"]
+    for extra in ({"gres": "gpu:1"}, {"gpus": 2}, {"gpus_per_task": "1"}):
+        settings = SlurmSettings(additional_parameters=extra)
+        problem = fit_problem(Shape(1, 1, 0, 1), 60, settings, partition)
+        assert problem is not None and "asks for GPUs but no node of partition cpu has GRES gpu" in str(problem)
+        assert problem.key == ("launcher", "slurm", "additional_parameters")
+    problem = fit_problem(Shape(1, 1, 2, 1), 60, SlurmSettings(), partition)
+    assert "gpus_per_node 2 asks for GPUs" in str(problem) and problem.key == ("launcher", "slurm", "gpus_per_node")
+    assert (
+        fit_problem(Shape(1, 1, 0, 1), 60, SlurmSettings(additional_parameters={"gres": "tmp:10G"}), partition) is None
+    )
