@@ -106,6 +106,17 @@ def write_manifest(runs: Path, cells: list[dict], name: str = "known") -> Path:
     return folder
 
 
+def kill_when(config: Path, ready, timeout: float = 300) -> None:
+    """Start `an-lab train CONFIG` and SIGKILL it as soon as ready() holds (it must not end first)."""
+    process = subprocess.Popen([sys.executable, "-m", "an_lab.cli", "train", str(config), "--quiet"])
+    deadline = time.time() + timeout
+    while not ready():
+        assert process.poll() is None and time.time() < deadline, "training ended before it could be killed"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 def wait_stopped(pid: int, timeout: float = 120) -> None:
     """Wait until process `pid` is stopped (state T in /proc), as the journal lock's test hook leaves it."""
     deadline = time.monotonic() + timeout
