@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from an_lab.identity import IDENTITY_SCHEME
+
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -100,6 +102,8 @@ def write_manifest(runs: Path, cells: list[dict], name: str = "known") -> Path:
     `an-lab sweep` puts it: the folder sits in its output_dir)."""
     folder = runs / "sweeps" / name
     folder.mkdir(parents=True)
+    # hand-made runs are today's runs, whatever their ids: no migration is due (an_lab.migrate)
+    (runs / ".an-lab-ids").write_text(json.dumps({"scheme": IDENTITY_SCHEME}))
     manifest = {"name": name, "mode": "ablation", "sweep_file": f"{name}.yaml", "output_dir": str(runs)}
     manifest.update(updated=1.7e9, cells=cells)
     (folder / "manifest.json").write_text(json.dumps(manifest))
