@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 TASKS = ("classification", "detection")
+METRIC_RANGE = (0.0, 100.0)  # every metric is a percentage: errors and APs; intervals are clipped to it
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,13 @@ def test_a_single_run_is_never_significant():
     assert paired.p_better == 1.0
 
 
-def test_bootstrap_is_reproducible_and_scipys_bca():
+# Eight seeds a cell: from BOOTSTRAP_MIN_N values on, the bootstrap is scipy's BCa.
+AN8 = {seed: 20.0 + (seed * 7 % 5) * 0.8 for seed in range(8)}
+CLOSE8 = {seed: value + (0.3, -0.2, 0.2, 0.1, -0.4, 0.5, 0.0, 0.25)[seed] for seed, value in AN8.items()}
+OTHER8 = {seed + 10: 23.0 + (seed * 3 % 4) for seed in range(8)}
+
+
+def test_bootstrap_is_reproducible_and_scipys_bca_from_eight_values():
     def scipy_bootstrap(samples, statistic):
         rng = np.random.default_rng(BOOTSTRAP_SEED)
         found = stats.bootstrap(samples, statistic, n_resamples=BOOTSTRAP_RESAMPLES, method="BCa", rng=rng)
@@ -93,16 +99,44 @@ def test_bootstrap_is_reproducible_and_scipys_bca():
     def difference(x, y, axis=-1):
         return np.mean(x, axis=axis) - np.mean(y, axis=axis)
 
-    first = estimate(AN.values(), method="bootstrap")
-    assert estimate(AN.values(), method="bootstrap") == first
-    assert (first.ci_low, first.ci_high) == pytest.approx(scipy_bootstrap((_array(AN),), np.mean), rel=1e-12)
-    paired = compare(CLOSE, AN, method="bootstrap")
-    by_seed = _array(CLOSE) - _array(AN)
+    first = estimate(AN8.values(), method="bootstrap")
+    assert estimate(AN8.values(), method="bootstrap") == first and first.method == "bootstrap"
+    assert (first.ci_low, first.ci_high) == pytest.approx(scipy_bootstrap((_array(AN8),), np.mean), rel=1e-12)
+    paired = compare(CLOSE8, AN8, method="bootstrap")
+    by_seed = _array(CLOSE8) - _array(AN8)
     assert (paired.ci_low, paired.ci_high) == pytest.approx(scipy_bootstrap((by_seed,), np.mean), rel=1e-12)
-    welch = compare(OTHER_SEEDS, BN, method="bootstrap")
-    expected = scipy_bootstrap((_array(OTHER_SEEDS), _array(BN)), difference)
-    assert (welch.ci_low, welch.ci_high) == pytest.approx(expected, rel=1e-12)
-    assert compare(OTHER_SEEDS, BN, method="bootstrap") == welch
+    welch = compare(OTHER8, AN8, method="bootstrap")
+    expected = scipy_bootstrap((_array(OTHER8), _array(AN8)), difference)
+    assert (welch.ci_low, welch.ci_high) == pytest.approx(expected, rel=1e-12) and welch.method == "bootstrap"
+    assert compare(OTHER8, AN8, method="bootstrap") == welch
+
+
+def test_below_eight_values_the_bootstrap_gives_the_t_interval_and_says_so():
+    """At n = 3 the BCa bootstrap returns about the range of the values (20 to 24 for AN) as a 95% interval."""
+    small = estimate(AN.values(), method="bootstrap")
+    assert small == estimate(AN.values()) and small.method == "t"
+    assert compare(CLOSE, AN, method="bootstrap") == compare(CLOSE, AN)
+    assert compare(OTHER_SEEDS, BN, method="bootstrap").method == "t"
+
+
+def test_marks_need_three_seeds_a_side_and_an_interval_of_some_width():
+    two = compare({0: 10.27778, 1: 10.27777}, {0: 10.0, 1: 10.0})  # one validation image each, two seeds
+    assert two.ci_low > 0 and not two.significant  # excludes 0, but from 2 seeds
+    flat = compare({0: 10.5, 1: 10.5, 2: 10.5}, {0: 10.0, 1: 10.0, 2: 10.0})
+    assert (flat.ci_low, flat.ci_high) == (0.5, 0.5) and not flat.significant  # no spread measured
+    assert compare(BN, AN).significant and not compare(BN, AN, min_n=4).significant
+    assert compare({0: 10.27778, 1: 10.27777}, {0: 10.0, 1: 10.0}, min_n=2).significant
+
+
+def test_intervals_are_no_narrower_than_the_resolution_and_stay_in_the_range():
+    step = 100 / 360  # top-1 error on 360 validation images
+    flat = estimate([1.0, 1.0, 1.0], resolution=step)
+    assert (flat.ci_low, flat.ci_high) == pytest.approx((1.0 - step / 2, 1.0 + step / 2))
+    near_zero = estimate([0.0, 0.28, 1.94], bounds=(0.0, 100.0))
+    assert near_zero.ci_low == 0.0 and near_zero.ci_high == pytest.approx(estimate([0.0, 0.28, 1.94]).ci_high)
+    diff = compare({0: 99.0, 1: 99.5, 2: 100.0}, {0: 0.0, 1: 0.0, 2: 1.0}, bounds=(0.0, 100.0))
+    assert diff.ci_low >= -100.0 and diff.ci_high <= 100.0
+    assert compare(CLOSE, AN, resolution=step).halfwidth >= step / 2
 
 
 def test_no_spread_gives_a_point_interval_and_unknown_methods_are_refused():

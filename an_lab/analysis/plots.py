@@ -41,7 +41,7 @@ import pandas as pd
 
 from an_lab.analysis.results import check_manifest, collect, primary_metric
 from an_lab.errors import UsageError
-from an_lab.metrics import Metric
+from an_lab.metrics import METRIC_RANGE, Metric
 from an_lab.rundir import epoch_metrics
 from an_lab.stats import Estimate, estimate
 
@@ -112,7 +112,7 @@ def cell_stats(manifest: dict, runs: pd.DataFrame | None = None) -> dict[int, Ce
             len(cell["runs"]),
             len(members),
             values,
-            estimate(values, method="t"),
+            estimate(values, method="t", bounds=METRIC_RANGE),
             params[0] / 1e6 if params else NAN,
         )
     return stats
@@ -269,7 +269,9 @@ def curve_estimates(manifest: dict, runs: pd.DataFrame | None = None) -> dict[in
                 if value is not None and math.isfinite(value):
                     per_epoch.setdefault(int(row["epoch"]), []).append(value)
         if per_epoch:
-            curves[int(cell)] = [(epoch, estimate(v, method="t")) for epoch, v in sorted(per_epoch.items())]
+            curves[int(cell)] = [
+                (epoch, estimate(v, method="t", bounds=METRIC_RANGE)) for epoch, v in sorted(per_epoch.items())
+            ]
     return curves
 
 
@@ -426,7 +428,7 @@ def _value_range(items) -> tuple[float, float]:
     numbers = _finite(v for item in items for v in (*item.values, item.mean, item.ci_low, item.ci_high))
     low, high = (min(numbers), max(numbers)) if numbers else (0.0, 1.0)
     pad = max(0.08 * (high - low), 0.15)
-    return low - pad, high + pad
+    return max(METRIC_RANGE[0], low - pad), min(METRIC_RANGE[1], high + pad)  # a percentage's axis stays in range
 
 
 # A dot plot, not bars: the cells' errors differ by fractions of a point, and a bar is read by its length, so it must
@@ -589,7 +591,7 @@ def _label_ends(zoom, ends: list[tuple[int, str, Estimate]]) -> None:
     numbers = _finite(v for _, _, e in ends for v in (e.mean, e.ci_low, e.ci_high))
     low, high = min(numbers), max(numbers)
     pad = max(0.12 * (high - low), 0.4)
-    zoom.set_ylim(max(0.0, low - pad), high + pad)
+    zoom.set_ylim(max(METRIC_RANGE[0], low - pad), min(METRIC_RANGE[1], high + pad))
     bottom, top = zoom.get_ylim()
     ends = sorted(ends, key=lambda end: end[2].mean)
     placed = _spread([(e.mean - bottom) / (top - bottom) for _, _, e in ends], 0.05, 0.02, 0.98)

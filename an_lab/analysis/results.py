@@ -7,7 +7,8 @@ NaN where the run's task does not report them): the final metrics of both tasks 
 top5_err (classification) and bbox_ap, bbox_ap50, bbox_ap75, bbox_ap_s, bbox_ap_m, bbox_ap_l, segm_ap, ... segm_ap_l
 (detection, COCO AP in percent; NaN where the data has no object of a size), the same metrics at the best epoch as
 best_<metric> (best_top1_err, best_bbox_ap, ...), best_epoch, val_loss, train_loss (final epoch), params, macs,
-epochs, wall_time_s, images_per_s, finished_at, and the tails: the primary validation metric of the last epochs kept
+epochs, wall_time_s, images_per_s, finished_at, val_images (the validation set's size, for the error's
+resolution; NaN for runs that did not record it), and the tails: the primary validation metric of the last epochs kept
 in result.json ("tail"), oldest first, as a tuple of floats (empty for a result without a tail, NaN for an epoch that
 logged none): tail_top1_err (classification) and tail_bbox_ap (detection). `state` is an_lab.rundir.state's: done,
 failed, running, interrupted, pending, or corrupt for a result.json that does not validate (an_lab.rundir.read_result).
@@ -48,6 +49,7 @@ COLUMNS = (
     "wall_time_s",
     "images_per_s",
     "finished_at",
+    "val_images",
     *_TAILS,
 )
 _NUMBERS = COLUMNS[COLUMNS.index(_FINALS[0]) : COLUMNS.index(_TAILS[0])]
@@ -102,6 +104,7 @@ def _numbers(result: dict | None) -> tuple:
         _number(result.get("wall_time_s")),
         _number(result.get("images_per_s")),
         _number(result.get("finished_at")),
+        _number(result.get("val_images")),
         *(_tail(result, f"val_{column.removeprefix('tail_')}") for column in _TAILS),
     )
 

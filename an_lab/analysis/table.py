@@ -45,9 +45,25 @@ import pandas as pd
 
 from an_lab.analysis.results import check_manifest, collect, sweep_task
 from an_lab.errors import UsageError
-from an_lab.metrics import DETECTION_HEADLINE, DETECTION_SIZES, TASK_METRICS, primary, task_of_metric
+from an_lab.metrics import (
+    DETECTION_HEADLINE,
+    DETECTION_SIZES,
+    METRIC_RANGE,
+    TASK_METRICS,
+    primary,
+    task_of_metric,
+)
 from an_lab.metrics import METRICS as REGISTRY
-from an_lab.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE, METHODS, compare, estimate
+from an_lab.stats import (
+    BOOTSTRAP_MIN_N,
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    CONFIDENCE,
+    METHODS,
+    MIN_MARK_N,
+    compare,
+    estimate,
+)
 
 FORMATS = ("markdown", "latex", "csv", "html")
 # --metric of a classification sweep: which error columns; "best" puts the best epoch's top-1 error beside the final one
@@ -95,6 +111,7 @@ COLUMN |= {f"best_{name}": f"best-epoch {REGISTRY[name].title}" for name in TASK
 # metric key -> the registry's metric it is a value of (the best epoch's values count as the metric itself)
 BASE_METRIC = {key: REGISTRY[source.removeprefix("best_")] for key, source in SOURCE.items()}
 NO_BASELINE = "none"
+ERROR_METRICS = ("top1_err", "top5_err")  # percentages of the validation images: their resolution is 100 / images
 NAN = float("nan")
 # per metric m, summarize() has the columns m_<part>
 PARTS = (
@@ -249,17 +266,57 @@ def _samples(done: pd.DataFrame, metrics: tuple[str, ...]) -> dict[int, dict[str
     return samples
 
 
-def _metric_columns(indices: list[int], samples: dict, metric: str, base: int | None, method: str) -> dict:
+def _resolutions(done: pd.DataFrame) -> dict[int, float]:
+    """cell -> the step of its top-1 / top-5 error in points (100 / the validation images), where all its done runs
+    recorded one validation size; cells without it have no floor on their intervals."""
+    found: dict[int, float] = {}
+    for cell, sizes in done.groupby("cell", sort=False)["val_images"]:
+        distinct = set(sizes.tolist())
+        if len(distinct) == 1 and (size := distinct.pop()) == size and size > 0:
+            found[int(cell)] = 100.0 / size
+    return found
+
+
+class _Rules:
+    """What every interval and mark of a table obeys: the CI method, the minimum seeds for a mark, the metric's
+    range and, for errors, each cell's resolution."""
+
+    def __init__(self, method: str, min_n: int, resolutions: dict[int, float]) -> None:
+        self.method, self.min_n, self.resolutions = method, min_n, resolutions
+
+    def resolution(self, metric: str, *cells: int) -> float | None:
+        if BASE_METRIC[metric].name not in ERROR_METRICS:
+            return None
+        found = {self.resolutions.get(cell) for cell in cells}
+        return found.pop() if len(found) == 1 else None
+
+    def estimate(self, values, metric: str, cell: int):
+        return estimate(values, method=self.method, resolution=self.resolution(metric, cell), bounds=METRIC_RANGE)
+
+    def compare(self, sample: dict, reference: dict, metric: str, cell: int, other: int):
+        lower = BASE_METRIC[metric].lower_is_better
+        step = self.resolution(metric, cell, other)
+        return compare(
+            sample,
+            reference,
+            lower_is_better=lower,
+            method=self.method,
+            min_n=self.min_n,
+            resolution=step,
+            bounds=METRIC_RANGE,
+        )
+
+
+def _metric_columns(indices: list[int], samples: dict, metric: str, base: int | None, rules: _Rules) -> dict:
     """The columns m_n .. m_paired of one metric: estimate() per cell, compare() against the baseline."""
     reference = samples.get(base, {}).get(metric) if base is not None else None
-    lower = BASE_METRIC[metric].lower_is_better
     columns: dict[str, list] = {part: [] for part in PARTS[:-1]}
     for index in indices:
         sample = samples.get(index, {}).get(metric, {})
-        cell = estimate(sample.values(), method=method)
+        cell = rules.estimate(sample.values(), metric, index)
         against = None
         if sample and reference and index != base:
-            against = compare(sample, reference, lower_is_better=lower, method=method)
+            against = rules.compare(sample, reference, metric, index, base)
         figures = (cell.n, cell.mean, cell.std, cell.ci_low, cell.ci_high)
         if against is None:
             figures += (NAN, NAN, NAN, NAN, False, None)
@@ -271,12 +328,12 @@ def _metric_columns(indices: list[int], samples: dict, metric: str, base: int | 
     return columns
 
 
-def _best(table: pd.DataFrame, samples: dict, metric: str, method: str) -> list[bool]:
-    """Bold: the best mean (the lowest error, the highest AP) among complete cells with at least 2 runs, and each
-    such cell whose difference to it (compare(), paired by seed) is not significantly worse (above 0 for an error,
-    below 0 for AP). Nothing when no cell has 2 runs."""
+def _best(table: pd.DataFrame, samples: dict, metric: str, rules: _Rules) -> list[bool]:
+    """Bold: the best mean (the lowest error, the highest AP) among complete cells with at least min_n runs (3 by
+    default), and each such cell whose difference to it (compare(), paired by seed) is not significantly worse
+    (above 0 for an error, below 0 for AP). Nothing when no cell has min_n runs."""
     lower = BASE_METRIC[metric].lower_is_better
-    candidates = (table["complete"] & (table[f"{metric}_n"] >= 2)).tolist()
+    candidates = (table["complete"] & (table[f"{metric}_n"] >= rules.min_n)).tolist()
     means = table[f"{metric}_mean"].where(candidates)
     if not means.notna().any():
         return [False] * len(table)
@@ -287,7 +344,7 @@ def _best(table: pd.DataFrame, samples: dict, metric: str, method: str) -> list[
         if not candidate or index == best:
             marks.append(candidate)
             continue
-        against = compare(samples[index][metric], reference, lower_is_better=lower, method=method)
+        against = rules.compare(samples[index][metric], reference, metric, index, best)
         worse = against.diff > 0 if lower else against.diff < 0
         marks.append(not (against.significant and worse))
     return marks
@@ -323,6 +380,7 @@ def summarize(
     metrics: tuple[str, ...] | None = None,
     ci: str = "t",
     convergence: dict | None = None,
+    min_seeds: int = MIN_MARK_N,
 ) -> pd.DataFrame:
     """One row per cell in manifest order: index, method, kind, name, runs, done, failed, complete, is_baseline,
     params_m, macs_g, not_converged, convergence_unknown and, per metric m of `metrics` (keys of SOURCE the sweep's
@@ -353,13 +411,15 @@ def summarize(
     table["params_m"] = table.pop("params") / 1e6
     table["macs_g"] = table.pop("macs") / 1e9
     samples = _samples(done, metrics)
+    rules = _Rules(ci, min_seeds, _resolutions(done))
     indices = table["index"].tolist()
     blocks = []  # one frame of columns per metric, joined at once (a dozen AP metrics make 144 columns)
     for metric in metrics:
-        columns = _metric_columns(indices, samples, metric, base, ci)
+        columns = _metric_columns(indices, samples, metric, base, rules)
         block = pd.DataFrame({f"{metric}_{part}": values for part, values in columns.items()}, index=table.index)
         block[f"{metric}_n"] = block[f"{metric}_n"].astype("int64")
-        block[f"{metric}_best"] = _best(pd.concat([table[["index", "complete"]], block], axis=1), samples, metric, ci)
+        frame = pd.concat([table[["index", "complete"]], block], axis=1)
+        block[f"{metric}_best"] = _best(frame, samples, metric, rules)
         blocks.append(block)
     table = pd.concat([table, *blocks], axis=1)
     order = ["index", "method", "kind", "name", "runs", "done", "failed", "complete", "is_baseline"]
@@ -568,18 +628,26 @@ def _unpaired(ci: str) -> str:
 def _ci_name(ci: str) -> str:
     if ci == "t":
         return "Student t"
-    return f"BCa bootstrap, {BOOTSTRAP_RESAMPLES:,} resamples, fixed seed {BOOTSTRAP_SEED}"
+    return (
+        f"BCa bootstrap, {BOOTSTRAP_RESAMPLES:,} resamples, fixed seed {BOOTSTRAP_SEED}; Student t where fewer than "
+        f"{BOOTSTRAP_MIN_N} values (the bootstrap cannot do better than their range there)"
+    )
 
 
 def _statistics_notes(
-    summary: pd.DataFrame, metrics: tuple[str, ...], marks: _Marks, ci: str, detail: bool, words: _Words
+    summary: pd.DataFrame, metrics: tuple[str, ...], marks: _Marks, ci: str, detail: bool, words: _Words, min_n: int
 ) -> list[str]:
     """What the figures are, the baseline, what * and bold mean, and why a cell has no CI or nothing is bold."""
     if not (summary["done"] > 0).any():
         return []
     percent = marks.escape(f"{CONFIDENCE:.0%}")
+    low, high = (f"{bound:g}" for bound in METRIC_RANGE)
     if detail:
-        notes = [f"n: runs with a value; Std: sample std (ddof=1); {percent} CI of the mean: {_ci_name(ci)}"]
+        notes = [
+            f"n: runs with a value; Std: sample std (ddof=1); {percent} CI of the mean: {_ci_name(ci)}; every "
+            f"interval is kept within [{low}, {high}] and is never narrower than the error's step (100 / validation "
+            "images)"
+        ]
     else:
         notes = [f"mean{marks.pm}std over the done runs of each cell (sample std, ddof=1)"]
     base = summary[summary["is_baseline"]]
@@ -587,7 +655,8 @@ def _statistics_notes(
         notes.append(
             f"{'Diff' if detail else '(x)'}: difference of the mean against the baseline "
             f"{marks.escape(base['method'].iloc[0])}, paired by seed when the cell shares at least 2 seeds with it, "
-            f"else {_unpaired(ci)}; {marks.star}: its {percent} CI ({_ci_name(ci)}) excludes 0"
+            f"else {_unpaired(ci)}; {marks.star}: its {percent} CI ({_ci_name(ci)}) excludes 0, from at least "
+            f"{min_n} seeds a side"
         )
         if detail:
             notes.append(
@@ -598,10 +667,12 @@ def _statistics_notes(
         notes.append(
             f"{marks.bold[0]}bold{marks.bold[1]}: {words.best} mean and cells not significantly worse ({percent} CI "
             f"of the paired difference includes 0; {_unpaired(ci)} where fewer than 2 seeds are shared), among "
-            "complete cells with at least 2 runs"
+            f"complete cells with at least {min_n} runs"
         )
     else:
-        notes.append("nothing bold: no complete cell has 2 or more runs, and a single run cannot show a best cell")
+        notes.append(
+            f"nothing bold: no complete cell has {min_n} or more runs, and fewer cannot show a best cell (--min-seeds)"
+        )
     if (summary[[f"{metric}_n" for metric in metrics]] == 1).to_numpy().any():
         notes.append(f"n=1: a single run, so no std and no CI; never marked {marks.star} or bold")
     return notes
@@ -736,6 +807,7 @@ def render_table(
     ci: Literal["t", "bootstrap"] = "t",
     detail: bool = False,
     convergence: dict | None = None,
+    min_seeds: int = MIN_MARK_N,
 ) -> str:
     """The results table of a sweep manifest (an_lab.sweeps.manifest.load_manifest) as text in `fmt`.
 
@@ -750,12 +822,12 @@ def render_table(
     task = sweep_task(manifest)
     metrics = _metrics(metric, task, detail)
     settings = convergence_settings(manifest, convergence)
-    summary = summarize(manifest, runs, baseline, metrics=metrics, ci=ci, convergence=convergence)
+    summary = summarize(manifest, runs, baseline, metrics=metrics, ci=ci, convergence=convergence, min_seeds=min_seeds)
     if fmt == "csv":
         return _csv(summary, metrics)
     marks = {"markdown": MARKDOWN, "latex": LATEX, "html": TEXT}[fmt]
     shown = _detail(summary, metrics, marks, ci) if detail else _shown(summary, metrics, marks)
-    notes = _statistics_notes(summary, metrics, marks, ci, detail, WORDS[task])
+    notes = _statistics_notes(summary, metrics, marks, ci, detail, WORDS[task], min_seeds)
     notes += _convergence_notes(summary, marks, settings, WORDS[task]) + _state_notes(summary, marks)
     if fmt == "markdown":
         return _markdown(shown, notes)

@@ -56,6 +56,13 @@ def _table_arguments(parser: argparse.ArgumentParser) -> None:
         help="cell label, baseline name (bn) or cell index to compare against; 'none' for no brackets "
         "(default: the first baseline cell)",
     )
+    parser.add_argument(
+        "--min-seeds",
+        type=int,
+        default=3,
+        metavar="N",
+        help="seeds a side below which no difference is marked * and no cell bold (default 3; at least 2)",
+    )
     add_set(parser, "override a key of a sweep file, repeatable")
 
 
@@ -68,8 +75,10 @@ def _table_arguments(parser: argparse.ArgumentParser) -> None:
         "metrics of the sweep's task (classification: top-1 / top-5 error; detection: COCO AP^bb and AP^m) as mean "
         "± std over the seeds done (sample std), the seeds done, and the difference "
         "against the baseline in brackets (paper Table 2), paired by seed where the cells share at least 2 seeds, "
-        "else Welch; * marks a difference whose 95% CI excludes 0. Bold: the best mean (lowest error, highest AP) "
-        "among complete cells with at least 2 runs and every cell not significantly worse than it. A single run "
+        "else Welch; * marks a difference whose 95% CI excludes 0, from at least 3 seeds a side (--min-seeds). "
+        "Bold: the best mean (lowest error, highest AP) among complete cells with at least that many runs and every "
+        "cell not significantly worse than it. Intervals stay within [0, 100] and are never narrower than the "
+        "error's step (100 / validation images); the bootstrap needs 8 values (t below). A single run "
         "shows n=1 and is never "
         "marked. Incomplete cells show the mean of their done runs with a dagger (failed runs count as not "
         "done); a double dagger marks runs not converged (the sweep's convergence settings). --detail shows every "
@@ -82,6 +91,8 @@ def _cmd_table(args: argparse.Namespace) -> int:
     from an_lab.analysis.table import parse_threshold, render_table
     from an_lab.sweeps.manifest import load_manifest
 
+    if args.min_seeds < 2:
+        raise UsageError(f"--min-seeds {args.min_seeds}: give 2 or more (a difference needs 2 seeds for a CI)")
     manifest = load_manifest(args.sweep, args.set)
     convergence = {}
     if args.converged_loss is not None:
@@ -96,6 +107,7 @@ def _cmd_table(args: argparse.Namespace) -> int:
         ci=args.ci,
         detail=args.detail,
         convergence=convergence,
+        min_seeds=args.min_seeds,
     )
     sys.stdout.write(text)
     return 0

@@ -176,8 +176,18 @@ def _result(config: RunConfig, trainer: pl.Trainer, module: ImageClassifier, thr
         "params": count_parameters(module.model),
         "macs": count_macs(module.model, config.data.image_size),
         "epochs": trainer.current_epoch,
+        # the error's resolution: it moves in steps of 100 / val_images points (tables never claim more precision)
+        "val_images": _validation_size(trainer),
         **_run_facts(config, trainer, throughput, seconds),
     }
+
+
+def _validation_size(trainer: pl.Trainer) -> int | None:
+    found = getattr(getattr(trainer, "datamodule", None), "val_set", None)
+    try:
+        return len(found) if found is not None else None
+    except TypeError:
+        return None
 
 
 def _identity_fields(config: RunConfig) -> dict:

@@ -131,7 +131,13 @@ def _grow(runs: list[PlannedRun], ref_values: dict[int, float], count: int, poli
         return count, None  # still running: decide when they are done
     comparison = stats.compare(values, {seed: ref_values[seed] for seed in seeds})
     halfwidth = comparison.halfwidth
-    if halfwidth <= policy.until.ci_halfwidth or count >= policy.max:
+    if count >= policy.max:
+        return count, halfwidth
+    # Never stop below MIN_MARK_N seeds, nor on a zero-width interval: two near-equal differences (one validation
+    # image each) or no spread at all say nothing about how wide the interval really is.
+    if count < stats.MIN_MARK_N or not halfwidth > 0:
+        return min(policy.max, max(count + 1, stats.MIN_MARK_N)), halfwidth
+    if halfwidth <= policy.until.ci_halfwidth:
         return count, halfwidth
     needed = stats.seeds_needed(halfwidth, comparison.n, policy.until.ci_halfwidth)
     return min(policy.max, max(count + 1, needed)), halfwidth

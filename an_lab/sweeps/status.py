@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import shlex
 import statistics
 from collections import Counter
 from pathlib import Path
 
 from an_lab import stats
-from an_lab.metrics import METRICS, Metric, primary, task_of
+from an_lab.metrics import METRIC_RANGE, METRICS, Metric, primary, task_of
 from an_lab.rundir import CONFIG, read_json, read_result, state, trained_iterations, validated_epochs
 from an_lab.sweeps.journal import JOURNAL, lock_note
 from an_lab.sweeps.manifest import run_dirs
@@ -123,11 +125,12 @@ def best_cells(rows: list[dict], metric: Metric = METRICS["top1_err"]) -> tuple[
     means = {cell: statistics.fmean(found) for cell, found in values.items()}
     best = min(means.values()) if metric.lower_is_better else max(means.values())
     labels = [cell for cell, mean in means.items() if abs(mean - best) <= 1e-9]
-    return labels, stats.estimate(values[labels[0]])
+    return labels, stats.estimate(values[labels[0]], bounds=METRIC_RANGE)
 
 
 def _best_line(rows: list[dict], metric: Metric = METRICS["top1_err"]) -> str | None:
     found = best_cells(rows, metric)
+    final = all(row.get("state") == "done" for row in rows)
     if found is None:
         return None
     labels, estimate = found
@@ -137,7 +140,8 @@ def _best_line(rows: list[dict], metric: Metric = METRICS["top1_err"]) -> str | 
     )
     best = "lowest" if metric.lower_is_better else "highest"
     return (
-        f"{best} mean so far: {label} at {metric.value_text(estimate.mean)} {metric.phrase} ({spread}); "
+        f"{best} mean{'' if final else ' so far'}: {label} at {metric.value_text(estimate.mean)} {metric.phrase} "
+        f"({spread}); "
         "whether it is better than the others: `an-lab table` (differences with their CIs)"
     )
 
@@ -158,7 +162,7 @@ def render_status(manifest: dict, rows: list[dict]) -> str:
     if best is not None:
         lines.append(best)
     if counts["failed"] or counts["corrupt"]:
-        lines.append("failed and corrupt runs relaunch with: an-lab sweep SWEEP.yaml --retry-failed")
+        lines.append(f"failed and corrupt runs relaunch with: an-lab sweep {_sweep_file(manifest)} --retry-failed")
     return "\n".join(lines)
 
 
@@ -166,6 +170,15 @@ def journal_note(manifest: dict) -> str | None:
     """A search sweep's Optuna journal lock when it is stale or held (an_lab.sweeps.journal); else None."""
     sweep_dir = Path(manifest["output_dir"]) / "sweeps" / str(manifest["name"])
     return lock_note(sweep_dir) if (sweep_dir / JOURNAL).exists() else None
+
+
+def _sweep_file(manifest: dict) -> str:
+    """The sweep file to relaunch, as the user can type it (relative to the working directory where it lies under
+    it, as a shell would complete it)."""
+    recorded = str(manifest.get("sweep_file") or "SWEEP.yaml")
+    with contextlib.suppress(ValueError):
+        return str(Path(recorded).relative_to(Path.cwd()))
+    return shlex.quote(recorded)
 
 
 def orchestrator_line(manifest: dict) -> str | None:

@@ -37,7 +37,7 @@ def test_sweep_runs_what_is_missing_and_nothing_twice(tmp_path, data_root):
         assert (output / run_id / "result.json").stat().st_mtime == mtime  # nothing ran twice
 
     status = an_lab("status", output / "sweeps" / "small")  # from a fresh process, on the sweep folder
-    assert status.returncode == 0 and "done 3" in status.stdout and "lowest mean so far:" in status.stdout
+    assert status.returncode == 0 and "done 3" in status.stdout and "lowest mean: " in status.stdout
 
 
 def test_a_failed_run_reports_its_reason_and_only_retry_failed_relaunches_it(tmp_path, data_root):

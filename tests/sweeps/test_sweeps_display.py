@@ -48,6 +48,8 @@ def test_status_names_every_cell_tied_at_the_lowest_mean():
     rows.append({"cell": "GN", "top1_err": 0.5})
     assert _best_line(rows).startswith("lowest mean so far: GN at 0.50% top-1 error (n=1, no CI)")
     assert _best_line([{"cell": "AN", "top1_err": None}]) is None
+    done = [{**row, "state": "done"} for row in rows]  # every run done: the lowest mean, not "so far"
+    assert _best_line(done).startswith("lowest mean: GN at 0.50% top-1 error")
 
 
 def test_status_ranks_detection_cells_by_the_highest_ap_and_names_ties():

@@ -77,6 +77,23 @@ def test_a_noisy_cell_gains_the_seeds_its_spread_needs_and_a_precise_one_does_no
     assert seeds[mean.index] == list(range(8)) and seeds[base.index] == [0, 1, 2]
 
 
+@pytest.mark.parametrize(
+    ("low", "cell", "wanted"),
+    [
+        (2, [20.27778, 21.27777], 3),  # two seeds, differences 0.27778 and 0.27777: a near-zero half-width
+        (3, [20.5, 21.5, 22.5], 4),  # three seeds all 0.5 apart: zero spread, a zero-width interval
+    ],
+)
+def test_adaptive_seeding_never_stops_below_three_seeds_or_on_a_zero_width_interval(tmp_path, low, cell, wanted):
+    sweep = adaptive(tmp_path, target=0.5, low=low)
+    runs = planned_runs(sweep)
+    reference = [20.0, 21.0, 22.0][:low]
+    for run in runs:
+        finish(run, (reference if run.cell.label == "BN" else cell)[run.seed])
+    _, summary = plan_seeds(sweep)
+    assert all(row.wanted == wanted for row in summary if not row.reference), [(r.label, r.wanted) for r in summary]
+
+
 def test_nothing_grows_while_a_cell_or_the_reference_is_unfinished(tmp_path):
     sweep = adaptive(tmp_path, target=0.01)
     runs = planned_runs(sweep)
