@@ -47,6 +47,16 @@ DEFAULT_K: dict[str, tuple[int, ...]] = {
 }
 MODEL_NAMES = tuple(DEFAULT_K)
 INPUT_SIZE = {name: 32 if name.startswith("cifar_") else 224 for name in MODEL_NAMES}
+# The smallest image side a network takes (measured: below it a pooling layer's output would be empty); 8 for the rest.
+MIN_INPUT_SIZE = {"aognet_12m": 31, "aognet_40m": 31, "densenet161": 29}
+
+
+def input_size_problem(model: str, side: int) -> str | None:
+    """Why `model` cannot take images of `side` pixels, or None."""
+    smallest = MIN_INPUT_SIZE.get(model, 8)
+    if side < smallest:
+        return f"{model} takes images of at least {smallest}x{smallest} pixels (its pooling leaves nothing below that)"
+    return None
 
 
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:

@@ -313,6 +313,8 @@ def _value(config: BaseModel, path: tuple[str, ...]) -> Any:
 
 
 def _classification_problems(config: RunConfig) -> list[str]:
+    if (problem := catalog.input_size_problem(config.model.name, config.data.image_size)) is not None:
+        return [f"data.image_size {config.data.image_size}: {problem}; set data.image_size to that or more"]
     problems = [
         f"{'.'.join(path)} is a detection key (set task: detection to use it)"
         for path, unset in DETECTION_KEYS.items()
@@ -562,7 +564,13 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
     """A run config file with `--set` overrides, resolved. Paths follow an_lab.paths: the file's own relative to its
     folder, the overrides' relative to the working directory, the defaults' (no file) too."""
     source = str(path or "defaults")
-    tree = normalize_sections(load_yaml(Path(path)), source) if path else {}
+    tree = load_yaml(Path(path)) if path else {}
+    if sweep_keys := sorted({"mode", "axes", "base", "baselines", "cells", "seeds", "launcher"} & set(tree)):
+        raise UsageError(
+            f"{source}: this is a sweep file (it has {', '.join(sweep_keys)}), not a run config: launch it with "
+            f"`an-lab sweep {source}` (or see its runs with `an-lab plan {source}`)"
+        )
+    tree = normalize_sections(tree, source)
     tree = anchor_tree({"output_dir": "runs", **tree}, Path(path).parent if path else Path.cwd(), source)
     for assignment in overrides:
         parts, value = parse_assignment(assignment)

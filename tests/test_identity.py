@@ -2,6 +2,7 @@
 wherever the command is typed; ids follow the data, not the text of data.root."""
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +98,24 @@ def test_home_and_variables_are_expanded_and_an_unset_variable_is_one_paragraph(
     assert anchor("${AN_LAB_TEST_DIR}/r2", "/x", "here") == str(tmp_path / "v" / "r2")
     with pytest.raises(UsageError, match=r"s\.yaml: output_dir: .*\$AN_LAB_TEST_UNSET, which is not set"):
         anchor("$AN_LAB_TEST_UNSET/runs", "/x", "s.yaml: output_dir")
+
+
+def test_the_wrong_file_for_the_command_says_which_command_it_is_for(tmp_path):
+    from conftest import an_lab
+
+    root = Path(__file__).resolve().parents[1]
+    train = an_lab("train", root / "sweeps" / "quickstart.yaml")
+    assert train.returncode == 2 and "this is a sweep file" in train.stderr and "an-lab sweep" in train.stderr
+    plan = an_lab("plan", root / "configs" / "quickstart.yaml")
+    assert plan.returncode == 2 and "this is a run config" in plan.stderr and "an-lab train" in plan.stderr
+    assert "Traceback" not in train.stderr + plan.stderr
+
+
+@pytest.mark.parametrize(("model", "side", "smallest"), [("aognet_12m", 24, 31), ("densenet161", 16, 29)])
+def test_a_network_that_cannot_take_the_image_size_is_refused_with_the_smallest_it_takes(model, side, smallest):
+    from conftest import an_lab
+
+    with pytest.raises(UsageError, match=f"{model} takes images of at least {smallest}x{smallest} pixels"):
+        load_config(None, [f"model.name={model}", f"data.image_size={side}", "model.norm=bn"])
+    profiled = an_lab("profile", model, "--input-size", str(side))
+    assert profiled.returncode == 2 and f"at least {smallest}x{smallest}" in profiled.stderr

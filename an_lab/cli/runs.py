@@ -48,6 +48,9 @@ def _profile_arguments(prof: argparse.ArgumentParser) -> None:
 def _cmd_profile(args: argparse.Namespace) -> int:
     from an_lab.profiling import profile
 
+    side = args.input_size or catalog.INPUT_SIZE[args.model]
+    if (problem := catalog.input_size_problem(args.model, side)) is not None:
+        raise UsageError(f"an-lab profile --input-size {side}: {problem}")
     options = {"norm": args.norm, "k": args.k, "placement": args.placement, "stem": args.stem}
     options.update(pooling=args.pooling, head=args.head, activation=args.activation, num_classes=args.num_classes)
     try:

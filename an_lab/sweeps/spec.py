@@ -505,6 +505,11 @@ def _explain(error: ValidationError, sweep: Sweep) -> str:
     return f"{sweep.where(loc)}: {message}"
 
 
+# Top-level keys that only a sweep file has, and the sections that only a run config has at its top.
+SWEEP_ONLY = {"mode", "axes", "base", "baselines", "cells", "seeds", "search", "launcher"}
+RUN_SECTIONS = ("model", "data", "optim", "trainer", "task", "recipe")
+
+
 def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
     """Read, validate and apply `--set` overrides; keys of axes, cells and baselines are checked against the run config.
 
@@ -513,6 +518,12 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     path = Path(path)
     # One bounded read and one parse (libyaml where installed); tags such as !!python/object are errors, not code.
     raw, root = load_mapping(path, "sweep file")
+    if "mode" not in raw and not set(raw) & SWEEP_ONLY and set(raw) & set(RUN_SECTIONS):
+        raise UsageError(
+            f"{path}: this is a run config (it has {', '.join(sorted(set(raw) & set(RUN_SECTIONS)))} at the top and "
+            "no mode), not a sweep file: train it with `an-lab train "
+            f"{path}`, or make it a sweep file (mode: grid, ablation, list or search, with the run config under base:)"
+        )
     lines, repeats = _line_index(root)
     overrides = tuple(_anchored_override(assignment) for assignment in overrides)  # recorded as they resolved
     sweep = Sweep(path=path, spec=None, base={}, overrides=overrides, lines=lines)  # type: ignore[arg-type]
