@@ -14,7 +14,8 @@ lint-imports --no-cache >/dev/null || { lint-imports --no-cache; exit 1; }
 export WANDB_MODE=offline WANDB_ERROR_REPORTING=false WANDB_SILENT=true
 # Two pytest-xdist workers (CI has 2 cores): every test of the one local SLURM cluster runs on one worker (the
 # xdist_group of tests/conftest.py), the other worker takes the rest. Arguments are passed on (`-n 0`: one process).
-python3 -m pytest -n 2 --dist loadgroup --durations=15 "$@"
+# The slowest tests' table only when asked: AN_LAB_TEST_DURATIONS=15 bash scripts/test.sh
+python3 -m pytest -n 2 --dist loadgroup ${AN_LAB_TEST_DURATIONS:+--durations=$AN_LAB_TEST_DURATIONS} "$@"
 status=$?
 if [ "$status" -eq 5 ]; then
   echo "pytest collected no tests: failing" >&2
