@@ -86,6 +86,13 @@ def task_of(config: dict | None) -> str:
     return task if task in TASKS else "classification"
 
 
+def manifest_task(manifest: dict) -> str:
+    """The task of every run of a sweep: the manifest's "task" (written from every cell's config: a list-mode sweep
+    has no base cell), else its base config's (manifests written before "task" was)."""
+    task = manifest.get("task")
+    return task if task in TASKS else task_of(manifest.get("base_config"))
+
+
 def primary(task: str) -> Metric:
     return METRICS[PRIMARY[task]]
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from an_lab.metrics import METRICS, TASKS, Metric, primary, task_of
+from an_lab.metrics import METRICS, TASKS, Metric, manifest_task, primary
 from an_lab.rundir import read_result, state
 from an_lab.sweeps.manifest import check_manifest
 
@@ -57,7 +57,7 @@ _NUMBERS = COLUMNS[COLUMNS.index(_FINALS[0]) : COLUMNS.index(_TAILS[0])]
 
 def sweep_task(manifest: dict) -> str:
     """The task of every run of the sweep: its base config's (classification for a manifest without one)."""
-    return task_of(manifest.get("base_config"))
+    return manifest_task(manifest)
 
 
 def primary_metric(manifest: dict) -> Metric:

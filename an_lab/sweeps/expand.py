@@ -351,6 +351,7 @@ def expand(sweep: Sweep, seeds: dict[int, list[int]] | list[int] | None = None) 
         base_config if draft is base else resolver.resolve(draft.settings, draft.sources, draft.tags)
         for draft in drafts
     ]
+    _one_task(sweep, drafts, configs)
     all_changes = [
         {key: _get(config, key) for key in draft.settings if _get(config, key) != _get(base_config, key)}
         for draft, config in zip(drafts, configs, strict=True)
@@ -390,6 +391,24 @@ def expand(sweep: Sweep, seeds: dict[int, list[int]] | list[int] | None = None) 
             owner[identifier] = cell
             runs.append(PlannedRun(cell, seeded, identifier, backbone))
     return runs
+
+
+def _one_task(sweep: Sweep, drafts: list, configs: list[RunConfig]) -> None:
+    """A sweep's cells share one task: its tables, figures and reports are those of that task (a classification
+    cell has no AP, a detection cell no top-1 error), so a mix is refused before anything runs."""
+    tasks: dict[str, list[str]] = {}
+    for draft, config in zip(drafts, configs, strict=True):
+        where = sweep.line(draft.loc) if draft.loc else None
+        tasks.setdefault(config.task, []).append(f"{draft.kind} cell" + (f" at line {where}" if where else ""))
+    if len(tasks) > 1:
+        parts = "; ".join(
+            f"{task}: {', '.join(cells[:3])}{' ...' if len(cells) > 3 else ''}" for task, cells in tasks.items()
+        )
+        raise UsageError(
+            f"{sweep.path}: its cells mix tasks ({parts}); a sweep has one task, whose metrics its tables and figures "
+            "show: put the classification and the detection cells in two sweep files (a detection sweep can take "
+            "its backbones from the classification one: model.backbone_init: {sweep: NAME, cell: LABEL})"
+        )
 
 
 def _backbone_where(sweep: Sweep, cell: Cell) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 from an_lab.errors import UsageError
 from an_lab.migrate import pending_note
 from an_lab.rundir import write_json_atomic
-from an_lab.sweeps.expand import PlannedRun, expand
+from an_lab.sweeps.expand import PlannedRun, base_config, expand
 from an_lab.sweeps.spec import Sweep, check_name, load_sweep
 
 MANIFEST = "manifest.json"
@@ -45,9 +45,11 @@ def build_manifest(sweep: Sweep, runs: list[PlannedRun]) -> dict:
         )
         entry["runs"].append({"run_id": run.run_id, "seed": run.seed})
     base = next((run.cell.config for run in runs if run.cell.kind == "base"), None)
+    tasks = {run.config.task for run in runs} or {base_config(sweep).task}
     return {
         "name": sweep.name,
         "mode": sweep.mode,
+        "task": tasks.pop(),  # one task a sweep (expand refuses a mix): its tables, figures and reports follow it
         "description": sweep.spec.description,
         "sweep_file": str(sweep.path.resolve()),
         "output_dir": str(sweep.output_dir.resolve()),

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from an_lab import stats
-from an_lab.metrics import METRIC_RANGE, METRICS, Metric, primary, task_of
+from an_lab.metrics import METRIC_RANGE, METRICS, Metric, manifest_task, primary
 from an_lab.rundir import CONFIG, read_json, read_result, state, trained_iterations, validated_epochs
 from an_lab.sweeps.journal import JOURNAL, lock_note
 from an_lab.sweeps.manifest import run_dirs
@@ -18,7 +18,7 @@ from an_lab.sweeps.plan import align, state_text
 
 def sweep_metric(manifest: dict) -> Metric:
     """The metric status ranks cells by: the primary metric of the sweep's task (its base config's)."""
-    return primary(task_of(manifest.get("base_config")))
+    return primary(manifest_task(manifest))
 
 
 def collect(manifest: dict) -> list[dict]:

@@ -423,5 +423,39 @@ def test_status_ranks_the_cells_by_the_highest_ap(sweep, capsys):
     assert header.split() == ["cell", "seed", "run", "id", "AP^bb", "state"]
     an = CELLS[0][4]
     low, high = stats.t.interval(0.95, 2, loc=np.mean(an), scale=np.std(an, ddof=1) / math.sqrt(3))
-    assert f"highest mean so far: AN at 38.30 AP^bb (n=3, 95% CI {low:.2f} to {high:.2f})" in out
+    assert f"highest mean: AN at 38.30 AP^bb (n=3, 95% CI {low:.2f} to {high:.2f})" in out
     assert any(line.split()[:2] == ["BN", "1"] and "36.50" in line for line in out.splitlines())
+
+
+def test_a_list_mode_detection_sweep_is_tabulated_as_detection(tmp_path, capsys):
+    """A list-mode sweep has no base cell (base_config null): its task comes from the manifest's "task", written from
+    every cell's config, so its tables show AP, not a top-1 error with n = 0."""
+    folder = _write_sweep(tmp_path, "listed")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest.update(mode="list", base_config=None, task="detection")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    text = table(capsys, folder, "--metric", "ap")
+    assert "AP^bb" in text and "top-1" not in text
+    status = main(["status", str(folder)])
+    assert status == 0 and "AP^bb" in capsys.readouterr().out
+
+
+def test_a_sweep_that_mixes_tasks_is_refused_at_plan(tmp_path, capsys):
+    import yaml
+
+    path = tmp_path / "mixed.yaml"
+    detection = {"task": "detection", "model.name": "resnet50", "data.name": "shapes", "trainer.iterations": 10}
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "mixed",
+                "mode": "list",
+                "base": {"data": {"name": "fake"}},
+                "cells": [{"model.norm": "bn"}, detection],
+                "output_dir": str(tmp_path / "runs"),
+            }
+        )
+    )
+    assert main(["plan", str(path)]) == 2
+    said = capsys.readouterr().err
+    assert "its cells mix tasks (classification: list cell" in said and "detection: list cell" in said, said
