@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -137,6 +138,53 @@ def _check_split(root: Path, folder: str, content: dict, path: Path, problems: l
             )
 
 
+def _unmatchable(annotation: dict, sizes: dict) -> bool:
+    """A box no detection can match: not four finite numbers, no area, or wholly outside its image."""
+    box = annotation.get("bbox")
+    if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, int | float) for v in box)):
+        return True
+    x, y, w, h = (float(v) for v in box)
+    if not all(math.isfinite(v) for v in (x, y, w, h)) or w < 1 or h < 1:
+        return True
+    width, height = sizes.get(annotation["image_id"], (math.inf, math.inf))
+    return x >= width or y >= height or x + w <= 0 or y + h <= 0
+
+
+def _check_learnable(content: dict, path: Path, role: str, problems: list[str]) -> None:
+    """What a Mask R-CNN run needs of a split before compute is spent: images to evaluate, non-crowd annotations
+    with a segmentation (the mask head trains on it), and boxes that a detection can match."""
+    if role == "validation" and not content["images"]:
+        problems.append(f"{path}: the validation split lists no images: there would be nothing to evaluate")
+        return
+    counted = [a for a in content["annotations"] if not a.get("iscrowd")]
+    if not counted:
+        crowd = " (all of them are crowd regions, iscrowd: 1, which COCO leaves out of training and AP)"
+        problems.append(
+            f"{path}: the {role} split has no annotations to "
+            f"{'learn from' if role == 'training' else 'score against: every AP would be undefined'}"
+            f"{crowd if content['annotations'] else ''}"
+        )
+        return
+    bare = [a["id"] for a in counted if not a.get("segmentation")]
+    if bare:
+        problems.append(
+            f"{path}: {len(bare)} annotation(s) have no segmentation (ids {few(bare)}); Mask R-CNN trains and scores "
+            "masks from it: add polygons or RLE, or remove them"
+        )
+    sizes = {
+        image["id"]: (float(image["width"]), float(image["height"]))
+        for image in content["images"]
+        if isinstance(image.get("width"), int | float) and isinstance(image.get("height"), int | float)
+    }
+    lost = [a["id"] for a in counted if _unmatchable(a, sizes)]
+    if lost:
+        problems.append(
+            f"{path}: {len(lost)} box(es) can never be matched by a detection (ids {few(lost)}): bbox must be "
+            "[x, y, width, height] with width and height of at least 1 pixel, inside its image; they would cap AP "
+            "silently: fix or remove them"
+        )
+
+
 def check_coco(root: Path | str, train_folder: str = TRAIN_FOLDER, val_folder: str = VAL_FOLDER) -> None:
     """Check a COCO folder before anything is launched, without decoding an image: both annotation files exist and
     parse, hold images/annotations/categories, every listed image file exists, annotations name known image and
@@ -154,8 +202,9 @@ def check_coco(root: Path | str, train_folder: str = TRAIN_FOLDER, val_folder: s
         if content is not None:
             contents[folder] = content
             _check_split(root, folder, content, path, problems)
-    if train_folder in contents and not contents[train_folder]["annotations"]:
-        problems.append(f"{annotation_path(root, train_folder)}: the training split has no annotations to learn from")
+    for folder, role in ((train_folder, "training"), (val_folder, "validation")):
+        if folder in contents:
+            _check_learnable(contents[folder], annotation_path(root, folder), role, problems)
     if len(contents) == 2:
         train, val = ({c["id"]: c["name"] for c in contents[f]["categories"]} for f in (train_folder, val_folder))
         if train != val:

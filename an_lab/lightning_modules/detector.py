@@ -23,7 +23,7 @@ from an_lab.errors import UsageError
 from an_lab.lightning_modules.coco_eval import encode_masks, evaluate_coco
 from an_lab.metrics import TASK_METRICS
 from an_lab.models.detection import build_mask_rcnn, map_classification_state
-from an_lab.rundir import CHECKPOINT
+from an_lab.rundir import CHECKPOINT, CONFIG, read_result, state
 
 REFERENCE_BATCH = 16  # the batch the detection learning rate is given at
 WARMUP_START = 1 / 3  # mmdetection's warm-up ratio
@@ -137,6 +137,13 @@ def _compact(output: dict) -> dict:
 
 def _checkpoint_file(source: Path) -> Path:
     if source.is_dir():
+        if (source / CONFIG).is_file() and read_result(source)[0] is None:  # a run folder: only a finished run
+            current, detail = state(source)
+            raise UsageError(
+                f"model.backbone_init {str(source)!r}: that classification run is not done ({current}"
+                f"{': ' + detail if detail else ''}); its last.ckpt is a run half trained, no backbone: finish it "
+                f"first (an-lab train {source / CONFIG}), then launch this again"
+            )
         if not (source / CHECKPOINT).is_file():
             raise UsageError(
                 f"model.backbone_init {str(source)!r}: the run folder holds no {CHECKPOINT} (has that run trained?)"
@@ -153,7 +160,13 @@ def _model_state(path: Path) -> dict[str, torch.Tensor]:
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a damaged or foreign file: say which and why, never a traceback
-        raise UsageError(f"model.backbone_init: {path} is not a readable checkpoint ({error})") from None
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "weights_only" in str(error):  # torch's advice to load untrusted pickles: wrong for a damaged file
+            first = "it holds objects other than tensors and plain containers, or it is damaged"
+        raise UsageError(
+            f"model.backbone_init: {path} is not a readable checkpoint ({first[:200]}); point it at a finished "
+            "classification run's folder or a state dict saved with torch.save"
+        ) from None
     state = content.get("state_dict", content) if isinstance(content, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UsageError(f"model.backbone_init: {path} holds no state dict of tensors")

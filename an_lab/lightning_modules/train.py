@@ -374,7 +374,7 @@ def train(config: RunConfig, *, plugins: list | None = None, progress: bool = Tr
         raise RunInterrupted(f"run {run_id(config)} stopped: {reason}; the last good checkpoint is kept") from None
     except (RunFailed, RunBusy, RunInterrupted):
         raise  # each recorded its own reason
-    except Exception as error:
+    except Exception as error:  # a Python error, or a run set up wrongly (a backbone not finished): its own words
         _record_failure(directory, error)
         raise
     finally:
@@ -385,8 +385,9 @@ def train(config: RunConfig, *, plugins: list | None = None, progress: bool = Tr
 def _record_failure(directory: Path, error: BaseException) -> None:
     """failed.json names the exception itself (type and message), not whatever the log printed last."""
     message = " ".join(str(error).split()) or "(no message)"
+    kind = "" if isinstance(error, UsageError) else f"{type(error).__name__}: "
     with contextlib.suppress(UsageError):
-        mark_failed(directory, f"{type(error).__name__}: {message[:400]}")
+        mark_failed(directory, f"{kind}{message[:400]}")
 
 
 def _parts(config: RunConfig, resuming: bool, say) -> tuple[pl.LightningDataModule, pl.LightningModule]:

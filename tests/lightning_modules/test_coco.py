@@ -395,9 +395,58 @@ def _drop_file(root: Path) -> str:
     return r"instances_val2017\.json: the annotation file is missing"
 
 
+def _edit(root: Path, folder: str, change) -> None:
+    path = annotation_path(root, folder)
+    content = json.loads(path.read_text())
+    change(content)
+    path.write_text(json.dumps(content))
+
+
+def _no_val_images(root: Path) -> str:
+    _edit(root, VAL_FOLDER, lambda content: content.update(images=[], annotations=[]))
+    return r"instances_val2017\.json: the validation split lists no images: there would be nothing to evaluate"
+
+
+def _no_val_annotations(root: Path) -> str:
+    _edit(root, VAL_FOLDER, lambda content: content.update(annotations=[]))
+    return r"instances_val2017\.json: the validation split has no annotations to score against: every AP"
+
+
+def _crowd_only_training(root: Path) -> str:
+    _edit(root, TRAIN_FOLDER, lambda content: [a.update(iscrowd=1) for a in content["annotations"]])
+    return r"instances_train2017\.json: the training split has no annotations to learn from \(all of them are crowd"
+
+
+def _no_segmentation(root: Path) -> str:
+    _edit(root, TRAIN_FOLDER, lambda content: [a.pop("segmentation", None) for a in content["annotations"][:3]])
+    return r"instances_train2017\.json: 3 annotation\(s\) have no segmentation \(ids "
+
+
+def _unmatchable_boxes(root: Path) -> str:
+    def change(content):
+        content["annotations"][0]["bbox"] = [10, 10, 0, 5]  # no width
+        content["annotations"][1]["bbox"] = [5000, 5000, 10, 10]  # outside its image
+
+    _edit(root, VAL_FOLDER, change)
+    return r"instances_val2017\.json: 2 box\(es\) can never be matched by a detection"
+
+
 @pytest.mark.parametrize(
     "damage",
-    [_truncate_json, _delete_image, _rename_category, _unknown_image, _unknown_category, _drop_key, _drop_file],
+    [
+        _truncate_json,
+        _delete_image,
+        _rename_category,
+        _unknown_image,
+        _unknown_category,
+        _drop_key,
+        _drop_file,
+        _no_val_images,
+        _no_val_annotations,
+        _crowd_only_training,
+        _no_segmentation,
+        _unmatchable_boxes,
+    ],
     ids=lambda damage: damage.__name__.strip("_"),
 )
 def test_check_coco_names_the_file_and_the_problem(shapes_copy, damage):
