@@ -2,6 +2,7 @@
 the schedule, result.json's AP, exact resume after SIGKILL, backbone weights from a classification run."""
 
 import json
+import shutil
 from collections import Counter
 
 import pytest
@@ -168,8 +169,14 @@ def test_a_backbone_that_does_not_fit_is_refused_naming_the_keys(classification_
     assert missing and unexpected
     damaged = tmp_path / "damaged.ckpt"
     damaged.write_bytes((classification_run / "last.ckpt").read_bytes()[:5000])
-    with pytest.raises(UsageError, match="is not a readable checkpoint"):
+    with pytest.raises(UsageError, match="is not a readable checkpoint") as caught:
         load_backbone(detector, str(damaged))
+    assert "weights_only" not in str(caught.value)  # torch's advice to unpickle: wrong for a damaged file
+    unfinished = tmp_path / "unfinished"  # a copy of the run without its result: half trained, no backbone
+    shutil.copytree(classification_run, unfinished)
+    (unfinished / "result.json").unlink()
+    with pytest.raises(UsageError, match=r"that classification run is not done \(interrupted"):
+        load_backbone(detector, str(unfinished))
     with pytest.raises(UsageError, match="no such run folder or checkpoint file"):
         load_backbone(detector, str(tmp_path / "absent"))
     with pytest.raises(UsageError, match=r"holds no last\.ckpt"):
