@@ -267,7 +267,7 @@ def curve_estimates(manifest: dict, runs: pd.DataFrame | None = None) -> dict[in
             for row in epoch_metrics(root / run_id):
                 value = row.get(column)
                 if value is not None and math.isfinite(value):
-                    per_epoch.setdefault(int(row["epoch"]), []).append(value)
+                    per_epoch.setdefault(int(row["epoch"]) + 1, []).append(value)  # counted from 1, as people do
         if per_epoch:
             curves[int(cell)] = [
                 (epoch, estimate(v, method="t", bounds=METRIC_RANGE)) for epoch, v in sorted(per_epoch.items())

@@ -95,6 +95,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     config = _with_backbone(load_config(args.config, args.set), args.config)
     prepare(Path(config.output_dir))
+    from an_lab.rundir import read_result
+
+    if (done := read_result(run_dir(config))[0]) is not None:
+        print(f"run        {run_dir(config)}: done already, not retrained (to train it again, delete that folder)")
+        for line in result_lines(done):
+            print(line)
+        return 0
     if not args.verbose:
         quiet_third_parties()
     outcome = execute(config, progress=not args.quiet)
@@ -135,6 +142,12 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _epoch(best: dict) -> str:
+    """result.json's 0-based epoch (Lightning's, as metrics.csv) as people count it: the first epoch is 1."""
+    epoch = best.get("epoch")
+    return str(epoch + 1) if isinstance(epoch, int) else "?"
+
+
 def result_lines(result: dict) -> list[str]:
     """A finished run's result as `an-lab train` prints it, by its task (result.json's "task"): the top-1 error final
     and best with the top-5 error for classification; for detection one line for boxes (AP^bb) and one for masks
@@ -147,7 +160,7 @@ def result_lines(result: dict) -> list[str]:
         top1, top5 = METRICS["top1_err"], METRICS["top5_err"]
         return [
             f"top-1 err  {top1.value_text(final.get('top1_err'))} final, {top1.value_text(best.get('top1_err'))} "
-            f"best (epoch {best.get('epoch')})",
+            f"best (epoch {_epoch(best)})",
             f"top-5 err  {top5.value_text(final.get('top5_err'))} final",
         ]
     lines = []
@@ -158,7 +171,7 @@ def result_lines(result: dict) -> list[str]:
         where = "best" if ap == primary("detection") else "at the best evaluation"
         lines.append(
             f"{ap.label:<10} {ap.value_text(final.get(ap.name))} final, {ap.value_text(best.get(ap.name))} {where} "
-            f"(epoch {best.get('epoch')}); {splits}"
+            f"(epoch {_epoch(best)}); {splits}"
         )
     return lines
 

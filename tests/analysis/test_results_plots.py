@@ -235,9 +235,10 @@ def test_axis_groups_put_the_base_first_in_every_axis_and_baselines_apart(sweep)
 def test_cell_curves_average_the_done_seeds_per_epoch(sweep):
     curves = cell_curves(load_manifest(sweep))
     assert sorted(curves) == [0, 1, 3, 4, 5]  # the concat cell has no done run
-    assert [epoch for epoch, _ in curves[0]] == [epoch for epoch, _ in curves[1]] == list(range(EPOCHS))
-    assert all(_close(value, 21.6 + 10 * (EPOCHS - 1 - epoch)) for epoch, value in curves[0])
-    assert all(_close(value, 21.85 + 10 * (EPOCHS - 1 - epoch)) for epoch, value in curves[1])  # the failed run: out
+    # epochs counted from 1 (metrics.csv's epoch 0 is the first epoch)
+    assert [epoch for epoch, _ in curves[0]] == [epoch for epoch, _ in curves[1]] == list(range(1, EPOCHS + 1))
+    assert all(_close(value, 21.6 + 10 * (EPOCHS - epoch)) for epoch, value in curves[0])
+    assert all(_close(value, 21.85 + 10 * (EPOCHS - epoch)) for epoch, value in curves[1])  # the failed run: out
     assert _close(curves[5][-1][1], 23.01)
 
 
@@ -245,10 +246,10 @@ def test_curve_estimates_give_the_95_ci_across_seeds_per_epoch(sweep):
     estimates = curve_estimates(load_manifest(sweep))
     assert sorted(estimates) == [0, 1, 3, 4, 5]
     for cell in (0, 1, 3, 5):  # every epoch estimated (the loops and all() below would pass over an empty list)
-        assert [epoch for epoch, _ in estimates[cell]] == list(range(EPOCHS)), cell
+        assert [epoch for epoch, _ in estimates[cell]] == list(range(1, EPOCHS + 1)), cell
     for cell in (0, 3, 5):
         for epoch, found in estimates[cell]:
-            values = [final + 10.0 * (EPOCHS - 1 - epoch) for final in FINALS[cell]]
+            values = [final + 10.0 * (EPOCHS - epoch) for final in FINALS[cell]]
             assert found.n == 2 and _close(found.mean, statistics.fmean(values))
             assert np.allclose((found.ci_low, found.ci_high), _t_interval(values), rtol=0, atol=1e-9)
     assert all(found.n == 1 and found.ci_low != found.ci_low for _, found in estimates[1])  # one run: no interval
@@ -325,7 +326,7 @@ def test_val_curves_draw_the_mean_with_a_95_ci_band_and_none_for_one_run(sweep):
         assert {"cell0-band", "cell3-band", "cell4-band", "cell5-band"} <= set(gids)
         vertices = gids["cell0-band"].get_paths()[0].vertices
         last = [_curve(final)[-1] for final in FINALS[0]]
-        at_last = sorted({round(float(y), 9) for x, y in vertices if x == EPOCHS - 1})
+        at_last = sorted({round(float(y), 9) for x, y in vertices if x == EPOCHS})  # the last epoch, counted from 1
         assert np.allclose(at_last, _t_interval(last), rtol=0, atol=1e-9)
     legend = [text.get_text() for text in figure.legends[0].get_texts()]
     assert legend == [

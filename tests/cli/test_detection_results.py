@@ -19,9 +19,9 @@ from an_lab.sweeps.spec import SearchSettings
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_a_classification_result_prints_as_before():
+def test_a_classification_result_prints_its_best_epoch_counted_from_1():
     result = {"final": {"top1_err": 21.5, "top5_err": 5.25}, "best": {"top1_err": 21.375, "epoch": 4}}
-    assert result_lines(result) == ["top-1 err  21.50% final, 21.38% best (epoch 4)", "top-5 err  5.25% final"]
+    assert result_lines(result) == ["top-1 err  21.50% final, 21.38% best (epoch 5)", "top-5 err  5.25% final"]
 
 
 def test_a_detection_result_prints_box_and_mask_ap_with_their_splits():
@@ -30,8 +30,8 @@ def test_a_detection_result_prints_box_and_mask_ap_with_their_splits():
     final |= {"segm_ap_m": 30.0, "segm_ap_l": 44.0, "train_loss": 0.61}
     result = {"task": "detection", "final": final, "best": {"bbox_ap": 31.4, "segm_ap": 29.05, "epoch": 11}}
     assert result_lines(result) == [
-        "AP^bb      31.20 final, 31.40 best (epoch 11); AP50 52.10, AP75 33.00, AP_S 15.25, AP_M 34.50, AP_L n/a",
-        "AP^m       28.90 final, 29.05 at the best evaluation (epoch 11); AP50 49.00, AP75 30.10, AP_S 10.00, "
+        "AP^bb      31.20 final, 31.40 best (epoch 12); AP50 52.10, AP75 33.00, AP_S 15.25, AP_M 34.50, AP_L n/a",
+        "AP^m       28.90 final, 29.05 at the best evaluation (epoch 12); AP50 49.00, AP75 30.10, AP_S 10.00, "
         "AP_M 30.00, AP_L 44.00",
     ]
 
