@@ -245,6 +245,8 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     }
 
     def show(outcome) -> None:
+        if outcome.status == "not synced (offline)":
+            return  # the same reason for every run: said once, below
         where = f" {outcome.folder.name}" if outcome.folder is not None else ""
         detail = f": {outcome.detail}" if outcome.detail else ""
         print(f"{labels[outcome.run_id]} [{outcome.run_id}]{where}: {outcome.status}{detail}", flush=True)

@@ -227,8 +227,16 @@ class LocalExecutor(Executor):
         for _, process, _ in self.running:
             if process.poll() is None:
                 _kill_group(process.pid, signal.SIGTERM)
-        for handle, process, _ in self.running:
-            self._ended(handle, process.wait())
+        try:
+            for handle, process, _ in self.running:
+                self._ended(handle, process.wait())
+        except KeyboardInterrupt:  # a second Ctrl-C while they save: stop them at once (each resumes from its
+            for _, process, _ in self.running:  # last checkpoint), quietly
+                if process.poll() is None:
+                    _kill_group(process.pid, signal.SIGKILL)
+            for handle, process, _ in self.running:
+                if handle.outcome is None:
+                    self._ended(handle, process.wait())
         self.running.clear()
         self.followed.clear()  # not ours: they train on, as they did when their own launcher died
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from conftest import an_lab, fill_disk, small_sweep
 
-from an_lab.rundir import attempt_logs, epoch_metrics, read_result
+from an_lab.rundir import attempt_logs, epoch_metrics, read_result, state
 
 pytestmark = pytest.mark.slow
 
@@ -195,3 +195,20 @@ def test_a_run_whose_launcher_was_killed_stays_running_and_is_not_started_again(
     wait_for(lambda: not os.path.exists(f"/proc/{child}") or read_result(run)[0] is not None, 300, "the orphan")
     wait_for(lambda: read_result(run)[0] is not None, 60, "the orphan's result")
     assert [log.name for log in attempt_logs(run)] == ["attempt-0"]
+
+
+def test_a_second_ctrl_c_stops_the_runs_at_once_and_quietly_and_they_resume(tmp_path, data_root):
+    """Two SIGINTs (Ctrl-C pressed twice) while a run trains: no traceback, exit 130 (stopped by a signal), the run
+    interrupted (never failed: the next launch resumes it). Outcomes only: whether the second one lands while
+    the child saves or after, the result is the same."""
+    _, path = one_run_sweep(data_root, tmp_path / "runs", 30, tmp_path / "twice.yaml")
+    launcher, run = launch_and_wait_for(path, tmp_path / "runs", "last.ckpt", stdout=subprocess.DEVNULL)
+    launcher.send_signal(signal.SIGINT)
+    time.sleep(0.1)
+    if launcher.poll() is None:
+        launcher.send_signal(signal.SIGINT)
+    _, stderr = launcher.communicate(timeout=120)
+    said = stderr.decode()
+    assert launcher.returncode == 130, said[-3000:]
+    assert "Traceback" not in said and "interrupted: running runs were stopped" in said, said[-3000:]
+    assert state(run)[0] == "interrupted" and not (run / "failed.json").exists()
