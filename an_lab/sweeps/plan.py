@@ -15,6 +15,7 @@ from an_lab.data_sources import annotation_path
 from an_lab.sweeps.expand import PlannedRun, base_config, check_data_paths, show
 from an_lab.sweeps.seeding import plan_seeds, planned_runs, render_seeds
 from an_lab.sweeps.spec import SeedPolicy, Sweep
+from an_lab.sweeps.timing import WallTime, measured
 
 # Multiply-accumulates of one forward pass of one image, norm=bn, 1000 classes, at the model's native input side
 # (catalog.INPUT_SIZE: 224, or 32 for the CIFAR models). Produced once with torch (an_lab.profiling.count_macs):
@@ -130,6 +131,7 @@ class Plan:
     runs: list[PlannedRun]
     states: list[tuple[str, str | None]]  # rundir.state of each run
     estimate: Estimate
+    wall: WallTime = field(default_factory=WallTime)
 
     def count(self, *states: str) -> int:
         return sum(state in states for state, _ in self.states)
@@ -148,11 +150,13 @@ def make_plan(sweep: Sweep, *, check_data: bool = True) -> Plan:
     if check_data:
         check_data_paths(sweep, runs)
     states = [rundir.state(run.run_dir) for run in runs]
-    estimate = Estimate()
+    estimate, wall = Estimate(), WallTime()
+    timings = measured(sweep.output_dir, run_macs) if any(state in TO_RUN for state, _ in states) else None
     for run, (state, _) in zip(runs, states, strict=True):
         if state not in TO_RUN:
             continue
         macs = run_macs(run.config)
+        wall.add(run.config, macs, timings)
         if macs is None:
             data = run.config.data
             why = "written on first use" if data.name == "shapes" else f"{data.name} of unknown size"
@@ -168,7 +172,7 @@ def make_plan(sweep: Sweep, *, check_data: bool = True) -> Plan:
         else:
             estimate.macs += macs * trials
             estimate.counted += trials
-    return Plan(sweep, runs, states, estimate)
+    return Plan(sweep, runs, states, estimate, wall)
 
 
 def state_text(state: str, detail: str | None) -> str:
@@ -227,5 +231,7 @@ def render(plan: Plan) -> str:
     if isinstance(seeds, SeedPolicy):
         lines += render_seeds(plan_seeds(sweep)[1], seeds)
     lines.append(f"compute: {plan.estimate.words()}")
+    launcher = sweep.spec.launcher
+    lines.append(f"wall time: {plan.wall.words(launcher.max_parallel, launcher.executor == 'slurm')}")
     lines.append(f"sweep folder: {sweep.sweep_dir}/ (manifest written by `an-lab sweep`; plan writes nothing)")
     return "\n".join(lines)

@@ -444,3 +444,28 @@ def test_shipped_detection_sweeps_are_the_papers_rows_on_the_classification_runs
     for run in expand(load_sweep(SWEEPS / "detection-quickstart.yaml")):
         source = "bn" if run.config.model.norm == "bn_frozen" else "an"
         assert Path(run.config.model.backbone_init).name == pretrain[(source, run.seed)]
+
+
+def test_plan_estimates_wall_time_from_the_finished_runs_of_the_same_network(tmp_path, data_root):
+    """Two of four runs finished in 120 s each (wall_time_s of their result.json); the two left, same network and
+    image size, 2 at a time: about 2 min. Another image size has no finished run to time it by, and says so."""
+    import yaml
+    from conftest import small_sweep
+
+    tree = small_sweep(data_root, tmp_path / "runs", {})
+    tree.update(seeds=[0, 1])
+    path = tmp_path / "timed.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    for run in expand(load_sweep(path)):
+        if run.seed == 0:
+            run.run_dir.mkdir(parents=True)
+            (run.run_dir / "config.json").write_text(json.dumps(run.config.model_dump(mode="json")))
+            result = {"run_id": run.run_id, "status": "done", "final": {"top1_err": 5.0}, "wall_time_s": 120.0}
+            result["device"] = "1 x cpu (x86_64)"
+            (run.run_dir / "result.json").write_text(json.dumps(result))
+    plan = an_lab("plan", path)
+    assert "wall time: about 2 min for 2 runs, 2 at a time on 1 x cpu (x86_64)" in plan.stdout, plan.stdout
+    slurm = an_lab("plan", path, "--set", "launcher.executor=slurm")
+    assert "0.1 device-hours for 2 runs" in slurm.stdout and "launcher.slurm.time 3 min" in slurm.stdout
+    other = an_lab("plan", path, "--set", "data.image_size=24")
+    assert "no finished run to time cifar_resnet20 (an) at 24 px" in other.stdout, other.stdout
