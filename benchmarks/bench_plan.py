@@ -4,13 +4,19 @@ the same run (target: each under a quarter of it), and planning a 10,000-cell gr
     python benchmarks/bench_plan.py [--rounds 5]
 
 Wall times are medians of interleaved rounds of fresh processes; the grid is planned (loaded, expanded, states read
-from 10,000 run directories that do not exist yet, rendered) in this process without torch. Exit status 1 when a
-target is missed.
+from 10,000 run directories that do not exist yet, rendered) in this process without torch. The machine's load
+(1-minute load average against its cores, before and after) is printed with the figures.
+
+Which targets hold on a loaded machine: the ratios to `import torch` are taken in one run, so a steady load scales
+both sides and they stay meaningful; the grid's absolute 2 s is noise-sensitive (a second process on a 2-core
+machine can double it), so a miss under load is reported as such, not failed. Exit status 1 only when a ratio
+target is missed, or the absolute one on an idle machine (load below half the cores), or torch was imported.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -82,18 +88,26 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
+    load_before = os.getloadavg()[0]
     seconds, runs = grid_time(max(1, args.rounds // 2))
     walls = command_times(args.rounds)
+    load = max(load_before, os.getloadavg()[0])
+    cores = os.cpu_count() or 1
+    loaded = load >= cores / 2
     torch_s = walls['python -c "import torch"']
-    missed = seconds >= GRID_TARGET_S or "torch" in sys.modules
+    missed = (seconds >= GRID_TARGET_S and not loaded) or "torch" in sys.modules
     print(f"median of {args.rounds} rounds, {sys.platform}, Python {sys.version.split()[0]}")
+    print(
+        f"machine load: {load:.2f} (1-minute average, the higher of before and after) on {cores} cores: "
+        f"{'LOADED: the absolute grid target is reported, not enforced' if loaded else 'idle enough for every target'}"
+    )
     print(f"{'command':40} {'wall s':>8} {'x torch':>8}  target")
     for name, wall in walls.items():
         ratio = wall / torch_s
         verdict = "" if "torch" in name else ("ok" if ratio < COMMAND_TARGET else "MISSED") + f" (< {COMMAND_TARGET})"
         missed |= verdict.startswith("MISSED")
         print(f"{name:40} {wall:8.3f} {ratio:8.2f}  {verdict}")
-    verdict = "ok" if seconds < GRID_TARGET_S else "MISSED"
+    verdict = "ok" if seconds < GRID_TARGET_S else ("missed under load" if loaded else "MISSED")
     print(f"{f'plan a 10,000-cell grid ({runs} runs)':40} {seconds:8.3f} {seconds / torch_s:8.2f}  {verdict} (< 2 s)")
     print(f"torch imported by the planning process: {'torch' in sys.modules}")
     return 1 if missed else 0
