@@ -85,9 +85,38 @@ def hand_over(request: RunRequest, claim: Claim, keep: bool) -> RunRequest:
 
 
 class Executor(abc.ABC):
+    """What the sweeps layer drives; callers never ask which executor they have: what differs is said here.
+
+    name is for people (messages, the `--executor` choice); the attributes and methods below carry every difference
+    a caller needs, with the local executor's answers as defaults."""
+
     name: str
     holds_claims: bool = False  # whether the processes it starts inherit the launcher's claim on their run
     tick_s: float = 0.2  # how often the driving loop comes back (display refresh, prune checks)
+    follows: bool = True  # whether the driving loop follows the runs to their end (SLURM: with --wait only)
+    can_wait_for_jobs: bool = False  # whether a run can be submitted to start after other jobs (SLURM afterok)
+    scheduler_calls: int = 0  # how often it asked a scheduler (squeue, sacct, sinfo)
+
+    @property
+    def refused(self) -> set[str]:
+        """Run ids whose earlier job the scheduler ended as failed (relaunched only with --retry-failed)."""
+        return set()
+
+    def interrupted_words(self) -> str:
+        """What Ctrl-C of the driving loop leaves behind, for its message."""
+        return "running runs were stopped and resume on the next launch"
+
+    def in_flight_words(self, adopted: int, running: int) -> str:
+        """The launch line's count of runs already in flight (adopted: followed from an earlier launch)."""
+        return f"{running} running"
+
+    def followed_lines(self, seconds: float) -> list[str]:
+        """What following cost, after the loop ends (SLURM: scheduler calls); nothing by default."""
+        return []
+
+    def submitted_lines(self, home: Path) -> list[str]:
+        """What was submitted and not followed (a plain SLURM submission), and where to look; nothing by default."""
+        return []
 
     @abc.abstractmethod
     def slots(self) -> int:

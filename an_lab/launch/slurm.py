@@ -389,7 +389,9 @@ class SlurmExecutor(Executor):
         workdir: Path | None = None,
         limits: ClusterLimits | None = None,
         poll_interval_s: float | None = None,
+        wait: bool = True,
     ) -> None:
+        self.follows = wait  # --wait: follow the jobs to their end; else submit and leave
         self.home = Path(home).resolve()
         self.job_name = job_name
         self.settings = settings or SlurmSettings()
@@ -405,8 +407,38 @@ class SlurmExecutor(Executor):
         self.queued: int | None = None  # this user's jobs in the queue, as last counted
         self.submissions: list[Submission] = []
         self.scheduler_calls = 0
-        self.refused: set[str] = set()  # run ids whose job failed in the scheduler (relaunched with --retry-failed)
+        self._refused: set[str] = set()  # run ids whose job failed in the scheduler (relaunched with --retry-failed)
         self.notes: list[str] = []
+
+    can_wait_for_jobs = True
+
+    @property
+    def refused(self) -> set[str]:
+        return self._refused
+
+    def interrupted_words(self) -> str:
+        return "the sweep's SLURM jobs were left as they are (an-lab status shows them, an-lab cancel stops them)"
+
+    def in_flight_words(self, adopted: int, running: int) -> str:
+        return f"{adopted} queued or running on SLURM"
+
+    def followed_lines(self, seconds: float) -> list[str]:
+        minutes = max(seconds, 1.0) / 60
+        calls = self.scheduler_calls
+        return [f"followed for {minutes:.1f} min with {calls} scheduler calls ({calls / minutes:.1f} per minute)"]
+
+    def submitted_lines(self, home: Path) -> list[str]:
+        lines = []
+        for submission in self.submissions:
+            count = len(submission.runs)
+            waits = f", waiting for job(s) {', '.join(submission.after)} (afterok)" if submission.after else ""
+            lines.append(
+                f"submitted job array {submission.job_id} ({count} task{'s' * (count != 1)}, "
+                f"{submission.shape.describe()}{waits}) with one sbatch call in {submission.seconds:.2f} s"
+            )
+        if self.submissions:
+            lines.append(f"  code snapshot and logs: {home}/code/, {home}/slurm/logs/<job id>/")
+        return lines
 
     # -- room under MaxSubmitJobs ---------------------------------------------------------------------------------
     def slots(self) -> int:
@@ -560,7 +592,7 @@ class SlurmExecutor(Executor):
                 self.flying[job_id] = handle
                 handles.append(handle)
             elif job.failed and request.run_id not in followed:
-                self.refused.add(request.run_id)
+                self._refused.add(request.run_id)
         return handles
 
     def poll(self) -> list[Handle]:

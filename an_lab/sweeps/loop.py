@@ -57,19 +57,15 @@ def reconcile(executor: Executor, source, display, follow: bool = True) -> None:
         executor.interrupt()
         for handle in executor.poll():
             source.ended(handle)
-        where = "running runs were stopped and resume on the next launch"
-        if executor.name == "slurm":
-            where = "the sweep's SLURM jobs were left as they are (an-lab status shows them, an-lab cancel stops them)"
-        raise Interrupted(f"interrupted: {where}") from None
+        raise Interrupted(f"interrupted: {executor.interrupted_words()}") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
 def report_calls(executor: Executor, seconds: float, say) -> None:
-    """How often following asked the scheduler (SLURM: squeue and sacct calls)."""
-    calls = getattr(executor, "scheduler_calls", 0)
-    minutes = max(seconds, 1.0) / 60
-    say(f"followed for {minutes:.1f} min with {calls} scheduler calls ({calls / minutes:.1f} per minute)")
+    """What following cost, as the executor tells it (SLURM: squeue and sacct calls; local: nothing)."""
+    for line in executor.followed_lines(seconds):
+        say(line)
 
 
 class Silent:

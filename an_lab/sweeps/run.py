@@ -48,6 +48,7 @@ def make_executor(sweep: Sweep, options: Options) -> Executor:
         sweep.spec.launcher.slurm,
         parallel,
         poll_interval_s=options.poll_s,
+        wait=options.wait or sweep.mode == "search",  # a search follows its trials: it asks for more as they end
     )
 
 
@@ -159,7 +160,7 @@ def _rounds(sweep: Sweep, executor: Executor, options: Options, say, runs: list[
     """One round, or with adaptive seeds, rounds until no cell asks for more seeds."""
     from an_lab.sweeps.display import Display
 
-    follow = options.executor == "local" or options.wait
+    follow = executor.follows
     launched: set[str] = set()
     while True:
         todo, adopted, after = _select(sweep, executor, options, launched, say, runs)
@@ -173,7 +174,7 @@ def _rounds(sweep: Sweep, executor: Executor, options: Options, say, runs: list[
             for handle in adopted:
                 display.started(handle)
             reconcile(executor, source, display, follow)
-        if follow and executor.name == "slurm":
+        if follow:
             report_calls(executor, time.monotonic() - started, say)
         launched.update(run.run_id for run in todo)
         if not follow:
@@ -188,23 +189,22 @@ def _select(
 ) -> tuple[list, list, dict[str, tuple[str, ...]]]:
     """The runs to submit, the handles of runs in flight on the executor (SLURM jobs of an earlier launch), and the
     SLURM jobs each run to submit must wait for (those training its backbone)."""
-    with sweep_lock(sweep) if executor.name == "slurm" else contextlib.nullcontext():
+    # an executor whose processes hold their runs' claims needs no launch lock; one that submits needs it
+    with contextlib.nullcontext() if executor.holds_claims else sweep_lock(sweep):
         selection = prepare(sweep, options.retry_failed, runs)
         candidates = [run for run in selection.launch + selection.running if run.run_id not in launched]
         adopted = executor.adopt([request_for(run) for run in candidates])
-        refused = getattr(executor, "refused", set()) if not options.retry_failed else set()
+        refused = executor.refused if not options.retry_failed else set()
         flying = {handle.run_id for handle in adopted}
         todo = [
             run
             for run in selection.launch
             if run.run_id not in launched and run.run_id not in flying and run.run_id not in refused
         ]
-        after = backbone_jobs(sweep, todo, executor.name)
+        after = backbone_jobs(sweep, todo, executor.can_wait_for_jobs)
         executor.check([request_for(run) for run in todo])
     failed = len(selection.failed) + len([run for run in selection.launch if run.run_id in refused])
-    where = f"{len(selection.running)} running"
-    if executor.name == "slurm":
-        where = f"{len(adopted)} queued or running on SLURM"
+    where = executor.in_flight_words(len(adopted), len(selection.running))
     say(
         f"sweep {sweep.name}: {len(todo)} to run, {len(selection.done)} done, "
         f"{failed} failed or corrupt (kept; --retry-failed relaunches them), {where}"
@@ -213,7 +213,7 @@ def _select(
     return todo, adopted, after
 
 
-def backbone_jobs(sweep: Sweep, todo: list[PlannedRun], executor: str) -> dict[str, tuple[str, ...]]:
+def backbone_jobs(sweep: Sweep, todo: list[PlannedRun], can_wait: bool) -> dict[str, tuple[str, ...]]:
     """For the runs about to start whose backbone (a classification run) is not done: the SLURM jobs training those
     backbones, which they must wait for (run id -> job ids). Locally nothing can wait: an unfinished backbone is an
     error that says which sweep to run first; on SLURM so is one that no job is queued or running for."""
@@ -223,7 +223,7 @@ def backbone_jobs(sweep: Sweep, todo: list[PlannedRun], executor: str) -> dict[s
     if not waiting:
         return {}
     what = f"{sweep.path}: sweep {sweep.name}"
-    if executor != "slurm":
+    if not can_wait:
         require_done(list(waiting.values()), what, slurm_hint=True)
     from an_lab.launch.slurm import training_jobs
 
@@ -243,15 +243,8 @@ def backbone_jobs(sweep: Sweep, todo: list[PlannedRun], executor: str) -> dict[s
 
 
 def _report_queued(sweep: Sweep, executor: Executor, source: GridSource, say) -> None:
-    for submission in getattr(executor, "submissions", []):
-        count = len(submission.runs)
-        waits = f", waiting for job(s) {', '.join(submission.after)} (afterok)" if submission.after else ""
-        say(
-            f"submitted job array {submission.job_id} ({count} task{'s' * (count != 1)}, "
-            f"{submission.shape.describe()}{waits}) with one sbatch call in {submission.seconds:.2f} s"
-        )
-    if executor.name == "slurm" and getattr(executor, "submissions", None):
-        say(f"  code snapshot and logs: {sweep.sweep_dir}/code/, {sweep.sweep_dir}/slurm/logs/<job id>/")
+    for line in executor.submitted_lines(sweep.sweep_dir):
+        say(line)
     if source.pending:
         limits = executor.limits
         say(
@@ -269,7 +262,7 @@ def detach(sweep: Sweep, argv: list[str]) -> str:
 
     runs = validate(sweep)
     pending = [run for run in runs if state(run.run_dir)[0] != "done"]
-    backbone_jobs(sweep, pending, "slurm")  # here, not in the job
+    backbone_jobs(sweep, pending, can_wait=True)  # here, not in the job: the detached sweep submits to SLURM
     with sweep_errors(sweep):
         make_executor(sweep, Options("slurm")).check([request_for(run) for run in pending])  # jobs that fit, first
         return submit_orchestrator(sweep.sweep_dir, f"an-lab-{sweep.name}", sweep.spec.launcher.slurm, argv)

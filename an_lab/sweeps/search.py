@@ -373,8 +373,7 @@ def run_search(sweep: Sweep, executor: Executor, say: Callable[[str], None], par
     started = time.monotonic()
     with display:
         reconcile(executor, source, display, follow=True)
-    if executor.name == "slurm":
-        report_calls(executor, time.monotonic() - started, say)
+    report_calls(executor, time.monotonic() - started, say)
     complete = source.study.get_trials(deepcopy=False, states=(source.optuna.trial.TrialState.COMPLETE,))
     if complete:
         best = source.study.best_trial

@@ -235,7 +235,7 @@ def test_a_local_sweep_stops_before_launching_when_a_backbone_is_not_done(tmp_pa
     assert not list(runs.glob("resnet50-bn_frozen-*/config.json"))  # nothing was started
 
     finish(runs / AN_RUNS[1])
-    assert backbone_jobs(load_sweep(path), expand(load_sweep(path)), "local") == {}
+    assert backbone_jobs(load_sweep(path), expand(load_sweep(path)), can_wait=False) == {}
 
 
 def test_an_unfinished_backbone_without_a_queued_job_is_refused_for_slurm(tmp_path):
@@ -245,7 +245,7 @@ def test_an_unfinished_backbone_without_a_queued_job_is_refused_for_slurm(tmp_pa
     (runs / AN_RUNS[0] / "slurm.json").write_text(json.dumps({"job_id": "12;scancel -u root"}))  # no job id
     sweep = load_sweep(path)
     with pytest.raises(UsageError) as error:
-        backbone_jobs(sweep, expand(sweep), "slurm")
+        backbone_jobs(sweep, expand(sweep), can_wait=True)
     assert "1 backbone run(s) are neither done nor queued or running on SLURM" in str(error.value)
     assert f"`an-lab sweep {tmp_path / 'table1.yaml'} --executor slurm`" in str(error.value)
 
