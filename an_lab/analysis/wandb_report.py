@@ -342,8 +342,10 @@ class SyncOutcome:
 
 
 def offline_folders(run_dir: Path) -> list[Path]:
-    """The offline W&B run folders of a run (one per attempt), oldest first."""
-    return sorted((run_dir / "wandb" / "wandb").glob("offline-run-*"))
+    """The offline W&B run folders of a run (one per attempt), oldest first: <run>/wandb/offline-run-*, and
+    <run>/wandb/wandb/offline-run-* where earlier versions nested them."""
+    found = [*(run_dir / "wandb").glob("offline-run-*"), *(run_dir / "wandb" / "wandb").glob("offline-run-*")]
+    return sorted(found, key=lambda folder: folder.name)
 
 
 def _synced(folder: Path) -> bool:
@@ -404,7 +406,6 @@ def sync_sweep(manifest: dict, timeout: float = 60.0, report=None) -> list[SyncO
         reason = reachable(base_url(), timeout=min(timeout, 5.0))
     outcomes = []
     for run_id, folders in folders_of.items():
-        directory = directories[run_id]
         if not folders:
             found = [SyncOutcome(run_id, None, "no offline data")]
         else:
@@ -416,7 +417,7 @@ def sync_sweep(manifest: dict, timeout: float = 60.0, report=None) -> list[SyncO
                     found.append(SyncOutcome(run_id, folder, "not synced (offline)", reason))
                 else:
                     status, text = run_bounded(
-                        [sys.executable, "-m", "wandb", "sync", str(folder)], timeout, cwd=directory / "wandb"
+                        [sys.executable, "-m", "wandb", "sync", str(folder)], timeout, cwd=folder.parent
                     )
                     if status is None:
                         detail = f"stopped after {timeout:g} s (is {base_url()} answering?)"

@@ -33,6 +33,8 @@ def quiet_third_parties() -> None:
     """Hide Lightning's INFO notices and the known warnings above (an-lab's own messages and real warnings stay)."""
     if os.environ.get(VERBOSE_ENV) == "1":
         return
+    # W&B's banner, its "anonymous setting" warning and its run summary: the result lines say what matters
+    os.environ.setdefault("WANDB_SILENT", "true")
     import lightning.pytorch  # noqa: F401  (it sets its loggers to INFO when imported: import it first)
 
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):

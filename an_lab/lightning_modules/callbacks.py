@@ -12,6 +12,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import RichProgressBar
 
 from an_lab.rundir import CHECKPOINT, PREVIOUS_CHECKPOINT
 
@@ -108,3 +109,16 @@ class Throughput(pl.Callback):
     @property
     def images_per_second(self) -> float | None:
         return self.images / self.seconds if self.seconds > 0 else None
+
+
+class RunProgressBar(RichProgressBar):
+    """Lightning's bar as people read it: epochs counted from 1 (`Epoch 1/15`), without the logger's `v_num`."""
+
+    def get_metrics(self, trainer, pl_module):
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        total = f"/{self.trainer.max_epochs}" if self.trainer.max_epochs is not None else ""
+        return f"Epoch {current_epoch + 1}{total}"

@@ -29,6 +29,7 @@ from an_lab.lightning_modules.callbacks import (
     DivergenceError,
     DivergenceGuard,
     ReseedEachEpoch,
+    RunProgressBar,
     Throughput,
 )
 from an_lab.lightning_modules.classifier import ImageClassifier
@@ -126,7 +127,7 @@ def _make_wandb_logger(config: RunConfig, directory: Path, mode: str, **extra) -
     settings, model = config.wandb, config.model
     # W&B renames config keys that clash with run fields (sweep, group, tags): the sweep and cell get a prefix.
     context = {"an_lab_sweep": settings.group, "an_lab_cell": settings.job_type, "seed": config.trainer.seed}
-    return WandbLogger(
+    logger = WandbLogger(
         id=run_id(config),  # relaunches and requeues continue the same W&B run
         name=settings.name or run_id(config),
         project=settings.project,
@@ -140,6 +141,9 @@ def _make_wandb_logger(config: RunConfig, directory: Path, mode: str, **extra) -
         config={**config.model_dump(mode="json"), **context},
         **extra,
     )
+    # Lightning passes anonymous=None to wandb.init, which W&B 0.31 warns about on every run ("no effect"): leave it out
+    logger._wandb_init.pop("anonymous", None)
+    return logger
 
 
 def _write_metrics_csv(path: Path, rows: list[dict]) -> None:
@@ -426,7 +430,7 @@ def _fit(config: RunConfig, directory: Path, plugins: list | None, progress: boo
     attempt = len(attempt_logs(directory))
     # Rows are flushed every step so that a search's orchestrator sees each epoch's validation metrics.
     loggers = [CSVLogger(directory, name="logs", version=f"attempt-{attempt}", flush_logs_every_n_steps=1)]
-    wandb_logger = _wandb_logger(config, directory / "wandb", say)
+    wandb_logger = _wandb_logger(config, directory, say)  # W&B writes into <run>/wandb/
     if wandb_logger is not None:
         loggers.append(wandb_logger)
     throughput = Throughput()
@@ -486,7 +490,12 @@ def _trainer(config: RunConfig, loggers: list, callbacks: list, plugins: list | 
         deterministic=settings.deterministic,
         limit_train_batches=settings.limit_train_batches,
         logger=loggers,
-        callbacks=[ReseedEachEpoch(settings.seed), DivergenceGuard(), *callbacks],
+        callbacks=[
+            ReseedEachEpoch(settings.seed),
+            DivergenceGuard(),
+            *([RunProgressBar()] if progress else []),
+            *callbacks,
+        ],
         enable_checkpointing=False,  # last.ckpt is written by AtomicLastCheckpoint
         enable_progress_bar=progress,
         enable_model_summary=False,
