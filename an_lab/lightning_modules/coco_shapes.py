@@ -23,6 +23,8 @@ from an_lab.errors import UsageError
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "star")
 SHAPES_VERSION = 1
+# The generated data set of data.name "shapes": 240 training and 60 validation images of 96 x 96 pixels.
+SHAPES_SETTINGS = {"train_images": 240, "val_images": 60, "image_size": 96}
 SHAPES_MARKER = "shapes.json"
 MIN_VISIBLE_PIXELS = 12  # an instance hidden down to fewer pixels than this is not annotated
 

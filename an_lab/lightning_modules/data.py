@@ -125,8 +125,7 @@ class ImageClassificationData(pl.LightningDataModule):
         if self.config.name == "digits":
             materialize_digits(Path(self.config.root))
         elif self.config.name == "shapes":
-            from an_lab.lightning_modules.coco_shapes import write_shapes_dataset
-            from an_lab.lightning_modules.detection_data import SHAPES_SETTINGS
+            from an_lab.lightning_modules.coco_shapes import SHAPES_SETTINGS, write_shapes_dataset
 
             write_shapes_dataset(Path(self.config.root), **SHAPES_SETTINGS)
         elif self.config.name in ("cifar10", "cifar100") and self.config.download:

@@ -24,9 +24,6 @@ from an_lab.config import RunConfig, checkpoint_interval
 from an_lab.lightning_modules.coco import CocoDetection, aspect_ratio_groups, collate, detection_transforms
 from an_lab.lightning_modules.data import SeededSamples
 
-# The generated data set of data.name "shapes": 240 training and 60 validation images of 96 x 96 pixels.
-SHAPES_SETTINGS = {"train_images": 240, "val_images": 60, "image_size": 96}
-
 
 class IterationBatches(Sampler):
     """The batches of one stretch of the training stream for one rank (module docstring): `stretch` batches of
@@ -109,7 +106,7 @@ class CocoDetectionData(pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         if self.data.name == "shapes":
-            from an_lab.lightning_modules.coco_shapes import write_shapes_dataset
+            from an_lab.lightning_modules.coco_shapes import SHAPES_SETTINGS, write_shapes_dataset
 
             write_shapes_dataset(self.root, **SHAPES_SETTINGS)
 
