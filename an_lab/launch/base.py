@@ -91,6 +91,7 @@ class Executor(abc.ABC):
     a caller needs, with the local executor's answers as defaults."""
 
     name: str
+    max_parallel: int  # runs in flight at once (local processes, or SLURM array tasks)
     holds_claims: bool = False  # whether the processes it starts inherit the launcher's claim on their run
     tick_s: float = 0.2  # how often the driving loop comes back (display refresh, prune checks)
     follows: bool = True  # whether the driving loop follows the runs to their end (SLURM: with --wait only)

@@ -112,15 +112,15 @@ class LocalExecutor(Executor):
 
     def __init__(self, max_parallel: int, starter=None) -> None:
         self.gpus = visible_gpus()
-        self.parallel = max(1, min(max_parallel, len(self.gpus) or max_parallel))
-        self.threads = max(1, (os.cpu_count() or 1) // self.parallel)
-        self.free_gpus = list(self.gpus[: self.parallel])
+        self.max_parallel = max(1, min(max_parallel, len(self.gpus) or max_parallel))
+        self.threads = max(1, (os.cpu_count() or 1) // self.max_parallel)
+        self.free_gpus = list(self.gpus[: self.max_parallel])
         self.running: list[tuple[Handle, object, str | None]] = []  # handle, process, its GPU
         self.followed: list[tuple[Handle, int]] = []  # runs an earlier launcher started: handle, training pid
         self.starter = starter or default_starter()
 
     def slots(self) -> int:
-        return self.parallel - len(self.running) - len(self.followed)
+        return self.max_parallel - len(self.running) - len(self.followed)
 
     def adopt(self, requests: list[RunRequest]) -> list[Handle]:
         """Follow the runs that a live process of this machine trains already (started by a launcher that died, or

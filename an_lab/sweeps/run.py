@@ -143,7 +143,7 @@ def run_sweep(sweep: Sweep, options: Options, say: Callable[[str], None] = print
         with sweep_errors(sweep):
             executor = make_executor(sweep, options)
             try:
-                run_search(sweep, executor, say, options.max_parallel or sweep.spec.launcher.max_parallel)
+                run_search(sweep, executor, say)  # as many trials in flight as the executor runs at once
             finally:
                 executor.close()
         return True

@@ -156,11 +156,11 @@ class SearchSource:
     """Optuna's trials as runs, for the reconcile loop: asks until the study holds n_trials, at most `parallel` in
     flight; reports each epoch, prunes, tells."""
 
-    def __init__(self, sweep: Sweep, executor: Executor, parallel: int, say: Callable[[str], None]) -> None:
+    def __init__(self, sweep: Sweep, executor: Executor, say: Callable[[str], None]) -> None:
         import optuna
 
         self.optuna = optuna
-        self.sweep, self.executor, self.parallel, self.say = sweep, executor, parallel, say
+        self.sweep, self.executor, self.say = sweep, executor, say
         self.search = sweep.spec.search
         self.study = _study(sweep)
         self.baselines = expand(sweep)
@@ -248,7 +248,7 @@ class SearchSource:
         return contextlib.nullcontext()
 
     def take(self, count: int) -> list[RunRequest]:
-        room = min(count, self.parallel - len(self.executor.in_flight()))
+        room = min(count, self.executor.max_parallel - len(self.executor.in_flight()))
         requests: list[RunRequest] = []
         while len(requests) < room and self.resumable:
             request = self.resumable.pop(0)
@@ -361,12 +361,12 @@ class SearchSource:
         self.say(f"{label}: {how}, {self.search.metric} {value:.3f}")
 
 
-def run_search(sweep: Sweep, executor: Executor, say: Callable[[str], None], parallel: int) -> None:
+def run_search(sweep: Sweep, executor: Executor, say: Callable[[str], None]) -> None:
     from an_lab.sweeps.display import Display
     from an_lab.sweeps.loop import reconcile, report_calls
 
     check_owner(sweep)  # before the study is opened: another file of this name owns the folder and its journal
-    source = SearchSource(sweep, executor, parallel, say)
+    source = SearchSource(sweep, executor, say)
     finished = sum(t.state.is_finished() and not t.user_attrs.get(ABANDONED) for t in source.study.get_trials())
     display = Display(sweep, max(0, sweep.spec.search.n_trials - finished), say)  # the trials still to follow
     source.say = display.say
