@@ -164,13 +164,15 @@ def _move(folder: Path) -> dict | None:
         if read_result(target)[0] is not None or read_result(folder)[0] is None:
             return {**record, "action": f"kept: {new} exists already (the same run under today's rules)"}
         os.rename(target, folder.parent / f"{new}.superseded-{int(time.time())}")
-    os.rename(folder, target)
-    write_json_atomic(target / CONFIG, config.model_dump(mode="json"))
-    result = read_json(target / RESULT)
+    # The files first, the name last: killed at any point, the folder is valid under the name it has (a result
+    # names both ids) and the next migration finishes the move.
+    write_json_atomic(folder / CONFIG, config.model_dump(mode="json"))
+    result = read_json(folder / RESULT)
     if result is not None:  # the result names its run: today's id, the old one kept (the link still reads it)
-        earlier = [*(result.get("previous_run_ids") or []), old]
+        earlier = [name for name in result.get("previous_run_ids") or [] if name != old] + [old]
         update = {"run_id": new, "config_hash": new.rpartition("-")[2], "previous_run_ids": earlier}
-        write_json_atomic(target / RESULT, {**result, **update})
+        write_json_atomic(folder / RESULT, {**result, **update})
+    os.rename(folder, target)
     with contextlib.suppress(OSError):
         os.symlink(new, folder)
     return {**record, "action": "moved"}
