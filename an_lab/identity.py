@@ -167,12 +167,12 @@ def _files(folder: Path) -> list[str]:
 
 
 def backbone_identity(text: str) -> str:
-    """A backbone_init path: a run folder (it holds config.json) by its run id, a checkpoint file by its resolved
-    location."""
-    path = Path(text)
-    if (path / "config.json").is_file():
-        return f"run:{os.path.basename(os.path.normpath(text))}"
-    return f"file:{os.path.realpath(text)}"
+    """A backbone_init path: a checkpoint file by its resolved location; anything else is a run folder, named by its
+    run id (its last part), whether or not it has been trained yet: a detection run planned before its backbone
+    trains keeps its id once it has."""
+    if Path(text).is_file():
+        return f"file:{os.path.realpath(text)}"
+    return f"run:{os.path.basename(os.path.normpath(text))}"
 
 
 def config_hash(config: RunConfig) -> str:

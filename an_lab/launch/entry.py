@@ -79,7 +79,8 @@ def load_run_config(path: str):
     if (now := run_id(config)) != folder:
         message = (
             f"{path}: this run's config resolves to the run id {now} today, not {folder}: its data "
-            f"({config.data.root}) changed after the run was planned; launch the sweep again to plan it anew"
+            f"({config.data.root}) or its backbone changed after the run was planned; launch the sweep again to plan "
+            "it anew"
         )
         with contextlib.suppress(UsageError):
             mark_failed(Path(path).parent, message)

@@ -194,6 +194,23 @@ def _seed_words(seeds) -> str:
     return f"{count} seed{'s' if count > 1 else ''}"
 
 
+def _chain_lines(runs: list[PlannedRun]) -> list[str]:
+    """The sweeps this sweep's backbones come from: how many of those runs are done, and what `an-lab sweep` does."""
+    chains: dict[str, dict] = {}
+    for run in runs:
+        if run.backbone is not None:
+            entry = chains.setdefault(run.backbone.sweep_file, {"name": run.backbone.sweep, "folders": {}})
+            entry["folders"][run.backbone.run_dir] = run.backbone.done()
+    lines = []
+    for file, entry in sorted(chains.items()):
+        done, total = sum(entry["folders"].values()), len(entry["folders"])
+        then = (
+            "" if done == total else f"; `an-lab sweep` runs the {total - done} missing first (`an-lab sweep {file}`)"
+        )
+        lines.append(f"backbones: {done} of {total} runs of sweep {entry['name']} ({file}) done{then}")
+    return lines
+
+
 def render(plan: Plan) -> str:
     """Plain text: a header, one row per run, counts, the compute estimate."""
     sweep = plan.sweep
@@ -230,6 +247,7 @@ def render(plan: Plan) -> str:
         )
     if isinstance(seeds, SeedPolicy):
         lines += render_seeds(plan_seeds(sweep)[1], seeds)
+    lines += _chain_lines(plan.runs)
     lines.append(f"compute: {plan.estimate.words()}")
     launcher = sweep.spec.launcher
     lines.append(f"wall time: {plan.wall.words(launcher.max_parallel, launcher.executor == 'slurm')}")

@@ -11,9 +11,11 @@ running one should stop (a pruned trial). The same loop drives local processes a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from an_lab.errors import UsageError
 from an_lab.launch.base import Executor, Handle, LaunchError, RunRequest, hand_over
@@ -131,9 +133,10 @@ def _submitted_since(run: PlannedRun, since: float) -> bool:
 # `an-lab sweep`
 
 
-def run_sweep(sweep: Sweep, options: Options, say: Callable[[str], None] = print) -> bool:
-    """Launch (and, locally or with --wait, follow) the runs of a sweep that are not done. Returns whether it followed
-    them to their end (then the caller reports the sweep's results)."""
+def run_sweep(sweep: Sweep, options: Options, say: Callable[[str], None] = print, chain: tuple[str, ...] = ()) -> bool:
+    """Launch (and, locally or with --wait, follow) the runs of a sweep that are not done, after the missing runs of
+    the sweeps its detection runs take their backbones from (chain: the sweep files already being launched). Returns
+    whether it followed them to their end (then the caller reports the sweep's results)."""
     from an_lab.migrate import prepare as prepare_output
 
     prepare_output(sweep.output_dir, say)  # runs finished under an earlier version's ids keep their results
@@ -148,12 +151,30 @@ def run_sweep(sweep: Sweep, options: Options, say: Callable[[str], None] = print
                 executor.close()
         return True
     runs = validate(sweep)  # before anything is written or any scheduler is asked
+    _backbone_sweeps_first(sweep, runs, options, say, (*chain, str(sweep.path.resolve())))
     with sweep_errors(sweep):
         executor = make_executor(sweep, options)
         try:
             return _rounds(sweep, executor, options, say, runs)
         finally:
             executor.close()
+
+
+def _backbone_sweeps_first(sweep: Sweep, runs: list[PlannedRun], options: Options, say, chain: tuple[str, ...]):
+    """Launch the classification sweeps whose runs are this sweep's backbones and are not done, in this command:
+    locally they run (and are followed) first; on SLURM they are submitted first, and this sweep's runs then wait for
+    their jobs (afterok). A sweep whose file is not there is left to the error that names what to run."""
+    from an_lab.sweeps.manifest import load_sweep_target
+
+    files = sorted({run.backbone.sweep_file for run in runs if run.backbone is not None and not run.backbone.done()})
+    for file in files:
+        resolved = str(Path(file).resolve())
+        if not Path(file).is_file():
+            continue
+        if resolved in chain:
+            raise UsageError(f"{sweep.path}: its backbones come from {file}, which takes its own from this sweep")
+        say(f"sweep {sweep.name}: its backbones come from {file}, whose runs are not all done: launching them first")
+        run_sweep(load_sweep_target(file), dataclasses.replace(options, max_parallel=None), say, chain)
 
 
 def _rounds(sweep: Sweep, executor: Executor, options: Options, say, runs: list[PlannedRun]) -> bool:

@@ -21,6 +21,6 @@ def test_data_that_changed_after_planning_is_refused_before_training_and_recorde
     fingerprint.cache_clear()
     assert main([str(folder / "config.json")]) == 2
     said = capsys.readouterr().err
-    assert f"not {folder.name}: its data ({data}) changed after the run was planned" in said
+    assert f"not {folder.name}: its data ({data}) or its backbone changed after the run was planned" in said
     assert "changed after the run was planned" in json.loads((folder / "failed.json").read_text())["reason"]
     assert not (folder / "logs").exists()

@@ -5,6 +5,7 @@ the jobs training it (afterok). Real files on disk throughout; one test submits 
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -335,3 +336,32 @@ def test_on_slurm_detection_jobs_wait_for_the_queued_backbone_job(tmp_path, slur
     finally:
         for sweep in (path, classification):
             an_lab("cancel", sweep, "--wait", "60", env=env, cwd=tmp_path, timeout=300)
+
+
+@pytest.mark.slow
+def test_a_local_sweep_launches_its_backbone_sweeps_missing_runs_first_and_plan_shows_the_chain(
+    tmp_path, data_root, capsys
+):
+    """The classification sweep has never run: plan says so, and one `an-lab sweep` of the detection sweep runs that
+    sweep's missing runs first (its AN and BN cells, 2 seeds), then the detection runs from the BN ones."""
+    shutil.copytree(data_root / "digits", tmp_path / "data" / "digits")
+    classification_sweep_file(tmp_path, tmp_path / "runs")
+    tree = yaml.safe_load((tmp_path / "table1.yaml").read_text())
+    tree["base"]["trainer"]["limit_train_batches"] = 1
+    (tmp_path / "table1.yaml").write_text(yaml.safe_dump(tree))
+    path = detection_sweep(tmp_path, tmp_path / "runs", {"sweep": "table1", "cell": "BN"})
+    tree = yaml.safe_load(path.read_text())
+    tree["base"]["trainer"] = {"iterations": 2, "checkpoint_every": 2, "eval_every": 2}
+    tree["base"]["data"].update(image_size=64, batch_size=2)
+    path.write_text(yaml.safe_dump(tree))
+    plan = an_lab("plan", path)
+    assert "backbones: 0 of 2 runs of sweep table1" in plan.stdout and "runs the 2 missing first" in plan.stdout
+    done = an_lab("sweep", path, timeout=900)
+    said = done.stdout + done.stderr
+    assert done.returncode == 0, said[-3000:]
+    assert "its backbones come from" in said and "launching them first" in said
+    trained = sorted(p.parent.name for p in (tmp_path / "runs").glob("resnet50-*/result.json"))
+    assert len([name for name in trained if name.startswith(("resnet50-bn-", "resnet50-an-"))]) == 4
+    assert len([name for name in trained if name.startswith("resnet50-bn_frozen-")]) == 2
+    again = an_lab("plan", path)
+    assert "backbones: 2 of 2 runs of sweep table1" in again.stdout and "missing first" not in again.stdout
