@@ -12,7 +12,14 @@ from pathlib import Path
 from rich.console import Group
 from rich.live import Live
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -71,7 +78,14 @@ class Display:
 
     def __init__(self, sweep, total: int, say: Callable[[str], None] = print, follow: bool = True) -> None:
         self.name = sweep.name
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),  # the sweep's, from the runs ended so far (each run's own is in its row)
+        )
         self.task = self.bar.add_task(f"{escape(sweep.name)}: runs", total=total)
         self.drawn = follow and total > 0
         self.live = Live(self.bar, console=self.bar.console, refresh_per_second=4, transient=False)
