@@ -152,7 +152,7 @@ def test_a_cell_index_and_an_explicit_seed_pick_that_run_and_ids_do_not_follow_t
     assert len({tuple(found) for found in ids.values()}) == 1, ids
 
 
-def test_the_sweep_file_beside_the_detection_sweep_is_expanded_in_memory_and_ids_follow_its_folders(tmp_path):
+def test_the_sweep_file_beside_the_detection_sweep_is_expanded_in_memory_and_ids_follow_its_runs(tmp_path):
     classification = classification_sweep_file(tmp_path, tmp_path / "cls-runs")
     path = detection_sweep(tmp_path, tmp_path / "det-runs", {"sweep": "table1", "cell": "bn"})
     expected = {run.seed: run.run_dir for run in expand(load_sweep(classification)) if run.cell.name == "bn"}
@@ -160,12 +160,14 @@ def test_the_sweep_file_beside_the_detection_sweep_is_expanded_in_memory_and_ids
     assert [run.config.model.backbone_init for run in planned] == [str(expected[0]), str(expected[1])]
     assert not (tmp_path / "cls-runs").exists() and not (tmp_path / "det-runs").exists()  # nothing written
 
-    classification_sweep_file(tmp_path, tmp_path / "elsewhere")  # the same names, other run folders: other runs
+    # The same classification runs written elsewhere: the folders follow, the ids do not (a backbone is named by its
+    # run id, what it computes, not by where its folder lies: an_lab.identity.backbone_identity).
+    classification_sweep_file(tmp_path, tmp_path / "elsewhere")
     moved = expand(load_sweep(path))
     assert [run.config.model.backbone_init for run in moved] == [
         str(tmp_path / "elsewhere" / expected[seed].name) for seed in (0, 1)
     ]
-    assert {run.run_id for run in moved}.isdisjoint(run.run_id for run in planned)
+    assert [run.run_id for run in moved] == [run.run_id for run in planned]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
