@@ -45,7 +45,7 @@ def test_an_resnet_learns_digits_far_below_chance(tmp_path, data_root):
     assert rows[0].startswith("epoch") and len(rows) == 9
     assert (directory / "an_mixtures.png").stat().st_size > 10_000
     assert (directory / "an_attention_by_class.png").stat().st_size > 10_000
-    assert list((directory / "wandb").glob("wandb/offline-run-*/run-*.wandb"))
+    assert list((directory / "wandb").glob("offline-run-*/run-*.wandb"))  # W&B writes into <run>/wandb/
 
     again = an_lab("train", config, "--quiet")  # finished: not retrained
     assert again.returncode == 0 and "resuming" not in again.stdout
@@ -118,7 +118,7 @@ def test_sigterm_flushes_wandb_keeps_the_checkpoint_and_the_run_resumes(tmp_path
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143, stderr[-2000:]
-    offline_runs = list((directory / "wandb").glob("wandb/offline-run-*/run-*.wandb"))
+    offline_runs = list((directory / "wandb").glob("offline-run-*/run-*.wandb"))
     assert offline_runs and offline_runs[0].stat().st_size > 0
     assert (directory / "last.ckpt").exists() and not (directory / "result.json").exists()
 

@@ -300,10 +300,13 @@ def scontrol_job(job_id: str) -> str:
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_on_slurm_detection_jobs_wait_for_the_queued_backbone_job(tmp_path, slurm_cluster):
+    """One `an-lab sweep` of the detection sweep submits the classification sweep's missing runs first (the chain),
+    then the detection job with an afterok dependency on its backbone's job."""
     slurm = {"executor": "slurm", "max_parallel": 2, "slurm": {"gpus_per_node": 0, "time": 10}}
     classification = classification_sweep_file(tmp_path, tmp_path / "cls-runs")
     spec = yaml.safe_load(classification.read_text())
-    spec.update(launcher=slurm, baselines={}, seeds=[0, 1])  # two tiny runs: one array of two tasks
+    held = {**slurm, "slurm": {**slurm["slurm"], "additional_parameters": {"hold": True}}}  # its jobs stay queued
+    spec.update(launcher=held, baselines={}, seeds=[0, 1])  # two tiny runs: one array of two tasks
     classification.write_text(yaml.safe_dump(spec))
     path = detection_sweep(tmp_path, tmp_path / "det-runs", {"sweep": "table1", "cell": "AN"}, launcher=slurm)
     spec = yaml.safe_load(path.read_text())
@@ -311,24 +314,16 @@ def test_on_slurm_detection_jobs_wait_for_the_queued_backbone_job(tmp_path, slur
     path.write_text(yaml.safe_dump(spec))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
 
-    refused = an_lab("sweep", path, env=env, cwd=tmp_path, timeout=300)  # nothing trains or waits for the backbone
-    assert refused.returncode == 2, refused.stdout + refused.stderr
-    assert "neither done nor queued or running on SLURM" in refused.stderr
-    assert not list((tmp_path / "det-runs").glob("*/slurm.json"))
-
-    hold = "launcher.slurm.additional_parameters.hold=true"  # the backbone's job stays queued
-    queued = an_lab("sweep", classification, "--set", hold, env=env, cwd=tmp_path, timeout=300)
     try:
-        assert queued.returncode == 0, queued.stdout + queued.stderr
+        waiting = an_lab("sweep", path, env=env, cwd=tmp_path, timeout=300)
+        assert waiting.returncode == 0, waiting.stdout + waiting.stderr
+        assert "whose runs are not all done: launching them first" in waiting.stdout
         jobs = {
             json.loads((record.parent / "config.json").read_text())["trainer"]["seed"]: json.loads(record.read_text())
             for record in (tmp_path / "cls-runs").glob("*/slurm.json")
         }
         backbone_job = jobs[0]["job_id"]  # seed 0's backbone: a task of the array, <array>_<task>
         assert sorted(jobs) == [0, 1] and backbone_job == f"{jobs[0]['array_job_id']}_{jobs[0]['array_task_id']}"
-
-        waiting = an_lab("sweep", path, env=env, cwd=tmp_path, timeout=300)
-        assert waiting.returncode == 0, waiting.stdout + waiting.stderr
         assert f"waiting for job(s) {backbone_job} (afterok)" in waiting.stdout
         job = json.loads(next((tmp_path / "det-runs").glob("*/slurm.json")).read_text())
         shown = scontrol_job(job["job_id"])
