@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from an_lab.errors import UsageError
-from an_lab.rundir import read_json
+from an_lab.rundir import describe_owner, read_json
 
 JOURNAL = "optuna-journal.log"
 JOURNAL_LOCK = "optuna-journal.lock"
@@ -63,11 +63,10 @@ class LockState:
 
 
 def _owner_text(owner: dict | None) -> str:
+    """Who holds (or held) the lock, as run claims are described (rundir.describe_owner)."""
     if not owner:
         return "a process that wrote no description (another host, or an older an-lab)"
-    since = owner.get("time")
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if isinstance(since, int | float) else "?"
-    return f"pid {owner.get('pid', '?')} on {owner.get('host', '?')} (since {when})"
+    return describe_owner(owner)
 
 
 def _process_state(pid: object) -> str | None:
@@ -106,7 +105,7 @@ class JournalLock:
             time.sleep(min(pause, self.wait_s - waited))
             pause = min(pause * 2, 0.05)
         self._fd = fd
-        owner = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
+        owner = {"host": socket.gethostname(), "pid": os.getpid(), "role": "search orchestrator", "time": time.time()}
         with contextlib.suppress(OSError):  # a description is for humans: a full disk must not fail the write
             os.ftruncate(fd, 0)
             os.pwrite(fd, (json.dumps(owner, sort_keys=True) + "\n").encode(), 0)
