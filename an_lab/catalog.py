@@ -18,9 +18,12 @@ STANDARDIZATIONS = ("batch", "group", "instance", "layer")
 # models.create()
 NORM_CHOICES = ("bn", "gn", "sn", "se", "an", "an_gn")
 
-# Mask R-CNN (models.detection): backbones, backbone norms (bn_frozen is the papers' BN*: FrozenBatchNorm2d), the norm
-# of the FPN and heads, and the convs of the 4conv1fc box head that AN w/ GN replaces the GN of (one K each).
-DETECTION_BACKBONES = ("resnet50", "resnet101", "mobilenet_v2")
+# Detection (models.detection): the detectors (Mask R-CNN, Cascade Mask R-CNN, HTC), backbones, backbone norms
+# (bn_frozen is the papers' BN*: FrozenBatchNorm2d), the norm of the FPN and heads, the box heads, and the convs of the
+# 4conv1fc box head that AN w/ GN replaces the GN of (one K each).
+DETECTORS = ("mask_rcnn", "cascade_mask_rcnn", "htc")
+DETECTION_BACKBONES = ("resnet50", "resnet101", "mobilenet_v2", "aognet_12m", "aognet_40m")
+BOX_HEADS = ("2fc", "4conv1fc")
 DETECTION_NORMS = ("bn_frozen", "gn", "syncbn", "an")
 DETECTION_ONLY_NORMS = ("bn_frozen", "syncbn")
 HEAD_NORMS = ("none", "gn", "an_gn")

@@ -123,6 +123,9 @@ class ModelConfig(Strict):
     an: ANConfig = ANConfig()
     stem: Literal["plain", "deep"] = "plain"
     zero_init_residual: bool = Field(True, strict=True)
+    # Detection only: the detector (None: mask_rcnn, Mask R-CNN; cascade_mask_rcnn: Cascade Mask R-CNN; htc: Hybrid
+    # Task Cascade without its semantic branch), all on the same backbone, FPN and RPN
+    detector: Literal[catalog.DETECTORS] | None = None  # type: ignore[valid-type]
     # Detection only: the norm of the FPN and heads (none: torchvision's heads; gn: 4conv1fc box head, GN mask head
     # and GN FPN; an_gn: the same with AN w/ GN in the box head's convs), the K of those AN layers (one per conv), and
     # the backbone's starting weights: a classification run ({sweep, cell, seed}), a run folder or a checkpoint file.
@@ -285,6 +288,7 @@ class RunConfig(Strict):
 DETECTION_DATA = ("coco", "shapes")
 # Keys that only a detection run reads, with the value that means "not set".
 DETECTION_KEYS = {
+    ("model", "detector"): None,
     ("model", "head_norm"): None,
     ("model", "head_k"): None,
     ("model", "box_head"): None,

@@ -5,7 +5,8 @@ A run is its resolved config, normalised so that one result has one id:
 - Keys that change how a run is executed or logged, not what it computes, are left out (NON_IDENTITY_KEYS), and so
   are keys that the run does not read: `model.an` for a network without AN, the detection keys of a classification
   run and the reverse, `data.fake_size` for anything but fake data, `data.train` / `data.val` outside COCO-format
-  data, `model.head_k` without AN heads.
+  data, `model.head_k` without AN heads, `model.detector` when it names Mask R-CNN (the detector of every detection
+  run made before the key existed, whose ids it leaves as they were).
 - Equivalent spellings are written one way: `an.k: null` and `an.k: 10` as the K schedule they resolve to,
   `trainer.devices: auto` as 1 with `accelerator: cpu`.
 - The data is named by what it is, not by how its folder was spelled (`data.root` text): generated data (digits,
@@ -57,6 +58,8 @@ def identity(config: RunConfig) -> dict:
         dropped.append(("model", "an"))
     else:
         tree["model"]["an"]["k"] = list(catalog.resolve_k(config.model.name, config.model.an.k))
+    if config.model.detector in (None, "mask_rcnn"):
+        dropped.append(("model", "detector"))
     if config.model.head_norm != "an_gn":
         dropped.append(("model", "head_k"))
     elif config.model.head_k is None or isinstance(config.model.head_k, int):

@@ -73,9 +73,43 @@ def test_keys_that_change_a_run_change_its_id():
     )
 
 
+# Two detection runs as the code before model.detector named them (ids computed at commit dfd6b29).
+MASK_RCNN_RUNS = [
+    (
+        [
+            "recipe=mask_rcnn_2x",
+            "model.name=resnet101",
+            "model.norm=an",
+            "model.box_head=4conv1fc",
+            "model.head_norm=an_gn",
+            "model.backbone_init=runs/resnet101-an-0123456789ab",
+            "data.name=shapes",
+            "data.image_size=64",
+            "trainer.devices=8",
+        ],
+        "resnet101-an-a1af146e612a",
+    ),
+    (["recipe=mask_rcnn_1x", "data.name=shapes"], "resnet50-bn_frozen-f836b2db1e3f"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "expected"), MASK_RCNN_RUNS)
+def test_model_detector_leaves_the_ids_of_mask_rcnn_runs_as_they_were(overrides, expected):
+    assert run_id(load_config(None, overrides)) == expected
+    assert run_id(load_config(None, [*overrides, "model.detector=mask_rcnn"])) == expected  # the default, spelled out
+    others = {
+        run_id(load_config(None, [*overrides, f"model.detector={name}"])) for name in ("cascade_mask_rcnn", "htc")
+    }
+    assert len(others) == 2 and expected not in others
+
+
 def test_a_detection_key_on_classification_is_refused_not_ignored():
     with pytest.raises(UsageError, match=r"optim\.warmup_iterations is a detection key"):
         load_config(None, ["optim.warmup_iterations=100"])
+    with pytest.raises(UsageError, match=r"model\.detector is a detection key"):
+        load_config(None, ["model.detector=htc"])
+    with pytest.raises(UsageError, match=r"model\.detector: 'retinanet' is not valid; choose one of 'mask_rcnn', "):
+        load_config(None, ["recipe=mask_rcnn_1x", "model.detector=retinanet"])
 
 
 def test_paths_in_a_config_file_follow_the_file_and_command_line_paths_the_working_directory(tmp_path, monkeypatch):

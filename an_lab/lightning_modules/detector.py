@@ -1,5 +1,5 @@
-"""Mask R-CNN fine-tuning as a LightningModule: the papers' iteration schedule, COCO evaluation, backbone weights
-from a classification run.
+"""Mask R-CNN, Cascade Mask R-CNN and HTC fine-tuning (model.detector) as a LightningModule: the papers' iteration
+schedule, COCO evaluation, backbone weights from a classification run.
 
 Schedule (their mmdetection setup): SGD with momentum 0.9 and weight decay 1e-4 on every trainable parameter, learning
 rate optim.base_lr x global batch / 16 (0.02 at 16 images), warmed up linearly from a third of it over
@@ -23,6 +23,7 @@ from an_lab.errors import UsageError
 from an_lab.lightning_modules.coco_eval import encode_masks, evaluate_coco
 from an_lab.metrics import TASK_METRICS
 from an_lab.models.detection import build_mask_rcnn, map_classification_state
+from an_lab.profiling import count_detector_macs, detector_image
 from an_lab.rundir import CHECKPOINT, CONFIG, read_result, state
 
 REFERENCE_BATCH = 16  # the batch the detection learning rate is given at
@@ -39,6 +40,7 @@ def build_detector(config: RunConfig, num_classes: int) -> nn.Module:
     return build_mask_rcnn(
         model.name,
         num_classes=num_classes,
+        detector=model.detector or "mask_rcnn",
         backbone_norm=model.norm,
         head_norm=model.head_norm or "none",
         box_head=model.box_head,
@@ -52,6 +54,14 @@ def build_detector(config: RunConfig, num_classes: int) -> nn.Module:
     )
 
 
+def detector_macs(config: RunConfig, num_classes: int) -> int:
+    """The run's detector's MACs (profiling.count_detector_macs: mmdetection's convention, 1000 box RoIs and 100 mask
+    RoIs) at an image of data.image_size x data.max_size, counted on a copy built on the meta device (no compute)."""
+    with torch.device("meta"):
+        model = build_detector(config, num_classes)
+    return count_detector_macs(model, *detector_image(config.data.image_size, config.data.max_size))
+
+
 def detection_lr(step: int, iterations: int, warmup: int) -> float:
     """The learning-rate factor at an optimizer step (module docstring)."""
     factor = 0.1 ** sum(step >= round(iterations * fraction) for fraction in STEPS)
@@ -61,12 +71,13 @@ def detection_lr(step: int, iterations: int, warmup: int) -> float:
 
 
 class MaskRCNNModule(pl.LightningModule):
-    """Trains with the sum of Mask R-CNN's losses; evaluates COCO AP (boxes and masks) on the validation split and
-    logs val_bbox_ap ... val_segm_ap_l (percent) once per evaluation."""
+    """Trains with the sum of the detector's losses (a cascade's stage losses already weighted); evaluates COCO AP
+    (boxes and masks) on the validation split and logs val_bbox_ap ... val_segm_ap_l (percent) once per evaluation."""
 
     def __init__(self, config: RunConfig, num_classes: int, label_to_category: dict[int, int], coco_gt) -> None:
         super().__init__()
         self.config = config
+        self.num_classes = num_classes
         self.model = build_detector(config, num_classes)
         self.label_to_category = dict(label_to_category)
         self.coco_gt = coco_gt

@@ -221,6 +221,7 @@ def _run_facts(config: RunConfig, trainer: pl.Trainer, throughput, seconds: floa
 def _detection_result(config: RunConfig, trainer: pl.Trainer, module, throughput, seconds: float, say) -> dict:
     """result.json of a detection run: the last evaluation's AP (percent) in "final", the evaluation with the highest
     box AP in "best", the last evaluations in "tail"."""
+    from an_lab.lightning_modules.detector import detector_macs
     from an_lab.models.detection import parameter_counts
 
     skipped: list[str] = []
@@ -246,7 +247,7 @@ def _detection_result(config: RunConfig, trainer: pl.Trainer, module, throughput
         },
         "params": counts.total,
         "trainable_params": counts.trainable,
-        "macs": None,
+        "macs": detector_macs(config, module.num_classes),  # mmdetection's get_flops convention (profiling)
         "epochs": trainer.current_epoch,
         "iterations": trainer.global_step,
         **_run_facts(config, trainer, throughput, seconds),

@@ -60,18 +60,18 @@ import torch
 from torch import nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.backbone_utils import BackboneWithFPN, _resnet_fpn_extractor
-from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead
-from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import FrozenBatchNorm2d
 
+from an_lab.catalog import BOX_HEADS, DETECTORS, HEAD_K, HEAD_NORMS, check_choice
 from an_lab.catalog import DETECTION_BACKBONES as BACKBONES
 from an_lab.catalog import DETECTION_NORMS as BACKBONE_NORMS
-from an_lab.catalog import HEAD_K, HEAD_NORMS, check_choice
 from an_lab.models.convert import replace_layer
+from an_lab.models.detection_cascade import CascadeRoIHeads, stage_heads
 from an_lab.models.registry import create
 from an_lab.nn import AttentiveNorm2d
 
-BOX_HEADS = ("2fc", "4conv1fc")
 # HEAD_K (catalog): K of the AN w/ GN layers after the four convs of the box head, in order (the AN reference
 # configuration).
 HEAD_GROUPS = 32
@@ -196,6 +196,23 @@ def _mobilenet_backbone(classifier: nn.Module, trainable_layers: int, fpn_norm) 
     return BackboneWithFPN(features, return_layers, in_channels, FPN_CHANNELS, norm_layer=fpn_norm)
 
 
+def _aognet_backbone(classifier: nn.Module, trainable_layers: int, fpn_norm) -> BackboneWithFPN:
+    """An AOGNet's four stages into the FPN (strides 4-32; AOGNet-12M 128, 256, 512, 824 channels, AOGNet-40M 224,
+    448, 896, 1400: the authors' FPN in_channels). Its layers are the stem and the four stages (5, like a ResNet's
+    stem and layer1-4); ``trainable_layers`` of them, counted from the end, train: 3, the default, freezes the stem
+    and stage0 (the authors' frozen_stages=1)."""
+    layers = ["stem", *(f"stage{s}" for s in range(classifier.config.num_stages))]
+    if not 0 <= trainable_layers <= len(layers):
+        raise ValueError(
+            f"trainable_layers={trainable_layers} is not valid for an AOGNet; it must be in [0, {len(layers)}]"
+        )
+    for name in layers[: len(layers) - trainable_layers]:
+        classifier.get_submodule(name).requires_grad_(False)
+    return_layers = {name: str(level) for level, name in enumerate(layers[1:])}
+    in_channels = list(classifier.config.filter_list[1:])
+    return BackboneWithFPN(classifier, return_layers, in_channels, FPN_CHANNELS, norm_layer=fpn_norm)
+
+
 def _build_backbone(
     name: str, backbone_norm: str, k, trainable_layers: int, fpn_norm, create_options: dict[str, Any]
 ) -> BackboneWithFPN:
@@ -204,8 +221,8 @@ def _build_backbone(
         freeze_batch_norms(classifier)
     elif backbone_norm == "an":
         apply_an_finetuning_rule(classifier)
-    extract = _mobilenet_backbone if name == "mobilenet_v2" else _resnet_backbone
-    backbone = extract(classifier, trainable_layers, fpn_norm)
+    extract = {"mobilenet_v2": _mobilenet_backbone, "aognet_12m": _aognet_backbone, "aognet_40m": _aognet_backbone}
+    backbone = extract.get(name, _resnet_backbone)(classifier, trainable_layers, fpn_norm)
     # Frozen stages keep their statistics too: their (Sync)BatchNorm layers become FrozenBatchNorm2d.
     freeze_batch_norms(backbone.body, select=_all_parameters_frozen)
     if backbone_norm == "syncbn":
@@ -253,6 +270,27 @@ def _heads(head_norm: str, box_head: str, head_ks: tuple[int, ...], an_mask_head
     return heads
 
 
+def _cascade_heads(
+    detector: str, num_classes: int, head_norm: str, box_head: str, head_ks: tuple[int, ...], an_mask_head: bool
+) -> dict[str, list[nn.Module]]:
+    """A fresh box head, predictor and mask head per cascade stage, normalized as _heads normalizes Mask R-CNN's."""
+
+    def box() -> nn.Module:
+        if box_head == "2fc":
+            return TwoMLPHead(FPN_CHANNELS * _BOX_ROI**2, _BOX_FC)
+        norm = {"none": None, "gn": _group_norm, "an_gn": _attentive_group_norms(head_ks)}[head_norm]
+        return FastRCNNConvFCHead((FPN_CHANNELS, _BOX_ROI, _BOX_ROI), list(_HEAD_CONVS), [_BOX_FC], norm_layer=norm)
+
+    def mask_convs() -> nn.Module:
+        norm = None if head_norm == "none" else _attentive_group_norms(head_ks) if an_mask_head else _group_norm
+        return MaskRCNNHeads(FPN_CHANNELS, list(_HEAD_CONVS), 1, norm_layer=norm)
+
+    def mask_predictor() -> nn.Module:
+        return MaskRCNNPredictor(FPN_CHANNELS, FPN_CHANNELS, num_classes)
+
+    return stage_heads(num_classes, box, _BOX_FC, mask_convs, mask_predictor, htc=detector == "htc")
+
+
 # -- the detector ---------------------------------------------------------------------------------------------
 
 
@@ -260,6 +298,7 @@ def build_mask_rcnn(
     backbone: str,
     *,
     num_classes: int,
+    detector: str = "mask_rcnn",
     backbone_norm: str = "bn_frozen",
     head_norm: str = "none",
     k: int | tuple[int, ...] | None = None,
@@ -272,18 +311,22 @@ def build_mask_rcnn(
     detector_options: Mapping[str, Any] | None = None,
     **an_options,
 ) -> MaskRCNN:
-    """Mask R-CNN + FPN with `backbone` (resnet50, resnet101, mobilenet_v2) and the chosen norms (module docstring).
+    """Mask R-CNN + FPN with `backbone` (resnet50, resnet101, mobilenet_v2, aognet_12m, aognet_40m) and the chosen
+    norms (module docstring); detector="cascade_mask_rcnn" or "htc" puts the RoI heads of Cascade Mask R-CNN or HTC
+    (models.detection_cascade) on the same backbone, FPN and RPN.
 
     num_classes counts the background. k: the backbone's AN K per stage (create()'s; None: the paper's schedule),
     for backbone_norm="an" only. k_head: the AN w/ GN heads' K, one or one per box-head conv (None: HEAD_K), for
     head_norm="an_gn" only. box_head: "2fc" (TwoMLPHead) or "4conv1fc"; None picks 2fc without head norms and
-    4conv1fc with them (the only one that has convs to normalize). trainable_layers: torchvision's count of
-    trainable stages from the top (ResNets 0-5, MobileNet-v2 0-6). min_size, max_size: the resize of
-    GeneralizedRCNNTransform. detector_options: further MaskRCNN arguments (RPN and RoI sampling, thresholds).
-    an_options go to create() (pooling, head, activation, placement, stem, zero_init_residual); zero_init_residual
-    defaults to False here: the backbone is meant to receive classification weights, and with them absent a zero
-    gamma in a frozen norm would silence its residual branch for good.
+    4conv1fc with them (the only one that has convs to normalize); a cascade builds one per stage. trainable_layers:
+    torchvision's count of trainable stages from the top (ResNets and AOGNets 0-5, MobileNet-v2 0-6). min_size,
+    max_size: the resize of GeneralizedRCNNTransform. detector_options: further MaskRCNN arguments (RPN and RoI
+    sampling, thresholds; a cascade takes its RoI sampling, score threshold, NMS and detections per image from them
+    too). an_options go to create() (pooling, head, activation, placement, stem, zero_init_residual);
+    zero_init_residual defaults to False here: the backbone is meant to receive classification weights, and with
+    them absent a zero gamma in a frozen norm would silence its residual branch for good.
     """
+    check_choice("detector", detector, DETECTORS)
     check_choice("backbone", backbone, BACKBONES)
     check_choice("backbone_norm", backbone_norm, BACKBONE_NORMS)
     check_choice("head_norm", head_norm, HEAD_NORMS)
@@ -301,14 +344,28 @@ def build_mask_rcnn(
     fpn_norm = None if head_norm == "none" else _group_norm
     create_options = {"zero_init_residual": False, **an_options}
     body = _build_backbone(backbone, backbone_norm, k, trainable_layers, fpn_norm, create_options)
-    return MaskRCNN(
+    model = MaskRCNN(
         body,
         num_classes=num_classes,
         min_size=min_size,
         max_size=max_size,
-        **_heads(head_norm, box_head, head_ks, an_mask_head),
+        **(_heads(head_norm, box_head, head_ks, an_mask_head) if detector == "mask_rcnn" else {}),
         **dict(detector_options or {}),
     )
+    if detector != "mask_rcnn":
+        single = model.roi_heads  # Mask R-CNN's heads: their sampling and test settings carry over
+        model.roi_heads = CascadeRoIHeads(
+            **_cascade_heads(detector, num_classes, head_norm, box_head, head_ks, an_mask_head),
+            htc=detector == "htc",
+            box_roi_pool=single.box_roi_pool,
+            mask_roi_pool=single.mask_roi_pool,
+            batch_size_per_image=single.fg_bg_sampler.batch_size_per_image,
+            positive_fraction=single.fg_bg_sampler.positive_fraction,
+            score_thresh=single.score_thresh,
+            nms_thresh=single.nms_thresh,
+            detections_per_img=single.detections_per_img,
+        )
+    return model
 
 
 # -- parameter counts and checkpoint mapping --------------------------------------------------------------------

@@ -12,11 +12,12 @@ from conftest import an_lab, kill_when, write_config
 from an_lab.config import load_config
 from an_lab.errors import UsageError
 from an_lab.identity import run_dir
-from an_lab.lightning_modules.coco_shapes import write_shapes_dataset
+from an_lab.lightning_modules.coco_shapes import SHAPE_CLASSES, write_shapes_dataset
 from an_lab.lightning_modules.detection_data import IterationBatches, ShardedBatches
 from an_lab.lightning_modules.detector import detection_lr, load_backbone
 from an_lab.metrics import TASK_METRICS
 from an_lab.models.detection import build_mask_rcnn
+from an_lab.profiling import DETECTOR_BOX_ROIS, count_detector_macs, detector_image
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -37,10 +38,11 @@ def coco_root(tmp_path_factory):
     return root
 
 
-def detection_tree(root, output_dir, *, norm="gn", iterations=4, **trainer) -> dict:
+def detection_tree(root, output_dir, *, norm="gn", iterations=4, detector=None, **trainer) -> dict:
+    model = {"name": "resnet50", "norm": norm, "head_norm": "none", "detector_options": SMALL_DETECTOR}
     return {
         "task": "detection",
-        "model": {"name": "resnet50", "norm": norm, "head_norm": "none", "detector_options": SMALL_DETECTOR},
+        "model": model if detector is None else {**model, "detector": detector},
         "data": {"name": "coco", "root": str(root), "image_size": 64, "batch_size": 2, "num_workers": 0},
         "optim": {"base_lr": 0.02, "warmup_iterations": 2, "clip_grad_norm": 35.0},
         "trainer": {"iterations": iterations, "checkpoint_every": 2, **trainer},
@@ -105,8 +107,9 @@ def test_the_papers_learning_rate_schedule():
 
 
 @pytest.mark.slow
-def test_a_detection_run_writes_its_ap_and_resumes_exactly_after_sigkill(tmp_path, coco_root):
-    tree = detection_tree(coco_root, tmp_path / "killed")
+@pytest.mark.parametrize("detector", [None, "cascade_mask_rcnn", "htc"])
+def test_a_detection_run_writes_its_ap_and_resumes_exactly_after_sigkill(tmp_path, coco_root, detector):
+    tree = detection_tree(coco_root, tmp_path / "killed", detector=detector)
     killed = write_config(tmp_path / "killed.yaml", tree)
     directory = run_dir(load_config(killed))
     kill_when(killed, (directory / "last.ckpt").exists)
@@ -130,6 +133,28 @@ def test_a_detection_run_writes_its_ap_and_resumes_exactly_after_sigkill(tmp_pat
     ]
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
+@pytest.mark.parametrize("detector", ["cascade_mask_rcnn", pytest.param("htc", marks=pytest.mark.slow)])
+def test_a_cascade_trains_through_the_same_module_and_reports_its_stage_losses(tmp_path, coco_root, detector):
+    """Two iterations of Cascade Mask R-CNN / HTC through `an-lab train` on the generated shapes: the stage losses
+    are logged, result.json holds the AP, the parameters and the MACs of the cascade."""
+    tree = detection_tree(coco_root, tmp_path, iterations=2, detector=detector)
+    config = write_config(tmp_path / "run.yaml", tree)
+    done = an_lab("train", config, "--quiet")
+    assert done.returncode == 0, done.stderr[-3000:]
+    directory = run_dir(load_config(config))
+    result = json.loads((directory / "result.json").read_text())
+    assert result["iterations"] == 2 and all(0 <= result["final"][name] <= 100 for name in ("bbox_ap", "segm_ap"))
+    reference = build_mask_rcnn("resnet50", num_classes=len(SHAPE_CLASSES) + 1, detector=detector, backbone_norm="gn")
+    assert result["params"] == sum(p.numel() for p in reference.parameters())
+    # MACs at the run's 64 x 107 image (padded to 64 x 128), 1000 box RoIs and 100 mask RoIs (profiling)
+    assert detector_image(64) == (64, 128)
+    assert result["macs"] == count_detector_macs(reference, 64, 128) > 3 * DETECTOR_BOX_ROIS * 256 * 49 * 1024
+    logged = (directory / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {f"train_loss_{part}_s{stage}" for part in ("classifier", "box_reg", "mask") for stage in range(3)} <= set(
+        logged
+    )
 
 
 @pytest.fixture(scope="module")
