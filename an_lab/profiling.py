@@ -67,10 +67,19 @@ def detector_image(min_size: int, max_size: int | None = None) -> tuple[int, int
 
 def count_detector_macs(model: nn.Module, height: int, width: int) -> int:
     """MACs of a Mask R-CNN, Cascade Mask R-CNN or HTC (models.detection) under mmdetection's get_flops convention
-    (DETECTOR_BOX_ROIS, DETECTOR_MASK_ROIS), on a padded image of height x width. Build the model on the meta
-    device to count without computing (the counter reads shapes only)."""
+    (DETECTOR_BOX_ROIS, DETECTOR_MASK_ROIS), on a padded image of height x width.
+
+    A model built on the meta device is counted without computing anything: it gets uninitialized CPU storage
+    (``to_empty``) and runs under torch's FakeTensorMode, which propagates shapes only (a plain meta forward cannot
+    run AN, which asks autocast about its input's device).
+    """
     from an_lab.models.detection_cascade import CascadeRoIHeads
 
+    if next(model.parameters()).is_meta:
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            return count_detector_macs(model.to_empty(device="cpu"), height, width)
     weight = next(model.parameters())
     like = {"dtype": weight.dtype, "device": weight.device}
     heads = model.roi_heads

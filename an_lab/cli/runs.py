@@ -22,37 +22,79 @@ def _k_schedule(text: str) -> int | tuple[int, ...]:
     return values[0] if len(values) == 1 else values
 
 
+_PROFILED = catalog.MODEL_NAMES + catalog.DETECTORS
+_PROFILE_NORMS = tuple(dict.fromkeys(catalog.NORM_CHOICES + catalog.DETECTION_NORMS))
+
+
 def _profile_arguments(prof: argparse.ArgumentParser) -> None:
     prof.add_argument(
-        "model", choices=catalog.MODEL_NAMES, metavar="MODEL", help=f"one of: {', '.join(catalog.MODEL_NAMES)}"
+        "model",
+        choices=_PROFILED,
+        metavar="MODEL",
+        help=f"a network ({', '.join(catalog.MODEL_NAMES)}) or a detector ({', '.join(catalog.DETECTORS)})",
     )
-    prof.add_argument("--norm", default="an", choices=catalog.NORM_CHOICES)
+    prof.add_argument(
+        "--norm",
+        default=None,
+        choices=_PROFILE_NORMS,
+        help="networks: bn, gn, sn, se, an, an_gn (default an); detectors, the backbone's: bn_frozen (BN*, the "
+        "default), gn, syncbn, an",
+    )
     prof.add_argument("--k", type=_k_schedule, default=None, help="K for all stages or per stage, e.g. 10,10,20,20")
     prof.add_argument("--pooling", default="rsd", choices=catalog.POOLINGS)
     prof.add_argument("--head", default=None, choices=catalog.HEADS, help="default: a2, or a1 with --norm an_gn")
     prof.add_argument("--activation", default="hsigmoid", choices=catalog.ACTIVATIONS)
     prof.add_argument("--placement", default="paper", choices=catalog.PLACEMENTS)
     prof.add_argument("--stem", default="plain", choices=catalog.STEMS)
-    prof.add_argument("--input-size", type=int, default=None, help="image side (default: 224, or 32 for CIFAR nets)")
-    prof.add_argument("--num-classes", type=int, default=1000)
+    prof.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="image side (default: 224, or 32 for CIFAR nets); detectors: the shorter side (default 800; the longer "
+        "is 1333/800 of it, both padded to a multiple of 32)",
+    )
+    prof.add_argument(
+        "--num-classes", type=int, default=None, help="classes (default 1000); detectors: categories (default 80)"
+    )
+    detection = prof.add_argument_group("detectors")
+    detection.add_argument("--backbone", default=None, choices=catalog.DETECTION_BACKBONES, help="the backbone")
+    detection.add_argument("--head-norm", default=None, choices=catalog.HEAD_NORMS, help="FPN and heads (none)")
+    detection.add_argument(
+        "--box-head", default=None, choices=catalog.BOX_HEADS, help="default: 2fc, 4conv1fc with head norms"
+    )
     prof.add_argument("--json", action="store_true", help="print the counts as JSON")
 
 
 @command(
     "profile",
     _profile_arguments,
-    help="parameter and MAC counts of a model",
+    help="parameter and MAC counts of a model or a detector",
     description="Parameter count and multiply-accumulates (the papers' FLOPS column) of a model, and what AN adds "
-    "over BN.",
+    "over BN; or of a detector (Mask R-CNN, Cascade Mask R-CNN, HTC) on a backbone, counted as mmdetection counts "
+    "them (backbone, FPN and RPN on one image, the box heads on 1000 RoIs, the mask heads on 100).",
 )
 def _cmd_profile(args: argparse.Namespace) -> int:
+    if args.model in catalog.DETECTORS:
+        return _profile_detector(args)
+    given = [flag for flag, value in _detector_flags(args).items() if value is not None]
+    if given:
+        raise UsageError(
+            f"an-lab profile {args.model}: {', '.join(given)} apply to detectors ({', '.join(catalog.DETECTORS)}), "
+            f"not to a network; e.g. an-lab profile cascade_mask_rcnn --backbone resnet101 --norm bn_frozen"
+        )
+    if args.norm in catalog.DETECTION_ONLY_NORMS:
+        raise UsageError(
+            f"an-lab profile {args.model} --norm {args.norm}: {args.norm} is a detection backbone norm; a network "
+            f"takes one of {', '.join(catalog.NORM_CHOICES)}"
+        )
     from an_lab.profiling import profile
 
     side = args.input_size or catalog.INPUT_SIZE[args.model]
     if (problem := catalog.input_size_problem(args.model, side)) is not None:
         raise UsageError(f"an-lab profile --input-size {side}: {problem}")
-    options = {"norm": args.norm, "k": args.k, "placement": args.placement, "stem": args.stem}
-    options.update(pooling=args.pooling, head=args.head, activation=args.activation, num_classes=args.num_classes)
+    options = {"norm": args.norm or "an", "k": args.k, "placement": args.placement, "stem": args.stem}
+    options.update(pooling=args.pooling, head=args.head, activation=args.activation)
+    options["num_classes"] = 1000 if args.num_classes is None else args.num_classes
     try:
         counts = profile(args.model, input_size=args.input_size, **options)
     except ValueError as error:
@@ -67,6 +109,71 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     pointwise = counts["macs_with_pointwise"]
     print(f"  + norm, ReLU   {pointwise:,} ({pointwise / 1e9:.2f}G; thop's count, as the AOGNet papers give)")
     print(f"over BN          {counts['params_over_bn']:+,} parameters")
+    print(f"AN layers        {counts['an_layers']}")
+    return 0
+
+
+def _detector_flags(args: argparse.Namespace) -> dict[str, object]:
+    return {"--backbone": args.backbone, "--head-norm": args.head_norm, "--box-head": args.box_head}
+
+
+_MAX_DETECTION_CATEGORIES = 100_000
+
+
+def _profile_detector(args: argparse.Namespace) -> int:
+    """`an-lab profile mask_rcnn | cascade_mask_rcnn | htc --backbone NAME ...` (profiling.profile_detector)."""
+    from an_lab.profiling import profile_detector
+
+    command = f"an-lab profile {args.model}"
+    if args.backbone is None:
+        raise UsageError(
+            f"{command}: name the backbone with --backbone, one of {', '.join(catalog.DETECTION_BACKBONES)}"
+        )
+    norm = args.norm or "bn_frozen"
+    if norm not in catalog.DETECTION_NORMS:
+        raise UsageError(
+            f"{command} --norm {norm}: a detector's backbone norm is one of {', '.join(catalog.DETECTION_NORMS)} "
+            "(bn_frozen is BN*: frozen statistics and affine)"
+        )
+    classification = {"--pooling": ("rsd", args.pooling), "--head": (None, args.head)}
+    classification.update({"--activation": ("hsigmoid", args.activation), "--stem": ("plain", args.stem)})
+    classification["--placement"] = ("paper", args.placement)
+    if changed := [flag for flag, (default, value) in classification.items() if value != default]:
+        raise UsageError(
+            f"{command}: {', '.join(changed)} apply to networks, not to detectors (their AN is the papers')"
+        )
+    categories = 80 if args.num_classes is None else args.num_classes
+    if not 1 <= categories <= _MAX_DETECTION_CATEGORIES:
+        raise UsageError(f"{command} --num-classes {categories}: give the categories, 1 to {_MAX_DETECTION_CATEGORIES}")
+    side = 800 if args.input_size is None else args.input_size
+    smallest = max(32, catalog.MIN_INPUT_SIZE.get(args.backbone, 8))
+    if not smallest <= side <= catalog.MAX_DETECTION_SIDE:
+        raise UsageError(
+            f"{command} --input-size {side}: a detector's shorter image side is {smallest} to "
+            f"{catalog.MAX_DETECTION_SIDE} pixels (COCO: 800)"
+        )
+    options = {"backbone_norm": norm, "head_norm": args.head_norm or "none", "box_head": args.box_head}
+    if args.k is not None:
+        options["k"] = args.k
+    try:
+        counts = profile_detector(args.model, args.backbone, num_classes=categories, input_size=side, **options)
+    except ValueError as error:
+        raise UsageError(f"{command}: {error}") from None
+    if args.json:
+        print(json.dumps(counts, indent=2))
+        return 0
+    height, width = counts["image"]
+    print(
+        f"detector         {counts['model']} on {counts['backbone']} (backbone norm={counts['norm']}, "
+        f"head norm={counts['head_norm']}, box head={counts['box_head']}, {counts['num_classes']} categories)"
+    )
+    print(
+        f"parameters       {counts['params']:,} ({counts['params'] / 1e6:.2f}M; {counts['trainable_params']:,} trained)"
+    )
+    print(
+        f"MACs             {counts['macs']:,} ({counts['macs'] / 1e9:.2f}G at a {height}x{width} image, box heads on "
+        f"{counts['box_rois']} RoIs, mask heads on {counts['mask_rois']}: mmdetection's get_flops convention)"
+    )
     print(f"AN layers        {counts['an_layers']}")
     return 0
 
