@@ -218,6 +218,20 @@ class OptimConfig(Strict):
     # Detection: linear warm-up over the first iterations (from 1/3 of the rate) and gradient clipping (L2 norm)
     warmup_iterations: int = Field(500, ge=0, le=MAX_ITERATIONS, strict=True)
     clip_grad_norm: Number | None = Field(None, gt=0)
+    # Detection: where the learning rate drops 10x, as fractions of trainer.iterations, increasing, each in (0, 1).
+    # None: 2/3 and 8/9 (COCO 1x: 60k and 80k of 90k; 2x alike); the "20e" schedule of the cascades: 0.8, 0.95
+    lr_steps: tuple[Number, ...] | None = None
+
+    @field_validator("lr_steps")
+    @classmethod
+    def _fractions_of_the_run(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if value is not None and (
+            not 1 <= len(value) <= 8 or not all(0 < f < 1 for f in value) or list(value) != sorted(set(value))
+        ):
+            raise ValueError(
+                "give 1 to 8 increasing fractions of trainer.iterations, each between 0 and 1, e.g. [0.8, 0.95]"
+            )
+        return value
 
 
 class TrainerConfig(Strict):
@@ -256,7 +270,16 @@ class WandbConfig(Strict):
 
 
 RecipeName = Literal[
-    "vanilla", "sota", "mobile", "aognet", "aognet_sota", "cifar", "mask_rcnn_1x", "mask_rcnn_2x", "custom"
+    "vanilla",
+    "sota",
+    "mobile",
+    "aognet",
+    "aognet_sota",
+    "cifar",
+    "mask_rcnn_1x",
+    "mask_rcnn_2x",
+    "cascade_mask_rcnn_20e",
+    "custom",
 ]
 
 
@@ -301,6 +324,7 @@ DETECTION_KEYS = {
     ("trainer", "checkpoint_every"): None,
     ("trainer", "eval_every"): None,
     ("optim", "clip_grad_norm"): None,
+    ("optim", "lr_steps"): None,
 }
 # Keys only classification reads, with their defaults: a detection config that sets one is refused, not ignored.
 CLASSIFICATION_KEYS = {
@@ -449,6 +473,17 @@ RECIPES: dict[str, dict[str, Any]] = {
     # gradients clipped at L2 norm 35, images resized to 800 on the shorter side (at most 1333 on the longer).
     "mask_rcnn_1x": _MASK_RCNN,
     "mask_rcnn_2x": {**_MASK_RCNN, "trainer": {**_MASK_RCNN["trainer"], "iterations": 180_000}},
+    # The cascades' "20e" schedule (the authors' cascade_mask_rcnn_*_fpn_20e configurations): 20 epochs of COCO
+    # train2017 at 16 images per iteration, mmdetection's 7,330 iterations per epoch (the 117,266 images with
+    # annotations; 146,600 in all), the rate divided by 10 after epochs 16 and 19 (iterations 117,280 and 139,270),
+    # the same warm-up, clipping and resize; Cascade Mask R-CNN with 2fc heads and no head norms. A checkpoint every
+    # fifth of an epoch, an evaluation every 2 epochs.
+    "cascade_mask_rcnn_20e": {
+        **_MASK_RCNN,
+        "model": {**_MASK_RCNN["model"], "detector": "cascade_mask_rcnn", "box_head": "2fc"},
+        "optim": {**_MASK_RCNN["optim"], "lr_steps": [0.8, 0.95]},
+        "trainer": {"iterations": 146_600, "checkpoint_every": 1_466, "eval_every": 14_660},
+    },
     "custom": {},
 }
 

@@ -5,8 +5,8 @@ A run is its resolved config, normalised so that one result has one id:
 - Keys that change how a run is executed or logged, not what it computes, are left out (NON_IDENTITY_KEYS), and so
   are keys that the run does not read: `model.an` for a network without AN, the detection keys of a classification
   run and the reverse, `data.fake_size` for anything but fake data, `data.train` / `data.val` outside COCO-format
-  data, `model.head_k` without AN heads, `model.detector` when it names Mask R-CNN (the detector of every detection
-  run made before the key existed, whose ids it leaves as they were).
+  data, `model.head_k` without AN heads, and keys added later at the value that means what earlier runs did
+  (LATER_KEYS: `model.detector` naming Mask R-CNN, `optim.lr_steps` unset), whose ids they leave as they were.
 - Equivalent spellings are written one way: `an.k: null` and `an.k: 10` as the K schedule they resolve to,
   `trainer.devices: auto` as 1 with `accelerator: cpu`.
 - The data is named by what it is, not by how its folder was spelled (`data.root` text): generated data (digits,
@@ -43,6 +43,9 @@ NON_IDENTITY_KEYS = (
 GENERATED_DATA = ("digits", "shapes", "fake")  # written by an-lab from a fixed generator: the same anywhere
 CHECKSUMMED_DATA = ("cifar10", "cifar100")  # torchvision's downloads, checked against their published checksums
 AN_NORMS = ("an", "an_gn")
+# Keys added after runs were recorded, with the values that mean what those runs did: at one of them a key stays out
+# of the identity, so that the runs keep their ids (Mask R-CNN, the 2/3 and 8/9 learning-rate steps).
+LATER_KEYS = {("model", "detector"): (None, "mask_rcnn"), ("optim", "lr_steps"): (None,)}
 ANNOTATIONS = "annotations"
 DATA_FILE = ".an-lab-data.json"  # in an output folder: the last fingerprint seen of each data folder its runs read
 
@@ -58,8 +61,9 @@ def identity(config: RunConfig) -> dict:
         dropped.append(("model", "an"))
     else:
         tree["model"]["an"]["k"] = list(catalog.resolve_k(config.model.name, config.model.an.k))
-    if config.model.detector in (None, "mask_rcnn"):
-        dropped.append(("model", "detector"))
+    dropped += [
+        path for path, unchanged in LATER_KEYS.items() if getattr(getattr(config, path[0]), path[1]) in unchanged
+    ]
     if config.model.head_norm != "an_gn":
         dropped.append(("model", "head_k"))
     elif config.model.head_k is None or isinstance(config.model.head_k, int):

@@ -49,7 +49,7 @@ def test_overrides_and_identity(tmp_path):
         (
             ["recipe=fancy"],
             "recipe 'fancy' is not valid; choose one of vanilla, sota, mobile, aognet, aognet_sota, cifar, "
-            "mask_rcnn_1x, mask_rcnn_2x, custom",
+            "mask_rcnn_1x, mask_rcnn_2x, cascade_mask_rcnn_20e, custom",
         ),
         (["trainer.epochs=0"], "trainer.epochs: Input should be greater than or equal to 1"),
         (["model.norm=se"], "norm 'se' and stem 'deep' apply to torchvision ResNets only"),

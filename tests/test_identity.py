@@ -101,6 +101,7 @@ def test_model_detector_leaves_the_ids_of_mask_rcnn_runs_as_they_were(overrides,
         run_id(load_config(None, [*overrides, f"model.detector={name}"])) for name in ("cascade_mask_rcnn", "htc")
     }
     assert len(others) == 2 and expected not in others
+    assert run_id(load_config(None, [*overrides, "optim.lr_steps=[0.8,0.95]"])) != expected  # set: a new run
 
 
 def test_a_detection_key_on_classification_is_refused_not_ignored():

@@ -3,7 +3,8 @@ schedule, COCO evaluation, backbone weights from a classification run.
 
 Schedule (their mmdetection setup): SGD with momentum 0.9 and weight decay 1e-4 on every trainable parameter, learning
 rate optim.base_lr x global batch / 16 (0.02 at 16 images), warmed up linearly from a third of it over
-optim.warmup_iterations, divided by 10 at 2/3 and again at 8/9 of trainer.iterations (COCO 1x: 60k and 80k of 90k);
+optim.warmup_iterations, divided by 10 at 2/3 and again at 8/9 of trainer.iterations (COCO 1x: 60k and 80k of 90k;
+optim.lr_steps sets other fractions, the cascades' 20e schedule 0.8 and 0.95);
 gradients clipped to an L2 norm of optim.clip_grad_norm (35) by the Trainer.
 """
 
@@ -62,9 +63,9 @@ def detector_macs(config: RunConfig, num_classes: int) -> int:
     return count_detector_macs(model, *detector_image(config.data.image_size, config.data.max_size))
 
 
-def detection_lr(step: int, iterations: int, warmup: int) -> float:
-    """The learning-rate factor at an optimizer step (module docstring)."""
-    factor = 0.1 ** sum(step >= round(iterations * fraction) for fraction in STEPS)
+def detection_lr(step: int, iterations: int, warmup: int, steps: tuple[float, ...] | None = None) -> float:
+    """The learning-rate factor at an optimizer step (module docstring); `steps`: optim.lr_steps (None: STEPS)."""
+    factor = 0.1 ** sum(step >= round(iterations * fraction) for fraction in steps or STEPS)
     if step < warmup:
         factor *= WARMUP_START + (1 - WARMUP_START) * step / warmup
     return factor
@@ -125,8 +126,10 @@ class MaskRCNNModule(pl.LightningModule):
             weight_decay=optim.weight_decay,
             foreach=True,  # one kernel per step for all tensors (on a CPU the per-tensor loop is about 8% of a step)
         )
-        iterations, warmup = trainer.iterations, optim.warmup_iterations
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: detection_lr(step, iterations, warmup))
+        iterations, warmup, steps = trainer.iterations, optim.warmup_iterations, optim.lr_steps
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: detection_lr(step, iterations, warmup, steps)
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 

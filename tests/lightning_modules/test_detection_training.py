@@ -101,6 +101,11 @@ def test_the_papers_learning_rate_schedule():
     assert detection_lr(80_000, 90_000, 500) == pytest.approx(0.01)
     assert detection_lr(120_000, 180_000, 500) == pytest.approx(0.1)
     assert detection_lr(160_000, 180_000, 500) == pytest.approx(0.01)
+    # the cascades' 20e (optim.lr_steps 0.8, 0.95 of 146,600): drops after epochs 16 and 19 of 7,330 iterations
+    steps = (0.8, 0.95)
+    assert detection_lr(117_279, 146_600, 500, steps) == 1.0 and detection_lr(117_280, 146_600, 500, steps) == 0.1
+    assert detection_lr(139_269, 146_600, 500, steps) == 0.1
+    assert detection_lr(139_270, 146_600, 500, steps) == pytest.approx(0.01)
 
 
 # -- real training ----------------------------------------------------------------------------------------------
