@@ -1,4 +1,6 @@
-"""Mask R-CNN + FPN with the papers' normalizations: the model part of COCO fine-tuning (AN paper, Table 2 rows).
+"""Mask R-CNN + FPN with the papers' normalizations: the model part of COCO fine-tuning (AN paper, Table 2 rows);
+with ``detector="cascade_mask_rcnn"`` or ``"htc"`` the RoI heads of Cascade Mask R-CNN or HTC
+(models.detection_cascade) on the same backbone, FPN and RPN.
 
 ``build_mask_rcnn(backbone, num_classes=..., backbone_norm=..., head_norm=...)`` returns a plain torchvision
 ``MaskRCNN`` whose backbone is an ``an_lab.models.create()`` classification network wrapped as a torchvision FPN
@@ -45,6 +47,10 @@ default only two levels, both at stride 32, which do not fit Mask R-CNN's defaul
 freezing follows ``_mobilenet_extractor``: the stages start at features 0 and at each strided block, the last
 layer counts as a stage of its own (6 in all); ``trainable_layers`` of them, counted from the end, train (3, the
 default, freezes features 0-6, i.e. everything up to stride 8, like torchvision's MobileNet detectors).
+
+AOGNet-12M / 40M: the four stages into the FPN (128, 256, 512, 824 and 224, 448, 896, 1400 channels, strides 4-32,
+the authors' FPN in_channels); the stem and the four stages are its five layers, ``trainable_layers=3`` freezing the
+stem and stage0 (the authors' frozen_stages=1). Their detection backbones keep the stage drop rates (Dropout2d).
 
 Parameter counts (``parameter_counts``) add the weight and bias of FrozenBatchNorm2d layers, which torchvision
 keeps as buffers: the BN* ResNet-50 detector then counts 44,454,513, the figure of torchvision's

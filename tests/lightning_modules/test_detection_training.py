@@ -179,8 +179,9 @@ def classification_run(tmp_path_factory, data_root):
     return run_dir(load_config(output / "run.yaml"))
 
 
-def test_backbone_weights_come_from_a_classification_run(classification_run):
-    detector = build_mask_rcnn("resnet50", num_classes=5, backbone_norm="bn_frozen")
+@pytest.mark.parametrize("detector", ["mask_rcnn", "cascade_mask_rcnn", "htc"])
+def test_backbone_weights_come_from_a_classification_run(classification_run, detector):
+    detector = build_mask_rcnn("resnet50", num_classes=5, backbone_norm="bn_frozen", detector=detector)
     assert load_backbone(detector, str(classification_run)) == ([], [])
     state = torch.load(classification_run / "last.ckpt", weights_only=True)["state_dict"]
     body = detector.backbone.body
@@ -193,6 +194,8 @@ def test_a_backbone_that_does_not_fit_is_refused_naming_the_keys(classification_
     detector = build_mask_rcnn("resnet50", num_classes=5, backbone_norm="an")
     with pytest.raises(UsageError, match=r"do not fit this backbone: \d+ backbone key\(s\) missing \(backbone\.body"):
         load_backbone(detector, str(classification_run))
+    with pytest.raises(UsageError, match=r"do not fit this backbone: \d+ backbone key\(s\) missing \(backbone\.body"):
+        load_backbone(build_mask_rcnn("aognet_12m", num_classes=5, detector="htc"), str(classification_run))
     # listed keys may be left out: the AN layers' own parameters and the BN affine they replace
     patterns = ("*.bn2.weight", "*.bn2.bias", "*.bn2.attention.*", "*.bn2.gamma", "*.bn2.beta")
     missing, unexpected = load_backbone(detector, str(classification_run), patterns)
@@ -215,10 +218,12 @@ def test_a_backbone_that_does_not_fit_is_refused_naming_the_keys(classification_
 
 @pytest.mark.slow
 @pytest.mark.distributed
-def test_two_processes_train_one_stream_and_evaluate_the_whole_split(tmp_path, coco_root):
+@pytest.mark.parametrize("detector", [None, "htc"])
+def test_two_processes_train_one_stream_and_evaluate_the_whole_split(tmp_path, coco_root, detector):
     """DDP over gloo with two CPU processes: each takes its half of every global batch, the evaluation gathers both
-    halves of the validation split on every rank before COCOeval, and rank 0 writes the one result."""
-    tree = detection_tree(coco_root, tmp_path / "ddp", iterations=2)
+    halves of the validation split on every rank before COCOeval, and rank 0 writes the one result. HTC too (every
+    head of every stage takes part in each step: DDP needs no unused-parameter search)."""
+    tree = detection_tree(coco_root, tmp_path / "ddp", iterations=2, detector=detector)
     tree["trainer"].update(devices=2, accelerator="cpu")
     tree["data"]["batch_size"] = 1
     config = write_config(tmp_path / "ddp.yaml", tree)
