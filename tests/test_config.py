@@ -54,6 +54,15 @@ def test_overrides_and_identity(tmp_path):
         (["trainer.epochs=0"], "trainer.epochs: Input should be greater than or equal to 1"),
         (["model.norm=se"], "norm 'se' and stem 'deep' apply to torchvision ResNets only"),
         (["justakey"], "write KEY=VALUE"),
+        # the detection keys of the cascades: every hostile value one paragraph
+        (["recipe=cascade_mask_rcnn_20e", "model.detector=yolo"], "model.detector: 'yolo' is not valid; choose one"),
+        (["recipe=cascade_mask_rcnn_20e", "model.detector=[htc]"], "model.detector: ['htc'] is not valid"),
+        (["recipe=cascade_mask_rcnn_20e", "optim.lr_steps=[0.95, 0.8]"], "optim.lr_steps: give 1 to 8 increasing"),
+        (["recipe=cascade_mask_rcnn_20e", "optim.lr_steps=[0, 1]"], "each between 0 and 1"),
+        (["recipe=cascade_mask_rcnn_20e", "optim.lr_steps=[.nan]"], "optim.lr_steps.0: Input should be a finite"),
+        (["recipe=cascade_mask_rcnn_20e", "optim.lr_steps=[true]"], "optim.lr_steps.0: expected a number"),
+        (["recipe=cascade_mask_rcnn_20e", "model.name=densenet161"], "a detection backbone is one of resnet50"),
+        (["optim.lr_steps=[0.5]"], "optim.lr_steps is a detection key"),
     ],
 )
 def test_config_mistakes_are_one_clear_message(overrides, message):
