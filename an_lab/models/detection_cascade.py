@@ -58,12 +58,16 @@ RPN_TEST_PROPOSALS = 1000  # mmdetection's get_flops convention: the box heads o
 
 
 class CascadePredictor(nn.Module):
-    """Class logits (num_classes, the background at 0) and class-agnostic box deltas (4) from a box head's output."""
+    """Class logits (num_classes, the background at 0) and class-agnostic box deltas (4) from a box head's output,
+    initialized as mmdetection's BBoxHead: weights normal with std 0.01 (classifier) and 0.001 (regressor), biases 0."""
 
     def __init__(self, in_channels: int, num_classes: int) -> None:
         super().__init__()
         self.cls_score = nn.Linear(in_channels, num_classes)
         self.bbox_pred = nn.Linear(in_channels, 4)
+        for layer, std in ((self.cls_score, 0.01), (self.bbox_pred, 0.001)):
+            nn.init.normal_(layer.weight, 0.0, std)
+            nn.init.zeros_(layer.bias)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         x = x.flatten(1)

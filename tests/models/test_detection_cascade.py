@@ -84,6 +84,9 @@ def test_the_cascade_is_built_to_the_authors_configuration():
     for predictor in heads.box_predictor:  # 91 classes here (torchvision's COCO ids), regression class-agnostic
         assert isinstance(predictor, CascadePredictor)
         assert (predictor.cls_score.out_features, predictor.bbox_pred.out_features) == (91, 4)
+    real = build_mask_rcnn("mobilenet_v2", num_classes=81, detector="cascade_mask_rcnn").roi_heads.box_predictor[2]
+    assert 0.009 < real.cls_score.weight.std() < 0.011 and 0.0009 < real.bbox_pred.weight.std() < 0.0011
+    assert not real.cls_score.bias.any() and not real.bbox_pred.bias.any()  # mmdetection's BBoxHead init
     fc6 = [head.fc6.out_features for head in heads.box_head]
     assert fc6 == [1024] * 3 and len({id(head) for head in heads.box_head}) == 3  # one head per stage, not shared
     assert all(head.flow is None for head in heads.mask_head)
