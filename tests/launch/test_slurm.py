@@ -351,11 +351,11 @@ def test_an_outside_requeue_and_scancel_of_running_tasks_leave_clean_logs(tmp_pa
     subprocess.run(["scontrol", "requeue", requeued], check=True, timeout=30)
     subprocess.run(["scancel", cancelled], check=True, timeout=30)
     wait_for(lambda: (runs["rsd"] / "result.json").exists(), 180, "the requeued task to finish", every=0.5)
-    gone = lambda: (
-        not subprocess.run(  # noqa: E731
-            ["squeue", "--noheader", "--jobs", cancelled], capture_output=True, text=True, timeout=30
-        ).stdout.strip()
-    )
+
+    def gone() -> bool:
+        queued = subprocess.run(["squeue", "-h", "-j", cancelled], capture_output=True, text=True, timeout=30)
+        return not queued.stdout.strip()
+
     wait_for(gone, 60, "the cancelled task to leave the queue")
     array = requeued.split("_")[0]
     for job in (requeued, cancelled):
