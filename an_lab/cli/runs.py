@@ -303,6 +303,12 @@ def _with_backbone(config, path: str | None):
 def _plan_arguments(plan: argparse.ArgumentParser) -> None:
     add_sweep(plan)
     add_set(plan, "override a key of the sweep's base (data.root=...) or of the sweep (seeds=[0,1]), repeatable")
+    plan.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="time a few training steps of each network that has no finished run to estimate the wall time by "
+        "(imports torch; the figures are kept in the output folder)",
+    )
 
 
 @command(
@@ -311,8 +317,10 @@ def _plan_arguments(plan: argparse.ArgumentParser) -> None:
     help="show the runs of a sweep without launching anything",
     description="Expand a sweep into its runs: one row per run with the cell, what it changes against the base cell, "
     "the seed, the run id and its state read from the run directory; then counts and a compute estimate. Launches "
-    "nothing and writes nothing. Data that is not on this machine (the paper's ImageNet sweeps on a laptop) gives a "
-    "warning; `an-lab sweep` refuses it.",
+    "nothing and writes nothing (but for --calibrate). Data that is not on this machine (the paper's ImageNet sweeps "
+    "on a laptop) gives a warning; `an-lab sweep` refuses it. The wall time comes from finished runs of the same "
+    "network and image size, else from a calibration: --calibrate times a few training steps of each such network "
+    "here (imports torch, seconds to a minute) and keeps the figure in the output folder for later plans.",
 )
 def _cmd_plan(args: argparse.Namespace) -> int:
     from an_lab.migrate import pending_note
@@ -327,6 +335,13 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         check_data_paths(sweep, runs)
     except UsageError as missing:
         print(f"warning: {missing} (planned anyway; `an-lab sweep` needs the data)", file=sys.stderr)
+    if args.calibrate:
+        from an_lab.rundir import state
+        from an_lab.sweeps.plan import TO_RUN, training_macs_per_image
+        from an_lab.sweeps.timing import calibrate
+
+        configs = [run.config for run in runs if state(run.run_dir)[0] in TO_RUN]
+        calibrate(sweep.output_dir, configs, training_macs_per_image, say=lambda line: print(line, file=sys.stderr))
     print(render(make_plan(sweep, check_data=False)))
     if (note := pending_note(sweep.output_dir)) is not None:
         print(f"note: {note}", file=sys.stderr)

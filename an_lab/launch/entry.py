@@ -26,6 +26,8 @@ KNOWN_NOISE = (
     r"`weights_only` was not set",
     r".*does not have many workers which may be a bottleneck",
     r"The number of training batches \(\d+\) is smaller than the logging interval",
+    # Detection keeps frozen BN and AN layers in eval mode on purpose (the papers' fine-tuning rule)
+    r"Found \d+ module\(s\) in eval mode at the start of training",
 )
 
 

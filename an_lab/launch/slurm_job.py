@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -115,6 +116,14 @@ def quiet_connection_errors() -> None:
     threading.excepthook = hook
 
 
+def requeue_cut_short(error: subprocess.CalledProcessError) -> bool:
+    """Whether submitit's `scontrol requeue` was stopped by a signal: scontrol runs inside the job step, which SLURM
+    ends (SIGTERM, then SIGKILL) as soon as the requeue is accepted, sometimes before scontrol has returned."""
+    command = error.cmd if isinstance(error.cmd, list | tuple) else str(error.cmd).split()
+    stopped = error.returncode in (-signal.SIGTERM, -signal.SIGKILL)
+    return stopped and len(command) >= 2 and os.path.basename(str(command[0])) == "scontrol" and command[1] == "requeue"
+
+
 class _PreemptSignal:
     """Notes whether submitit's requeue signal came and passes it on to submitit's own handler, with SIGTERM deferred
     while that handler runs.
@@ -144,6 +153,12 @@ class _PreemptSignal:
         term = signal.signal(signal.SIGTERM, self._note_term)
         try:
             self.previous(signum, frame)  # rank 0: checkpoint, requeue and sys.exit
+        except subprocess.CalledProcessError as error:
+            if not requeue_cut_short(error):
+                raise
+            # SLURM ended the step, scontrol with it, because of the requeue that scontrol asked for: it took
+            print("submitit: requeued (scontrol ended with the job step it requeued); exiting", flush=True)
+            raise SystemExit(-1) from None
         finally:
             signal.signal(signal.SIGTERM, term)
 

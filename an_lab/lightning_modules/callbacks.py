@@ -6,7 +6,9 @@ import contextlib
 import math
 import os
 import random
+import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -15,6 +17,38 @@ import torch
 from lightning.pytorch.callbacks import RichProgressBar
 
 from an_lab.rundir import CHECKPOINT, PREVIOUS_CHECKPOINT
+
+
+class SigtermStop:
+    """Around `trainer.fit` (`with stop:`): SIGTERM closes the loggers (`on_stop`), leaves the last complete
+    checkpoint in place and ends the process with exit 143 (128 + SIGTERM), however the stop surfaces.
+
+    The handler raises SystemExit(143) where the signal lands. Python prints and drops an exception raised inside a
+    weakref callback or a `__del__`, and a signal may land there: Lightning's own SIGTERM notifier (which calls this
+    handler) then raises its SIGTERMException, a SystemExit without a code (exit 0), at the next batch. Any exit that
+    leaves the block after a SIGTERM leaves it as 143, so the launcher always reads "interrupted"."""
+
+    EXIT_CODE = 143
+
+    def __init__(self, on_stop: Callable[[], object] = lambda: None) -> None:
+        self.on_stop = on_stop
+        self.received = False
+        self._previous = None
+
+    def _handler(self, signum, frame) -> None:
+        first, self.received = not self.received, True
+        if first:
+            self.on_stop()
+        raise SystemExit(self.EXIT_CODE)
+
+    def __enter__(self) -> SigtermStop:
+        self._previous = signal.signal(signal.SIGTERM, self._handler)
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        signal.signal(signal.SIGTERM, self._previous)
+        if self.received and isinstance(error, SystemExit) and error.code != self.EXIT_CODE:
+            raise SystemExit(self.EXIT_CODE) from None
 
 
 class DivergenceError(RuntimeError):

@@ -8,7 +8,6 @@ import errno
 import math
 import os
 import platform
-import signal
 import subprocess
 import time
 import zipfile
@@ -30,6 +29,7 @@ from an_lab.lightning_modules.callbacks import (
     DivergenceGuard,
     ReseedEachEpoch,
     RunProgressBar,
+    SigtermStop,
     Throughput,
 )
 from an_lab.lightning_modules.classifier import ImageClassifier
@@ -267,21 +267,31 @@ def _package_version() -> str:
     return "unknown"
 
 
-@contextlib.contextmanager
-def _sigterm_stops_cleanly(loggers: list):
-    """On SIGTERM: flush W&B, leave the last complete checkpoint in place, and exit 143 (128 + SIGTERM)."""
+_CLOSED_WANDB_RUNS: set[int] = set()  # ids of the W&B runs close_wandb has closed (or tried to) in this process
 
-    def handler(signum, frame):
-        for logger in loggers:
-            if isinstance(logger, WandbLogger) and logger._experiment is not None:
-                logger.experiment.finish(exit_code=143)
-        raise SystemExit(143)
 
-    previous = signal.signal(signal.SIGTERM, handler)
+def close_wandb(logger, exit_code: int | None = None, say=print) -> None:
+    """Finish the W&B run of a logger, if it started one (a second call does nothing).
+
+    A job that SLURM requeues or cancels loses W&B's service process with its step (slurmstepd signals every process
+    of the step): finishing then fails on a lost connection. That is one line in the job log, not two tracebacks
+    (the failed finish and W&B's atexit teardown, which `wandb.teardown()` unregisters); the offline files keep
+    what the service wrote, and the resumed attempt logs on under the same W&B id."""
+    run = logger._experiment if isinstance(logger, WandbLogger) else None
+    if run is None or id(run) in _CLOSED_WANDB_RUNS:
+        return
+    _CLOSED_WANDB_RUNS.add(id(run))
     try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        run.finish(exit_code=exit_code)
+    except Exception as error:  # a lost connection, an abandoned handle: W&B observes and never fails the run
+        import wandb
+
+        with contextlib.suppress(Exception):
+            wandb.teardown()
+        say(
+            f"note: W&B could not close the run ({type(error).__name__}: its service process ended with the job); "
+            "what it wrote is kept"
+        )
 
 
 def _global_rank_from_env() -> int:
@@ -435,16 +445,17 @@ def _fit(config: RunConfig, directory: Path, plugins: list | None, progress: boo
     if wandb_logger is not None:
         loggers.append(wandb_logger)
     throughput = Throughput()
+    stop = SigtermStop(lambda: [close_wandb(logger, exit_code=SigtermStop.EXIT_CODE, say=say) for logger in loggers])
     trainer = _trainer(config, loggers, [throughput, AtomicLastCheckpoint(directory)], plugins, progress)
     try:
-        with _sigterm_stops_cleanly(loggers):
+        with stop:
             trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
     except DivergenceError as error:
         mark_failed(directory, f"diverged: {error}")
         raise RunFailed(f"run {run_id(config)} diverged: {error}") from None
     finally:
-        if wandb_logger is not None and wandb_logger._experiment is not None:
-            wandb_logger.experiment.finish()
+        if wandb_logger is not None:
+            close_wandb(wandb_logger, say=say)
 
     if not trainer.is_global_zero:
         # DDP (e.g. srun tasks of a SLURM job): rank 0 reads the CSV logs only it writes and writes the one result.

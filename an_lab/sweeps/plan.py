@@ -80,6 +80,14 @@ def detection_macs_per_image(config: RunConfig) -> float:
     return backbone + FPN_RPN_MACS_PER_PIXEL * pixels + rois * (box_head + POSITIVE_FRACTION * MASK_HEAD_MACS)
 
 
+def training_macs_per_image(config: RunConfig) -> float:
+    """Multiply-accumulates of one training image (forward and backward) as run_macs counts them."""
+    if config.task == "detection":
+        return TRAINING_FACTOR * detection_macs_per_image(config)
+    name = config.model.name
+    return TRAINING_FACTOR * MACS_PER_IMAGE[name] * (config.data.image_size / NATIVE_SIZE[name]) ** 2
+
+
 def _object_count(data: DataConfig) -> int | None:
     try:
         content = json.loads(annotation_path(data.root, data.train).read_text())

@@ -24,3 +24,20 @@ def test_data_that_changed_after_planning_is_refused_before_training_and_recorde
     assert f"not {folder.name}: its data ({data}) or its backbone changed after the run was planned" in said
     assert "changed after the run was planned" in json.loads((folder / "failed.json").read_text())["reason"]
     assert not (folder / "logs").exists()
+
+
+def test_lightnings_eval_mode_notice_is_hidden_unless_verbose(monkeypatch):
+    """Detection freezes BN and AN layers in eval mode by design (the papers' fine-tuning rule): Lightning's
+    "Found N module(s) in eval mode" notice is noise there, shown with --verbose only."""
+    import warnings
+
+    from an_lab.launch.entry import VERBOSE_ENV, quiet_third_parties
+
+    notice = "Found 68 module(s) in eval mode at the start of training. This may lead to unexpected behavior"
+    for verbose, shown in (("0", 0), ("1", 1)):
+        monkeypatch.setenv(VERBOSE_ENV, verbose)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            quiet_third_parties()
+            warnings.warn(notice, UserWarning, stacklevel=1)
+        assert len(caught) == shown, [str(w.message) for w in caught]

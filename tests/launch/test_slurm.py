@@ -149,9 +149,11 @@ def test_a_sweep_is_one_array_that_runs_the_code_snapshot_and_completes(tmp_path
     assert table.returncode == 0 and table.stdout.count("1/1") == 3, show(table)
 
 
-def submit_one(tmp_path, data_root, name: str, minutes: int) -> tuple[Path, Path, Path, str]:
+def submit_one(tmp_path, data_root, name: str, minutes: int, wandb: str = "disabled") -> tuple[Path, Path, Path, str]:
     """A one-run sweep of 4 epochs submitted to SLURM: (sweep file, output dir, run folder, job id)."""
-    path, output = write_sweep(tmp_path, data_root, name, base__trainer__epochs=4, launcher__slurm__time=minutes)
+    path, output = write_sweep(
+        tmp_path, data_root, name, base__trainer__epochs=4, launcher__slurm__time=minutes, base__wandb__mode=wandb
+    )
     submitted = an_lab("sweep", path)
     assert submitted.returncode == 0, show(submitted)
     (run,) = run_folders(output)
@@ -165,6 +167,14 @@ def interrupt(output: Path, name: str, run: Path, job_id: str, timeout: bool) ->
 
     wait_for(lambda: (run / "last.ckpt").exists(), 120, "the first epoch's checkpoint")
     submitit.SlurmJob(folder=output / "sweeps" / name / "slurm" / "logs" / "%j", job_id=job_id)._interrupt(timeout)
+
+
+def assert_clean_logs(output: Path, name: str, job_id: str) -> None:
+    """A job's logs after a requeue or a cancel: what happened in one line each, no Python traceback."""
+    folder = output / "sweeps" / name / "slurm" / "logs" / job_id
+    for path in (folder / f"{job_id}_0_log.out", folder / f"{job_id}_0_log.err"):
+        text = path.read_text()
+        assert "Traceback" not in text and "triggered an exception" not in text, f"{path}:\n{text[-3000:]}"
 
 
 def test_b_a_preempted_job_is_requeued_and_ends_like_an_uninterrupted_run(tmp_path, data_root, slurm_cluster):
@@ -208,11 +218,15 @@ def test_c_a_job_at_its_time_limit_is_requeued_and_completes(tmp_path, data_root
     # submitit's time-out hook sends USR2 alone, as SLURM does ahead of a limit. With a limit of 10 minutes or less
     # submitit counts any signal as a time-out (its "guaranteed" wall time is the limit minus 10 minutes), so this
     # takes the time-limit path: one fewer time-out requeue left, checkpoint, requeue, resume.
-    path, output, run, job_id = submit_one(tmp_path, data_root, "timeout", minutes=10)
+    # W&B logs offline, as by default: its service process dies with the requeued step, and the job log says so in
+    # one line at most (before: two tracebacks and submitit's "Submitted job triggered an exception").
+    path, output, run, job_id = submit_one(tmp_path, data_root, "timeout", minutes=10, wandb="offline")
     interrupt(output, "timeout", run, job_id, timeout=True)
     wait_for(lambda: (run / "result.json").exists(), 180, "the requeued job to finish", every=0.5)
     log = job_log(output, "timeout", job_id)
     assert "this job is timed-out" in log and "(19 remaining timeouts)" in log, log
+    assert_clean_logs(output, "timeout", job_id)
+    assert (run / "wandb").is_dir()
     assert [attempt["restart"] for attempt in attempts(run)] == [0, 1]
     status = wait_for(lambda: "done 1" in (s := an_lab("status", path)).stdout and s, 30, "the status to show it done")
     assert "failed 0" in status.stdout
@@ -314,6 +328,42 @@ def test_a_mismatched_job_shape_is_refused_before_submitting(tmp_path, data_root
         refused
     )
     assert calls(sbatch_log) == 0 and not (output / "sweeps" / "shape" / "slurm").exists()
+
+
+def test_an_outside_requeue_and_scancel_of_running_tasks_leave_clean_logs(tmp_path, data_root, slurm_cluster):
+    # Two runs of one array, W&B logging offline; once each has checkpointed an epoch, an administrator requeues
+    # the first task and cancels the second. The requeued one resumes and completes; the cancelled one is
+    # interrupted; neither log holds a traceback (before: W&B's lost connection, twice, and a dropped SystemExit).
+    path, output = write_sweep(
+        tmp_path,
+        data_root,
+        "outside",
+        axes={"model.an.pooling": ["rsd", "mean"]},
+        base__trainer__epochs=4,
+        base__wandb__mode="offline",
+    )
+    submitted = an_lab("sweep", path)
+    assert submitted.returncode == 0, show(submitted)
+    runs = {json.loads((run / "config.json").read_text())["model"]["an"]["pooling"]: run for run in run_folders(output)}
+    for run in runs.values():
+        wait_for(lambda run=run: (run / "last.ckpt").exists(), 120, "each run's first checkpoint")
+    requeued, cancelled = job_record(runs["rsd"])["job_id"], job_record(runs["mean"])["job_id"]
+    subprocess.run(["scontrol", "requeue", requeued], check=True, timeout=30)
+    subprocess.run(["scancel", cancelled], check=True, timeout=30)
+    wait_for(lambda: (runs["rsd"] / "result.json").exists(), 180, "the requeued task to finish", every=0.5)
+
+    def gone() -> bool:
+        queued = subprocess.run(["squeue", "-h", "-j", cancelled], capture_output=True, text=True, timeout=30)
+        return not queued.stdout.strip()
+
+    wait_for(gone, 60, "the cancelled task to leave the queue")
+    array = requeued.split("_")[0]
+    for job in (requeued, cancelled):
+        assert_clean_logs(output, "outside", job)
+    assert [attempt["restart"] for attempt in attempts(runs["rsd"])] == [0, 1]
+    assert not (runs["mean"] / "result.json").exists() and array == cancelled.split("_")[0]
+    status = an_lab("status", path)
+    assert "done 1" in status.stdout and "interrupted(slurm" in status.stdout, show(status)
 
 
 def test_cancel_stops_a_sweeps_jobs_and_leaves_its_runs_launchable(tmp_path, data_root, slurm_cluster):

@@ -107,3 +107,31 @@ def test_after_a_requeue_signal_lost_connections_leave_one_line_and_other_errors
     finally:
         relay.restore()
         threading.excepthook = previous
+
+
+def test_a_scontrol_requeue_stopped_with_its_step_is_a_requeue_not_an_exception(handlers, tmp_path, capsys):
+    """SLURM ends the job step (scontrol inside it) as soon as it accepts the requeue, sometimes before scontrol has
+    returned: submitit then raises CalledProcessError from its handler. The relay reads that as the requeue it is
+    and exits as submitit would (one line), while any other failure of the handler stays an error."""
+    import subprocess
+
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    (shims / "scontrol").write_text("#!/bin/sh\nkill -TERM $$\n")  # dies of SIGTERM, like scontrol in a cancelled step
+    (shims / "scontrol").chmod(0o755)
+
+    def submitit_requeue_by_name(signum, frame):
+        subprocess.check_call(["scontrol", "requeue", "123"], env={"PATH": str(shims)})
+
+    signal.signal(signal.SIGUSR2, submitit_requeue_by_name)
+    _PreemptSignal()
+    with pytest.raises(SystemExit) as ended:
+        _deliver(signal.SIGUSR2)
+    assert ended.value.code == -1
+    assert "requeued (scontrol ended with the job step it requeued)" in capsys.readouterr().out
+
+    (shims / "scontrol").write_text("#!/bin/sh\nexit 1\n")  # refused by SLURM: stays an error
+    signal.signal(signal.SIGUSR2, submitit_requeue_by_name)
+    _PreemptSignal()
+    with pytest.raises(subprocess.CalledProcessError):
+        _deliver(signal.SIGUSR2)

@@ -469,3 +469,53 @@ def test_plan_estimates_wall_time_from_the_finished_runs_of_the_same_network(tmp
     assert "0.1 device-hours for 2 runs" in slurm.stdout and "launcher.slurm.time 3 min" in slurm.stdout
     other = an_lab("plan", path, "--set", "data.image_size=24")
     assert "no finished run to time cifar_resnet20 (an) at 24 px" in other.stdout, other.stdout
+
+
+def test_plan_calibrate_times_networks_without_a_finished_run_and_keeps_the_figure(tmp_path, data_root):
+    """No run finished: `plan --calibrate` times a few training steps of the network here, keeps the figure in the
+    output folder, and later plans (torch-free) use it, calling it a lower bound; a finished run of the same network
+    takes over from it; a damaged file is no calibration, and a GPU run is not calibrated on a CPU machine."""
+    import yaml
+    from conftest import small_sweep
+
+    from an_lab.sweeps.timing import CALIBRATION
+
+    output = tmp_path / "runs"
+    path = tmp_path / "calibrated.yaml"
+    path.write_text(yaml.safe_dump(small_sweep(data_root, output, {})))
+    before = an_lab("plan", path)
+    assert "`an-lab plan --calibrate` times a few training steps here" in before.stdout, before.stdout
+    assert not (output / CALIBRATION).exists()  # plan alone writes nothing
+
+    calibrated = an_lab("plan", path, "--calibrate")
+    assert calibrated.returncode == 0, calibrated.stderr
+    assert "calibrating cifar_resnet20 (an, classification) at 16 px" in calibrated.stderr
+    assert "from training steps timed on this machine by `plan --calibrate`" in calibrated.stdout, calibrated.stdout
+    assert "a lower bound" in calibrated.stdout
+    entries = json.loads((output / CALIBRATION).read_text())["calibrations"]
+    assert sorted(entry["key"][:3] for entry in entries) == [["cifar_resnet20", "an", 16], ["cifar_resnet20", "bn", 16]]
+    assert all(0 < entry["seconds_per_mac"] < 1e-6 for entry in entries)
+
+    again = an_lab("plan", path)  # the kept figures, without timing anything
+    assert "from training steps timed" in again.stdout and "calibrating" not in again.stderr
+    another = an_lab("plan", path, "--set", "data.batch_size=32")  # another batch size is another calibration
+    assert "no finished run to time cifar_resnet20 (an) at 16 px" in another.stdout
+
+    for run in expand(load_sweep(path)):  # both cells finish seed 0 in 120 s: they time seed 1 from now on
+        run.run_dir.mkdir(parents=True)
+        (run.run_dir / "config.json").write_text(json.dumps(run.config.model_dump(mode="json")))
+        result = {"run_id": run.run_id, "status": "done", "final": {"top1_err": 5.0}, "wall_time_s": 120.0}
+        (run.run_dir / "result.json").write_text(json.dumps({**result, "device": "1 x cpu (x86_64)"}))
+    measured = an_lab("plan", path, "--set", "seeds=[0,1]")
+    assert "about 2 min for 2 runs" in measured.stdout and "measured from up to 1 finished runs" in measured.stdout
+    (wall,) = [line for line in measured.stdout.splitlines() if line.startswith("wall time:")]
+    assert "calibrat" not in wall, wall
+
+    (output / CALIBRATION).write_text("{not json")
+    damaged = an_lab("plan", path, "--set", "data.image_size=24")
+    assert damaged.returncode == 0 and "Traceback" not in damaged.stderr
+    assert "no finished run to time cifar_resnet20 (an) at 24 px" in damaged.stdout
+
+    gpu = an_lab("plan", path, "--calibrate", "--set", "trainer.accelerator=gpu")
+    assert gpu.returncode == 2 and "this machine has no CUDA GPU" in gpu.stderr, gpu.stderr
+    assert "Traceback" not in gpu.stderr
