@@ -1,0 +1,253 @@
+"""AttentiveNorm2d's fused path: four Triton kernels for the full-size passes, the small (N, C) maths in torch.
+
+Forward: one kernel reads x once for the (mean, biased variance) of every (n, c) plane; the head, the batch or
+group statistics and the running statistics follow from those (N, C) values in torch ops (the same code as the
+torch path, so the running statistics are updated exactly as there); a second kernel reads x again and writes
+``(x - mean) * scale + shift`` in x's dtype. Backward: one kernel reads dy and x for the per-plane sums of dy and
+dy * (x - mean), which give the gradients of the per-plane scale and shift; after autograd's pass through the
+small ops, one kernel reads dy and x again and writes dx = dy * scale + a * (x - mean) + b, where a and b carry
+the gradient that reaches x through the plane moments. So the input is read 2 times forward and 4 times
+backward (x and dy, twice), the output and dx written once each, and nothing of the input's size is saved
+beyond x itself. Half-precision inputs are loaded as they are and accumulated in fp32 (fp64 inputs in fp64).
+
+Numerics: each program centres its planes on a pivot (the plane's first value), then reduces one tile at a time
+exactly in registers (tile mean, then the squared deviations from it) and merges the tiles with Chan's formula,
+so a plane with mean 1000 and std 0.01 keeps its variance (no E[x^2] - E[x]^2 cancellation anywhere).
+
+Layouts: every tensor is addressed as n * stride_n + c * stride_c + p * stride_p over the H * W positions p,
+which covers NCHW (stride_p = 1) and channels_last (stride_c = 1) without copies; a tile spans a block of
+channels and a block of positions, longer along whichever is contiguous. Any other layout is copied to NCHW.
+
+Triton decides between compiling for the GPU and its CPU interpreter when a kernel is defined: with
+``TRITON_INTERPRET=1`` set before this module is imported, the same kernels run on CPU tensors (the tests do
+that); without it, only CUDA tensors are accepted.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+INTERPRETED = bool(triton.knobs.runtime.interpret)
+
+# Elements per tile (a power of two). Tests lower it to make the masked edges and the tile merging run.
+MAX_TILE = 2048
+# Channels per tile when channels are contiguous (channels_last).
+CHANNELS_LAST_BLOCK = 64
+
+
+# -- kernels ----------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _plane_moments_kernel(
+    x_ptr, mean_ptr, var_ptr, C, HW, s_n, s_c, s_p,
+    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, ACC: tl.constexpr,
+):  # fmt: skip
+    """Mean and biased variance of the planes (n, c) for a block of channels c; one program per (n, block)."""
+    n = tl.program_id(0).to(tl.int64)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_in = c < C
+    plane = x_ptr + n * s_n + c.to(tl.int64) * s_c
+    pivot = tl.load(plane, mask=c_in, other=0.0).to(ACC)
+    positions = tl.arange(0, BLOCK_P)
+    count = tl.zeros([BLOCK_C], dtype=ACC)
+    mean = tl.zeros([BLOCK_C], dtype=ACC)
+    m2 = tl.zeros([BLOCK_C], dtype=ACC)
+    for start in range(0, HW, BLOCK_P):
+        p = start + positions
+        inside = c_in[:, None] & (p < HW)[None, :]
+        values = tl.load(plane[:, None] + p[None, :].to(tl.int64) * s_p, mask=inside, other=0.0).to(ACC)
+        offsets = tl.where(inside, values - pivot[:, None], 0.0)
+        in_tile = tl.minimum(HW - start, BLOCK_P).to(ACC)
+        tile_mean = tl.sum(offsets, axis=1) / in_tile
+        deviations = tl.where(inside, offsets - tile_mean[:, None], 0.0)
+        tile_m2 = tl.sum(deviations * deviations, axis=1)
+        total = count + in_tile
+        delta = tile_mean - mean
+        mean += delta * (in_tile / total)
+        m2 += tile_m2 + delta * delta * (count * (in_tile / total))
+        count = total
+    out = n * C + c
+    tl.store(mean_ptr + out, pivot + mean, mask=c_in)
+    tl.store(var_ptr + out, m2 / HW, mask=c_in)
+
+
+@triton.jit
+def _plane_affine_kernel(
+    x_ptr, y_ptr, mean_ptr, scale_ptr, shift_ptr, C, HW, sx_n, sx_c, sx_p, sy_n, sy_c, sy_p,
+    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, ACC: tl.constexpr,
+):  # fmt: skip
+    """y = (x - mean) * scale + shift with per-(n, c) mean, scale and shift, written in y's dtype."""
+    n = tl.program_id(0).to(tl.int64)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    p = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
+    c_in = c < C
+    inside = c_in[:, None] & (p < HW)[None, :]
+    stat = n * C + c
+    mean = tl.load(mean_ptr + stat, mask=c_in, other=0.0).to(ACC)
+    scale = tl.load(scale_ptr + stat, mask=c_in, other=0.0).to(ACC)
+    shift = tl.load(shift_ptr + stat, mask=c_in, other=0.0).to(ACC)
+    c64, p64 = c.to(tl.int64)[:, None], p.to(tl.int64)[None, :]
+    values = tl.load(x_ptr + n * sx_n + c64 * sx_c + p64 * sx_p, mask=inside, other=0.0).to(ACC)
+    out = (values - mean[:, None]) * scale[:, None] + shift[:, None]
+    tl.store(y_ptr + n * sy_n + c64 * sy_c + p64 * sy_p, out.to(y_ptr.dtype.element_ty), mask=inside)
+
+
+@triton.jit
+def _plane_sums_kernel(
+    dy_ptr, x_ptr, mean_ptr, sum_ptr, dot_ptr, C, HW, sd_n, sd_c, sd_p, sx_n, sx_c, sx_p,
+    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, ACC: tl.constexpr,
+):  # fmt: skip
+    """Per plane: the sum of dy and the sum of dy * (x - mean)."""
+    n = tl.program_id(0).to(tl.int64)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_in = c < C
+    stat = n * C + c
+    mean = tl.load(mean_ptr + stat, mask=c_in, other=0.0).to(ACC)
+    c64 = c.to(tl.int64)[:, None]
+    dy_plane = dy_ptr + n * sd_n + c64 * sd_c
+    x_plane = x_ptr + n * sx_n + c64 * sx_c
+    positions = tl.arange(0, BLOCK_P)
+    total = tl.zeros([BLOCK_C], dtype=ACC)
+    dot = tl.zeros([BLOCK_C], dtype=ACC)
+    for start in range(0, HW, BLOCK_P):
+        p = start + positions
+        inside = c_in[:, None] & (p < HW)[None, :]
+        p64 = p.to(tl.int64)[None, :]
+        grad = tl.load(dy_plane + p64 * sd_p, mask=inside, other=0.0).to(ACC)
+        values = tl.load(x_plane + p64 * sx_p, mask=inside, other=0.0).to(ACC)
+        total += tl.sum(grad, axis=1)
+        dot += tl.sum(tl.where(inside, grad * (values - mean[:, None]), 0.0), axis=1)
+    tl.store(sum_ptr + stat, total, mask=c_in)
+    tl.store(dot_ptr + stat, dot, mask=c_in)
+
+
+@triton.jit
+def _input_grad_kernel(
+    dy_ptr, x_ptr, dx_ptr, mean_ptr, scale_ptr, a_ptr, b_ptr, C, HW,
+    sd_n, sd_c, sd_p, sx_n, sx_c, sx_p, so_n, so_c, so_p,
+    HAS_DY: tl.constexpr, HAS_STATS: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, ACC: tl.constexpr,
+):  # fmt: skip
+    """dx = dy * scale + a * (x - mean) + b per (n, c); without dy only the moments' term, without a, b only dy's."""
+    n = tl.program_id(0).to(tl.int64)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    p = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
+    c_in = c < C
+    inside = c_in[:, None] & (p < HW)[None, :]
+    stat = n * C + c
+    c64, p64 = c.to(tl.int64)[:, None], p.to(tl.int64)[None, :]
+    out = tl.zeros([BLOCK_C, BLOCK_P], dtype=ACC)
+    if HAS_DY:
+        scale = tl.load(scale_ptr + stat, mask=c_in, other=0.0).to(ACC)
+        grad = tl.load(dy_ptr + n * sd_n + c64 * sd_c + p64 * sd_p, mask=inside, other=0.0).to(ACC)
+        out += grad * scale[:, None]
+    if HAS_STATS:
+        mean = tl.load(mean_ptr + stat, mask=c_in, other=0.0).to(ACC)
+        a = tl.load(a_ptr + stat, mask=c_in, other=0.0).to(ACC)
+        b = tl.load(b_ptr + stat, mask=c_in, other=0.0).to(ACC)
+        values = tl.load(x_ptr + n * sx_n + c64 * sx_c + p64 * sx_p, mask=inside, other=0.0).to(ACC)
+        out += (values - mean[:, None]) * a[:, None] + b[:, None]
+    tl.store(dx_ptr + n * so_n + c64 * so_c + p64 * so_p, out.to(dx_ptr.dtype.element_ty), mask=inside)
+
+
+# -- launchers --------------------------------------------------------------------------------------------------
+
+# Kernel launches by construction: forward and backward of one AN call (backward: sums, then dx).
+LAUNCHES_FORWARD = 2
+LAUNCHES_BACKWARD = 2
+
+
+def _accumulator(dtype: torch.dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _statistics(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _plane_strides(t: torch.Tensor) -> tuple[int, int, int]:
+    """(stride of n, of c, of a position within the plane) of a 4D tensor whose planes are dense."""
+    return t.stride(0), t.stride(1), t.stride(3) if t.shape[3] > 1 else t.stride(2)
+
+
+def _dense_planes(t: torch.Tensor) -> bool:
+    """Whether every (n, c) plane is addressed as one stride over its H * W positions (NCHW, channels_last, or a
+    broadcast gradient): then the kernels read it as it is."""
+    height, width = t.shape[2], t.shape[3]
+    return height == 1 or width == 1 or t.stride(2) == width * t.stride(3)
+
+
+def addressable(t: torch.Tensor) -> torch.Tensor:
+    """t itself where the kernels can address it, else an NCHW copy."""
+    return t if _dense_planes(t) else t.contiguous()
+
+
+def _tiles(t: torch.Tensor) -> tuple[int, int]:
+    """(channels, positions) per tile: long along whichever of the two is contiguous in memory."""
+    channels, positions = t.shape[1], t.shape[2] * t.shape[3]
+    stride_c, stride_p = t.stride(1), _plane_strides(t)[2]
+    if stride_c == 1 and stride_p != 1 and channels > 1:  # channels_last
+        block_c = min(triton.next_power_of_2(channels), CHANNELS_LAST_BLOCK, MAX_TILE)
+        return block_c, min(triton.next_power_of_2(positions), max(1, MAX_TILE // block_c))
+    block_p = min(triton.next_power_of_2(positions), MAX_TILE)
+    return min(triton.next_power_of_2(channels), max(1, MAX_TILE // block_p)), block_p
+
+
+def plane_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, biased variance) of every (n, c) plane of x, shape (N, C), in fp32 (fp64 for fp64 input)."""
+    n, channels = x.shape[:2]
+    mean = x.new_empty((n, channels), dtype=_statistics(x.dtype))
+    var = torch.empty_like(mean)
+    block_c, block_p = _tiles(x)
+    grid = (n, triton.cdiv(channels, block_c))
+    _plane_moments_kernel[grid](
+        x, mean, var, channels, x.shape[2] * x.shape[3], *_plane_strides(x),
+        BLOCK_C=block_c, BLOCK_P=block_p, ACC=_accumulator(x.dtype),
+    )  # fmt: skip
+    return mean, var
+
+
+def _elementwise_grid(t: torch.Tensor, block_c: int, block_p: int) -> tuple[int, int, int]:
+    return t.shape[0], triton.cdiv(t.shape[1], block_c), triton.cdiv(t.shape[2] * t.shape[3], block_p)
+
+
+def plane_affine(x: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """(x - mean) * scale + shift with (N, C) mean, scale and shift, in x's dtype and memory layout."""
+    out = torch.empty_like(x)
+    block_c, block_p = _tiles(x)
+    _plane_affine_kernel[_elementwise_grid(x, block_c, block_p)](
+        x, out, mean, scale.contiguous(), shift.contiguous(), x.shape[1], x.shape[2] * x.shape[3],
+        *_plane_strides(x), *_plane_strides(out),
+        BLOCK_C=block_c, BLOCK_P=block_p, ACC=_accumulator(x.dtype),
+    )  # fmt: skip
+    return out
+
+
+def plane_sums(grad: torch.Tensor, x: torch.Tensor, mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of grad, sum of grad * (x - mean)) over every (n, c) plane, shape (N, C)."""
+    total = torch.empty_like(mean)
+    dot = torch.empty_like(mean)
+    block_c, block_p = _tiles(x)
+    _plane_sums_kernel[(x.shape[0], triton.cdiv(x.shape[1], block_c))](
+        grad, x, mean, total, dot, x.shape[1], x.shape[2] * x.shape[3], *_plane_strides(grad), *_plane_strides(x),
+        BLOCK_C=block_c, BLOCK_P=block_p, ACC=_accumulator(x.dtype),
+    )  # fmt: skip
+    return total, dot
+
+
+def input_grad(grad, x, mean, scale, a, b) -> torch.Tensor:
+    """grad * scale + a * (x - mean) + b with (N, C) scale, a and b, in x's dtype and layout (grad may be None,
+    and a, b may be None together)."""
+    out = torch.empty_like(x)
+    block_c, block_p = _tiles(x)
+    has_dy, has_stats = grad is not None, a is not None
+    _input_grad_kernel[_elementwise_grid(x, block_c, block_p)](
+        grad if has_dy else x, x, out, mean, scale if has_dy else mean, a if has_stats else mean,
+        b if has_stats else mean, x.shape[1], x.shape[2] * x.shape[3],
+        *_plane_strides(grad if has_dy else x), *_plane_strides(x), *_plane_strides(out),
+        HAS_DY=has_dy, HAS_STATS=has_stats, BLOCK_C=block_c, BLOCK_P=block_p, ACC=_accumulator(x.dtype),
+    )  # fmt: skip
+    return out
