@@ -1,0 +1,315 @@
+"""AttentiveNorm2d(impl="triton"): the fused Triton path against the torch path in float64.
+
+On a machine without CUDA the kernels run on CPU tensors through Triton's interpreter (tests/nn/conftest.py sets
+TRITON_INTERPRET=1); the CUDA cases run the same checks with compiled kernels where a GPU is present.
+
+Tolerances, against the float64 torch path on the same input values: fp32 inputs 5e-6 on outputs and running
+statistics (measured at most 7e-7), and 1e-4 of each gradient's largest magnitude on gradients (measured at most
+2.8e-5: the a2 head's BatchNorm1d over K amplifies fp32 rounding in the head's gradients). Half-precision inputs
+accumulate in fp32, so parameter gradients and statistics are held to the same fp32 tolerances; the output and
+the input gradient, written in the input's dtype, to 1e-2 for bf16 (measured 6e-3: one rounding to 8 bits) and
+1e-3 for fp16 (measured 4e-4).
+"""
+
+import copy
+import importlib
+import itertools
+import os
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from an_lab.catalog import ACTIVATIONS, HEADS, POOLINGS
+from an_lab.nn import AttentiveNorm2d
+from an_lab.nn.attentive_norm import DOUBLE_BACKWARD_ERROR
+
+pytest.importorskip("triton")
+fused = importlib.import_module("an_lab.nn.fused")
+
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+DEVICES = [
+    pytest.param(
+        "cpu",
+        marks=pytest.mark.skipif(
+            not INTERPRETED, reason="CPU tensors need Triton's interpreter, off where CUDA is present"
+        ),
+    ),
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")),
+]
+LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+FP32 = {"out": 5e-6, "grad": 1e-4}  # measured at most 7e-7 and 2.8e-5 over the design cells
+
+
+def _randomized(layer: AttentiveNorm2d) -> AttentiveNorm2d:
+    with torch.no_grad():
+        if layer.running_mean is not None:
+            layer.running_mean.normal_()
+            layer.running_var.uniform_(0.5, 2.0)
+        if layer.attention.norm is not None:
+            layer.attention.norm.weight.uniform_(0.5, 1.5)
+            layer.attention.norm.bias.normal_()
+    return layer
+
+
+def _float64_reference(layer: AttentiveNorm2d) -> AttentiveNorm2d:
+    reference = copy.deepcopy(layer).double()
+    reference.impl = "torch"
+    return reference
+
+
+def _forward_backward(layer, x, grad, autocast=None):
+    x = x.detach().clone().requires_grad_()
+    if autocast is None:
+        out = layer(x)
+    else:
+        with torch.autocast(x.device.type, dtype=autocast):  # the forward only, as training steps run
+            out = layer(x)
+    out.backward(grad)
+    return out, x.grad
+
+
+def check_against_float64(layer, x, grad, out_tol, autocast=None):
+    """Output, gradients and buffers of `layer` (impl="triton") against its own torch path in float64.
+
+    out_tol bounds what is written in the input's dtype (output, input gradient); parameter gradients and statistics
+    are fp32 whatever the input, and held to FP32."""
+    reference = _float64_reference(layer)
+    out, x_grad = _forward_backward(layer, x, grad, autocast)
+    expected, x_grad_expected = _forward_backward(reference, x.double(), grad.double())
+    assert out.dtype == x_grad.dtype == x.dtype
+    torch.testing.assert_close(out.double(), expected, atol=out_tol, rtol=out_tol)
+    x_tol = max(out_tol, FP32["grad"])
+    scale = x_grad_expected.abs().max().item()
+    torch.testing.assert_close(x_grad.double(), x_grad_expected, atol=x_tol * scale, rtol=x_tol)
+    for (name, p), p_ref in zip(layer.named_parameters(), reference.parameters(), strict=True):
+        scale = p_ref.grad.abs().max().item()
+        torch.testing.assert_close(
+            p.grad.double(), p_ref.grad, atol=FP32["grad"] * scale, rtol=FP32["grad"], msg=f"gradient of {name}"
+        )
+    expected_buffers = dict(reference.named_buffers())
+    for name, buffer in layer.named_buffers():
+        expected_buffer = expected_buffers[name].double()
+        torch.testing.assert_close(buffer.double(), expected_buffer, atol=FP32["out"], rtol=FP32["out"], msg=name)
+    return out
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize(("pooling", "head", "activation"), list(itertools.product(POOLINGS, HEADS, ACTIVATIONS)))
+def test_every_design_cell_matches_the_float64_torch_path(pooling, head, activation, training, layout, device):
+    torch.manual_seed(0)
+    layer = AttentiveNorm2d(6, 4, pooling=pooling, head=head, activation=activation, impl="triton")
+    layer = _randomized(layer).to(device).train(training)
+    x = (torch.randn(3, 6, 5, 7) * 2 + 0.5).to(device, memory_format=LAYOUTS[layout])
+    grad = torch.randn(3, 6, 5, 7, device=device)  # NCHW whatever x is: the kernels read each as it is laid out
+    out = check_against_float64(layer, x, grad, FP32["out"])
+    assert out.is_contiguous(memory_format=LAYOUTS[layout])
+    assert int(layer.num_batches_tracked) == int(training)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize(("side", "tile"), [((1, 1), None), ((7, 7), None), ((13, 17), None), ((13, 17), 16)])
+def test_masked_tile_edges(side, tile, layout, device, monkeypatch):
+    """Planes smaller than a tile, not a multiple of it, and (tile 16: 14 tiles per plane, 4 channels per tile in
+    channels_last over 6 channels) merged across tiles and masked at the channel edge."""
+    if tile is not None:
+        monkeypatch.setattr(fused, "MAX_TILE", tile)
+        monkeypatch.setattr(fused, "CHANNELS_LAST_BLOCK", 4)
+    torch.manual_seed(1)
+    layer = _randomized(AttentiveNorm2d(6, 3, impl="triton")).to(device)
+    x = (torch.randn(4, 6, *side) * 3 - 1).to(device, memory_format=LAYOUTS[layout])
+    grad = torch.randn(4, 6, *side, device=device).contiguous(memory_format=LAYOUTS[layout])
+    check_against_float64(layer, x, grad, FP32["out"])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("momentum", [0.3, None], ids=["momentum", "cumulative"])
+def test_running_statistics_over_several_steps_follow_batchnorm(momentum, device):
+    """As exactly as the torch path: the running statistics come from the same (N, C) maths on the kernel's moments."""
+    torch.manual_seed(2)
+    layer = AttentiveNorm2d(6, 2, momentum=momentum, impl="triton").to(device)
+    twin = copy.deepcopy(layer)
+    twin.impl = "torch"
+    bn = nn.BatchNorm2d(6, momentum=momentum).to(device)
+    for step in range(4):
+        x = (torch.randn(5, 6, 3, 3) * 4 - 2).to(device)
+        if step % 2:
+            x = x.contiguous(memory_format=torch.channels_last)
+        layer(x), twin(x), bn(x)
+    for name in ("running_mean", "running_var"):
+        torch.testing.assert_close(getattr(layer, name), getattr(bn, name), msg=name)
+        torch.testing.assert_close(getattr(layer, name), getattr(twin, name), msg=name)
+    assert int(layer.num_batches_tracked) == int(bn.num_batches_tracked) == 4
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_plane_with_mean_1000_and_std_0_01_keeps_its_variance(device):
+    """Each plane's variance to 1e-6 of the float64 value of the same fp32 inputs (measured 7.5e-8, 1.5e-7 merging
+    32-element tiles; the torch path's fp32 two-pass is 2.3e-4 off), and so the running variance and the rsd pooling
+    that follow from it. The output's error is fp32's own: the plane mean rounds by up to half an ulp at 1000
+    (3.05e-5), the batch mean of three of them, summed to 3000 in fp32, by up to 9.1e-5 more; the standardization
+    divides that by the std and multiplies it by the mixture gain (measured: 0.0096 at a bound of 0.013)."""
+    torch.manual_seed(3)
+    x = (1000 + 0.01 * torch.randn(3, 4, 13, 17, dtype=torch.float64)).float().to(device)
+    expected_var = x.double().var(dim=(2, 3), correction=0)
+    for tile in (fused.MAX_TILE, 32):
+        mean, var = fused.plane_moments(fused.addressable(x)) if tile == fused.MAX_TILE else _small_tiles(x, tile)
+        torch.testing.assert_close(var.double(), expected_var, atol=0, rtol=1e-6)
+        torch.testing.assert_close(mean.double(), x.double().mean(dim=(2, 3)), atol=3.1e-5, rtol=0)  # half an ulp
+    layer = AttentiveNorm2d(4, 3, pooling="rsd", head="a1", impl="triton").to(device)
+    reference = _float64_reference(layer)
+    captured = []
+    handle = reference.attention.register_forward_hook(lambda module, inputs, output: captured.append(output))
+    out, expected = layer(x), reference(x.double())
+    handle.remove()
+    torch.testing.assert_close(layer.running_var.double(), reference.running_var.double(), atol=0, rtol=1e-6)
+    gain = (captured[0] @ reference.gamma).abs().max().item()
+    bound = gain * (3.05e-5 + 9.1e-5) / x.double().std().item()
+    torch.testing.assert_close(out.double(), expected, atol=bound, rtol=0)
+
+
+def _small_tiles(x, tile):
+    previous = fused.MAX_TILE
+    fused.MAX_TILE = tile
+    try:
+        return fused.plane_moments(fused.addressable(x))
+    finally:
+        fused.MAX_TILE = previous
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.bfloat16, 1e-2), (torch.float16, 1e-3)], ids=["bf16", "fp16"])
+def test_half_precision_inputs_accumulate_in_fp32(dtype, tol, training, device):
+    """Half-precision inputs are read as they are (no conversion pass) and written back in their dtype: against the
+    float64 torch path on the same (rounded) input values, the error is the output's and gradient's own rounding."""
+    torch.manual_seed(4)
+    layer = _randomized(AttentiveNorm2d(8, 3, impl="triton")).to(device).train(training)
+    x = (torch.randn(3, 8, 7, 7) * 2 + 1).to(device, dtype).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(3, 8, 7, 7).to(device, dtype)
+    # Under autocast (Lightning's bf16-mixed) the layer computes in fp32 all the same.
+    out = check_against_float64(layer, x, grad, tol, autocast=dtype)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert layer.running_var.dtype == torch.float32
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_half_precision_module_matches_the_torch_path(device):
+    """layer.bfloat16() (Lightning's bf16-true): the fused and torch paths do the same fp32 maths."""
+    torch.manual_seed(5)
+    layer = _randomized(AttentiveNorm2d(8, 3, impl="triton")).to(device).bfloat16()
+    twin = copy.deepcopy(layer)
+    twin.impl = "torch"
+    x = (torch.randn(4, 8, 6, 6) * 2 + 1).to(device, torch.bfloat16)
+    grad = torch.randn(4, 8, 6, 6).to(device, torch.bfloat16)
+    out, x_grad = _forward_backward(layer, x, grad)
+    expected, x_grad_expected = _forward_backward(twin, x, grad)
+    torch.testing.assert_close(out, expected, atol=1e-2, rtol=1e-2)
+    torch.testing.assert_close(x_grad, x_grad_expected, atol=1e-2, rtol=1e-2)
+    for p, p_twin in zip(layer.parameters(), twin.parameters(), strict=True):
+        assert p.grad.dtype == p.dtype
+        torch.testing.assert_close(p.grad.float(), p_twin.grad.float(), atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(layer.running_var, twin.running_var)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(("norm", "head"), [("batch", "a2"), ("group", "a1")])
+def test_gradcheck_in_float64(norm, head, device):
+    """The hand-written backward against finite differences of the fused forward itself (fast mode)."""
+    torch.manual_seed(6)
+    layer = AttentiveNorm2d(8, 3, norm=norm, groups=4, head=head, impl="triton").double().to(device)
+    names = ("gamma", "beta", "attention.fc.weight")
+    params = [dict(layer.named_parameters())[name].detach().clone().requires_grad_() for name in names]
+    x = torch.randn(3, 8, 4, 5, dtype=torch.float64, device=device, requires_grad=True)
+
+    def function(x, *values):
+        return torch.func.functional_call(layer, dict(zip(names, values, strict=True)), (x,))
+
+    assert torch.autograd.gradcheck(function, (x, *params), fast_mode=True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_group_standardization_matches_the_float64_torch_path(device):
+    """AN w/ GN (the detection heads' layer) takes the same kernels: its group statistics follow from the moments."""
+    torch.manual_seed(7)
+    layer = AttentiveNorm2d(8, 3, norm="group", groups=4, head="a1", impl="triton").to(device)
+    x = (torch.randn(3, 8, 7, 7) + 2).to(device, memory_format=torch.channels_last)
+    check_against_float64(layer, x, torch.randn(3, 8, 7, 7, device=device), FP32["out"])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("step", ["params", "weights", "input"])
+def test_partial_backward_calls_match_the_torch_path(step, device):
+    """Gradients of the parameters alone, of the attention weights alone (through the moments only) and of the input
+    alone, each from one backward call on a retained graph, in float64."""
+    torch.manual_seed(8)
+    layer = _randomized(AttentiveNorm2d(8, 4, impl="triton")).double().to(device)
+    twin = copy.deepcopy(layer)
+    twin.impl = "torch"
+    x = torch.randn(4, 8, 5, 6, dtype=torch.float64, device=device) * 2 + 1
+    weight = torch.randn(4, 8, 5, 6, dtype=torch.float64, device=device)
+    lam_weight = torch.randn(4, 4, dtype=torch.float64, device=device)
+
+    def gradients(module):
+        captured = []
+        handle = module.attention.register_forward_hook(lambda m, i, output: captured.append(output))
+        inputs = x.clone().requires_grad_()
+        out = module(inputs)
+        handle.remove()
+        if step == "weights":
+            return torch.autograd.grad((captured[0] * lam_weight).sum(), inputs)
+        targets = list(module.parameters()) if step == "params" else [inputs]
+        return torch.autograd.grad((out * weight).sum(), targets)
+
+    for got, expected in zip(gradients(layer), gradients(twin), strict=True):
+        torch.testing.assert_close(got, expected)
+
+
+def test_double_backward_through_the_fused_path_is_the_layers_error():
+    torch.manual_seed(9)
+    layer = AttentiveNorm2d(8, 3, impl="triton").double()
+    x = torch.randn(3, 8, 4, 4, dtype=torch.float64, requires_grad=True)
+    (first,) = torch.autograd.grad(layer(x).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match=r"AttentiveNorm2d does not support double backward"):
+        first.square().sum().backward()
+    assert "double_backward=True" in DOUBLE_BACKWARD_ERROR
+    layer.double_backward = True  # the plain ops: second derivatives work, whatever impl says
+    (first,) = torch.autograd.grad(layer(x).square().sum(), x, create_graph=True)
+    first.square().sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_impl_is_checked_when_the_layer_is_built():
+    with pytest.raises(ValueError, match=r"impl='cuda' is not valid; choose one of auto, triton, torch"):
+        AttentiveNorm2d(8, 2, impl="cuda")
+    assert "impl=triton" in repr(AttentiveNorm2d(8, 2, impl="triton"))
+
+
+def test_auto_runs_the_torch_path_until_the_fused_one_is_measured_faster(monkeypatch):
+    def refuse(*args):
+        raise AssertionError("impl='auto' launched a kernel")
+
+    monkeypatch.setattr(fused, "plane_moments", refuse)
+    layer = AttentiveNorm2d(8, 2)
+    assert layer.impl == "auto"
+    layer(torch.randn(3, 8, 4, 4)).sum().backward()
+    with pytest.raises(AssertionError, match="launched a kernel"):
+        AttentiveNorm2d(8, 2, impl="triton")(torch.randn(3, 8, 4, 4))
+
+
+def test_a_cpu_tensor_without_the_interpreter_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr(fused, "INTERPRETED", False)
+    with pytest.raises(RuntimeError, match=r"impl='triton'\) got a tensor on cpu: .*TRITON_INTERPRET=1.*impl='torch'"):
+        AttentiveNorm2d(8, 2, impl="triton")(torch.randn(3, 8, 4, 4))
+
+
+def test_without_triton_the_fused_path_is_one_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "triton", None)  # import triton then fails, as where it is not installed
+    monkeypatch.delitem(sys.modules, "an_lab.nn.fused")
+    with pytest.raises(RuntimeError, match=r"impl='triton'\) needs Triton, which cannot be imported here"):
+        AttentiveNorm2d(8, 2, impl="triton")(torch.randn(3, 8, 4, 4))
+    assert AttentiveNorm2d(8, 2, impl="torch")(torch.randn(3, 8, 4, 4)).shape == (3, 8, 4, 4)
