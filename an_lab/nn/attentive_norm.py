@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from an_lab.catalog import STANDARDIZATIONS, check_choice
+from an_lab.catalog import AN_IMPLS, STANDARDIZATIONS, check_choice
 from an_lab.nn.attention import AttentionWeights
 from an_lab.nn.moments import batch_moments, group_moments, keep_statistics_fp32, plane_moments, statistics_dtype
 
@@ -212,7 +212,6 @@ class _GatherAcrossRanks(torch.autograd.Function):
         return grad[dist.get_rank(ctx.group)], None
 
 
-IMPLS = ("auto", "triton", "torch")
 _TRITON_MISSING = (
     "AttentiveNorm2d(impl='triton') needs Triton, which cannot be imported here ({error}); Triton ships with "
     "torch's Linux CUDA wheels (pip install triton elsewhere), or build the layer with impl='torch' or impl='auto'"
@@ -353,7 +352,7 @@ class AttentiveNorm2d(nn.Module):
     ) -> None:
         super().__init__()
         check_choice("norm", norm, STANDARDIZATIONS)
-        check_choice("impl", impl, IMPLS)
+        check_choice("impl", impl, AN_IMPLS)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k={k!r} is not valid; the number of affine components must be an integer >= 1")
         if num_features < 1:
