@@ -33,7 +33,8 @@ DEVICES = [
     pytest.param(
         "cpu",
         marks=pytest.mark.skipif(
-            not INTERPRETED, reason="CPU tensors need Triton's interpreter, off where CUDA is present"
+            not INTERPRETED,
+            reason="CPU tensors need Triton's interpreter (TRITON_INTERPRET=1, set by conftest.py without CUDA)",
         ),
     ),
     pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")),
@@ -269,10 +270,11 @@ def test_partial_backward_calls_match_the_torch_path(step, device):
         torch.testing.assert_close(got, expected)
 
 
-def test_double_backward_through_the_fused_path_is_the_layers_error():
+@pytest.mark.parametrize("device", DEVICES)
+def test_double_backward_through_the_fused_path_is_the_layers_error(device):
     torch.manual_seed(9)
-    layer = AttentiveNorm2d(8, 3, impl="triton").double()
-    x = torch.randn(3, 8, 4, 4, dtype=torch.float64, requires_grad=True)
+    layer = AttentiveNorm2d(8, 3, impl="triton").double().to(device)
+    x = torch.randn(3, 8, 4, 4, dtype=torch.float64, device=device, requires_grad=True)
     (first,) = torch.autograd.grad(layer(x).square().sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match=r"AttentiveNorm2d does not support double backward"):
         first.square().sum().backward()
@@ -289,16 +291,18 @@ def test_impl_is_checked_when_the_layer_is_built():
     assert "impl=triton" in repr(AttentiveNorm2d(8, 2, impl="triton"))
 
 
-def test_auto_runs_the_torch_path_until_the_fused_one_is_measured_faster(monkeypatch):
+@pytest.mark.parametrize("device", DEVICES)
+def test_auto_runs_the_torch_path_until_the_fused_one_is_measured_faster(device, monkeypatch):
     def refuse(*args):
         raise AssertionError("impl='auto' launched a kernel")
 
     monkeypatch.setattr(fused, "plane_moments", refuse)
-    layer = AttentiveNorm2d(8, 2)
+    layer = AttentiveNorm2d(8, 2).to(device)
     assert layer.impl == "auto"
-    layer(torch.randn(3, 8, 4, 4)).sum().backward()
+    x = torch.randn(3, 8, 4, 4, device=device)
+    layer(x).sum().backward()
     with pytest.raises(AssertionError, match="launched a kernel"):
-        AttentiveNorm2d(8, 2, impl="triton")(torch.randn(3, 8, 4, 4))
+        AttentiveNorm2d(8, 2, impl="triton").to(device)(x)
 
 
 def test_a_cpu_tensor_without_the_interpreter_is_one_clear_error(monkeypatch):
