@@ -15,7 +15,9 @@ import copy
 import importlib
 import itertools
 import os
+import subprocess
 import sys
+import textwrap
 
 import pytest
 import torch
@@ -317,3 +319,47 @@ def test_without_triton_the_fused_path_is_one_clear_error(monkeypatch):
     with pytest.raises(RuntimeError, match=r"impl='triton'\) needs Triton, which cannot be imported here"):
         AttentiveNorm2d(8, 2, impl="triton")(torch.randn(3, 8, 4, 4))
     assert AttentiveNorm2d(8, 2, impl="torch")(torch.randn(3, 8, 4, 4)).shape == (3, 8, 4, 4)
+
+
+# Compiles every kernel for an H100 (sm_90) with Triton's own compiler and ptxas, which need no GPU: what the
+# interpreter forgives (types carried through a loop, constexpr branches, pointer arithmetic) must lower to PTX.
+COMPILE_FOR_A_GPU = textwrap.dedent(
+    """
+    import triton, triton.language as tl
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from an_lab.nn import fused
+    assert not fused.INTERPRETED
+    TILES = {"nchw": (2, 1024), "channels_last": (64, 32)}
+    FLAGS = {"_input_grad_kernel": [(True, True), (False, True), (True, False)]}
+    for name in ("_plane_moments_kernel", "_plane_affine_kernel", "_plane_sums_kernel", "_input_grad_kernel"):
+        kernel = getattr(fused, name)
+        for dtype, layout in (("fp32", "nchw"), ("bf16", "channels_last"), ("fp16", "nchw")):
+            block_c, block_p = TILES[layout]
+            for flags in FLAGS.get(name, [()]):
+                constexprs = {"BLOCK_C": block_c, "BLOCK_P": block_p, "ACC": tl.float32}
+                constexprs.update(zip(("HAS_DY", "HAS_STATS"), flags))
+                signature = {}
+                for arg in kernel.arg_names:
+                    if arg in constexprs:
+                        signature[arg] = "constexpr"
+                    elif arg.endswith("_ptr"):
+                        signature[arg] = "*" + (dtype if arg in ("x_ptr", "y_ptr", "dy_ptr", "dx_ptr") else "fp32")
+                    else:
+                        signature[arg] = "i32"
+                source = ASTSource(kernel, signature=signature, constexprs=constexprs)
+                compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32))
+                assert compiled.asm["cubin"], name
+                print(name, dtype, layout, *flags)
+    """
+)
+
+
+def test_the_kernels_compile_for_a_gpu_without_one():
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    env["TRITON_DEFAULT_FP_FUSION"] = "1"
+    result = subprocess.run(
+        [sys.executable, "-c", COMPILE_FOR_A_GPU], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(result.stdout.splitlines()) == 3 * (3 + 3)  # three settings of three kernels and of dx's three forms
