@@ -9,7 +9,9 @@ one of its tensors has as many elements as the input. Paths:
 - torch: AttentiveNorm2d(impl="torch") as it runs on a GPU (the CPU-only native batch-norm shortcuts turned off);
 - triton: AttentiveNorm2d(impl="triton"): its Triton kernel launches, counted at the launch, and the aten ops
   around them (the head and statistics, the allocations), run through Triton's interpreter on CPU tensors; the
-  interpreter's own tensor handling inside a launch is not counted (on a GPU a launch is one kernel).
+  interpreter's own tensor handling inside a launch is not counted (on a GPU a launch is one kernel). On a GPU,
+  where the reductions split planes across programs (fused.MIN_PROGRAMS), one launch forward and one small op
+  backward come on top.
 
     python benchmarks/count_ops.py                      # fp32 input, and bf16 input under autocast
 """

@@ -115,13 +115,20 @@ def test_every_design_cell_matches_the_float64_torch_path(pooling, head, activat
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("layout", list(LAYOUTS))
-@pytest.mark.parametrize(("side", "tile"), [((1, 1), None), ((7, 7), None), ((13, 17), None), ((13, 17), 16)])
-def test_masked_tile_edges(side, tile, layout, device, monkeypatch):
-    """Planes smaller than a tile, not a multiple of it, and (tile 16: 14 tiles per plane, 4 channels per tile in
-    channels_last over 6 channels) merged across tiles and masked at the channel edge."""
+@pytest.mark.parametrize(
+    ("side", "tile", "programs"),
+    [((1, 1), None, None), ((7, 7), None, None), ((13, 17), None, None), ((13, 17), 16, None), ((13, 17), 16, 48)],
+    ids=["1x1", "7x7", "13x17", "13x17-tiles", "13x17-chunks"],
+)
+def test_masked_tile_edges(side, tile, programs, layout, device, monkeypatch):
+    """Planes smaller than a tile, not a multiple of it, and, with tiles of 16 elements (4 channels per tile in
+    channels_last over 6 channels), merged across tiles and masked at the channel edge; with 48 programs asked
+    for, the reductions split each plane into chunks of several tiles (2 of 112 positions in NCHW, 6 of 40 in
+    channels_last) that a second kernel merges."""
     if tile is not None:
         monkeypatch.setattr(fused, "MAX_TILE", tile)
         monkeypatch.setattr(fused, "CHANNELS_LAST_BLOCK", 4)
+    monkeypatch.setattr(fused, "MIN_PROGRAMS", programs)
     torch.manual_seed(1)
     layer = _randomized(AttentiveNorm2d(6, 3, impl="triton")).to(device)
     x = (torch.randn(4, 6, *side) * 3 - 1).to(device, memory_format=LAYOUTS[layout])
@@ -151,16 +158,17 @@ def test_running_statistics_over_several_steps_follow_batchnorm(momentum, device
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_a_plane_with_mean_1000_and_std_0_01_keeps_its_variance(device):
-    """Each plane's variance to 1e-6 of the float64 value of the same fp32 inputs (measured 7.5e-8, 1.5e-7 merging
-    32-element tiles; the torch path's fp32 two-pass is 2.3e-4 off), and so the running variance and the rsd pooling
-    that follow from it. The output's error is fp32's own: the plane mean rounds by up to half an ulp at 1000
-    (3.05e-5), the batch mean of three of them, summed to 3000 in fp32, by up to 9.1e-5 more; the standardization
-    divides that by the std and multiplies it by the mixture gain (measured: 0.0096 at a bound of 0.013)."""
+    """Each plane's variance to 1e-6 of the float64 value of the same fp32 inputs (measured 7.5e-8; 1.5e-7 merging
+    32-element tiles, in one program or split across programs; the torch path's fp32 two-pass is 2.3e-4 off), and so
+    the running variance and the rsd pooling that follow from it. The output's error is fp32's own: the plane mean
+    rounds by up to half an ulp at 1000 (3.05e-5), the batch mean of three of them, summed to 3000 in fp32, by up to
+    9.1e-5 more; the standardization divides that by the std and multiplies it by the mixture gain (measured:
+    0.0096 at a bound of 0.013)."""
     torch.manual_seed(3)
     x = (1000 + 0.01 * torch.randn(3, 4, 13, 17, dtype=torch.float64)).float().to(device)
     expected_var = x.double().var(dim=(2, 3), correction=0)
-    for tile in (fused.MAX_TILE, 32):
-        mean, var = fused.plane_moments(fused.addressable(x)) if tile == fused.MAX_TILE else _small_tiles(x, tile)
+    for tile, programs in ((None, None), (32, None), (32, 10**6)):
+        mean, var = _moments(x, tile, programs)
         torch.testing.assert_close(var.double(), expected_var, atol=0, rtol=1e-6)
         torch.testing.assert_close(mean.double(), x.double().mean(dim=(2, 3)), atol=3.1e-5, rtol=0)  # half an ulp
     layer = AttentiveNorm2d(4, 3, pooling="rsd", head="a1", impl="triton").to(device)
@@ -175,13 +183,13 @@ def test_a_plane_with_mean_1000_and_std_0_01_keeps_its_variance(device):
     torch.testing.assert_close(out.double(), expected, atol=bound, rtol=0)
 
 
-def _small_tiles(x, tile):
-    previous = fused.MAX_TILE
-    fused.MAX_TILE = tile
-    try:
+def _moments(x, tile, programs):
+    """fused.plane_moments with tiles of `tile` elements (None: the default) and `programs` programs asked for."""
+    with pytest.MonkeyPatch.context() as patch:
+        if tile is not None:
+            patch.setattr(fused, "MAX_TILE", tile)
+        patch.setattr(fused, "MIN_PROGRAMS", programs)
         return fused.plane_moments(fused.addressable(x))
-    finally:
-        fused.MAX_TILE = previous
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -331,14 +339,25 @@ COMPILE_FOR_A_GPU = textwrap.dedent(
     from an_lab.nn import fused
     assert not fused.INTERPRETED
     TILES = {"nchw": (2, 1024), "channels_last": (64, 32)}
-    FLAGS = {"_input_grad_kernel": [(True, True), (False, True), (True, False)]}
-    for name in ("_plane_moments_kernel", "_plane_affine_kernel", "_plane_sums_kernel", "_input_grad_kernel"):
+    FLAGS = {
+        "_plane_moments_kernel": [{"SPLIT": False}, {"SPLIT": True}],
+        "_input_grad_kernel": [
+            {"HAS_DY": True, "HAS_STATS": True},
+            {"HAS_DY": False, "HAS_STATS": True},
+            {"HAS_DY": True, "HAS_STATS": False},
+        ],
+    }
+    KERNELS = (
+        "_plane_moments_kernel", "_merge_moments_kernel", "_plane_affine_kernel", "_plane_sums_kernel",
+        "_input_grad_kernel",
+    )
+    for name in KERNELS:
         kernel = getattr(fused, name)
         for dtype, layout in (("fp32", "nchw"), ("bf16", "channels_last"), ("fp16", "nchw")):
             block_c, block_p = TILES[layout]
-            for flags in FLAGS.get(name, [()]):
-                constexprs = {"BLOCK_C": block_c, "BLOCK_P": block_p, "ACC": tl.float32}
-                constexprs.update(zip(("HAS_DY", "HAS_STATS"), flags))
+            for flags in FLAGS.get(name, [{}]):
+                constexprs = {"BLOCK_C": block_c, "BLOCK_P": block_p, "ACC": tl.float32, **flags}
+                constexprs = {arg: value for arg, value in constexprs.items() if arg in kernel.arg_names}
                 signature = {}
                 for arg in kernel.arg_names:
                     if arg in constexprs:
@@ -350,7 +369,7 @@ COMPILE_FOR_A_GPU = textwrap.dedent(
                 source = ASTSource(kernel, signature=signature, constexprs=constexprs)
                 compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32))
                 assert compiled.asm["cubin"], name
-                print(name, dtype, layout, *flags)
+                print(name, dtype, layout, *flags.values())
     """
 )
 
@@ -362,4 +381,5 @@ def test_the_kernels_compile_for_a_gpu_without_one():
         [sys.executable, "-c", COMPILE_FOR_A_GPU], capture_output=True, text=True, env=env, timeout=300
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert len(result.stdout.splitlines()) == 3 * (3 + 3)  # three settings of three kernels and of dx's three forms
+    # Three settings of each kernel's forms: moments unsplit and split, merge, affine, sums, dx's three.
+    assert len(result.stdout.splitlines()) == 3 * (2 + 1 + 1 + 1 + 3)
