@@ -383,3 +383,29 @@ def test_the_kernels_compile_for_a_gpu_without_one():
     assert result.returncode == 0, result.stderr[-3000:]
     # Three settings of each kernel's forms: moments unsplit and split, merge, affine, sums, dx's three.
     assert len(result.stdout.splitlines()) == 3 * (2 + 1 + 1 + 1 + 3)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_strided_inputs_and_broadcast_gradients(device):
+    """An input whose planes are not dense (a strided slice) is copied to NCHW; the gradient of out.sum(), a
+    zero-stride broadcast, is read as it is."""
+    torch.manual_seed(10)
+    layer = _randomized(AttentiveNorm2d(6, 3, impl="triton")).double().to(device)
+    twin = copy.deepcopy(layer)
+    twin.impl = "torch"
+    base = torch.randn(3, 6, 10, 9, dtype=torch.float64, device=device)
+    inputs = [base.clone()[:, :, ::2, 1:].requires_grad_() for _ in range(2)]  # planes of 5x8, row stride 18
+    for module, x in zip((layer, twin), inputs, strict=True):
+        (module(x) * 1.5).sum().backward()
+    torch.testing.assert_close(inputs[0].grad, inputs[1].grad)
+    torch.testing.assert_close(layer.gamma.grad, twin.gamma.grad)
+
+
+def test_torch_compile_traces_the_torch_ops_without_a_graph_break():
+    torch.manual_seed(11)
+    layer = AttentiveNorm2d(6, 3, impl="triton").double()
+    twin = copy.deepcopy(layer)
+    twin.impl = "torch"
+    x = torch.randn(3, 6, 5, 5, dtype=torch.float64)
+    compiled = torch.compile(layer, backend="eager", fullgraph=True)  # fullgraph: a graph break is an error
+    torch.testing.assert_close(compiled(x), twin(x))
