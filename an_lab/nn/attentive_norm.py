@@ -284,7 +284,7 @@ class _FusedPlaneAffine(torch.autograd.Function):
             None,
             grad_out if hand_off else None,
             scale if hand_off else None,
-            -scale * grad_shift,
+            -scale * grad_shift if ctx.needs_input_grad[3] else None,
             grad_scale,
             grad_shift,
         )
@@ -326,7 +326,7 @@ class AttentiveNorm2d(nn.Module):
     default raises an error that says so.
 
     ``impl`` picks the implementation: ``"torch"`` the fast path above, built from torch ops (any device);
-    ``"triton"`` the fused path of ``an_lab.nn.fused``: four Triton kernels for the passes over the input (per-plane
+    ``"triton"`` the fused path of ``an_lab.nn.fused``: Triton kernels for the passes over the input (per-plane
     moments, then the normalise + mixture affine forward; per-plane sums, then the input gradient backward), the
     head and the statistics in small torch ops, on CUDA tensors (CPU tensors only under Triton's interpreter);
     ``"auto"`` (the default) runs the torch path on every device for now: it is to choose the fused path on CUDA

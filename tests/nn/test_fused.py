@@ -1,7 +1,7 @@
 """AttentiveNorm2d(impl="triton"): the fused Triton path against the torch path in float64.
 
-On a machine without CUDA the kernels run on CPU tensors through Triton's interpreter (tests/nn/conftest.py sets
-TRITON_INTERPRET=1); the CUDA cases run the same checks with compiled kernels where a GPU is present.
+On a machine without CUDA the kernels run on CPU tensors through Triton's interpreter (TRITON_INTERPRET=1, set
+below); the CUDA cases run the same checks with compiled kernels where a GPU is present.
 
 Tolerances, against the float64 torch path on the same input values: fp32 inputs 5e-6 on outputs and running
 statistics (measured at most 7e-7), and 1e-4 of each gradient's largest magnitude on gradients (measured at most
@@ -27,16 +27,19 @@ from an_lab.catalog import ACTIVATIONS, HEADS, POOLINGS
 from an_lab.nn import AttentiveNorm2d
 from an_lab.nn.attentive_norm import DOUBLE_BACKWARD_ERROR
 
+# Triton chooses between compiling for the GPU and interpreting when a kernel is defined, that is when
+# an_lab.nn.fused is first imported: here, at collection (no other module imports it). Without CUDA the kernels are
+# interpreted on CPU tensors; with CUDA they compile for the GPU and the CPU cases are skipped.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 pytest.importorskip("triton")
 fused = importlib.import_module("an_lab.nn.fused")
 
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 DEVICES = [
     pytest.param(
         "cpu",
         marks=pytest.mark.skipif(
-            not INTERPRETED,
-            reason="CPU tensors need Triton's interpreter (TRITON_INTERPRET=1, set by conftest.py without CUDA)",
+            not fused.INTERPRETED, reason="CPU tensors need Triton's interpreter (TRITON_INTERPRET=1 without CUDA)"
         ),
     ),
     pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")),
