@@ -250,19 +250,12 @@ class _FusedPlaneMoments(torch.autograd.Function):
     @_first_order
     def backward(ctx, grad_mean, grad_var, grad_out, scale):
         x, mean = ctx.saved_tensors
-        if grad_mean is None and grad_var is None:
-            if grad_out is None:
-                return None
-            a = b = None
-        else:
-            # d mean / dx = 1/HW and d var / dx = 2 (x - mean) / HW: dx gains a * (x - mean) + b per plane.
-            plane_size = x.shape[2] * x.shape[3]
-            zeros = mean.new_zeros(mean.shape)
-            a = zeros if grad_var is None else grad_var * (2.0 / plane_size)
-            b = zeros if grad_mean is None else grad_mean / plane_size
+        if grad_mean is None and grad_var is None and grad_out is None:
+            return None
         if grad_out is not None:
             grad_out = _kernels().addressable(grad_out)
-        return _kernels().input_grad(grad_out, x, mean, scale, a, b)
+        # One kernel: the affine's grad_out * scale plus the gradient through the plane moments.
+        return _kernels().input_grad(grad_out, x, mean, scale, grad_mean, grad_var)
 
 
 class _FusedPlaneAffine(torch.autograd.Function):
@@ -277,16 +270,19 @@ class _FusedPlaneAffine(torch.autograd.Function):
     @_first_order
     def backward(ctx, grad_out: torch.Tensor):
         x, mean, scale = ctx.saved_tensors
-        grad_shift, grad_scale = _kernels().plane_sums(_kernels().addressable(grad_out), x, mean)
+        # The sums of grad_out and grad_out * (x - mean), and -scale * the first: the gradient of mean (x - mean).
+        sums = _kernels().plane_sums(
+            _kernels().addressable(grad_out), x, mean, scale if ctx.needs_input_grad[3] else None
+        )
         # The input gradient grad_out * scale goes to _FusedPlaneMoments in two factors, as in _CenteredAffine.
         hand_off = ctx.needs_input_grad[1]
         return (
             None,
             grad_out if hand_off else None,
             scale if hand_off else None,
-            -scale * grad_shift if ctx.needs_input_grad[3] else None,
-            grad_scale,
-            grad_shift,
+            sums[2] if len(sums) == 3 else None,
+            sums[1],
+            sums[0],
         )
 
 

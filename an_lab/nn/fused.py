@@ -144,11 +144,12 @@ def _plane_affine_kernel(
 
 @triton.jit
 def _plane_sums_kernel(
-    dy_ptr, x_ptr, mean_ptr, sums_ptr, C, HW, CHUNK, sd_n, sd_c, sd_p, sx_n, sx_c, sx_p,
-    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, ACC: tl.constexpr,
+    dy_ptr, x_ptr, mean_ptr, scale_ptr, sums_ptr, C, HW, CHUNK, sd_n, sd_c, sd_p, sx_n, sx_c, sx_p,
+    HAS_SCALE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, ACC: tl.constexpr,
 ):  # fmt: skip
-    """Per plane and chunk of CHUNK positions: the sum of dy and the sum of dy * (x - mean), written to sums laid
-    out (2, N, chunks, C)."""
+    """Per plane and chunk of CHUNK positions: the sum of dy, the sum of dy * (x - mean) and (HAS_SCALE) the sum of
+    dy times -scale (the gradient of the mean that the affine subtracts), written to sums laid out (2 or 3, N,
+    chunks, C)."""
     n = tl.program_id(0).to(tl.int64)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     chunk = tl.program_id(2)
@@ -174,16 +175,20 @@ def _plane_sums_kernel(
     half = tl.num_programs(0).to(tl.int64) * tl.num_programs(2) * C
     tl.store(sums_ptr + out, total, mask=c_in)
     tl.store(sums_ptr + half + out, dot, mask=c_in)
+    if HAS_SCALE:
+        scale = tl.load(scale_ptr + n * C + c, mask=c_in, other=0.0).to(ACC)
+        tl.store(sums_ptr + 2 * half + out, -scale * total, mask=c_in)
 
 
 @triton.jit
 def _input_grad_kernel(
-    dy_ptr, x_ptr, dx_ptr, mean_ptr, scale_ptr, a_ptr, b_ptr, C, HW,
+    dy_ptr, x_ptr, dx_ptr, mean_ptr, scale_ptr, grad_mean_ptr, grad_var_ptr, C, HW,
     sd_n, sd_c, sd_p, sx_n, sx_c, sx_p, so_n, so_c, so_p,
-    HAS_DY: tl.constexpr, HAS_STATS: tl.constexpr,
+    HAS_DY: tl.constexpr, HAS_MEAN: tl.constexpr, HAS_VAR: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, ACC: tl.constexpr,
 ):  # fmt: skip
-    """dx = dy * scale + a * (x - mean) + b per (n, c); without dy only the moments' term, without a, b only dy's."""
+    """dx = dy * scale + (2 * grad_var * (x - mean) + grad_mean) / HW per (n, c): the affine's direct term and the
+    term through the plane moments (d mean / dx = 1 / HW, d var / dx = 2 (x - mean) / HW), each where present."""
     n = tl.program_id(0).to(tl.int64)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     p = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -196,12 +201,15 @@ def _input_grad_kernel(
         scale = tl.load(scale_ptr + stat, mask=c_in, other=0.0).to(ACC)
         grad = tl.load(dy_ptr + n * sd_n + c64 * sd_c + p64 * sd_p, mask=inside, other=0.0).to(ACC)
         out += grad * scale[:, None]
-    if HAS_STATS:
+    size = tl.zeros([BLOCK_C], dtype=ACC) + HW  # (HW may be a compile-time 1: no .to on it)
+    if HAS_VAR:
         mean = tl.load(mean_ptr + stat, mask=c_in, other=0.0).to(ACC)
-        a = tl.load(a_ptr + stat, mask=c_in, other=0.0).to(ACC)
-        b = tl.load(b_ptr + stat, mask=c_in, other=0.0).to(ACC)
+        a = tl.load(grad_var_ptr + stat, mask=c_in, other=0.0).to(ACC) * (2.0 / size)
         values = tl.load(x_ptr + n * sx_n + c64 * sx_c + p64 * sx_p, mask=inside, other=0.0).to(ACC)
-        out += (values - mean[:, None]) * a[:, None] + b[:, None]
+        out += (values - mean[:, None]) * a[:, None]
+    if HAS_MEAN:
+        b = tl.load(grad_mean_ptr + stat, mask=c_in, other=0.0).to(ACC) / size
+        out += b[:, None]
     tl.store(dx_ptr + n * so_n + c64 * so_c + p64 * so_p, out.to(dx_ptr.dtype.element_ty), mask=inside)
 
 
@@ -313,31 +321,37 @@ def plane_affine(x: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor, shift
     return out
 
 
-def plane_sums(grad: torch.Tensor, x: torch.Tensor, mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of grad, sum of grad * (x - mean)) over every (n, c) plane, shape (N, C)."""
+def plane_sums(
+    grad: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor | None = None
+) -> tuple[torch.Tensor, ...]:
+    """(sum of grad, sum of grad * (x - mean)) over every (n, c) plane, shape (N, C), and with `scale` a third:
+    -scale * (sum of grad)."""
     n, channels = x.shape[:2]
     block_c, block_p = _tiles(x)
     chunk, chunks = _chunks(x, block_c, block_p)
-    sums = mean.new_empty((2, n, chunks, channels))
+    sums = mean.new_empty((2 if scale is None else 3, n, chunks, channels))
     _plane_sums_kernel[(n, triton.cdiv(channels, block_c), chunks)](
-        grad, x, mean, sums, channels, x.shape[2] * x.shape[3], chunk, *_plane_strides(grad), *_plane_strides(x),
-        BLOCK_C=block_c, BLOCK_P=block_p, ACC=_accumulator(x.dtype),
+        grad, x, mean, mean if scale is None else scale.contiguous(), sums, channels, x.shape[2] * x.shape[3], chunk,
+        *_plane_strides(grad), *_plane_strides(x),
+        HAS_SCALE=scale is not None, BLOCK_C=block_c, BLOCK_P=block_p, ACC=_accumulator(x.dtype),
     )  # fmt: skip
     if chunks > 1:
-        sums = sums.sum(dim=2, keepdim=True)  # one small op over (2, N, chunks, C)
-    return sums[0, :, 0], sums[1, :, 0]
+        sums = sums.sum(dim=2, keepdim=True)  # one small op over (2 or 3, N, chunks, C)
+    return tuple(sums[:, :, 0].unbind(0))
 
 
-def input_grad(grad, x, mean, scale, a, b) -> torch.Tensor:
-    """grad * scale + a * (x - mean) + b with (N, C) scale, a and b, in x's dtype and layout (grad may be None,
-    and a, b may be None together)."""
+def input_grad(grad, x, mean, scale, grad_mean, grad_var) -> torch.Tensor:
+    """grad * scale + (2 * grad_var * (x - mean) + grad_mean) / (H * W) with (N, C) scale, grad_mean and grad_var, in
+    x's dtype and layout; grad (with scale), grad_mean and grad_var may each be None (no term)."""
     out = torch.empty_like(x)
     block_c, block_p = _tiles(x)
-    has_dy, has_stats = grad is not None, a is not None
+    has_dy = grad is not None
     _input_grad_kernel[_elementwise_grid(x, block_c, block_p)](
-        grad if has_dy else x, x, out, mean, scale if has_dy else mean, a if has_stats else mean,
-        b if has_stats else mean, x.shape[1], x.shape[2] * x.shape[3],
+        grad if has_dy else x, x, out, mean, scale.contiguous() if has_dy else mean,
+        mean if grad_mean is None else grad_mean.contiguous(), mean if grad_var is None else grad_var.contiguous(),
+        x.shape[1], x.shape[2] * x.shape[3],
         *_plane_strides(grad if has_dy else x), *_plane_strides(x), *_plane_strides(out),
-        HAS_DY=has_dy, HAS_STATS=has_stats, BLOCK_C=block_c, BLOCK_P=block_p, ACC=_accumulator(x.dtype),
+        HAS_DY=has_dy, HAS_MEAN=grad_mean is not None, HAS_VAR=grad_var is not None,
+        BLOCK_C=block_c, BLOCK_P=block_p, ACC=_accumulator(x.dtype),
     )  # fmt: skip
     return out

@@ -344,10 +344,11 @@ COMPILE_FOR_A_GPU = textwrap.dedent(
     TILES = {"nchw": (2, 1024), "channels_last": (64, 32)}
     FLAGS = {
         "_plane_moments_kernel": [{"SPLIT": False}, {"SPLIT": True}],
+        "_plane_sums_kernel": [{"HAS_SCALE": True}, {"HAS_SCALE": False}],
         "_input_grad_kernel": [
-            {"HAS_DY": True, "HAS_STATS": True},
-            {"HAS_DY": False, "HAS_STATS": True},
-            {"HAS_DY": True, "HAS_STATS": False},
+            {"HAS_DY": True, "HAS_MEAN": True, "HAS_VAR": True},
+            {"HAS_DY": False, "HAS_MEAN": True, "HAS_VAR": False},
+            {"HAS_DY": True, "HAS_MEAN": False, "HAS_VAR": False},
         ],
     }
     KERNELS = (
@@ -356,10 +357,12 @@ COMPILE_FOR_A_GPU = textwrap.dedent(
     )
     for name in KERNELS:
         kernel = getattr(fused, name)
-        for dtype, layout in (("fp32", "nchw"), ("bf16", "channels_last"), ("fp16", "nchw")):
+        # fp16 with 1x1 planes: Triton compiles an integer argument equal to 1 as a constant.
+        settings = (("fp32", "nchw", {}), ("bf16", "channels_last", {}), ("fp16", "nchw", {"HW": 1, "CHUNK": 1}))
+        for dtype, layout, one in settings:
             block_c, block_p = TILES[layout]
             for flags in FLAGS.get(name, [{}]):
-                constexprs = {"BLOCK_C": block_c, "BLOCK_P": block_p, "ACC": tl.float32, **flags}
+                constexprs = {"BLOCK_C": block_c, "BLOCK_P": block_p, "ACC": tl.float32, **flags, **one}
                 constexprs = {arg: value for arg, value in constexprs.items() if arg in kernel.arg_names}
                 signature = {}
                 for arg in kernel.arg_names:
@@ -384,8 +387,9 @@ def test_the_kernels_compile_for_a_gpu_without_one():
         [sys.executable, "-c", COMPILE_FOR_A_GPU], capture_output=True, text=True, env=env, timeout=300
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    # Three settings of each kernel's forms: moments unsplit and split, merge, affine, sums, dx's three.
-    assert len(result.stdout.splitlines()) == 3 * (2 + 1 + 1 + 1 + 3)
+    # Three settings of each kernel's forms: moments unsplit and split, merge, affine, sums with and without the
+    # mean's gradient, three of dx's.
+    assert len(result.stdout.splitlines()) == 3 * (2 + 1 + 1 + 2 + 3)
 
 
 @pytest.mark.parametrize("device", DEVICES)
