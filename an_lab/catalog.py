@@ -13,6 +13,9 @@ def default_head(norm: str) -> str:
 
 
 ACTIVATIONS = ("hsigmoid", "softmax", "sigmoid")
+# AttentiveNorm2d's implementations: auto (the torch path until the fused one is measured faster on a GPU), the
+# fused Triton kernels, the torch ops.
+AN_IMPLS = ("auto", "triton", "torch")
 STANDARDIZATIONS = ("batch", "group", "instance", "layer")
 
 # models.create()

@@ -95,6 +95,7 @@ class ANConfig(Strict):
     head: Head = "a2"
     activation: Activation = "hsigmoid"
     placement: Literal["paper", "all"] = "paper"
+    impl: Literal[catalog.AN_IMPLS] = "auto"  # type: ignore[valid-type]  # how AN runs, not what: not in the run id
 
 
 # The MaskRCNN arguments a detection config may set through model.detector_options, with torchvision's defaults.

@@ -2,7 +2,8 @@
 
 Images per second come from the run's result.json (data loading included, validation and the first epoch
 excluded). BN and AN runs alternate, several rounds, in one invocation; the ratio is of the medians.
-On a GPU it trains with bf16 autocast and channels_last; on CPU in fp32 NCHW.
+On a GPU it trains with bf16 autocast and channels_last, AN as model.an.impl torch and triton (the fused path);
+on CPU in fp32 NCHW, AN as impl torch.
 
     python benchmarks/bench_throughput.py --rounds 3 --batches 4 --batch-size 16
 """
@@ -19,10 +20,13 @@ from common import device_name, save
 from an_lab.config import resolve
 from an_lab.lightning_modules.train import train
 
+CANDIDATES = {"bn": ("bn", "auto"), "an": ("an", "torch"), "an_fused": ("an", "triton")}  # norm, model.an.impl
 
-def run_once(norm: str, output_dir: str, args: argparse.Namespace, gpu: bool) -> float:
+
+def run_once(candidate: str, output_dir: str, args: argparse.Namespace, gpu: bool) -> float:
+    norm, impl = CANDIDATES[candidate]
     tree = {
-        "model": {"name": "resnet50", "norm": norm},
+        "model": {"name": "resnet50", "norm": norm, "an": {"impl": impl}},
         "data": {
             "name": "fake",
             "image_size": args.image_size,
@@ -53,20 +57,24 @@ def main() -> None:
     args = parser.parse_args()
     gpu = torch.cuda.is_available()
 
-    samples: dict[str, list[float]] = {"bn": [], "an": []}
+    samples: dict[str, list[float]] = {name: [] for name in CANDIDATES if gpu or name != "an_fused"}
     with tempfile.TemporaryDirectory() as scratch:
         for round_index in range(args.rounds):
-            for norm in samples:
-                samples[norm].append(run_once(norm, f"{scratch}/{round_index}-{norm}", args, gpu))
-    medians = {norm: statistics.median(values) for norm, values in samples.items()}
+            for name in samples:
+                samples[name].append(run_once(name, f"{scratch}/{round_index}-{name}", args, gpu))
+    medians = {name: statistics.median(values) for name, values in samples.items()}
     ratio = medians["an"] / medians["bn"]
+    fused_ratio = medians["an_fused"] / medians["bn"] if "an_fused" in medians else None
     regime = "bf16-mixed, channels_last" if gpu else "fp32, NCHW"
     print(f"device: {device_name()}; ResNet-50, {args.image_size}x{args.image_size}, batch {args.batch_size}, {regime}")
     for norm, values in samples.items():
         rounds = ", ".join(f"{v:.1f}" for v in values)
         print(f"{norm}: median {medians[norm]:.1f} images/s over {args.rounds} rounds ({rounds})")
     print(f"AN / BN throughput: {ratio:.3f} (AN is {100 * (1 - ratio):+.1f}% slower)")
-    save({"device": device_name(), "regime": regime, "samples": samples, "ratio": ratio}, "throughput")
+    if fused_ratio is not None:
+        print(f"fused AN / BN throughput: {fused_ratio:.3f} (fused AN is {100 * (1 - fused_ratio):+.1f}% slower)")
+    results = {"device": device_name(), "regime": regime, "samples": samples, "ratio": ratio}
+    save({**results, "fused_ratio": fused_ratio}, "throughput")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ def test_overrides_and_identity(tmp_path):
     [
         (["model.an.poolng=mean"], "unknown key 'model.an.poolng'; did you mean pooling?"),
         (["model.an.pooling=max"], "model.an.pooling: 'max' is not valid; choose one of 'rsd', 'mean' or 'concat'"),
+        (["model.an.impl=cuda"], "model.an.impl: 'cuda' is not valid; choose one of 'auto', 'triton' or 'torch'"),
         (["model.an.k=[10, 20]"], "k=(10, 20) has 2 entries but cifar_resnet20 has 3 stages"),
         (["model.name=resnet49"], "model.name: 'resnet49' is not valid"),
         (
@@ -146,3 +147,14 @@ def test_a_saved_detection_config_loads_back_to_the_same_run(tmp_path):
     config = load_config(None, [*DETECTION, "model.norm=an", "model.backbone_init=runs/resnet50-an-0"])
     saved = write_config(tmp_path / "config.json", config.model_dump(mode="json"))
     assert run_id(load_config(saved)) == run_id(config)
+
+
+def test_a_bad_an_impl_in_a_config_file_is_one_paragraph_with_exit_2(tmp_path):
+    tree = {"model": {"an": {"impl": "cuda"}}, "output_dir": str(tmp_path / "runs")}
+    config = write_config(tmp_path / "c.yaml", tree)
+    result = an_lab("train", config)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        f"error: {config}: model.an.impl: 'cuda' is not valid; choose one of 'auto', 'triton' or 'torch'"
+    )
+    assert not (tmp_path / "runs").exists()

@@ -59,6 +59,8 @@ def test_generated_data_is_named_by_what_it_is_not_where_it_is_written(tmp_path,
         (["trainer.accelerator=cpu"], ["trainer.accelerator=cpu", "trainer.devices=auto"]),
         ([], ["data.fake_size=99"]),  # fake_size is read by fake data only
         ([], ["data.download=true"]),  # fetching does not change what is read
+        ([], ["model.an.impl=triton"]),  # AN's kernels, not its maths: default-config runs keep their ids
+        (["model.an.impl=torch"], ["model.an.impl=auto"]),
     ],
 )
 def test_keys_that_cannot_change_a_run_do_not_change_its_id(one, two):

@@ -28,6 +28,7 @@ def build_model(config: RunConfig, num_classes: int) -> nn.Module:
         head=an.head,
         activation=an.activation,
         placement=an.placement,
+        impl=an.impl,
         stem=model.stem,
         zero_init_residual=model.zero_init_residual,
         num_classes=num_classes,

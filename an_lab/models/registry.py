@@ -105,6 +105,7 @@ def create(
     placement: str = "paper",
     stem: str = "plain",
     zero_init_residual: bool = True,
+    impl: str = "auto",
     **kw,
 ) -> nn.Module:
     """Build `name` with the chosen normalization.
@@ -117,6 +118,7 @@ def create(
     zero_init_residual starts the last norm of each residual unit at zero (both mixtures for AN): ResNet blocks and
     AOGNet node units; MobileNet-v2 and DenseNets have none (the released AOGNet configs do not zero-init: their
     runs set it to false).
+    impl: the AN layers' implementation (AttentiveNorm2d's impl: auto, triton or torch).
     kw goes to the torchvision constructor (e.g. dropout for mobilenet_v2).
     """
     check_choice("name", name, tuple(ARCHITECTURES))
@@ -142,7 +144,7 @@ def create(
         else:
             sites = {name: arch.stage_of(name) for name in convertible_norms(model)}
         k_of = {site: schedule[stage] for site, stage in sites.items()}
-        convert_norms(model, select=k_of, k=k_of, pooling=pooling, head=head, activation=activation)
+        convert_norms(model, select=k_of, k=k_of, pooling=pooling, head=head, activation=activation, impl=impl)
     if zero_init_residual:
         for norm_name in arch.residual_last_norms(model):
             _zero_init(model.get_submodule(norm_name))

@@ -13,12 +13,13 @@ Under torch.compile the same maths runs as plain tensor ops for the compiler to 
 from __future__ import annotations
 
 import functools
+import importlib
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from an_lab.catalog import STANDARDIZATIONS, check_choice
+from an_lab.catalog import AN_IMPLS, STANDARDIZATIONS, check_choice
 from an_lab.nn.attention import AttentionWeights
 from an_lab.nn.moments import batch_moments, group_moments, keep_statistics_fp32, plane_moments, statistics_dtype
 
@@ -211,6 +212,87 @@ class _GatherAcrossRanks(torch.autograd.Function):
         return grad[dist.get_rank(ctx.group)], None
 
 
+_TRITON_MISSING = (
+    "AttentiveNorm2d(impl='triton') needs Triton, which cannot be imported here ({error}); Triton ships with "
+    "torch's Linux CUDA wheels (pip install triton elsewhere), or build the layer with impl='torch' or impl='auto'"
+)
+_TRITON_DEVICE = (
+    "AttentiveNorm2d(impl='triton') got a tensor on {device}: its Triton kernels run on CUDA tensors, or on CPU "
+    "tensors through Triton's interpreter (TRITON_INTERPRET=1 set before triton is first imported, as the tests "
+    "do; slow, for testing); use impl='torch' or impl='auto' on this device"
+)
+
+
+def _kernels():
+    """an_lab.nn.fused (the Triton kernels), imported on first use; one clear error where Triton is missing."""
+    try:
+        return importlib.import_module("an_lab.nn.fused")
+    except ImportError as error:
+        if not (error.name or "").startswith("triton"):
+            raise
+        raise RuntimeError(_TRITON_MISSING.format(error=error)) from None
+
+
+class _FusedPlaneMoments(torch.autograd.Function):
+    """The fused path's _PlaneMoments: per-plane (mean, biased variance) from one Triton kernel, and two hand-off
+    outputs for the _FusedPlaneAffine that follows (the same protocol as _PlaneMoments, with a zero-stride
+    placeholder in place of the centred copy: nothing of the input's size is written or saved but x)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor):
+        mean, var = _kernels().plane_moments(x)
+        ctx.save_for_backward(x, mean)
+        ctx.set_materialize_grads(False)
+        placeholder = x.new_empty(()).expand(x.shape)
+        return mean, var, placeholder, mean.new_empty(mean.shape)
+
+    @staticmethod
+    @_first_order
+    def backward(ctx, grad_mean, grad_var, grad_out, scale):
+        x, mean = ctx.saved_tensors
+        if grad_mean is None and grad_var is None and grad_out is None:
+            return None
+        if grad_out is not None:
+            grad_out = _kernels().addressable(grad_out)
+        # One kernel: the affine's grad_out * scale plus the gradient through the plane moments.
+        return _kernels().input_grad(grad_out, x, mean, scale, grad_mean, grad_var)
+
+
+class _FusedPlaneAffine(torch.autograd.Function):
+    """out = (x - mean) * scale + shift with per-(n, c) mean, scale and shift, from one Triton kernel, in x's dtype."""
+
+    @staticmethod
+    def forward(ctx, x, placeholder, slot, mean, scale, shift):
+        ctx.save_for_backward(x, mean, scale)
+        return _kernels().plane_affine(x, mean, scale, shift)
+
+    @staticmethod
+    @_first_order
+    def backward(ctx, grad_out: torch.Tensor):
+        x, mean, scale = ctx.saved_tensors
+        # The sums of grad_out and grad_out * (x - mean), and -scale * the first: the gradient of mean (x - mean).
+        sums = _kernels().plane_sums(
+            _kernels().addressable(grad_out), x, mean, scale if ctx.needs_input_grad[3] else None
+        )
+        # The input gradient grad_out * scale goes to _FusedPlaneMoments in two factors, as in _CenteredAffine.
+        hand_off = ctx.needs_input_grad[1]
+        return (
+            None,
+            grad_out if hand_off else None,
+            scale if hand_off else None,
+            sums[2] if len(sums) == 3 else None,
+            sums[1],
+            sums[0],
+        )
+
+
+def _moments_and_affine_fused(x: torch.Tensor, mixer) -> torch.Tensor:
+    x = _kernels().addressable(x)
+    mean, var, placeholder, slot = _FusedPlaneMoments.apply(x)
+    scale, shift = mixer(mean, var)
+    return _FusedPlaneAffine.apply(x, placeholder, slot, mean, scale, shift)
+
+
 def _moments_and_affine_eager(x: torch.Tensor, mixer) -> torch.Tensor:
     mean, var, centered, slot = _PlaneMoments.apply(x)
     scale, shift = mixer(mean, var)
@@ -238,6 +320,14 @@ class AttentiveNorm2d(nn.Module):
     Double backward (``create_graph=True`` followed by a second differentiation) needs
     ``double_backward=True``: the layer then runs as plain autograd ops, slower than its fused backward; the
     default raises an error that says so.
+
+    ``impl`` picks the implementation: ``"torch"`` the fast path above, built from torch ops (any device);
+    ``"triton"`` the fused path of ``an_lab.nn.fused``: Triton kernels for the passes over the input (per-plane
+    moments, then the normalise + mixture affine forward; per-plane sums, then the input gradient backward), the
+    head and the statistics in small torch ops, on CUDA tensors (CPU tensors only under Triton's interpreter);
+    ``"auto"`` (the default) runs the torch path on every device for now: it is to choose the fused path on CUDA
+    once a GPU measurement shows it faster, and none has been made yet. Under ``torch.compile`` and with
+    ``double_backward=True`` every impl runs the plain torch ops.
     """
 
     def __init__(
@@ -254,9 +344,11 @@ class AttentiveNorm2d(nn.Module):
         momentum: float | None = 0.1,
         track_running_stats: bool = True,
         double_backward: bool = False,
+        impl: str = "auto",
     ) -> None:
         super().__init__()
         check_choice("norm", norm, STANDARDIZATIONS)
+        check_choice("impl", impl, AN_IMPLS)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k={k!r} is not valid; the number of affine components must be an integer >= 1")
         if num_features < 1:
@@ -271,6 +363,7 @@ class AttentiveNorm2d(nn.Module):
         self.eps, self.momentum = eps, momentum
         self.track_running_stats = track_running_stats and norm == "batch"
         self.double_backward = double_backward
+        self.impl = impl
         self.sync_stats = False  # set by convert_sync_batchnorm, with its process group (None: the whole world)
         self.process_group = None
         self.gamma = nn.Parameter(torch.empty(k, num_features))
@@ -339,6 +432,7 @@ class AttentiveNorm2d(nn.Module):
             f"activation={self.activation}, eps={self.eps}, momentum={self.momentum}, "
             f"track_running_stats={self.track_running_stats}"
             + (", double_backward=True" if self.double_backward else "")
+            + (f", impl={self.impl}" if self.impl != "auto" else "")
         )
 
     # -- statistics -------------------------------------------------------------------------------------------
@@ -414,12 +508,25 @@ class AttentiveNorm2d(nn.Module):
 
         # Half-precision inputs are computed in fp32 whatever autocast says; the output keeps the input's dtype.
         with torch.autocast(device_type=x.device.type, enabled=False):
+            if self._uses_kernels(x):
+                return _moments_and_affine_fused(x, mixer)  # reads x as it is, accumulates in fp32
             x32 = x.to(compute)
             if self.double_backward or torch.compiler.is_compiling():
                 out = _moments_and_affine_traced(x32, mixer)
             else:
                 out = _moments_and_affine_eager(x32, mixer)
         return out.to(x.dtype)
+
+    def _uses_kernels(self, x: torch.Tensor) -> bool:
+        """Whether this call runs the fused Triton path: impl='triton' in eager first-order mode ('auto' keeps the
+        torch path until the fused one is measured faster on a GPU; double_backward and torch.compile trace the
+        plain ops, which the compiler fuses itself)."""
+        if self.impl != "triton" or self.double_backward or torch.compiler.is_compiling():
+            return False
+        kernels = _kernels()
+        if not (x.device.type == "cuda" or (x.device.type == "cpu" and kernels.INTERPRETED)):
+            raise RuntimeError(_TRITON_DEVICE.format(device=x.device))
+        return True
 
     def _empty(self, x: torch.Tensor) -> torch.Tensor:
         """An empty input (a Mask R-CNN head with no region in the batch) gives an empty output, as nn.BatchNorm2d

@@ -5,6 +5,7 @@ attention has no BatchNorm); the converter's handling of plain BN is checked str
 """
 
 import copy
+import os
 
 import pytest
 import torch
@@ -19,9 +20,9 @@ pytestmark = pytest.mark.distributed
 WORLD = 2
 
 
-def _model(head: str) -> nn.Module:
+def _model(head: str, impl: str = "auto") -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), AttentiveNorm2d(8, 4, head=head), nn.ReLU())
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), AttentiveNorm2d(8, 4, head=head, impl=impl), nn.ReLU())
 
 
 def _data() -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,10 +30,12 @@ def _data() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(8, 3, 6, 6, generator=generator) * 2 + 1, torch.randn(8, 8, 6, 6, generator=generator)
 
 
-def _worker(rank: int, mode: str, init_file: str, out_file: str) -> None:
+def _worker(rank: int, mode: str, init_file: str, out_file: str, impl: str = "auto") -> None:
+    if impl == "triton":
+        os.environ["TRITON_INTERPRET"] = "1"  # the fused kernels on CPU tensors, set before triton is imported
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     if mode == "synced":
-        model = AttentiveNorm2d.convert_sync_batchnorm(_model("a1"))
+        model = AttentiveNorm2d.convert_sync_batchnorm(_model("a1", impl))
     else:
         model = DistributedDataParallel(_model("a2"))
     x, grad = _data()
@@ -54,16 +57,21 @@ def _worker(rank: int, mode: str, init_file: str, out_file: str) -> None:
     dist.destroy_process_group()
 
 
-def _run(tmp_path, mode: str) -> list[dict]:
-    mp.spawn(_worker, args=(mode, str(tmp_path / "init"), str(tmp_path / "out.pt")), nprocs=WORLD, join=True)
+def _run(tmp_path, mode: str, impl: str = "auto") -> list[dict]:
+    args = (mode, str(tmp_path / "init"), str(tmp_path / "out.pt"), impl)
+    mp.spawn(_worker, args=args, nprocs=WORLD, join=True)
     return torch.load(tmp_path / "out.pt")
 
 
 TOL = {"atol": 1e-5, "rtol": 1e-4}
 
 
-def test_synced_statistics_equal_one_process_on_the_full_batch(tmp_path):
-    per_rank = _run(tmp_path, "synced")
+@pytest.mark.parametrize("impl", ["auto", "triton"])
+def test_synced_statistics_equal_one_process_on_the_full_batch(tmp_path, impl):
+    """Also with the fused path (through Triton's interpreter): its per-plane moments feed the same synced maths."""
+    if impl == "triton":
+        pytest.importorskip("triton")
+    per_rank = _run(tmp_path, "synced", impl)
     model = _model("a1")
     x, grad = _data()
     x = x.clone().requires_grad_()

@@ -212,3 +212,13 @@ def test_bf16_mixed_channels_last_training_step(tmp_path, data_root, device):
     result = train(resolve(tree), progress=False)
     assert result["precision"] == "bf16-mixed" and result["epochs"] == 1
     assert math.isfinite(result["final"]["train_loss"]) and math.isfinite(result["final"]["val_loss"])
+
+
+def test_model_an_impl_reaches_every_an_layer_of_the_model():
+    from an_lab.lightning_modules.classifier import build_model
+    from an_lab.nn import AttentiveNorm2d
+
+    model = build_model(load_config(None, ["model.an.impl=torch"]), num_classes=10)
+    layers = [m for m in model.modules() if isinstance(m, AttentiveNorm2d)]
+    assert layers and all(layer.impl == "torch" for layer in layers)
+    assert all(m.impl == "auto" for m in build_model(load_config(None), 10).modules() if isinstance(m, AttentiveNorm2d))

@@ -163,3 +163,9 @@ def test_create_rejects_bad_choices(kwargs, message):
     kwargs = {"name": "resnet50", **kwargs}
     with pytest.raises(ValueError, match=message):
         create(kwargs.pop("name"), **kwargs)
+
+
+def test_create_passes_the_an_implementation_to_every_an_layer():
+    for impl in ("auto", "triton", "torch"):
+        layers = [m for m in create("cifar_resnet20", norm="an", impl=impl).modules() if isinstance(m, AttentiveNorm2d)]
+        assert layers and all(layer.impl == impl for layer in layers)
