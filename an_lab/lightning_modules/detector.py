@@ -37,7 +37,13 @@ def build_detector(config: RunConfig, num_classes: int) -> nn.Module:
     an_options = {}
     if model.norm == "an":
         an = model.an
-        an_options = {"pooling": an.pooling, "head": an.head, "activation": an.activation, "placement": an.placement}
+        an_options = {
+            "pooling": an.pooling,
+            "head": an.head,
+            "activation": an.activation,
+            "placement": an.placement,
+            "impl": an.impl,
+        }
     return build_mask_rcnn(
         model.name,
         num_classes=num_classes,

@@ -232,3 +232,15 @@ def test_two_processes_train_one_stream_and_evaluate_the_whole_split(tmp_path, c
     result = json.loads((run_dir(load_config(config)) / "result.json").read_text())
     assert result["device"].startswith("2 x cpu") and result["iterations"] == 2
     assert all(0 <= result["final"][name] <= 100 for name in ("bbox_ap", "segm_ap"))
+
+
+@pytest.mark.parametrize("detector", ["mask_rcnn", "cascade_mask_rcnn"])
+def test_model_an_impl_reaches_every_an_layer_of_a_detector(tmp_path, detector):
+    from an_lab.config import RunConfig
+    from an_lab.lightning_modules.detector import build_detector
+    from an_lab.nn import AttentiveNorm2d
+
+    tree = detection_tree(tmp_path / "coco", tmp_path / "runs", norm="an")
+    tree["model"].update(name="mobilenet_v2", detector=detector, an={"impl": "torch"})
+    layers = [m for m in build_detector(RunConfig.model_validate(tree), 5).modules() if isinstance(m, AttentiveNorm2d)]
+    assert layers and all(layer.impl == "torch" for layer in layers)
