@@ -25,6 +25,7 @@ import math
 import os
 import socket
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -287,6 +288,18 @@ def state(run_dir: Path) -> tuple[str, str | None]:
     if stopped is not None:
         return "interrupted", f"{stopped.get('reason')}; {resumes}"
     return "interrupted", resumes if (run_dir / CHECKPOINT).exists() else None
+
+
+def states(folder: Path, run_ids: Iterable[str]) -> list[tuple[str, str | None]]:
+    """state() of many runs of one output folder, listing the folder once: a run without a folder there is pending
+    without a look inside (a plan of 100,000 runs that have not started opens no file)."""
+    try:
+        present: set[str] | None = set(os.listdir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        present = set()  # no output folder yet: nothing has started
+    except OSError:
+        present = None  # not listable: each run is looked at on its own
+    return [state(folder / run_id) if present is None or run_id in present else ("pending", None) for run_id in run_ids]
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -56,8 +56,8 @@ def _result(run_id: str, rng: random.Random, epochs: int = 120) -> dict:
 
 
 def make_sweep(folder: Path, cells: int, seeds: int) -> tuple[Path, int]:
-    """A sweep folder <folder>/runs/sweeps/bench/manifest.json and its run directories in <folder>/runs; returns the folder
-    and the number of result.json files written (one run in 50 failed, one in 50 pending)."""
+    """Run directories in <folder>/runs and their sweep folder runs/sweeps/bench/ (manifest.json); returns the sweep
+    folder and the number of result.json files written (one run in 50 failed, one in 50 pending)."""
     rng = random.Random(0)
     runs_root, manifest_cells, written = folder / "runs", [], 0
     for index in range(cells):

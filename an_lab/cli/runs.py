@@ -220,7 +220,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         check_data_paths(sweep, runs)
     except UsageError as missing:
         print(f"warning: {missing} (planned anyway; `an-lab sweep` needs the data)", file=sys.stderr)
-    print(render(make_plan(sweep, check_data=False)))
+    print(render(make_plan(sweep, check_data=False, runs=runs)))
     if (note := pending_note(sweep.output_dir)) is not None:
         print(f"note: {note}", file=sys.stderr)
     return 0

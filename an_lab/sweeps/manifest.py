@@ -45,7 +45,7 @@ def build_manifest(sweep: Sweep, runs: list[PlannedRun]) -> dict:
         )
         entry["runs"].append({"run_id": run.run_id, "seed": run.seed})
     base = next((run.cell.config for run in runs if run.cell.kind == "base"), None)
-    tasks = {run.config.task for run in runs} or {base_config(sweep).task}
+    tasks = {run.cell.config.task for run in runs} or {base_config(sweep).task}
     return {
         "name": sweep.name,
         "mode": sweep.mode,

@@ -27,14 +27,18 @@ class Timings:
     """Seconds per training MAC by (network, norm, image size) and device, from finished runs."""
 
     rates: dict[tuple, dict[str, list[float]]] = field(default_factory=dict)
+    _rates: dict[tuple, tuple[float, str, int] | None] = field(default_factory=dict, repr=False)  # rate() by key
 
     def rate(self, config: RunConfig) -> tuple[float, str, int] | None:
         """(seconds per MAC, device, runs measured) for a run like this one; the device with the most runs."""
-        found = self.rates.get(_key(config))
-        if not found:
-            return None
-        device, values = max(found.items(), key=lambda item: len(item[1]))
-        return statistics.median(values), device, len(values)
+        key = _key(config)
+        if key not in self._rates:
+            found = self.rates.get(key)
+            if not found:
+                return None
+            device, values = max(found.items(), key=lambda item: len(item[1]))
+            self._rates[key] = statistics.median(values), device, len(values)
+        return self._rates[key]
 
 
 def measured(output_dir: Path, run_macs) -> Timings:
