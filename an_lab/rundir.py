@@ -25,7 +25,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -290,16 +290,51 @@ def state(run_dir: Path) -> tuple[str, str | None]:
     return "interrupted", resumes if (run_dir / CHECKPOINT).exists() else None
 
 
+def _listing(folder: Path) -> set[str] | None:
+    """The names in an output folder (an empty set when it does not exist yet), or None when it cannot be listed."""
+    try:
+        return set(os.listdir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return set()  # no output folder yet: nothing has started
+    except OSError:
+        return None  # not listable: each run is looked at on its own
+
+
 def states(folder: Path, run_ids: Iterable[str]) -> list[tuple[str, str | None]]:
     """state() of many runs of one output folder, listing the folder once: a run without a folder there is pending
     without a look inside (a plan of 100,000 runs that have not started opens no file)."""
-    try:
-        present: set[str] | None = set(os.listdir(folder))
-    except (FileNotFoundError, NotADirectoryError):
-        present = set()  # no output folder yet: nothing has started
-    except OSError:
-        present = None  # not listable: each run is looked at on its own
+    present = _listing(folder)
     return [state(folder / run_id) if present is None or run_id in present else ("pending", None) for run_id in run_ids]
+
+
+def read_runs(folder: Path, run_ids: Iterable[str]) -> Iterator[tuple[str, str | None, dict | None]]:
+    """(state, detail, result) of many runs of one output folder, as state() and read_result() tell them, in the
+    order given: the folder is listed once, a finished run costs one file read (its result.json, read first) and a
+    run without a folder none; anything else is looked at by state()."""
+    present, text = _listing(folder), os.fspath(folder)
+    for run_id in run_ids:
+        if present is not None and run_id not in present:
+            yield "pending", None, None
+            continue
+        result = _valid_result(f"{text}/{run_id}/{RESULT}", run_id)
+        if result is not None:
+            yield "done", None, result
+            continue
+        run_dir = folder / run_id
+        current, detail = state(run_dir)
+        if current == "done":  # written between the two looks
+            result, _ = read_result(run_dir)
+        yield (current, detail, None) if result is None else ("done", None, result)
+
+
+def _valid_result(path: str, run_id: str) -> dict | None:
+    """The result at path when it is there and valid, else None (read_result says why)."""
+    try:
+        with open(path, "rb") as handle:
+            result = json.loads(handle.read())
+    except (OSError, ValueError):
+        return None
+    return None if result_problem(result, run_id) else result
 
 
 # ---------------------------------------------------------------------------------------------------------------------

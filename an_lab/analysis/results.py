@@ -21,10 +21,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from an_lab.metrics import METRICS, TASKS, Metric, manifest_task, primary
-from an_lab.rundir import read_result, state
+from an_lab.rundir import read_runs
 from an_lab.sweeps.manifest import check_manifest
 
 _FINALS = tuple(METRICS)  # every metric of every task, in the registry's order
@@ -53,6 +54,8 @@ COLUMNS = (
     *_TAILS,
 )
 _NUMBERS = COLUMNS[COLUMNS.index(_FINALS[0]) : COLUMNS.index(_TAILS[0])]
+NAN = float("nan")
+_NONE: dict = {}  # what a run without a result, or a result without a section, reads from
 
 
 def sweep_task(manifest: dict) -> str:
@@ -69,55 +72,58 @@ def _number(value) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else float("nan")
 
 
-def read_run(run_dir: Path) -> tuple[str, str | None, dict | None]:
-    """(state, detail, result): result.json is read first, so that a finished run costs one file read; a result
-    that does not validate is "corrupt", never done."""
-    result, _ = read_result(run_dir)
-    if result is not None:
-        return "done", None, result
-    status, detail = state(run_dir)
-    if status == "done":  # written between the two looks
-        result, _ = read_result(run_dir)
-    return (status, detail, None) if result is None else ("done", None, result)
-
-
 def _tail(result: dict, column: str) -> tuple[float, ...]:
     tail = result.get("tail")
     values = tail.get(column) if isinstance(tail, dict) else None
     return tuple(_number(value) for value in values) if isinstance(values, list) else ()
 
 
-def _numbers(result: dict | None) -> tuple:
-    if result is None:
-        return (float("nan"),) * len(_NUMBERS) + ((),) * len(_TAILS)
-    final = result.get("final") if isinstance(result.get("final"), dict) else {}
-    best = result.get("best") if isinstance(result.get("best"), dict) else {}
-    return (
-        *(_number(final.get(metric)) for metric in _FINALS),
-        *(_number(best.get(metric)) for metric in _FINALS),
-        _number(best.get("epoch")),
-        _number(final.get("val_loss")),
-        _number(final.get("train_loss")),
-        _number(result.get("params")),
-        _number(result.get("macs")),
-        _number(result.get("epochs")),
-        _number(result.get("wall_time_s")),
-        _number(result.get("images_per_s")),
-        _number(result.get("finished_at")),
-        _number(result.get("val_images")),
-        *(_tail(result, f"val_{column.removeprefix('tail_')}") for column in _TAILS),
-    )
+def _numbers(values) -> np.ndarray:
+    """A column of numbers: each value that JSON gave as a number (not a bool), NaN for anything else."""
+    return np.array([value if type(value) is float or type(value) is int else NAN for value in values], dtype=float)
+
+
+def _result_columns(results: list[dict | None]) -> dict[str, object]:
+    """The numbers of the runs' results, one column each (NaN, or an empty tail, where a run has no result)."""
+    found = [result if result is not None else _NONE for result in results]
+    finals = [result.get("final") if isinstance(result.get("final"), dict) else _NONE for result in found]
+    bests = [result.get("best") if isinstance(result.get("best"), dict) else _NONE for result in found]
+    reported = set().union(*finals, *bests)  # a classification run reports no AP: those columns are NaN at once
+    absent = np.full(len(found), NAN)
+    columns: dict[str, object] = {
+        metric: _numbers(final.get(metric) for final in finals) if metric in reported else absent.copy()
+        for metric in _FINALS
+    }
+    columns |= {
+        f"best_{metric}": _numbers(best.get(metric) for best in bests) if metric in reported else absent.copy()
+        for metric in _FINALS
+    }
+    columns["best_epoch"] = _numbers(best.get("epoch") for best in bests)
+    for key in ("val_loss", "train_loss"):
+        columns[key] = _numbers(final.get(key) for final in finals)
+    for key in _NUMBERS[_NUMBERS.index("params") :]:
+        columns[key] = _numbers(result.get(key) for result in found)
+    for column in _TAILS:
+        logged = f"val_{column.removeprefix('tail_')}"
+        columns[column] = [() if result is None else _tail(result, logged) for result in results]
+    return columns
 
 
 def collect(manifest: dict) -> pd.DataFrame:
     """One row per run of the manifest, in manifest order (cells, then seeds), with its state and its result."""
-    cells = check_manifest(manifest)
-    root = Path(manifest["output_dir"])
-    rows = []
+    return collect_checked(manifest, check_manifest(manifest))
+
+
+def collect_checked(manifest: dict, cells: list[dict]) -> pd.DataFrame:
+    """collect() of a manifest whose cells check_manifest has given already (a table checks a manifest once)."""
+    found = read_runs(Path(manifest["output_dir"]), [run["run_id"] for cell in cells for run in cell["runs"]])
+    rows, results = [], []
     for cell in cells:
         described = (cell["index"], cell.get("label") or f"cell {cell['index']}", cell.get("kind"), cell.get("name"))
         for run in cell["runs"]:
-            status, detail, result = read_run(root / run["run_id"])
-            rows.append((*described, run.get("seed"), run["run_id"], status, detail, *_numbers(result)))
-    frame = pd.DataFrame.from_records(rows, columns=list(COLUMNS))
-    return frame.astype({"cell": "int64", **dict.fromkeys(_NUMBERS, "float64")})
+            status, detail, result = next(found)
+            rows.append((*described, run.get("seed"), run["run_id"], status, detail))
+            results.append(result)
+    head = pd.DataFrame.from_records(rows, columns=list(COLUMNS[: COLUMNS.index(_FINALS[0])]))
+    frame = pd.concat([head, pd.DataFrame(_result_columns(results), index=head.index)], axis=1)
+    return frame[list(COLUMNS)].astype({"cell": "int64", **dict.fromkeys(_NUMBERS, "float64")})

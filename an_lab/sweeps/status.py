@@ -10,7 +10,7 @@ from pathlib import Path
 
 from an_lab import stats
 from an_lab.metrics import METRIC_RANGE, METRICS, Metric, manifest_task, primary
-from an_lab.rundir import CONFIG, read_json, read_result, state, trained_iterations, validated_epochs
+from an_lab.rundir import CONFIG, read_json, read_runs, trained_iterations, validated_epochs
 from an_lab.sweeps.journal import JOURNAL, lock_note
 from an_lab.sweeps.manifest import run_dirs
 from an_lab.sweeps.plan import align, state_text
@@ -24,16 +24,15 @@ def sweep_metric(manifest: dict) -> Metric:
 def collect(manifest: dict) -> list[dict]:
     """One row per run: cell, seed, run id, state, detail, and under the name of the sweep's primary metric
     (top1_err, bbox_ap) its final value when done."""
-    directories = run_dirs(manifest)
+    root = Path(manifest["output_dir"])
     metric = sweep_metric(manifest)
+    found = read_runs(root, [run["run_id"] for cell in manifest["cells"] for run in cell["runs"]])
     rows = []
     for cell in manifest["cells"]:
         for run in cell["runs"]:
-            directory: Path = directories[run["run_id"]]
-            current, detail = state(directory)
-            result = read_result(directory)[0] if current == "done" else None
+            current, detail, result = next(found)
             if current == "running":
-                detail = "; ".join(filter(None, (epoch_reached(directory), detail)))
+                detail = "; ".join(filter(None, (epoch_reached(root / run["run_id"]), detail)))
             rows.append(
                 {
                     "cell": cell["label"],
