@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cheap import cli, medians
+from cheap import against, against_lines, medians
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND_TARGET = 0.25  # of the torch import
@@ -101,13 +101,21 @@ def grid_time(path: Path, rounds: int) -> tuple[float, int]:
     return statistics.median(times), runs
 
 
-def grid_commands(path: Path, rounds: int, save: Path | None) -> dict[str, tuple[float, float]]:
-    """(median wall s, peak MB) of `an-lab plan GRID` and `an-lab status GRID` as fresh processes."""
-    figures = {}
+def grid_commands(
+    path: Path, rounds: int, save: Path | None, other: Path | None = None
+) -> tuple[dict[str, tuple[float, float]], dict[str, dict[str, float]]]:
+    """(median wall s, peak MB) of `an-lab plan GRID` and `an-lab status GRID` as fresh processes; with `other`
+    (another checkout) also its figures, round by round (cheap.against)."""
+    figures, compared = {}, {}
     for name in ("plan", "status"):
         output = save / f"grid-{name}.txt" if save else None
-        figures[f"an-lab {name} GRID"] = medians([*cli(), name, str(path)], rounds, output)
-    return figures
+        command, key = [sys.executable, "-m", "an_lab.cli", name, str(path)], f"an-lab {name} GRID"
+        if other is not None:
+            compared[key] = against(command, other.resolve(), rounds, output)
+            figures[key] = compared[key]["wall"], compared[key]["peak_mb"]
+        else:
+            figures[key] = medians(command, rounds, output)
+    return figures, compared
 
 
 def main() -> int:
@@ -116,6 +124,9 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=1, help="seeds a cell of the grid (10: 100,000 runs)")
     parser.add_argument("--grid-only", action="store_true", help="skip the commands measured against import torch")
     parser.add_argument("--save", type=Path, default=None, metavar="DIR", help="write the grid's plan and status here")
+    parser.add_argument(
+        "--against", type=Path, default=None, metavar="CHECKOUT", help="compare with another checkout's code"
+    )
     args = parser.parse_args()
     if args.save:
         args.save.mkdir(parents=True, exist_ok=True)
@@ -124,7 +135,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         grid = write_grid(Path(folder), args.seeds)
         seconds, runs = grid_time(grid, max(1, args.rounds // 2))
-        grid_walls = grid_commands(grid, max(1, args.rounds // 2), args.save)
+        grid_walls, compared = grid_commands(grid, max(1, args.rounds // 2), args.save, args.against)
     walls = {} if args.grid_only else command_times(args.rounds)
     load = max(load_before, os.getloadavg()[0])
     cores = os.cpu_count() or 1
@@ -152,6 +163,9 @@ def main() -> int:
         memory = "ok" if peak < PEAK_TARGET_MB else "MISSED"
         print(f"{name:40} {wall:8.3f} {wall / torch_s:8.2f}  {verdict} (< {target:g} s); peak {peak:.0f} MB {memory}")
     print(f"torch imported by the planning process: {'torch' in sys.modules}")
+    if compared:
+        print(f"against {args.against} (the same commands, alternating round by round):")
+        print("\n".join(against_lines(compared)))
     return 1 if missed else 0
 
 

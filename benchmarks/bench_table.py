@@ -25,7 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from cheap import cli, load, medians
+from cheap import against, against_lines, load, medians
+
+from an_lab.identity import IDENTITY_SCHEME
+from an_lab.migrate import MARKER
 
 ROOT = Path(__file__).resolve().parents[1]
 PEAK_TARGET_MB = 400.0
@@ -81,6 +84,7 @@ def make_sweep(folder: Path, cells: int, seeds: int) -> tuple[Path, int]:
         manifest_cells.append(
             {"index": index, "kind": kind, "name": name, "label": label, "changes": {}, "tags": [], "runs": members}
         )
+    (runs_root / MARKER).write_text(json.dumps({"scheme": IDENTITY_SCHEME, "time": time.time()}))  # as a sweep does
     sweep = runs_root / "sweeps" / "bench"
     sweep.mkdir(parents=True)
     manifest = {"name": "bench", "mode": "grid", "sweep_file": str(folder / "bench.yaml"), "output_dir": str(runs_root)}
@@ -137,6 +141,14 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--save", type=Path, default=None, metavar="DIR", help="write each command's output here")
     parser.add_argument("--keep", type=Path, default=None, metavar="DIR", help="make (or reuse) the sweep here")
+    parser.add_argument(
+        "--against",
+        type=Path,
+        default=None,
+        metavar="CHECKOUT",
+        help="also run each command on another checkout's code (git worktree add DIR COMMIT), round by round, and "
+        "print the speed-up and whether the outputs match",
+    )
     args = parser.parse_args()
     if args.save:
         args.save.mkdir(parents=True, exist_ok=True)
@@ -152,10 +164,15 @@ def main() -> int:
         read_s, render_s, runs = in_process(sweep)
         commands = {f"table SWEEP_DIR --format {fmt}": ["table", "--format", fmt] for fmt in FORMATS}
         commands["status SWEEP_DIR"] = ["status"]
-        figures = {}
+        figures, compared = {}, {}
         for name, arguments in commands.items():
             output = args.save / (name.replace(" ", "_").replace("-", "") + ".txt") if args.save else None
-            figures[name] = medians([*cli(), arguments[0], str(sweep), *arguments[1:]], args.rounds, output)
+            command = [sys.executable, "-m", "an_lab.cli", arguments[0], str(sweep), *arguments[1:]]
+            if args.against:
+                compared[name] = against(command, args.against.resolve(), args.rounds, output)
+                figures[name] = compared[name]["wall"], compared[name]["peak_mb"]
+            else:
+                figures[name] = medians(command, args.rounds, output)
         heavy = heavy_imports(sweep)
         machine = max(load_before, load())
 
@@ -172,6 +189,9 @@ def main() -> int:
         missed |= wall >= target or peak >= PEAK_TARGET_MB
         print(f"an-lab {name:35} {wall:6.3f} s  {verdict} (< {target:g} s); peak {peak:5.0f} MB {memory}")
     print(f"heavy imports (torch, lightning, wandb): {', '.join(heavy) or 'none'}")
+    if compared:
+        print(f"against {args.against} (the same commands, alternating round by round):")
+        print("\n".join(against_lines(compared)))
     return 1 if missed else 0
 
 

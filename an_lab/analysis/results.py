@@ -55,6 +55,7 @@ COLUMNS = (
 )
 _NUMBERS = COLUMNS[COLUMNS.index(_FINALS[0]) : COLUMNS.index(_TAILS[0])]
 NAN = float("nan")
+CHUNK = 4096  # results turned into columns at a time
 _NONE: dict = {}  # what a run without a result, or a result without a section, reads from
 
 
@@ -117,13 +118,23 @@ def collect(manifest: dict) -> pd.DataFrame:
 def collect_checked(manifest: dict, cells: list[dict]) -> pd.DataFrame:
     """collect() of a manifest whose cells check_manifest has given already (a table checks a manifest once)."""
     found = read_runs(Path(manifest["output_dir"]), [run["run_id"] for cell in cells for run in cell["runs"]])
-    rows, results = [], []
+    rows, results, chunks = [], [], []
     for cell in cells:
         described = (cell["index"], cell.get("label") or f"cell {cell['index']}", cell.get("kind"), cell.get("name"))
         for run in cell["runs"]:
             status, detail, result = next(found)
             rows.append((*described, run.get("seed"), run["run_id"], status, detail))
             results.append(result)
+            if len(results) == CHUNK:  # a few thousand parsed result files at a time, not 100,000
+                chunks.append(_result_columns(results))
+                results = []
+    chunks.append(_result_columns(results))
+    numbers = {
+        name: np.concatenate([chunk[name] for chunk in chunks])
+        if name in _NUMBERS
+        else [tail for chunk in chunks for tail in chunk[name]]
+        for name in chunks[0]
+    }
     head = pd.DataFrame.from_records(rows, columns=list(COLUMNS[: COLUMNS.index(_FINALS[0])]))
-    frame = pd.concat([head, pd.DataFrame(_result_columns(results), index=head.index)], axis=1)
+    frame = pd.concat([head, pd.DataFrame(numbers, index=head.index)], axis=1)
     return frame[list(COLUMNS)].astype({"cell": "int64", **dict.fromkeys(_NUMBERS, "float64")})
