@@ -123,10 +123,14 @@ def result_problem(result: object, run_id: str | None = None) -> str | None:
     final = result.get("final")
     if not isinstance(final, dict) or not final:
         return "its 'final' metrics are missing"
+    numbers = 0
     for name, value in final.items():
-        if value is not None and not _finite(value):
+        if value is None:
+            continue
+        if not _finite(value):
             return f"final.{name} is {value!r}, not a finite number"
-    if not any(_finite(value) for value in final.values()):
+        numbers += 1
+    if not numbers:
         return "it has no final metric"
     best = result.get("best", {})
     if not isinstance(best, dict) or not all(value is None or _finite(value) for value in best.values()):
@@ -327,13 +331,24 @@ def read_runs(folder: Path, run_ids: Iterable[str]) -> Iterator[tuple[str, str |
         yield (current, detail, None) if result is None else ("done", None, result)
 
 
+_READ = 1 << 16
+
+
 def _valid_result(path: str, run_id: str) -> dict | None:
     """The result at path when it is there and valid, else None (read_result says why)."""
     try:
-        with open(path, "rb") as handle:
-            result = json.loads(handle.read())
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        chunks = [os.read(fd, _READ)]
+        while len(chunks[-1]) == _READ:  # a result larger than one read
+            chunks.append(os.read(fd, _READ))
+        result = json.loads(b"".join(chunks))
     except (OSError, ValueError):
         return None
+    finally:
+        os.close(fd)
     return None if result_problem(result, run_id) else result
 
 
