@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 from an_lab.errors import UsageError
 from an_lab.metrics import TASKS, primary
@@ -107,6 +108,33 @@ def mark_interrupted(run_dir: Path, reason: str) -> None:
 # Results
 
 
+class Result(TypedDict, total=False):
+    """result.json, as the training layer writes it at the end of a run (an_lab.lightning_modules.train) and every
+    reader may rely on once result_problem() finds nothing wrong: a run's "final" metrics (finite numbers or null,
+    at least one number: top1_err, top5_err, val_loss, train_loss; bbox_ap ... of a detection run), its "best" epoch's,
+    and how the run was made."""
+
+    run_id: str
+    config_hash: str
+    status: str  # "done"
+    final: dict[str, float | None]
+    best: dict[str, float | None]  # the best epoch's metrics and that "epoch" (0-based)
+    tail: dict[str, list]  # the last epochs' "epoch" and validation values, oldest first
+    params: int
+    macs: int
+    epochs: int
+    val_images: int | None  # the validation set's size: the error's resolution is 100 / val_images
+    wall_time_s: float
+    images_per_s: float
+    device: str
+    precision: str
+    cpu_threads: int
+    versions: dict[str, str]
+    git_revision: str | None
+    finished_at: float
+    previous_run_ids: list[str]  # the ids it had before an_lab.migrate moved it
+
+
 def _finite(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -138,7 +166,7 @@ def result_problem(result: object, run_id: str | None = None) -> str | None:
     return None
 
 
-def read_result(run_dir: Path) -> tuple[dict | None, str | None]:
+def read_result(run_dir: Path) -> tuple[Result | None, str | None]:
     """(result, None) for a valid result.json, (None, why) for a damaged one, (None, None) when there is none."""
     path = run_dir / RESULT
     try:
@@ -311,7 +339,7 @@ def states(folder: Path, run_ids: Iterable[str]) -> list[tuple[str, str | None]]
     return [state(folder / run_id) if present is None or run_id in present else ("pending", None) for run_id in run_ids]
 
 
-def read_runs(folder: Path, run_ids: Iterable[str]) -> Iterator[tuple[str, str | None, dict | None]]:
+def read_runs(folder: Path, run_ids: Iterable[str]) -> Iterator[tuple[str, str | None, Result | None]]:
     """(state, detail, result) of many runs of one output folder, as state() and read_result() tell them, in the
     order given: the folder is listed once, a finished run costs one file read (its result.json, read first) and a
     run without a folder none; anything else is looked at by state()."""
@@ -334,7 +362,7 @@ def read_runs(folder: Path, run_ids: Iterable[str]) -> Iterator[tuple[str, str |
 _READ = 1 << 16
 
 
-def _valid_result(path: str, run_id: str) -> dict | None:
+def _valid_result(path: str, run_id: str) -> Result | None:
     """The result at path when it is there and valid, else None (read_result says why)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)

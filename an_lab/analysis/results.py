@@ -25,8 +25,9 @@ import numpy as np
 import pandas as pd
 
 from an_lab.metrics import METRICS, TASKS, Metric, manifest_task, primary
-from an_lab.rundir import read_runs
+from an_lab.rundir import Result, read_runs
 from an_lab.sweeps.manifest import check_manifest
+from an_lab.sweeps.records import Manifest
 
 _FINALS = tuple(METRICS)  # every metric of every task, in the registry's order
 _TAILS = tuple(f"tail_{primary(task).name}" for task in TASKS)  # tail_top1_err, tail_bbox_ap
@@ -59,12 +60,12 @@ CHUNK = 4096  # results turned into columns at a time
 _NONE: dict = {}  # what a run without a result, or a result without a section, reads from
 
 
-def sweep_task(manifest: dict) -> str:
+def sweep_task(manifest: Manifest) -> str:
     """The task of every run of the sweep: its base config's (classification for a manifest without one)."""
     return manifest_task(manifest)
 
 
-def primary_metric(manifest: dict) -> Metric:
+def primary_metric(manifest: Manifest) -> Metric:
     """The metric the sweep's tables lead with and its figures draw: top1_err or bbox_ap."""
     return primary(sweep_task(manifest))
 
@@ -84,7 +85,7 @@ def _numbers(values) -> np.ndarray:
     return np.array([value if type(value) is float or type(value) is int else NAN for value in values], dtype=float)
 
 
-def _result_columns(results: list[dict | None]) -> dict[str, object]:
+def _result_columns(results: list[Result | None]) -> dict[str, object]:
     """The numbers of the runs' results, one column each (NaN, or an empty tail, where a run has no result)."""
     found = [result if result is not None else _NONE for result in results]
     finals = [result.get("final") if isinstance(result.get("final"), dict) else _NONE for result in found]
@@ -110,12 +111,12 @@ def _result_columns(results: list[dict | None]) -> dict[str, object]:
     return columns
 
 
-def collect(manifest: dict) -> pd.DataFrame:
+def collect(manifest: Manifest) -> pd.DataFrame:
     """One row per run of the manifest, in manifest order (cells, then seeds), with its state and its result."""
     return collect_checked(manifest, check_manifest(manifest))
 
 
-def collect_checked(manifest: dict, cells: list[dict]) -> pd.DataFrame:
+def collect_checked(manifest: Manifest, cells: list[dict]) -> pd.DataFrame:
     """collect() of a manifest whose cells check_manifest has given already (a table checks a manifest once)."""
     found = read_runs(Path(manifest["output_dir"]), [run["run_id"] for cell in cells for run in cell["runs"]])
     rows, results, chunks = [], [], []

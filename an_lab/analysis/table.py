@@ -64,6 +64,7 @@ from an_lab.stats import (
     compare_many,
     estimate_many,
 )
+from an_lab.sweeps.records import Manifest
 
 FORMATS = ("markdown", "latex", "csv", "html")
 # --metric of a classification sweep: which error columns; "best" puts the best epoch's top-1 error beside the final one
@@ -148,7 +149,7 @@ WORDS = {
 }
 
 
-def resolve_baseline(manifest: dict, choice: str | int | None = None) -> int | None:
+def resolve_baseline(manifest: Manifest, choice: str | int | None = None) -> int | None:
     """The index of the baseline cell: a cell label, a baseline name or a cell index; None picks the first cell of
     kind "baseline" (if any); "none" means no baseline. Unknown choices raise a UsageError listing the valid ones."""
     return _baseline(check_manifest(manifest), choice)
@@ -195,7 +196,7 @@ def parse_threshold(text: str, flag: str) -> float | None:
     return value
 
 
-def convergence_settings(manifest: dict, overrides: dict | None = None) -> dict:
+def convergence_settings(manifest: Manifest, overrides: dict | None = None) -> dict:
     """train_loss_max, val_drop_max and last_epochs: the sweep's defaults, the manifest's "convergence", then
     `overrides` (a key given with None switches that check off)."""
     from pydantic import ValidationError
@@ -388,7 +389,7 @@ def _task_keys(task: str, metrics: tuple[str, ...] | None) -> tuple[str, ...]:
 
 
 def summarize(
-    manifest: dict,
+    manifest: Manifest,
     runs: pd.DataFrame | None = None,
     baseline: str | int | None = None,
     *,
@@ -845,7 +846,7 @@ def _csv(summary: pd.DataFrame, metrics: tuple[str, ...]) -> str:
 
 
 def render_table(
-    manifest: dict,
+    manifest: Manifest,
     fmt: Literal["markdown", "latex", "csv", "html"] = "markdown",
     *,
     metric: str | None = None,

@@ -309,10 +309,10 @@ def _final_report(sweep, scheduler: bool = False) -> list[dict]:
     P(better)). Returns the status rows."""
     from an_lab.analysis import render_table
     from an_lab.sweeps.manifest import load_manifest
-    from an_lab.sweeps.status import collect, render_status, scheduler_view
+    from an_lab.sweeps.status import render_status, run_rows, scheduler_view
 
     manifest = load_manifest(sweep.sweep_dir)
-    rows = collect(manifest)
+    rows = run_rows(manifest)
     notes = scheduler_view(manifest, rows) if scheduler else []
     print(render_status(manifest, rows))
     for note in notes:
@@ -338,10 +338,10 @@ def _status_arguments(status: argparse.ArgumentParser) -> None:
 )
 def _cmd_status(args: argparse.Namespace) -> int:
     from an_lab.sweeps.manifest import load_manifest
-    from an_lab.sweeps.status import collect, journal_note, orchestrator_line, render_status, scheduler_view
+    from an_lab.sweeps.status import journal_note, orchestrator_line, render_status, run_rows, scheduler_view
 
     manifest = load_manifest(args.sweep, args.set)
-    rows = collect(manifest)
+    rows = run_rows(manifest)
     notes = scheduler_view(manifest, rows)
     if (note := journal_note(manifest)) is not None:
         notes.append(note)

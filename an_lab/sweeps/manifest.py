@@ -22,13 +22,14 @@ from an_lab.errors import UsageError
 from an_lab.migrate import pending_note
 from an_lab.rundir import write_json_atomic
 from an_lab.sweeps.expand import PlannedRun, base_config, expand
+from an_lab.sweeps.records import Manifest, ManifestCell
 from an_lab.sweeps.spec import Sweep, check_name, load_sweep
 
 MANIFEST = "manifest.json"
 
 
-def build_manifest(sweep: Sweep, runs: list[PlannedRun]) -> dict:
-    cells: dict[int, dict] = {}
+def build_manifest(sweep: Sweep, runs: list[PlannedRun]) -> Manifest:
+    cells: dict[int, ManifestCell] = {}
     for run in runs:
         cell = run.cell
         entry = cells.setdefault(
@@ -65,7 +66,7 @@ def _plain(value):
     return list(value) if isinstance(value, tuple) else value
 
 
-def write_manifest(sweep: Sweep, runs: list[PlannedRun] | dict) -> Path:
+def write_manifest(sweep: Sweep, runs: list[PlannedRun] | Manifest) -> Path:
     """Write the sweep folder's manifest (built from the runs, or given whole); refuse a folder that another sweep
     file of the same name owns (check_owner)."""
     check_owner(sweep)
@@ -94,7 +95,7 @@ def check_owner(sweep: Sweep) -> None:
         )
 
 
-def load_manifest(target: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+def load_manifest(target: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Manifest:
     """A sweep file (expanded on the fly) or a sweep folder holding manifest.json (validated: see check_manifest);
     a note on stderr when its output folder still holds runs of an earlier id scheme (an_lab.migrate)."""
     manifest = _load_manifest(target, overrides)
@@ -103,7 +104,7 @@ def load_manifest(target: str | Path, overrides: list[str] | tuple[str, ...] = (
     return manifest
 
 
-def _load_manifest(target: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+def _load_manifest(target: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Manifest:
     path = Path(target)
     if path.name == MANIFEST and path.is_file():
         path = path.parent  # the manifest itself stands for its folder
@@ -128,7 +129,7 @@ def _load_manifest(target: str | Path, overrides: list[str] | tuple[str, ...] = 
     return build_manifest(sweep, expand(sweep))
 
 
-def _beside(manifest: dict, folder: Path) -> dict:
+def _beside(manifest: Manifest, folder: Path) -> Manifest:
     """A sweep folder sits at <output_dir>/sweeps/<name>/: its runs are read next to it, wherever it was moved or
     copied (an archive, an rsync back from a cluster), with a note when the recorded output_dir is another folder."""
     here = folder.resolve()
@@ -204,7 +205,7 @@ def _manifest_problem(manifest: object) -> str | None:
     return None
 
 
-def check_manifest(manifest: object, source: str | Path = "the sweep manifest") -> list[dict]:
+def check_manifest(manifest: object, source: str | Path = "the sweep manifest") -> list[ManifestCell]:
     """The manifest's cells, or a UsageError that says what is wrong with it (a hand-edited or damaged file).
 
     Every reader of a manifest (status, cancel, table, plot, report, sync) relies on these checks."""
@@ -216,7 +217,7 @@ def check_manifest(manifest: object, source: str | Path = "the sweep manifest") 
     return manifest["cells"]  # type: ignore[index]
 
 
-def run_dirs(manifest: dict) -> dict[str, Path]:
+def run_dirs(manifest: Manifest) -> dict[str, Path]:
     root = Path(manifest["output_dir"])
     return {run["run_id"]: root / run["run_id"] for cell in manifest["cells"] for run in cell["runs"]}
 

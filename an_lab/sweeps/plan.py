@@ -108,7 +108,9 @@ def run_macs(config: RunConfig) -> int | None:
 
 
 @dataclass
-class Estimate:
+class ComputeEstimate:
+    """Multiply-accumulates of the runs a plan still has to run (an_lab.stats.Estimate is a cell's statistics)."""
+
     macs: int = 0  # summed over the runs to run whose size is known
     counted: int = 0
     unknown: list[str] = field(default_factory=list)  # why some runs could not be counted
@@ -130,7 +132,7 @@ class Plan:
     sweep: Sweep
     runs: list[PlannedRun]
     states: list[tuple[str, str | None]]  # rundir.state of each run
-    estimate: Estimate
+    estimate: ComputeEstimate
     wall: WallTime = field(default_factory=WallTime)
 
     def count(self, *states: str) -> int:
@@ -151,7 +153,7 @@ def make_plan(sweep: Sweep, *, check_data: bool = True, runs: list[PlannedRun] |
     if check_data:
         check_data_paths(sweep, runs)
     states = run_states(runs)
-    estimate, wall = Estimate(), WallTime()
+    estimate, wall = ComputeEstimate(), WallTime()
     timings = measured(sweep.output_dir, run_macs) if any(state in TO_RUN for state, _ in states) else None
     sizes: dict[int, int | None] = {}  # by cell: a run's seed, all that sets it apart, changes none of its sizes
     for run, (state, _) in zip(runs, states, strict=True):

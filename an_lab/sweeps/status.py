@@ -14,14 +14,15 @@ from an_lab.rundir import CONFIG, read_json, read_runs, trained_iterations, vali
 from an_lab.sweeps.journal import JOURNAL, lock_note
 from an_lab.sweeps.manifest import run_dirs
 from an_lab.sweeps.plan import align, state_text
+from an_lab.sweeps.records import Manifest, RunRow
 
 
-def sweep_metric(manifest: dict) -> Metric:
+def sweep_metric(manifest: Manifest) -> Metric:
     """The metric status ranks cells by: the primary metric of the sweep's task (its base config's)."""
     return primary(manifest_task(manifest))
 
 
-def collect(manifest: dict) -> list[dict]:
+def run_rows(manifest: Manifest) -> list[RunRow]:
     """One row per run: cell, seed, run id, state, detail, and under the name of the sweep's primary metric
     (top1_err, bbox_ap) its final value when done."""
     root = Path(manifest["output_dir"])
@@ -60,7 +61,7 @@ def epoch_reached(directory: Path) -> str | None:
     return f"epoch {reached}/{epochs or '?'}"
 
 
-def scheduler_view(manifest: dict, rows: list[dict]) -> list[str]:
+def scheduler_view(manifest: Manifest, rows: list[RunRow]) -> list[str]:
     """Refine the rows of runs submitted to SLURM with the scheduler's view; returns notes to print.
 
     One squeue and one sacct call for the whole sweep (an_lab.launch.slurm_queue), only for runs that are not done.
@@ -112,7 +113,7 @@ def scheduler_view(manifest: dict, rows: list[dict]) -> list[str]:
     return notes
 
 
-def best_cells(rows: list[dict], metric: Metric = METRICS["top1_err"]) -> tuple[list[str], stats.Estimate] | None:
+def best_cells(rows: list[RunRow], metric: Metric = METRICS["top1_err"]) -> tuple[list[str], stats.Estimate] | None:
     """(labels, estimate of the metric's final value) of the cell with the best mean over its finished runs (the
     lowest error, the highest AP), with every cell whose mean ties it (to 1e-9 points)."""
     values: dict[str, list[float]] = {}
@@ -127,7 +128,7 @@ def best_cells(rows: list[dict], metric: Metric = METRICS["top1_err"]) -> tuple[
     return labels, stats.estimate(values[labels[0]], bounds=METRIC_RANGE)
 
 
-def _best_line(rows: list[dict], metric: Metric = METRICS["top1_err"]) -> str | None:
+def _best_line(rows: list[RunRow], metric: Metric = METRICS["top1_err"]) -> str | None:
     found = best_cells(rows, metric)
     final = all(row.get("state") == "done" for row in rows)
     if found is None:
@@ -145,7 +146,7 @@ def _best_line(rows: list[dict], metric: Metric = METRICS["top1_err"]) -> str | 
     )
 
 
-def render_status(manifest: dict, rows: list[dict]) -> str:
+def render_status(manifest: Manifest, rows: list[RunRow]) -> str:
     metric = sweep_metric(manifest)
     table = [("cell", "seed", "run id", metric.label, "state")]
     for row in rows:
@@ -165,13 +166,13 @@ def render_status(manifest: dict, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def journal_note(manifest: dict) -> str | None:
+def journal_note(manifest: Manifest) -> str | None:
     """A search sweep's Optuna journal lock when it is stale or held (an_lab.sweeps.journal); else None."""
     sweep_dir = Path(manifest["output_dir"]) / "sweeps" / str(manifest["name"])
     return lock_note(sweep_dir) if (sweep_dir / JOURNAL).exists() else None
 
 
-def _sweep_file(manifest: dict) -> str:
+def _sweep_file(manifest: Manifest) -> str:
     """The sweep file to relaunch, as the user can type it (relative to the working directory where it lies under
     it, as a shell would complete it)."""
     recorded = str(manifest.get("sweep_file") or "SWEEP.yaml")
@@ -180,7 +181,7 @@ def _sweep_file(manifest: dict) -> str:
     return shlex.quote(recorded)
 
 
-def orchestrator_line(manifest: dict) -> str | None:
+def orchestrator_line(manifest: Manifest) -> str | None:
     """`orchestrator: slurm 123 RUNNING` for a sweep launched with --detach (one squeue/sacct call); else None."""
     from an_lab.launch.slurm import recorded_orchestrator
     from an_lab.launch.slurm_queue import query
