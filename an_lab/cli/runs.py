@@ -374,11 +374,10 @@ def _cancel_arguments(cancel: argparse.ArgumentParser) -> None:
     "immediate `an-lab sweep` submits them again), and report them. Cancelled runs keep their last checkpoint.",
 )
 def _cmd_cancel(args: argparse.Namespace) -> int:
-    from an_lab.cli.results import results_target
     from an_lab.launch.slurm import recorded_orchestrator
     from an_lab.launch.slurm_queue import cancel, submitted_jobs
 
-    manifest, folder = results_target(args)
+    manifest, folder, settings = _cancel_target(args)
     # every job the sweep submitted, not only each run's latest: a duplicate submission is cancelled too
     runs = {job_id: run_id for run_id, jobs in submitted_jobs(folder).items() for job_id, _ in jobs}
     orchestrator = recorded_orchestrator(folder)
@@ -389,7 +388,7 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
     if not runs:
         print(f"sweep {manifest['name']}: no SLURM jobs recorded in {folder}; nothing to cancel")
         return 0
-    wait = args.wait if args.wait is not None else _cancel_wait(args)
+    wait = args.wait if args.wait is not None else settings.cancel_wait_s
     if not 0 <= wait <= 3600:
         raise UsageError(f"--wait {wait:g}: give seconds between 0 and 3600")
     cancelled, error = cancel(runs, wait_s=wait)
@@ -414,15 +413,19 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cancel_wait(args: argparse.Namespace) -> float:
-    """launcher.slurm.cancel_wait_s of the sweep file (its default for a sweep folder)."""
+def _cancel_target(args: argparse.Namespace):
+    """(manifest, the sweep's folder, its launcher.slurm settings: the defaults for a sweep folder), the sweep file
+    read once."""
     from pathlib import Path
 
     from an_lab.launch.slurm_settings import SlurmSettings
-    from an_lab.sweeps.spec import load_sweep
+    from an_lab.sweeps.manifest import load_target
 
-    settings = None if Path(args.sweep).is_dir() else load_sweep(args.sweep, args.set).spec.launcher.slurm
-    return (settings or SlurmSettings()).cancel_wait_s
+    manifest, sweep = load_target(args.sweep, args.set)
+    if Path(args.sweep).is_dir():
+        return manifest, Path(args.sweep), SlurmSettings()
+    folder = Path(manifest["output_dir"]) / "sweeps" / str(manifest["name"])
+    return manifest, folder, (sweep.spec.launcher.slurm if sweep is not None else None) or SlurmSettings()
 
 
 def _completion_arguments(parser: argparse.ArgumentParser) -> None:

@@ -98,13 +98,22 @@ def check_owner(sweep: Sweep) -> None:
 def load_manifest(target: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Manifest:
     """A sweep file (expanded on the fly) or a sweep folder holding manifest.json (validated: see check_manifest);
     a note on stderr when its output folder still holds runs of an earlier id scheme (an_lab.migrate)."""
-    manifest = _load_manifest(target, overrides)
+    return load_target(target, overrides)[0]
+
+
+def load_target(target: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Manifest, Sweep | None]:
+    """load_manifest(), with the sweep it read when the target is a sweep file (None for a sweep folder), so that a
+    command that needs both reads the file once."""
+    found: list[Sweep] = []
+    manifest = _load_manifest(target, overrides, found)
     if (note := pending_note(Path(manifest["output_dir"]))) is not None:
         print(f"note: {note}", file=sys.stderr)
-    return manifest
+    return manifest, (found[0] if found else None)
 
 
-def _load_manifest(target: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Manifest:
+def _load_manifest(
+    target: str | Path, overrides: list[str] | tuple[str, ...] = (), found: list | None = None
+) -> Manifest:
     path = Path(target)
     if path.name == MANIFEST and path.is_file():
         path = path.parent  # the manifest itself stands for its folder
@@ -124,6 +133,8 @@ def _load_manifest(target: str | Path, overrides: list[str] | tuple[str, ...] = 
         check_manifest(manifest, path / MANIFEST)
         return _beside(manifest, path)
     sweep = with_recorded_overrides(load_sweep(path, overrides))
+    if found is not None:
+        found.append(sweep)
     if sweep.mode == "search" and (sweep.sweep_dir / MANIFEST).is_file():
         return _load_manifest(sweep.sweep_dir)  # the trials Optuna asked are known only to the sweep folder
     return build_manifest(sweep, expand(sweep))

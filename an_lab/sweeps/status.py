@@ -48,13 +48,29 @@ def run_rows(manifest: Manifest) -> list[RunRow]:
     return rows
 
 
+def progress_of(
+    directory: Path, epochs: int, started_at: float, now: float, *, iterations: bool = False
+) -> tuple[int, float | None, float | None]:
+    """(epochs done, or iterations for a detection run, the last value of the primary validation metric, seconds
+    left estimated from the epochs or iterations done so far): what a running run's folder says of its progress, for
+    `status` (epoch_reached) and the live display."""
+    reached, value = validated_epochs(directory)
+    if iterations:
+        reached = trained_iterations(directory)
+    if not reached:
+        return 0, value, None
+    left = (now - started_at) / reached * max(0, epochs - reached)
+    return reached, value, left
+
+
 def epoch_reached(directory: Path) -> str | None:
     """`epoch 3/15` for a running run: the epochs its metrics log holds, of its config's epochs."""
-    reached, _ = validated_epochs(directory)
     config = read_json(directory / CONFIG) or {}
     trainer = (config.get("trainer") or {}) if isinstance(config, dict) else {}
-    if config.get("task") == "detection":  # detection counts iterations (its epochs are stretches between checkpoints)
-        return f"iteration {trained_iterations(directory)}/{trainer.get('iterations') or '?'}"
+    detection = config.get("task") == "detection"  # it counts iterations (its epochs: stretches between checkpoints)
+    reached, _, _ = progress_of(directory, 0, 0.0, 0.0, iterations=detection)
+    if detection:
+        return f"iteration {reached}/{trainer.get('iterations') or '?'}"
     epochs = trainer.get("epochs")
     if not reached:
         return f"epoch 0/{epochs}" if epochs else None
