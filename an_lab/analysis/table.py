@@ -774,14 +774,14 @@ def _latex(shown: pd.DataFrame, notes: list[str]) -> str:
 
 def _classes(shown: pd.DataFrame, summary: pd.DataFrame, metrics: tuple[str, ...], detail: bool) -> pd.DataFrame:
     """CSS classes of the HTML cells: best (bold) and incomplete, on the error columns (the Mean column of --detail)."""
-    classes = pd.DataFrame("", index=shown.index, columns=shown.columns)
+    classes = [[""] * shown.shape[1] for _ in range(len(shown))]
     partial = (~summary["complete"] & (summary["done"] > 0)).tolist()
     for offset, metric in enumerate(metrics):
         rows = [i * len(metrics) + offset for i in range(len(summary))] if detail else list(range(len(summary)))
         column = shown.columns.get_loc("Mean" if detail else COLUMN[metric])
         for row, best, incomplete in zip(rows, summary[f"{metric}_best"].tolist(), partial, strict=True):
-            classes.iloc[row, column] = "incomplete" if incomplete else "best" if best else ""
-    return classes
+            classes[row][column] = "incomplete" if incomplete else "best" if best else ""
+    return pd.DataFrame(classes, index=shown.index, columns=shown.columns, dtype=object)
 
 
 # The table's CSS, as pandas' Styler (uuid an_lab_results) wrote it when it rendered the HTML table.
