@@ -193,5 +193,25 @@ def run_id(config: RunConfig) -> str:
     return f"{model.name}-{model.norm}-{config_hash(config)}"
 
 
+_SEED = "\x00seed\x00"  # stands for trainer.seed in a canonical identity, to be replaced by each seed's number
+
+
+def seeded_run_ids(config: RunConfig, seeds) -> list[str]:
+    """run_id(config with trainer.seed = seed) for each seed, the identity built and written out once: the seed is
+    one number in its canonical JSON, so each id hashes that text with the seed's number in place (what a 100,000-run
+    plan needs: 10 seeds of 10,000 cells cost 10,000 identities, not 100,000)."""
+    tree = identity(config)
+    tree["trainer"]["seed"] = _SEED
+    canonical = json.dumps(tree, sort_keys=True, separators=(",", ":"))
+    head, marker, tail = canonical.partition(json.dumps(_SEED))
+    if not marker or json.dumps(_SEED) in tail:  # the marker text written by the user somewhere: one at a time
+        return [
+            run_id(config.model_copy(update={"trainer": config.trainer.model_copy(update={"seed": seed})}))
+            for seed in seeds
+        ]
+    prefix = f"{config.model.name}-{config.model.norm}-"
+    return [prefix + hashlib.sha256(f"{head}{int(seed)}{tail}".encode()).hexdigest()[:12] for seed in seeds]
+
+
 def run_dir(config: RunConfig) -> Path:
     return Path(config.output_dir) / run_id(config)

@@ -8,7 +8,9 @@ boxes (bbox_) and instance masks (segm_): AP over IoU 0.50:0.95, AP50, AP75 and 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 TASKS = ("classification", "detection")
 METRIC_RANGE = (0.0, 100.0)  # every metric is a percentage: errors and APs; intervals are clipped to it
@@ -86,7 +88,7 @@ def task_of(config: dict | None) -> str:
     return task if task in TASKS else "classification"
 
 
-def manifest_task(manifest: dict) -> str:
+def manifest_task(manifest: Mapping[str, Any]) -> str:
     """The task of every run of a sweep: the manifest's "task" (written from every cell's config: a list-mode sweep
     has no base cell), else its base config's (manifests written before "task" was)."""
     task = manifest.get("task")

@@ -25,8 +25,10 @@ import math
 import os
 import socket
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 from an_lab.errors import UsageError
 from an_lab.metrics import TASKS, primary
@@ -106,6 +108,33 @@ def mark_interrupted(run_dir: Path, reason: str) -> None:
 # Results
 
 
+class Result(TypedDict, total=False):
+    """result.json, as the training layer writes it at the end of a run (an_lab.lightning_modules.train) and every
+    reader may rely on once result_problem() finds nothing wrong: a run's "final" metrics (finite numbers or null,
+    at least one number: top1_err, top5_err, val_loss, train_loss; bbox_ap ... of a detection run), its "best" epoch's,
+    and how the run was made."""
+
+    run_id: str
+    config_hash: str
+    status: str  # "done"
+    final: dict[str, float | None]
+    best: dict[str, float | None]  # the best epoch's metrics and that "epoch" (0-based)
+    tail: dict[str, list]  # the last epochs' "epoch" and validation values, oldest first
+    params: int
+    macs: int
+    epochs: int
+    val_images: int | None  # the validation set's size: the error's resolution is 100 / val_images
+    wall_time_s: float
+    images_per_s: float
+    device: str
+    precision: str
+    cpu_threads: int
+    versions: dict[str, str]
+    git_revision: str | None
+    finished_at: float
+    previous_run_ids: list[str]  # the ids it had before an_lab.migrate moved it
+
+
 def _finite(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -122,10 +151,14 @@ def result_problem(result: object, run_id: str | None = None) -> str | None:
     final = result.get("final")
     if not isinstance(final, dict) or not final:
         return "its 'final' metrics are missing"
+    numbers = 0
     for name, value in final.items():
-        if value is not None and not _finite(value):
+        if value is None:
+            continue
+        if not _finite(value):
             return f"final.{name} is {value!r}, not a finite number"
-    if not any(_finite(value) for value in final.values()):
+        numbers += 1
+    if not numbers:
         return "it has no final metric"
     best = result.get("best", {})
     if not isinstance(best, dict) or not all(value is None or _finite(value) for value in best.values()):
@@ -133,7 +166,7 @@ def result_problem(result: object, run_id: str | None = None) -> str | None:
     return None
 
 
-def read_result(run_dir: Path) -> tuple[dict | None, str | None]:
+def read_result(run_dir: Path) -> tuple[Result | None, str | None]:
     """(result, None) for a valid result.json, (None, why) for a damaged one, (None, None) when there is none."""
     path = run_dir / RESULT
     try:
@@ -287,6 +320,64 @@ def state(run_dir: Path) -> tuple[str, str | None]:
     if stopped is not None:
         return "interrupted", f"{stopped.get('reason')}; {resumes}"
     return "interrupted", resumes if (run_dir / CHECKPOINT).exists() else None
+
+
+def _listing(folder: Path) -> set[str] | None:
+    """The names in an output folder (an empty set when it does not exist yet), or None when it cannot be listed."""
+    try:
+        return set(os.listdir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return set()  # no output folder yet: nothing has started
+    except OSError:
+        return None  # not listable: each run is looked at on its own
+
+
+def states(folder: Path, run_ids: Iterable[str]) -> list[tuple[str, str | None]]:
+    """state() of many runs of one output folder, listing the folder once: a run without a folder there is pending
+    without a look inside (a plan of 100,000 runs that have not started opens no file)."""
+    present = _listing(folder)
+    return [state(folder / run_id) if present is None or run_id in present else ("pending", None) for run_id in run_ids]
+
+
+def read_runs(folder: Path, run_ids: Iterable[str]) -> Iterator[tuple[str, str | None, Result | None]]:
+    """(state, detail, result) of many runs of one output folder, as state() and read_result() tell them, in the
+    order given: the folder is listed once, a finished run costs one file read (its result.json, read first) and a
+    run without a folder none; anything else is looked at by state()."""
+    present, text = _listing(folder), os.fspath(folder)
+    for run_id in run_ids:
+        if present is not None and run_id not in present:
+            yield "pending", None, None
+            continue
+        result = _valid_result(f"{text}/{run_id}/{RESULT}", run_id)
+        if result is not None:
+            yield "done", None, result
+            continue
+        run_dir = folder / run_id
+        current, detail = state(run_dir)
+        if current == "done":  # written between the two looks
+            result, _ = read_result(run_dir)
+        yield (current, detail, None) if result is None else ("done", None, result)
+
+
+_READ = 1 << 16
+
+
+def _valid_result(path: str, run_id: str) -> Result | None:
+    """The result at path when it is there and valid, else None (read_result says why)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        chunks = [os.read(fd, _READ)]
+        while len(chunks[-1]) == _READ:  # a result larger than one read
+            chunks.append(os.read(fd, _READ))
+        result = json.loads(b"".join(chunks))
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+    return None if result_problem(result, run_id) else result
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 
 from an_lab.config import load_config
 from an_lab.errors import UsageError
-from an_lab.identity import fingerprint, run_id
+from an_lab.identity import fingerprint, run_id, seeded_run_ids
 from an_lab.paths import anchor
 
 
@@ -156,3 +156,18 @@ def test_a_network_that_cannot_take_the_image_size_is_refused_with_the_smallest_
         load_config(None, [f"model.name={model}", f"data.image_size={side}", "model.norm=bn"])
     profiled = an_lab("profile", model, "--input-size", str(side))
     assert profiled.returncode == 2 and f"at least {smallest}x{smallest}" in profiled.stderr
+
+
+def test_the_ids_of_a_cells_seeds_hashed_at_once_are_the_ids_of_its_seeded_configs(tmp_path):
+    """seeded_run_ids writes the identity once and puts each seed in its place: the same ids as run_id of each
+    seeded config, for generated data and for a data folder (whose identity holds its fingerprint)."""
+    data = imagefolder(tmp_path / "data")
+    for overrides in ([], ["data.name=imagefolder", "data.num_classes=2", f"data.root={data}"]):
+        config = load_config(None, [*overrides, "trainer.seed=3"])
+        seeds = [0, 3, 1, 17, 2**31 - 1]
+        one_by_one = [
+            run_id(config.model_copy(update={"trainer": config.trainer.model_copy(update={"seed": seed})}))
+            for seed in seeds
+        ]
+        assert seeded_run_ids(config, seeds) == one_by_one
+        assert len(set(one_by_one)) == len(seeds)

@@ -3,13 +3,23 @@ points apart with a seed-to-seed spread of 2 (3 seeds each) and two cells 0.1 ap
 (scipy.stats.t.interval), the paired difference ttest_rel's, the unpaired one Welch's (ttest_ind(equal_var=False)),
 P(better) Mann-Whitney U / (n m), and the bootstrap intervals scipy.stats.bootstrap's with the same random state."""
 
+import dataclasses
 import math
+import random
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from an_lab.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, compare, estimate, probability_better
+from an_lab.stats import (
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    compare,
+    compare_many,
+    estimate,
+    estimate_many,
+    probability_better,
+)
 
 AN = {0: 20.0, 1: 22.0, 2: 24.0}  # mean 22, std 2
 BN = {0: 25.5, 1: 26.5, 2: 29.0}  # 5 above AN, by seed 5.5, 4.5, 5.0
@@ -145,3 +155,59 @@ def test_no_spread_gives_a_point_interval_and_unknown_methods_are_refused():
     assert estimate([21.0, 21.0], method="bootstrap").ci_low == 21.0
     with pytest.raises(ValueError, match="method 'z' is not known"):
         estimate(AN.values(), method="z")
+
+
+def _figures(found) -> list[str]:
+    """Every field of each result, written out exactly (NaN equal to NaN)."""
+    return [repr(dataclasses.astuple(item)) for item in found]
+
+
+def _random_cells(rng: random.Random, count: int) -> list[dict]:
+    """Cells as a table meets them: mostly the sweep's 5 seeds, some with fewer, one value or none, repeats, NaN, a
+    cell without spread, seeds the baseline lacks, values far apart, intervals that the bounds clip."""
+    cells = []
+    for index in range(count):
+        seeds = rng.choice([range(5), range(5), range(3), range(1), range(0), range(2, 9), range(10, 13)])
+        value = rng.choice(
+            [
+                lambda: 20 + rng.random() * 3,
+                lambda: 21.5,
+                lambda: rng.choice([20.0, 20.5]),
+                lambda: 1e6,
+                lambda: rng.random() * 3,
+            ]
+        )
+        cell = {seed: value() for seed in seeds}
+        if index % 9 == 0 and cell:
+            cell[next(iter(cell))] = float("nan")
+        cells.append(cell)
+    return cells
+
+
+@pytest.mark.parametrize("method", ["t", "bootstrap"])
+def test_many_cells_at_once_give_the_figures_of_one_cell_at_a_time(method):
+    """estimate_many and compare_many batch the cells that share a size; every figure must be the very float that
+    estimate() and compare() give for that cell alone (with its own resolution, the bounds, min_n)."""
+    rng = random.Random(7)
+    cells = _random_cells(rng, 160)
+    baseline = {seed: 21 + rng.random() for seed in range(9)}
+    steps = [rng.choice([None, 0.5, 2.0, 0.0]) for _ in cells]
+    bounds = (0.0, 100.0)
+    alone = [
+        estimate(cell.values(), method=method, resolution=step, bounds=bounds)
+        for cell, step in zip(cells, steps, strict=True)
+    ]
+    assert _figures(
+        estimate_many([cell.values() for cell in cells], method=method, resolutions=steps, bounds=bounds)
+    ) == (_figures(alone))
+    for lower in (True, False):
+        one_by_one = [
+            compare(cell, baseline, lower_is_better=lower, method=method, min_n=4, resolution=step, bounds=bounds)
+            for cell, step in zip(cells, steps, strict=True)
+        ]
+        batched = compare_many(
+            cells, baseline, lower_is_better=lower, method=method, min_n=4, resolutions=steps, bounds=bounds
+        )
+        assert _figures(batched) == _figures(one_by_one)
+        assert [item.significant for item in batched] == [item.significant for item in one_by_one]
+    assert sum(item.paired for item in one_by_one) > 60  # the batched path was taken for most cells

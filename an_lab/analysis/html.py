@@ -31,6 +31,7 @@ from an_lab.analysis.table import render_table
 from an_lab.errors import UsageError
 from an_lab.metrics import Metric
 from an_lab.rundir import CONFIG, read_json, read_result
+from an_lab.sweeps.records import Manifest
 
 
 def captions(metric: Metric) -> dict[str, str]:
@@ -94,12 +95,12 @@ def _png_uri(data: bytes) -> str:
 # ---------------------------------------------------------------- paths relative to the sweep folder
 
 
-def _sweep_folder(manifest: dict) -> Path:
+def _sweep_folder(manifest: Manifest) -> Path:
     """<output_dir>/sweeps/<name>/, where `an-lab sweep` keeps the manifest and the page goes by default."""
     return Path(manifest["output_dir"]) / "sweeps" / str(manifest["name"])
 
 
-def _shown_path(text: str, manifest: dict) -> str:
+def _shown_path(text: str, manifest: Manifest) -> str:
     """A path as the page writes it: relative to the sweep folder when it lies in the project folder (the parent of
     output_dir); a relative path (to wherever the sweep was started) or one outside the project as it is."""
     path = Path(text)
@@ -109,7 +110,7 @@ def _shown_path(text: str, manifest: dict) -> str:
     return os.path.relpath(path, _sweep_folder(manifest))
 
 
-def _relative_text(text: str, manifest: dict) -> str:
+def _relative_text(text: str, manifest: Manifest) -> str:
     """A message with the runs folder's absolute path in it (a damaged result's file, say) written from the sweep
     folder: <output_dir>/<run_id>/result.json becomes ../../<run_id>/result.json."""
     return text.replace(str(Path(manifest["output_dir"])) + os.sep, "../../")
@@ -127,7 +128,7 @@ def _duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
-def _value(value, manifest: dict) -> str:
+def _value(value, manifest: Manifest) -> str:
     if isinstance(value, list | tuple):
         return "(" + ",".join(_value(item, manifest) for item in value) + ")"
     if value is None:
@@ -147,7 +148,7 @@ def _flat(tree: dict, prefix: str = "") -> list[tuple[str, object]]:
     return items
 
 
-def _base_config(manifest: dict) -> str:
+def _base_config(manifest: Manifest) -> str:
     """The base cell's run config as a small table, one row per section; every other cell differs from it in the
     keys its label and the results table name."""
     config = manifest.get("base_config")
@@ -174,7 +175,7 @@ def _compute(runs: pd.DataFrame, details: list[dict]) -> tuple[str, str]:
     return hardware, wall
 
 
-def _meta(manifest: dict, runs: pd.DataFrame, details: list[dict]) -> list[tuple[str, str]]:
+def _meta(manifest: Manifest, runs: pd.DataFrame, details: list[dict]) -> list[tuple[str, str]]:
     counts = runs["state"].value_counts()
     states = ", ".join(f"{count} {state}" for state, count in counts.items())
     updated = manifest.get("updated")
@@ -206,7 +207,7 @@ def _data_text(data: dict) -> str:
     return f"{name} ({size}px)" if name and size else str(name or "")
 
 
-def _run_details(manifest: dict, runs: pd.DataFrame) -> list[dict]:
+def _run_details(manifest: Manifest, runs: pd.DataFrame) -> list[dict]:
     """Per run (in the order of `runs`): its data (from its config.json, else the base config with its cell's
     changes), device and precision (from result.json)."""
     root = Path(manifest["output_dir"])
@@ -241,7 +242,7 @@ def _run_columns(metric: Metric) -> tuple[str, ...]:
     return (*names, "wall time (h:mm:ss)", "detail")
 
 
-def _runs_table(manifest: dict, runs: pd.DataFrame, details: list[dict]) -> str:
+def _runs_table(manifest: Manifest, runs: pd.DataFrame, details: list[dict]) -> str:
     metric = primary_metric(manifest)
     head = "".join(f"<th>{html.escape(name)}</th>" for name in _run_columns(metric))
     rows = []
@@ -296,7 +297,7 @@ def _figures(drawn: dict[str, bytes], metric: Metric) -> list[str]:
     return parts
 
 
-def render_summary(manifest: dict, runs: pd.DataFrame | None = None, baseline: str | int | None = None) -> str:
+def render_summary(manifest: Manifest, runs: pd.DataFrame | None = None, baseline: str | int | None = None) -> str:
     """The summary page of a sweep as one HTML document."""
     runs = collect(manifest) if runs is None else runs
     name = str(manifest.get("name") or "sweep")
@@ -337,7 +338,7 @@ def render_summary(manifest: dict, runs: pd.DataFrame | None = None, baseline: s
 
 
 def write_summary(
-    manifest: dict, out: str | Path, runs: pd.DataFrame | None = None, baseline: str | int | None = None
+    manifest: Manifest, out: str | Path, runs: pd.DataFrame | None = None, baseline: str | int | None = None
 ) -> Path:
     """Write the summary page to `out` (its folder is created); returns the path. The page is rendered first, then
     written through a temporary file (write_files): a page already there is replaced whole or kept as it was, and a

@@ -44,6 +44,7 @@ from an_lab.errors import UsageError
 from an_lab.metrics import METRIC_RANGE, Metric
 from an_lab.rundir import epoch_metrics
 from an_lab.stats import Estimate, estimate
+from an_lab.sweeps.records import Manifest
 
 STEMS = ("error_by_axis", "val_curves", "params_vs_error")
 IMAGE_FORMATS = ("png", "pdf", "svg")
@@ -94,7 +95,7 @@ class CellStats:
     params_m: float
 
 
-def cell_stats(manifest: dict, runs: pd.DataFrame | None = None) -> dict[int, CellStats]:
+def cell_stats(manifest: Manifest, runs: pd.DataFrame | None = None) -> dict[int, CellStats]:
     """One CellStats per cell of the manifest, by cell index, in manifest order."""
     cells = check_manifest(manifest)
     runs = collect(manifest) if runs is None else runs
@@ -204,7 +205,7 @@ def _value_text(cell: dict, keys: tuple[str, ...], fallback: str) -> str:
     return ", ".join(parts) if parts else fallback
 
 
-def axis_groups(manifest: dict, runs: pd.DataFrame | None = None) -> tuple[list[AxisGroup], list[Reference]]:
+def axis_groups(manifest: Manifest, runs: pd.DataFrame | None = None) -> tuple[list[AxisGroup], list[Reference]]:
     """(one group per set of changed keys in manifest order, the baseline cells).
 
     Axes come from the cells' `changes`: cells changing the same keys form one group, named by the keys' last parts
@@ -252,7 +253,7 @@ def axis_groups(manifest: dict, runs: pd.DataFrame | None = None) -> tuple[list[
     return groups, references
 
 
-def curve_estimates(manifest: dict, runs: pd.DataFrame | None = None) -> dict[int, list[tuple[int, Estimate]]]:
+def curve_estimates(manifest: Manifest, runs: pd.DataFrame | None = None) -> dict[int, list[tuple[int, Estimate]]]:
     """Per cell with done runs: [(epoch, estimate of the primary validation metric (val_top1_err, val_bbox_ap) over
     the done runs that logged that epoch)], by epoch: n, the mean curve and its 95% CI across seeds (NaN where a
     single run logged the epoch)."""
@@ -275,7 +276,7 @@ def curve_estimates(manifest: dict, runs: pd.DataFrame | None = None) -> dict[in
     return curves
 
 
-def cell_curves(manifest: dict, runs: pd.DataFrame | None = None) -> dict[int, list[tuple[int, float]]]:
+def cell_curves(manifest: Manifest, runs: pd.DataFrame | None = None) -> dict[int, list[tuple[int, float]]]:
     """Per cell with done runs: [(epoch, mean of the primary validation metric over the done runs that logged that
     epoch)], by epoch."""
     curves = curve_estimates(manifest, runs)
@@ -301,7 +302,7 @@ class Point:
         return len(self.values)
 
 
-def scatter_points(manifest: dict, runs: pd.DataFrame | None = None) -> list[Point]:
+def scatter_points(manifest: Manifest, runs: pd.DataFrame | None = None) -> list[Point]:
     """One point per cell with done runs and a known parameter count: (params in millions, mean of the primary
     metric), with its CI and the seeds' values."""
     points = []
@@ -737,7 +738,7 @@ def _params_vs_error(name: str, points: list[Point], metric: Metric):
 # ---------------------------------------------------------------- figures and files
 
 
-def build_figures(manifest: dict, runs: pd.DataFrame | None = None) -> dict:
+def build_figures(manifest: Manifest, runs: pd.DataFrame | None = None) -> dict:
     """The sweep's matplotlib figures by name (STEMS order; one without anything to draw is left out), their Axes
     holding the data drawn (artists named by gid, see _draw_cell); UsageError when no run is done yet."""
     from matplotlib import rc_context
@@ -763,7 +764,7 @@ def build_figures(manifest: dict, runs: pd.DataFrame | None = None) -> dict:
 
 
 def render_figures(
-    manifest: dict, runs: pd.DataFrame | None = None, image_format: str | tuple[str, ...] = "png"
+    manifest: Manifest, runs: pd.DataFrame | None = None, image_format: str | tuple[str, ...] = "png"
 ) -> dict[str, bytes]:
     """The sweep's figures as file contents by file name (<figure>.<format>, figure by figure, in the order of the
     formats given: "png", "pdf", "svg" or a tuple of them); UsageError when no run is done yet. SVG documents keep
@@ -778,7 +779,7 @@ def render_figures(
         return {f"{stem}.{form}": _render(figure, form) for stem, figure in figures.items() for form in formats}
 
 
-def plot_sweep(manifest: dict, out_dir: str | Path, runs: pd.DataFrame | None = None) -> list[Path]:
+def plot_sweep(manifest: Manifest, out_dir: str | Path, runs: pd.DataFrame | None = None) -> list[Path]:
     """Write the sweep's figures into out_dir (created) as PNG, PDF and SVG, all or none of them (write_files);
     returns the paths written. UsageError when no run is done yet or when the folder cannot take them."""
     drawn = render_figures(manifest, runs, IMAGE_FORMATS)

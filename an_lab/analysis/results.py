@@ -21,11 +21,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from an_lab.metrics import METRICS, TASKS, Metric, manifest_task, primary
-from an_lab.rundir import read_result, state
+from an_lab.rundir import Result, read_runs
 from an_lab.sweeps.manifest import check_manifest
+from an_lab.sweeps.records import Manifest
 
 _FINALS = tuple(METRICS)  # every metric of every task, in the registry's order
 _TAILS = tuple(f"tail_{primary(task).name}" for task in TASKS)  # tail_top1_err, tail_bbox_ap
@@ -53,14 +55,17 @@ COLUMNS = (
     *_TAILS,
 )
 _NUMBERS = COLUMNS[COLUMNS.index(_FINALS[0]) : COLUMNS.index(_TAILS[0])]
+NAN = float("nan")
+CHUNK = 4096  # results turned into columns at a time
+_NONE: dict = {}  # what a run without a result, or a result without a section, reads from
 
 
-def sweep_task(manifest: dict) -> str:
+def sweep_task(manifest: Manifest) -> str:
     """The task of every run of the sweep: its base config's (classification for a manifest without one)."""
     return manifest_task(manifest)
 
 
-def primary_metric(manifest: dict) -> Metric:
+def primary_metric(manifest: Manifest) -> Metric:
     """The metric the sweep's tables lead with and its figures draw: top1_err or bbox_ap."""
     return primary(sweep_task(manifest))
 
@@ -69,55 +74,68 @@ def _number(value) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else float("nan")
 
 
-def read_run(run_dir: Path) -> tuple[str, str | None, dict | None]:
-    """(state, detail, result): result.json is read first, so that a finished run costs one file read; a result
-    that does not validate is "corrupt", never done."""
-    result, _ = read_result(run_dir)
-    if result is not None:
-        return "done", None, result
-    status, detail = state(run_dir)
-    if status == "done":  # written between the two looks
-        result, _ = read_result(run_dir)
-    return (status, detail, None) if result is None else ("done", None, result)
-
-
 def _tail(result: dict, column: str) -> tuple[float, ...]:
     tail = result.get("tail")
     values = tail.get(column) if isinstance(tail, dict) else None
     return tuple(_number(value) for value in values) if isinstance(values, list) else ()
 
 
-def _numbers(result: dict | None) -> tuple:
-    if result is None:
-        return (float("nan"),) * len(_NUMBERS) + ((),) * len(_TAILS)
-    final = result.get("final") if isinstance(result.get("final"), dict) else {}
-    best = result.get("best") if isinstance(result.get("best"), dict) else {}
-    return (
-        *(_number(final.get(metric)) for metric in _FINALS),
-        *(_number(best.get(metric)) for metric in _FINALS),
-        _number(best.get("epoch")),
-        _number(final.get("val_loss")),
-        _number(final.get("train_loss")),
-        _number(result.get("params")),
-        _number(result.get("macs")),
-        _number(result.get("epochs")),
-        _number(result.get("wall_time_s")),
-        _number(result.get("images_per_s")),
-        _number(result.get("finished_at")),
-        _number(result.get("val_images")),
-        *(_tail(result, f"val_{column.removeprefix('tail_')}") for column in _TAILS),
-    )
+def _numbers(values) -> np.ndarray:
+    """A column of numbers: each value that JSON gave as a number (not a bool), NaN for anything else."""
+    return np.array([value if type(value) is float or type(value) is int else NAN for value in values], dtype=float)
 
 
-def collect(manifest: dict) -> pd.DataFrame:
+def _result_columns(results: list[Result | None]) -> dict[str, object]:
+    """The numbers of the runs' results, one column each (NaN, or an empty tail, where a run has no result)."""
+    found = [result if result is not None else _NONE for result in results]
+    finals = [result.get("final") if isinstance(result.get("final"), dict) else _NONE for result in found]
+    bests = [result.get("best") if isinstance(result.get("best"), dict) else _NONE for result in found]
+    reported = set().union(*finals, *bests)  # a classification run reports no AP: those columns are NaN at once
+    absent = np.full(len(found), NAN)
+    columns: dict[str, object] = {
+        metric: _numbers(final.get(metric) for final in finals) if metric in reported else absent.copy()
+        for metric in _FINALS
+    }
+    columns |= {
+        f"best_{metric}": _numbers(best.get(metric) for best in bests) if metric in reported else absent.copy()
+        for metric in _FINALS
+    }
+    columns["best_epoch"] = _numbers(best.get("epoch") for best in bests)
+    for key in ("val_loss", "train_loss"):
+        columns[key] = _numbers(final.get(key) for final in finals)
+    for key in _NUMBERS[_NUMBERS.index("params") :]:
+        columns[key] = _numbers(result.get(key) for result in found)
+    for column in _TAILS:
+        logged = f"val_{column.removeprefix('tail_')}"
+        columns[column] = [() if result is None else _tail(result, logged) for result in results]
+    return columns
+
+
+def collect(manifest: Manifest) -> pd.DataFrame:
     """One row per run of the manifest, in manifest order (cells, then seeds), with its state and its result."""
-    cells = check_manifest(manifest)
-    root = Path(manifest["output_dir"])
-    rows = []
+    return collect_checked(manifest, check_manifest(manifest))
+
+
+def collect_checked(manifest: Manifest, cells: list[dict]) -> pd.DataFrame:
+    """collect() of a manifest whose cells check_manifest has given already (a table checks a manifest once)."""
+    found = read_runs(Path(manifest["output_dir"]), [run["run_id"] for cell in cells for run in cell["runs"]])
+    rows, results, chunks = [], [], []
     for cell in cells:
         described = (cell["index"], cell.get("label") or f"cell {cell['index']}", cell.get("kind"), cell.get("name"))
         for run in cell["runs"]:
-            status, detail, result = read_run(root / run["run_id"])
-            rows.append((*described, run.get("seed"), run["run_id"], status, detail, *_numbers(result)))
-    frame = pd.DataFrame.from_records(rows, columns=list(COLUMNS))
-    return frame.astype({"cell": "int64", **dict.fromkeys(_NUMBERS, "float64")})
+            status, detail, result = next(found)
+            rows.append((*described, run.get("seed"), run["run_id"], status, detail))
+            results.append(result)
+            if len(results) == CHUNK:  # a few thousand parsed result files at a time, not 100,000
+                chunks.append(_result_columns(results))
+                results = []
+    chunks.append(_result_columns(results))
+    numbers = {
+        name: np.concatenate([chunk[name] for chunk in chunks])
+        if name in _NUMBERS
+        else [tail for chunk in chunks for tail in chunk[name]]
+        for name in chunks[0]
+    }
+    head = pd.DataFrame.from_records(rows, columns=list(COLUMNS[: COLUMNS.index(_FINALS[0])]))
+    frame = pd.concat([head, pd.DataFrame(numbers, index=head.index)], axis=1)
+    return frame[list(COLUMNS)].astype({"cell": "int64", **dict.fromkeys(_NUMBERS, "float64")})

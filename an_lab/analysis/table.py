@@ -43,7 +43,7 @@ from typing import Literal
 
 import pandas as pd
 
-from an_lab.analysis.results import check_manifest, collect, sweep_task
+from an_lab.analysis.results import check_manifest, collect_checked, sweep_task
 from an_lab.errors import UsageError
 from an_lab.metrics import (
     DETECTION_HEADLINE,
@@ -61,9 +61,10 @@ from an_lab.stats import (
     CONFIDENCE,
     METHODS,
     MIN_MARK_N,
-    compare,
-    estimate,
+    compare_many,
+    estimate_many,
 )
+from an_lab.sweeps.records import Manifest
 
 FORMATS = ("markdown", "latex", "csv", "html")
 # --metric of a classification sweep: which error columns; "best" puts the best epoch's top-1 error beside the final one
@@ -148,10 +149,13 @@ WORDS = {
 }
 
 
-def resolve_baseline(manifest: dict, choice: str | int | None = None) -> int | None:
+def resolve_baseline(manifest: Manifest, choice: str | int | None = None) -> int | None:
     """The index of the baseline cell: a cell label, a baseline name or a cell index; None picks the first cell of
     kind "baseline" (if any); "none" means no baseline. Unknown choices raise a UsageError listing the valid ones."""
-    cells = check_manifest(manifest)
+    return _baseline(check_manifest(manifest), choice)
+
+
+def _baseline(cells: list[dict], choice: str | int | None) -> int | None:
     if choice is None:
         return next((cell["index"] for cell in cells if cell.get("kind") == "baseline"), None)
     text = str(choice).strip()
@@ -192,7 +196,7 @@ def parse_threshold(text: str, flag: str) -> float | None:
     return value
 
 
-def convergence_settings(manifest: dict, overrides: dict | None = None) -> dict:
+def convergence_settings(manifest: Manifest, overrides: dict | None = None) -> dict:
     """train_loss_max, val_drop_max and last_epochs: the sweep's defaults, the manifest's "convergence", then
     `overrides` (a key given with None switches that check off)."""
     from pydantic import ValidationError
@@ -290,19 +294,21 @@ class _Rules:
         found = {self.resolutions.get(cell) for cell in cells}
         return found.pop() if len(found) == 1 else None
 
-    def estimate(self, values, metric: str, cell: int):
-        return estimate(values, method=self.method, resolution=self.resolution(metric, cell), bounds=METRIC_RANGE)
+    def estimate(self, samples: list, metric: str, cells: list[int]) -> list:
+        """estimate() of each cell's values, with that cell's resolution."""
+        steps = [self.resolution(metric, cell) for cell in cells]
+        return estimate_many(samples, method=self.method, resolutions=steps, bounds=METRIC_RANGE)
 
-    def compare(self, sample: dict, reference: dict, metric: str, cell: int, other: int):
+    def compare(self, samples: list[dict], reference: dict, metric: str, cells: list[int], other: int) -> list:
+        """compare() of each cell's values against the other cell's (seed -> value)."""
         lower = BASE_METRIC[metric].lower_is_better
-        step = self.resolution(metric, cell, other)
-        return compare(
-            sample,
+        return compare_many(
+            samples,
             reference,
             lower_is_better=lower,
             method=self.method,
             min_n=self.min_n,
-            resolution=step,
+            resolutions=[self.resolution(metric, cell, other) for cell in cells],
             bounds=METRIC_RANGE,
         )
 
@@ -310,19 +316,27 @@ class _Rules:
 def _metric_columns(indices: list[int], samples: dict, metric: str, base: int | None, rules: _Rules) -> dict:
     """The columns m_n .. m_paired of one metric: estimate() per cell, compare() against the baseline."""
     reference = samples.get(base, {}).get(metric) if base is not None else None
+    per_cell = [samples.get(index, {}).get(metric, {}) for index in indices]
+    estimates = rules.estimate([sample.values() for sample in per_cell], metric, indices)
+    compared = [
+        position
+        for position, (index, sample) in enumerate(zip(indices, per_cell, strict=True))
+        if sample and reference and index != base
+    ]
+    found = rules.compare(
+        [per_cell[p] for p in compared], reference or {}, metric, [indices[p] for p in compared], base
+    )
+    against: list = [None] * len(indices)
+    for position, comparison in zip(compared, found, strict=True):
+        against[position] = comparison
     columns: dict[str, list] = {part: [] for part in PARTS[:-1]}
-    for index in indices:
-        sample = samples.get(index, {}).get(metric, {})
-        cell = rules.estimate(sample.values(), metric, index)
-        against = None
-        if sample and reference and index != base:
-            against = rules.compare(sample, reference, metric, index, base)
+    for cell, comparison in zip(estimates, against, strict=True):
         figures = (cell.n, cell.mean, cell.std, cell.ci_low, cell.ci_high)
-        if against is None:
+        if comparison is None:
             figures += (NAN, NAN, NAN, NAN, False, None)
         else:
-            figures += (against.diff, against.ci_low, against.ci_high, against.p_better, against.significant)
-            figures += (against.paired,)
+            figures += (comparison.diff, comparison.ci_low, comparison.ci_high, comparison.p_better)
+            figures += (comparison.significant, comparison.paired)
         for part, value in zip(PARTS[:-1], figures, strict=True):
             columns[part].append(value)
     return columns
@@ -338,15 +352,17 @@ def _best(table: pd.DataFrame, samples: dict, metric: str, rules: _Rules) -> lis
     if not means.notna().any():
         return [False] * len(table)
     best = int(table.at[means.idxmin() if lower else means.idxmax(), "index"])
-    reference = samples[best][metric]
+    indices = table["index"].tolist()
+    others = [index for index, candidate in zip(indices, candidates, strict=True) if candidate and index != best]
+    found = rules.compare([samples[index][metric] for index in others], samples[best][metric], metric, others, best)
+    against = dict(zip(others, found, strict=True))
     marks = []
-    for index, candidate in zip(table["index"].tolist(), candidates, strict=True):
+    for index, candidate in zip(indices, candidates, strict=True):
         if not candidate or index == best:
             marks.append(candidate)
             continue
-        against = rules.compare(samples[index][metric], reference, metric, index, best)
-        worse = against.diff > 0 if lower else against.diff < 0
-        marks.append(not (against.significant and worse))
+        worse = against[index].diff > 0 if lower else against[index].diff < 0
+        marks.append(not (against[index].significant and worse))
     return marks
 
 
@@ -373,7 +389,7 @@ def _task_keys(task: str, metrics: tuple[str, ...] | None) -> tuple[str, ...]:
 
 
 def summarize(
-    manifest: dict,
+    manifest: Manifest,
     runs: pd.DataFrame | None = None,
     baseline: str | int | None = None,
     *,
@@ -390,13 +406,13 @@ def summarize(
     direction), significant and paired (NaN / False on the baseline row and without a baseline), and best (bold).
     ci: "t" or "bootstrap"; convergence: overrides of the manifest's settings."""
     cells = check_manifest(manifest)
-    base = resolve_baseline(manifest, baseline)
+    base = _baseline(cells, baseline)
     if ci not in METHODS:
         raise UsageError(f"ci {ci!r}: choose one of {', '.join(METHODS)}")
     task = sweep_task(manifest)
     metrics = _task_keys(task, metrics)
     settings = convergence_settings(manifest, convergence)
-    runs = collect(manifest) if runs is None else runs
+    runs = collect_checked(manifest, cells) if runs is None else runs
     done = runs[runs["state"] == "done"]
     per_cell = done.groupby("cell", sort=False).agg(
         done=("run_id", "size"), params=("params", "first"), macs=("macs", "first")
@@ -743,46 +759,78 @@ def _markdown(shown: pd.DataFrame, notes: list[str]) -> str:
 
 
 def _latex(shown: pd.DataFrame, notes: list[str]) -> str:
-    styler = shown.rename(columns=_latex_title).style.hide(axis="index")  # cells are escaped already, headers here
-    text = styler.to_latex(hrules=True, column_format="l" + "r" * (shown.shape[1] - 1))
-    rows = "".join(rf"\multicolumn{{{shown.shape[1]}}}{{l}}{{\footnotesize {note}}} \\" + "\n" for note in notes)
-    text = text.replace("\\end{tabular}", rows + "\\end{tabular}") if rows else text
-    return text if text.endswith("\n") else text + "\n"
+    """A booktabs tabular, as pandas' Styler.to_latex(hrules=True) writes it (cells are escaped already, headers here),
+    with the notes as full-width rows at its end."""
+    columns = shown.shape[1]
+    lines = [rf"\begin{{tabular}}{{l{'r' * (columns - 1)}}}", r"\toprule"]
+    lines.append(" & ".join(_latex_title(str(name)) for name in shown.columns) + r" \\")
+    lines.append(r"\midrule")
+    lines += [" & ".join(row) + r" \\" for row in shown.to_numpy().tolist()]
+    lines.append(r"\bottomrule")
+    lines += [rf"\multicolumn{{{columns}}}{{l}}{{\footnotesize {note}}} \\" for note in notes]
+    lines.append(r"\end{tabular}")
+    return "\n".join(lines) + "\n"
 
 
 def _classes(shown: pd.DataFrame, summary: pd.DataFrame, metrics: tuple[str, ...], detail: bool) -> pd.DataFrame:
     """CSS classes of the HTML cells: best (bold) and incomplete, on the error columns (the Mean column of --detail)."""
-    classes = pd.DataFrame("", index=shown.index, columns=shown.columns)
+    classes = [[""] * shown.shape[1] for _ in range(len(shown))]
     partial = (~summary["complete"] & (summary["done"] > 0)).tolist()
     for offset, metric in enumerate(metrics):
         rows = [i * len(metrics) + offset for i in range(len(summary))] if detail else list(range(len(summary)))
         column = shown.columns.get_loc("Mean" if detail else COLUMN[metric])
         for row, best, incomplete in zip(rows, summary[f"{metric}_best"].tolist(), partial, strict=True):
-            classes.iloc[row, column] = "incomplete" if incomplete else "best" if best else ""
-    return classes
+            classes[row][column] = "incomplete" if incomplete else "best" if best else ""
+    return pd.DataFrame(classes, index=shown.index, columns=shown.columns, dtype=object)
+
+
+# The table's CSS, as pandas' Styler (uuid an_lab_results) wrote it when it rendered the HTML table.
+_HTML_STYLE = """<style type="text/css">
+#T_an_lab_results td.best {
+  font-weight: bold;
+}
+#T_an_lab_results td {
+  padding: 2px 8px;
+  text-align: right;
+}
+#T_an_lab_results  th {
+  padding: 2px 8px;
+  text-align: right;
+}
+#T_an_lab_results td:first-child {
+  text-align: left;
+}
+#T_an_lab_results  th:first-child {
+  text-align: left;
+}
+#T_an_lab_results thead th {
+  border-bottom: 1px solid;
+}
+</style>
+"""
+_HTML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "'": "&#39;", '"': "&#34;"})
+
+
+def _html_text(text: str) -> str:
+    """Text escaped for HTML as pandas' Styler escapes it (markupsafe's entities)."""
+    return str(text).translate(_HTML_ESCAPES)
 
 
 def _html(shown: pd.DataFrame, classes: pd.DataFrame, notes: list[str]) -> str:
-    from pandas.io.formats.style import Styler
-
-    styler = (
-        Styler(shown, uuid="an_lab_results", cell_ids=False)
-        .hide(axis="index")
-        .format(escape="html")
-        .format_index(escape="html", axis=1)
-        .set_td_classes(classes)
-        .set_table_styles(
-            [
-                {"selector": "td.best", "props": "font-weight: bold;"},
-                {"selector": "td, th", "props": "padding: 2px 8px; text-align: right;"},
-                {"selector": "td:first-child, th:first-child", "props": "text-align: left;"},
-                {"selector": "thead th", "props": "border-bottom: 1px solid;"},
-            ]
-        )
-    )
-    text = styler.to_html(table_attributes='class="an-lab-results"')
-    text = text if text.endswith("\n") else text + "\n"
-    return text + "".join(f'<p class="an-lab-note">{html.escape(note)}</p>\n' for note in notes)
+    """The table as pandas' Styler(uuid="an_lab_results", cell_ids=False) with these CSS classes wrote it, written
+    directly (the Styler takes seconds for 10,000 rows), then the notes as paragraphs."""
+    lines = [_HTML_STYLE + '<table id="T_an_lab_results" class="an-lab-results">', "  <thead>", "    <tr>"]
+    for column, name in enumerate(shown.columns):
+        lines.append(f'      <th class="col_heading level0 col{column}" >{_html_text(name)}</th>')
+    lines += ["    </tr>", "  </thead>", "  <tbody>"]
+    for row, (cells, marks) in enumerate(zip(shown.to_numpy().tolist(), classes.to_numpy().tolist(), strict=True)):
+        lines.append("    <tr>")
+        for column, (text, mark) in enumerate(zip(cells, marks, strict=True)):
+            extra = f" {mark}" if mark else ""
+            lines.append(f'      <td class="data row{row} col{column}{extra}" >{_html_text(text)}</td>')
+        lines.append("    </tr>")
+    lines += ["  </tbody>", "</table>"]
+    return "\n".join(lines) + "\n" + "".join(f'<p class="an-lab-note">{html.escape(note)}</p>\n' for note in notes)
 
 
 def _csv(summary: pd.DataFrame, metrics: tuple[str, ...]) -> str:
@@ -798,7 +846,7 @@ def _csv(summary: pd.DataFrame, metrics: tuple[str, ...]) -> str:
 
 
 def render_table(
-    manifest: dict,
+    manifest: Manifest,
     fmt: Literal["markdown", "latex", "csv", "html"] = "markdown",
     *,
     metric: str | None = None,

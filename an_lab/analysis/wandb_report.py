@@ -39,6 +39,7 @@ from an_lab.analysis.table import render_table
 from an_lab.errors import UsageError
 from an_lab.metrics import primary
 from an_lab.rundir import CONFIG, read_json
+from an_lab.sweeps.records import Manifest
 
 SPEC_FORMAT = "an-lab/wandb-report-spec/1"
 DEFAULT_PROJECT = "an-lab"
@@ -95,7 +96,7 @@ def reachable(url: str, timeout: float = 5.0) -> str | None:
 # ---------------------------------------------------------------- the report
 
 
-def _run_configs(manifest: dict) -> list[dict]:
+def _run_configs(manifest: Manifest) -> list[dict]:
     from an_lab.sweeps.manifest import run_dirs
 
     configs = []
@@ -106,7 +107,7 @@ def _run_configs(manifest: dict) -> list[dict]:
     return configs
 
 
-def _from_runs(manifest: dict, key: str) -> str | None:
+def _from_runs(manifest: Manifest, key: str) -> str | None:
     """The W&B entity or project the sweep's runs were configured with (the first run config that sets it)."""
     for config in _run_configs(manifest):
         value = (config.get("wandb") or {}).get(key)
@@ -115,7 +116,7 @@ def _from_runs(manifest: dict, key: str) -> str | None:
     return None
 
 
-def _runs_filter(manifest: dict, name: str) -> str:
+def _runs_filter(manifest: Manifest, name: str) -> str:
     """The sweep's W&B group, and the runs it shares with another sweep: a run trained first by another sweep
     (the same run id) logged to that sweep's group, so it is added by its id."""
     from an_lab.sweeps.manifest import run_dirs
@@ -129,7 +130,7 @@ def _runs_filter(manifest: dict, name: str) -> str:
     return f"{expression} or Metric('ID') in {json.dumps(reused)}" if reused else expression
 
 
-def resolve_target(manifest: dict, entity: str | None, project: str | None) -> tuple[str | None, str]:
+def resolve_target(manifest: Manifest, entity: str | None, project: str | None) -> tuple[str | None, str]:
     """(entity, project): the arguments, else WANDB_ENTITY / WANDB_PROJECT, else the runs' configs; project 'an-lab'
     when nothing names one; entity None when nothing names one (W&B's default entity when publishing)."""
     entity = entity or os.environ.get("WANDB_ENTITY") or _from_runs(manifest, "entity")
@@ -137,7 +138,7 @@ def resolve_target(manifest: dict, entity: str | None, project: str | None) -> t
     return entity, project
 
 
-def group_keys(manifest: dict) -> list[str]:
+def group_keys(manifest: Manifest) -> list[str]:
     """The config keys the cells change (dotted), in first-seen order: grouping by them makes one group per cell."""
     keys: dict[str, None] = {}
     for cell in check_manifest(manifest):
@@ -146,7 +147,7 @@ def group_keys(manifest: dict) -> list[str]:
     return list(keys)
 
 
-def _cells_markdown(manifest: dict) -> str:
+def _cells_markdown(manifest: Manifest) -> str:
     lines = ["| cell | W&B tags | runs |", "|:--|:--|--:|"]
     for cell in manifest["cells"]:
         label = str(cell.get("label") or f"cell {cell['index']}").replace("|", r"\|")
@@ -200,7 +201,7 @@ def _panels(wr, task: str) -> list:
 
 
 def build_report(
-    manifest: dict,
+    manifest: Manifest,
     entity: str | None,
     project: str,
     *,
@@ -262,7 +263,7 @@ def publish_command(sweep: str, entity: str | None, project: str) -> str:
 
 
 def write_report_spec(
-    manifest: dict,
+    manifest: Manifest,
     path: str | Path,
     entity: str | None,
     project: str,
@@ -291,7 +292,7 @@ def write_report_spec(
 
 
 def publish_report(
-    manifest: dict,
+    manifest: Manifest,
     entity: str | None,
     project: str,
     *,
@@ -392,7 +393,7 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def sync_sweep(manifest: dict, timeout: float = 60.0, report=None) -> list[SyncOutcome]:
+def sync_sweep(manifest: Manifest, timeout: float = 60.0, report=None) -> list[SyncOutcome]:
     """`wandb sync` on every offline run folder of the sweep's runs, each call bounded by `timeout` seconds.
     Offline (offline_reason) or when the server does not accept a connection within 5 s, nothing is started and every
     folder is reported as not synced. `report` is called with each outcome as it comes."""

@@ -342,7 +342,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
         configs = [run.config for run in runs if state(run.run_dir)[0] in TO_RUN]
         calibrate(sweep.output_dir, configs, training_macs_per_image, say=lambda line: print(line, file=sys.stderr))
-    print(render(make_plan(sweep, check_data=False)))
+    print(render(make_plan(sweep, check_data=False, runs=runs)))
     if (note := pending_note(sweep.output_dir)) is not None:
         print(f"note: {note}", file=sys.stderr)
     return 0
@@ -431,10 +431,10 @@ def _final_report(sweep, scheduler: bool = False) -> list[dict]:
     P(better)). Returns the status rows."""
     from an_lab.analysis import render_table
     from an_lab.sweeps.manifest import load_manifest
-    from an_lab.sweeps.status import collect, render_status, scheduler_view
+    from an_lab.sweeps.status import render_status, run_rows, scheduler_view
 
     manifest = load_manifest(sweep.sweep_dir)
-    rows = collect(manifest)
+    rows = run_rows(manifest)
     notes = scheduler_view(manifest, rows) if scheduler else []
     print(render_status(manifest, rows))
     for note in notes:
@@ -460,10 +460,10 @@ def _status_arguments(status: argparse.ArgumentParser) -> None:
 )
 def _cmd_status(args: argparse.Namespace) -> int:
     from an_lab.sweeps.manifest import load_manifest
-    from an_lab.sweeps.status import collect, journal_note, orchestrator_line, render_status, scheduler_view
+    from an_lab.sweeps.status import journal_note, orchestrator_line, render_status, run_rows, scheduler_view
 
     manifest = load_manifest(args.sweep, args.set)
-    rows = collect(manifest)
+    rows = run_rows(manifest)
     notes = scheduler_view(manifest, rows)
     if (note := journal_note(manifest)) is not None:
         notes.append(note)
@@ -496,11 +496,10 @@ def _cancel_arguments(cancel: argparse.ArgumentParser) -> None:
     "immediate `an-lab sweep` submits them again), and report them. Cancelled runs keep their last checkpoint.",
 )
 def _cmd_cancel(args: argparse.Namespace) -> int:
-    from an_lab.cli.results import results_target
     from an_lab.launch.slurm import recorded_orchestrator
     from an_lab.launch.slurm_queue import cancel, submitted_jobs
 
-    manifest, folder = results_target(args)
+    manifest, folder, settings = _cancel_target(args)
     # every job the sweep submitted, not only each run's latest: a duplicate submission is cancelled too
     runs = {job_id: run_id for run_id, jobs in submitted_jobs(folder).items() for job_id, _ in jobs}
     orchestrator = recorded_orchestrator(folder)
@@ -511,7 +510,7 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
     if not runs:
         print(f"sweep {manifest['name']}: no SLURM jobs recorded in {folder}; nothing to cancel")
         return 0
-    wait = args.wait if args.wait is not None else _cancel_wait(args)
+    wait = args.wait if args.wait is not None else settings.cancel_wait_s
     if not 0 <= wait <= 3600:
         raise UsageError(f"--wait {wait:g}: give seconds between 0 and 3600")
     cancelled, error = cancel(runs, wait_s=wait)
@@ -536,15 +535,19 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cancel_wait(args: argparse.Namespace) -> float:
-    """launcher.slurm.cancel_wait_s of the sweep file (its default for a sweep folder)."""
+def _cancel_target(args: argparse.Namespace):
+    """(manifest, the sweep's folder, its launcher.slurm settings: the defaults for a sweep folder), the sweep file
+    read once."""
     from pathlib import Path
 
     from an_lab.launch.slurm_settings import SlurmSettings
-    from an_lab.sweeps.spec import load_sweep
+    from an_lab.sweeps.manifest import load_target
 
-    settings = None if Path(args.sweep).is_dir() else load_sweep(args.sweep, args.set).spec.launcher.slurm
-    return (settings or SlurmSettings()).cancel_wait_s
+    manifest, sweep = load_target(args.sweep, args.set)
+    if Path(args.sweep).is_dir():
+        return manifest, Path(args.sweep), SlurmSettings()
+    folder = Path(manifest["output_dir"]) / "sweeps" / str(manifest["name"])
+    return manifest, folder, (sweep.spec.launcher.slurm if sweep is not None else None) or SlurmSettings()
 
 
 def _completion_arguments(parser: argparse.ArgumentParser) -> None:

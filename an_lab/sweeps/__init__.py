@@ -1,7 +1,7 @@
 """Sweeps: a sweep file (spec) expands into cells x seeds (expand), each one resolved RunConfig; `plan` shows them.
 
     sweep = load_sweep("sweeps/quickstart.yaml", ["seeds=[0,1]"])   # validated, overrides applied
-    runs = expand(sweep)                                             # [PlannedRun(cell, config, run_id)]
+    runs = expand(sweep)                                             # [PlannedRun(cell, run_id, seed)]: .config
     print(render(make_plan(sweep)))                                  # what `an-lab plan` prints
 
 A detection run's `model.backbone_init: {sweep, cell, seed}` is resolved while expanding (backbones.py) to the

@@ -24,6 +24,7 @@ from pathlib import Path
 from an_lab.config import BackboneInit, RunConfig
 from an_lab.errors import UsageError
 from an_lab.rundir import CONFIG, read_json, read_result, state
+from an_lab.sweeps.records import Manifest, ManifestCell
 from an_lab.sweeps.spec import check_name
 
 KEY = "model.backbone_init"
@@ -58,7 +59,7 @@ class BackboneResolver:
 
     def __init__(self, search_dir: str | Path) -> None:
         self.search_dir = Path(search_dir)
-        self._manifests: dict[tuple[str, str], dict] = {}
+        self._manifests: dict[tuple[str, str], Manifest] = {}
 
     def resolve(self, config: RunConfig, where: str) -> tuple[RunConfig, Backbone | None]:
         """(the config with model.backbone_init as a run folder, that run) for a BackboneInit; else (config, None).
@@ -80,14 +81,14 @@ class BackboneResolver:
         model = config.model.model_copy(update={"backbone_init": backbone.folder})
         return config.model_copy(update={"model": model}), backbone
 
-    def _manifest(self, name: str, output_dir: Path, where: str) -> dict:
+    def _manifest(self, name: str, output_dir: Path, where: str) -> Manifest:
         key = (str(output_dir), name)
         if key not in self._manifests:
             self._manifests[key] = _find(name, output_dir, self.search_dir, where)
         return self._manifests[key]
 
 
-def _find(name: str, output_dir: Path, search_dir: Path, where: str) -> dict:
+def _find(name: str, output_dir: Path, search_dir: Path, where: str) -> Manifest:
     """The named sweep's manifest: its folder's manifest.json, else its sweep file expanded in memory."""
     try:
         check_name(name, "the sweep name")
@@ -108,7 +109,7 @@ def _find(name: str, output_dir: Path, search_dir: Path, where: str) -> dict:
     )
 
 
-def _expand_file(path: Path, name: str, where: str) -> dict:
+def _expand_file(path: Path, name: str, where: str) -> Manifest:
     """The manifest of a classification sweep file, built in memory (nothing is written)."""
     from an_lab.sweeps.expand import base_config
     from an_lab.sweeps.manifest import load_manifest
@@ -130,12 +131,12 @@ def _expand_file(path: Path, name: str, where: str) -> dict:
         _EXPANDING.discard(resolved)
 
 
-def _cell_choice(cell: dict) -> str:
+def _cell_choice(cell: ManifestCell) -> str:
     name = f" (baseline {cell['name']})" if cell.get("name") else ""
     return f"{cell['index']}: {cell.get('label')!r}{name}"
 
 
-def _cell(manifest: dict, wanted: str, where: str) -> dict:
+def _cell(manifest: Manifest, wanted: str, where: str) -> ManifestCell:
     """The cell whose label or baseline name is `wanted` (case-insensitive), else whose index it is."""
     text = wanted.strip().casefold()
     cells = manifest["cells"]
@@ -155,7 +156,7 @@ def _cell(manifest: dict, wanted: str, where: str) -> dict:
     )
 
 
-def _run_id(manifest: dict, cell: dict, seed: int, given: bool, where: str) -> str:
+def _run_id(manifest: Manifest, cell: ManifestCell, seed: int, given: bool, where: str) -> str:
     for run in cell["runs"]:
         if run.get("seed") == seed:
             return run["run_id"]
@@ -168,7 +169,7 @@ def _run_id(manifest: dict, cell: dict, seed: int, given: bool, where: str) -> s
     )
 
 
-def _run_tree(manifest: dict, cell: dict, run_dir: Path) -> dict | None:
+def _run_tree(manifest: Manifest, cell: ManifestCell, run_dir: Path) -> dict | None:
     """The classification run's config: its run folder's config.json, else the manifest's base config with the cell's
     changes (None when the manifest has no base config: a search)."""
     written = read_json(run_dir / CONFIG)

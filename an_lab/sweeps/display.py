@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from rich.console import Group
 from rich.live import Live
@@ -25,7 +24,8 @@ from rich.text import Text
 
 from an_lab.launch.base import STOPPED, Handle
 from an_lab.metrics import Metric, primary, task_of
-from an_lab.rundir import read_result, state, trained_iterations, validated_epochs
+from an_lab.rundir import read_result, state
+from an_lab.sweeps.status import progress_of
 
 MAX_ROWS = 12  # runs in flight shown at once (the ones furthest along)
 READ_EVERY_S = 2.0  # how often a running run's metrics file is read again
@@ -41,20 +41,6 @@ def outcome_text(result: dict) -> str:
 def run_metric(handle: Handle) -> Metric:
     """The primary metric of a run in flight, by the task of its config (classification without one)."""
     return primary(task_of({"task": getattr(handle.request.config, "task", None)}))
-
-
-def progress_of(
-    directory: Path, epochs: int, started_at: float, now: float, *, iterations: bool = False
-) -> tuple[int, float | None, float | None]:
-    """(epochs done, or iterations for a detection run, the last value of the primary validation metric, seconds
-    left estimated from the epochs or iterations done so far)."""
-    reached, error = validated_epochs(directory)
-    if iterations:
-        reached = trained_iterations(directory)
-    if not reached:
-        return 0, error, None
-    left = (now - started_at) / reached * max(0, epochs - reached)
-    return reached, error, left
 
 
 def _span(config) -> tuple[int, bool]:

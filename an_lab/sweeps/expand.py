@@ -13,20 +13,21 @@ set to the sweep name and `wandb.tags` to the cell's values; wandb is no part of
 
 from __future__ import annotations
 
+import functools
 import itertools
 import reprlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from an_lab import catalog
-from an_lab.config import RECIPES, SHORTHAND, RunConfig, deep_merge
+from an_lab.config import RECIPES, SHORTHAND, BackboneInit, RunConfig, WandbConfig, deep_merge
 from an_lab.data_sources import check_data
 from an_lab.errors import UsageError
-from an_lab.identity import run_id
+from an_lab.identity import run_id, seeded_run_ids
 from an_lab.paths import anchor, is_path_key
 from an_lab.sweeps.backbones import KEY as BACKBONE_KEY
 from an_lab.sweeps.backbones import Backbone, BackboneResolver
@@ -45,25 +46,48 @@ class Cell:
     config: RunConfig  # before the sweep's seeds are applied
     name: str | None = None  # baselines: their name
     loc: Loc = ()  # the place in the file that makes this cell
+    wandb: WandbConfig | None = None  # its runs' W&B settings but the run name (group, job type, tags)
 
     def describe(self) -> str:
+        return self.description
+
+    @functools.cached_property
+    def description(self) -> str:
         return ", ".join(f"{key}={show(value)}" for key, value in self.changes.items()) or "(base)"
+
+    @functools.cached_property
+    def folder(self) -> Path:
+        """The output folder its runs' folders are in."""
+        return Path(self.config.output_dir)
 
 
 @dataclass(frozen=True)
 class PlannedRun:
-    cell: Cell
-    config: RunConfig  # model.backbone_init resolved to a run folder (an_lab.sweeps.backbones)
-    run_id: str
-    backbone: Backbone | None = None  # the classification run a detection run starts from
+    """One run of a cell: the cell's config with the run's seed and W&B name (built when first asked for: a plan of
+    100,000 runs holds 100,000 of these, not 100,000 configs), or the config given whole (`resolved`: a detection
+    run whose model.backbone_init was resolved to a run folder, an_lab.sweeps.backbones)."""
 
-    @property
-    def seed(self) -> int:
-        return self.config.trainer.seed
+    cell: Cell
+    run_id: str
+    seed: int
+    backbone: Backbone | None = None  # the classification run a detection run starts from
+    resolved: RunConfig | None = field(default=None, repr=False)
+
+    @functools.cached_property
+    def config(self) -> RunConfig:
+        return self.resolved if self.resolved is not None else seeded(self.cell, self.seed)
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.config.output_dir) / self.run_id
+        return self.cell.folder / self.run_id
+
+
+def seeded(cell: Cell, seed: int) -> RunConfig:
+    """The cell's run config with this seed, and W&B's run name (cell label and seed) on the cell's W&B settings."""
+    config = cell.config
+    trainer = config.trainer.model_copy(update={"seed": seed}) if seed != config.trainer.seed else config.trainer
+    name = f"{cell.label} seed={seed}"[:128]
+    return config.model_copy(update={"trainer": trainer, "wandb": cell.wandb.model_copy(update={"name": name})})
 
 
 def show(value: Any) -> str:
@@ -180,6 +204,12 @@ def problems(error: ValidationError) -> tuple[str, str]:
 # Keys whose value is a mapping that is not a section of the run config: a cell's mapping is laid over the base's, as a
 # section's keys would be, rather than replacing it (a string replaces it).
 MERGED = (BACKBONE_KEY,)
+# The sections of a run config: each a model of its own, validated on its own (Resolver._sections).
+SECTIONS = {
+    key: info.annotation
+    for key, info in RunConfig.model_fields.items()
+    if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+}
 
 
 class Resolver:
@@ -188,6 +218,7 @@ class Resolver:
     def __init__(self, sweep: Sweep):
         self.sweep = sweep
         self._trees: dict[str, dict] = {}
+        self._validated: dict[tuple[str, str], BaseModel | dict] = {}
         wandb = sweep.base.get("wandb")
         self._wandb = dict(wandb) if isinstance(wandb, dict) else {}
 
@@ -219,10 +250,34 @@ class Resolver:
         return tree
 
     def validate(self, settings: dict[str, Any], tags: tuple[str, ...] = ()) -> RunConfig | ValidationError:
+        tree = self._tree(settings, tags)
         try:
-            return RunConfig.model_validate(self._tree(settings, tags))
+            return RunConfig.model_validate(self._sections(tree))
+        except ValidationError:
+            pass
+        try:  # the whole tree again, so that the error reads as config.resolve's would
+            return RunConfig.model_validate(tree)
         except ValidationError as error:
             return error
+
+    def _sections(self, tree: dict) -> dict:
+        """The tree with each section (model, data, optim, ...) replaced by its validated model, each distinct
+        section validated once: cells share most of their sections, and the models are frozen. A section that does not
+        validate alone is left as written, for the whole run config's validation to report in place."""
+        out = dict(tree)
+        for key, value in tree.items():
+            model = SECTIONS.get(key)
+            if model is None or not isinstance(value, dict):
+                continue
+            cached = self._validated.get((key, repr(value)))
+            if cached is None:
+                try:
+                    cached = model.model_validate(value)
+                except ValidationError:
+                    cached = value
+                self._validated[(key, repr(value))] = cached
+            out[key] = cached
+        return out
 
     def diagnose(self, settings: dict[str, Any], sources: dict[str, Loc], error: ValidationError) -> UsageError:
         """Blame the base, else the one setting that fails on its own, else the combination of the cell's settings."""
@@ -375,22 +430,28 @@ def expand(sweep: Sweep, seeds: dict[int, list[int]] | list[int] | None = None) 
             name=draft.name,
             loc=draft.loc,
         )
-        wandb = _wandb_identity(sweep, cell)
-        where = _backbone_where(sweep, cell)
+        cell = replace(cell, wandb=_wandb_identity(sweep, cell))
         own = seeds if isinstance(seeds, list) else (seeds or {}).get(index)
-        for seed in own or initial or (config.trainer.seed,):
-            trainer = (
-                config.trainer.model_copy(update={"seed": seed}) if seed != config.trainer.seed else config.trainer
-            )
-            name = f"{cell.label} seed={seed}"[:128]
-            seeded = config.model_copy(update={"trainer": trainer, "wandb": wandb.model_copy(update={"name": name})})
-            seeded, backbone = backbones.resolve(seeded, where)  # before the id: it hashes the backbone's folder
-            identifier = run_id(seeded)
-            if identifier in owner:
-                raise _duplicate(sweep, owner[identifier], cell, identifier)
-            owner[identifier] = cell
-            runs.append(PlannedRun(cell, seeded, identifier, backbone))
+        for run in _cell_runs(sweep, cell, own or initial or (config.trainer.seed,), backbones):
+            if run.run_id in owner:
+                raise _duplicate(sweep, owner[run.run_id], cell, run.run_id)
+            owner[run.run_id] = cell
+            runs.append(run)
     return runs
+
+
+def _cell_runs(sweep: Sweep, cell: Cell, seeds, backbones: BackboneResolver) -> Iterator[PlannedRun]:
+    """The runs of a cell, one per seed. Their configs differ in the seed alone (and the W&B run name, no part of a
+    run's identity), so the cell's identity is hashed once per seed without building a config per run; a detection
+    cell whose backbone_init names a sweep's cell resolves it per seed first (the backbone's folder is hashed)."""
+    if not isinstance(cell.config.model.backbone_init, BackboneInit):
+        for seed, identifier in zip(seeds, seeded_run_ids(cell.config, seeds), strict=True):
+            yield PlannedRun(cell, identifier, seed)
+        return
+    where = _backbone_where(sweep, cell)
+    for seed in seeds:
+        config, backbone = backbones.resolve(seeded(cell, seed), where)  # before the id: it hashes the folder
+        yield PlannedRun(cell, run_id(config), seed, backbone, config)
 
 
 def _one_task(sweep: Sweep, drafts: list, configs: list[RunConfig]) -> None:
@@ -449,14 +510,14 @@ def _duplicate(sweep: Sweep, first: Cell, second: Cell, identifier: str) -> Usag
 
 def check_data_paths(sweep: Sweep, runs: list[PlannedRun]) -> None:
     """Every distinct data config of the runs must be readable (the launcher calls this too, before starting)."""
-    seen = set()
-    for run in runs:
-        data = run.config.data
+    seen, cells = set(), {id(run.cell): run.cell for run in runs}  # a cell's runs share its data
+    for cell in cells.values():
+        data = cell.config.data
         if data in seen:
             continue
         seen.add(data)
         loc: Loc = ("base", "data", "root")
-        for key, source in run.cell.sources.items():
+        for key, source in cell.sources.items():
             if key.startswith("data."):
                 loc = source
         check_data(data, sweep.where(loc, ("base", "data"), ("base",)))

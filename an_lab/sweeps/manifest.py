@@ -22,13 +22,14 @@ from an_lab.errors import UsageError
 from an_lab.migrate import pending_note
 from an_lab.rundir import write_json_atomic
 from an_lab.sweeps.expand import PlannedRun, base_config, expand
+from an_lab.sweeps.records import Manifest, ManifestCell
 from an_lab.sweeps.spec import Sweep, check_name, load_sweep
 
 MANIFEST = "manifest.json"
 
 
-def build_manifest(sweep: Sweep, runs: list[PlannedRun]) -> dict:
-    cells: dict[int, dict] = {}
+def build_manifest(sweep: Sweep, runs: list[PlannedRun]) -> Manifest:
+    cells: dict[int, ManifestCell] = {}
     for run in runs:
         cell = run.cell
         entry = cells.setdefault(
@@ -45,7 +46,7 @@ def build_manifest(sweep: Sweep, runs: list[PlannedRun]) -> dict:
         )
         entry["runs"].append({"run_id": run.run_id, "seed": run.seed})
     base = next((run.cell.config for run in runs if run.cell.kind == "base"), None)
-    tasks = {run.config.task for run in runs} or {base_config(sweep).task}
+    tasks = {run.cell.config.task for run in runs} or {base_config(sweep).task}
     return {
         "name": sweep.name,
         "mode": sweep.mode,
@@ -65,7 +66,7 @@ def _plain(value):
     return list(value) if isinstance(value, tuple) else value
 
 
-def write_manifest(sweep: Sweep, runs: list[PlannedRun] | dict) -> Path:
+def write_manifest(sweep: Sweep, runs: list[PlannedRun] | Manifest) -> Path:
     """Write the sweep folder's manifest (built from the runs, or given whole); refuse a folder that another sweep
     file of the same name owns (check_owner)."""
     check_owner(sweep)
@@ -94,16 +95,25 @@ def check_owner(sweep: Sweep) -> None:
         )
 
 
-def load_manifest(target: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+def load_manifest(target: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Manifest:
     """A sweep file (expanded on the fly) or a sweep folder holding manifest.json (validated: see check_manifest);
     a note on stderr when its output folder still holds runs of an earlier id scheme (an_lab.migrate)."""
-    manifest = _load_manifest(target, overrides)
+    return load_target(target, overrides)[0]
+
+
+def load_target(target: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Manifest, Sweep | None]:
+    """load_manifest(), with the sweep it read when the target is a sweep file (None for a sweep folder), so that a
+    command that needs both reads the file once."""
+    found: list[Sweep] = []
+    manifest = _load_manifest(target, overrides, found)
     if (note := pending_note(Path(manifest["output_dir"]))) is not None:
         print(f"note: {note}", file=sys.stderr)
-    return manifest
+    return manifest, (found[0] if found else None)
 
 
-def _load_manifest(target: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+def _load_manifest(
+    target: str | Path, overrides: list[str] | tuple[str, ...] = (), found: list | None = None
+) -> Manifest:
     path = Path(target)
     if path.name == MANIFEST and path.is_file():
         path = path.parent  # the manifest itself stands for its folder
@@ -123,12 +133,14 @@ def _load_manifest(target: str | Path, overrides: list[str] | tuple[str, ...] = 
         check_manifest(manifest, path / MANIFEST)
         return _beside(manifest, path)
     sweep = with_recorded_overrides(load_sweep(path, overrides))
+    if found is not None:
+        found.append(sweep)
     if sweep.mode == "search" and (sweep.sweep_dir / MANIFEST).is_file():
         return _load_manifest(sweep.sweep_dir)  # the trials Optuna asked are known only to the sweep folder
     return build_manifest(sweep, expand(sweep))
 
 
-def _beside(manifest: dict, folder: Path) -> dict:
+def _beside(manifest: Manifest, folder: Path) -> Manifest:
     """A sweep folder sits at <output_dir>/sweeps/<name>/: its runs are read next to it, wherever it was moved or
     copied (an archive, an rsync back from a cluster), with a note when the recorded output_dir is another folder."""
     here = folder.resolve()
@@ -204,7 +216,7 @@ def _manifest_problem(manifest: object) -> str | None:
     return None
 
 
-def check_manifest(manifest: object, source: str | Path = "the sweep manifest") -> list[dict]:
+def check_manifest(manifest: object, source: str | Path = "the sweep manifest") -> list[ManifestCell]:
     """The manifest's cells, or a UsageError that says what is wrong with it (a hand-edited or damaged file).
 
     Every reader of a manifest (status, cancel, table, plot, report, sync) relies on these checks."""
@@ -216,7 +228,7 @@ def check_manifest(manifest: object, source: str | Path = "the sweep manifest") 
     return manifest["cells"]  # type: ignore[index]
 
 
-def run_dirs(manifest: dict) -> dict[str, Path]:
+def run_dirs(manifest: Manifest) -> dict[str, Path]:
     root = Path(manifest["output_dir"])
     return {run["run_id"]: root / run["run_id"] for cell in manifest["cells"] for run in cell["runs"]}
 

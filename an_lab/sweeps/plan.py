@@ -116,7 +116,9 @@ def run_macs(config: RunConfig) -> int | None:
 
 
 @dataclass
-class Estimate:
+class ComputeEstimate:
+    """Multiply-accumulates of the runs a plan still has to run (an_lab.stats.Estimate is a cell's statistics)."""
+
     macs: int = 0  # summed over the runs to run whose size is known
     counted: int = 0
     unknown: list[str] = field(default_factory=list)  # why some runs could not be counted
@@ -138,7 +140,7 @@ class Plan:
     sweep: Sweep
     runs: list[PlannedRun]
     states: list[tuple[str, str | None]]  # rundir.state of each run
-    estimate: Estimate
+    estimate: ComputeEstimate
     wall: WallTime = field(default_factory=WallTime)
 
     def count(self, *states: str) -> int:
@@ -152,21 +154,26 @@ class Plan:
 TO_RUN = ("pending", "interrupted", "failed")
 
 
-def make_plan(sweep: Sweep, *, check_data: bool = True) -> Plan:
-    """Expand the sweep, read each run's state from its directory and estimate the compute of what is left to run."""
-    runs = planned_runs(sweep)
+def make_plan(sweep: Sweep, *, check_data: bool = True, runs: list[PlannedRun] | None = None) -> Plan:
+    """Expand the sweep (unless its runs are given), read each run's state from its directory and estimate the
+    compute of what is left to run."""
+    runs = planned_runs(sweep) if runs is None else runs
     if check_data:
         check_data_paths(sweep, runs)
-    states = [rundir.state(run.run_dir) for run in runs]
-    estimate, wall = Estimate(), WallTime()
+    states = run_states(runs)
+    estimate, wall = ComputeEstimate(), WallTime()
     timings = measured(sweep.output_dir, run_macs) if any(state in TO_RUN for state, _ in states) else None
+    sizes: dict[int, int | None] = {}  # by cell: a run's seed, all that sets it apart, changes none of its sizes
     for run, (state, _) in zip(runs, states, strict=True):
         if state not in TO_RUN:
             continue
-        macs = run_macs(run.config)
-        wall.add(run.config, macs, timings)
+        config = run.cell.config
+        if id(run.cell) not in sizes:
+            sizes[id(run.cell)] = run_macs(config)
+        macs = sizes[id(run.cell)]
+        wall.add(config, macs, timings)
         if macs is None:
-            data = run.config.data
+            data = config.data
             why = "written on first use" if data.name == "shapes" else f"{data.name} of unknown size"
             estimate.unknown.append(f"{data.root}: {why}")
         else:
@@ -181,6 +188,18 @@ def make_plan(sweep: Sweep, *, check_data: bool = True) -> Plan:
             estimate.macs += macs * trials
             estimate.counted += trials
     return Plan(sweep, runs, states, estimate, wall)
+
+
+def run_states(runs: list[PlannedRun]) -> list[tuple[str, str | None]]:
+    """rundir.state of each run, each output folder listed once (rundir.states)."""
+    by_folder: dict[Path, list[int]] = {}
+    for position, run in enumerate(runs):
+        by_folder.setdefault(run.cell.folder, []).append(position)
+    found: list[tuple[str, str | None]] = [("pending", None)] * len(runs)
+    for folder, positions in by_folder.items():
+        for position, state in zip(positions, rundir.states(folder, [runs[p].run_id for p in positions]), strict=True):
+            found[position] = state
+    return found
 
 
 def state_text(state: str, detail: str | None) -> str:

@@ -10,30 +10,30 @@ from pathlib import Path
 
 from an_lab import stats
 from an_lab.metrics import METRIC_RANGE, METRICS, Metric, manifest_task, primary
-from an_lab.rundir import CONFIG, read_json, read_result, state, trained_iterations, validated_epochs
+from an_lab.rundir import CONFIG, read_json, read_runs, trained_iterations, validated_epochs
 from an_lab.sweeps.journal import JOURNAL, lock_note
 from an_lab.sweeps.manifest import run_dirs
 from an_lab.sweeps.plan import align, state_text
+from an_lab.sweeps.records import Manifest, RunRow
 
 
-def sweep_metric(manifest: dict) -> Metric:
+def sweep_metric(manifest: Manifest) -> Metric:
     """The metric status ranks cells by: the primary metric of the sweep's task (its base config's)."""
     return primary(manifest_task(manifest))
 
 
-def collect(manifest: dict) -> list[dict]:
+def run_rows(manifest: Manifest) -> list[RunRow]:
     """One row per run: cell, seed, run id, state, detail, and under the name of the sweep's primary metric
     (top1_err, bbox_ap) its final value when done."""
-    directories = run_dirs(manifest)
+    root = Path(manifest["output_dir"])
     metric = sweep_metric(manifest)
+    found = read_runs(root, [run["run_id"] for cell in manifest["cells"] for run in cell["runs"]])
     rows = []
     for cell in manifest["cells"]:
         for run in cell["runs"]:
-            directory: Path = directories[run["run_id"]]
-            current, detail = state(directory)
-            result = read_result(directory)[0] if current == "done" else None
+            current, detail, result = next(found)
             if current == "running":
-                detail = "; ".join(filter(None, (epoch_reached(directory), detail)))
+                detail = "; ".join(filter(None, (epoch_reached(root / run["run_id"]), detail)))
             rows.append(
                 {
                     "cell": cell["label"],
@@ -48,20 +48,36 @@ def collect(manifest: dict) -> list[dict]:
     return rows
 
 
+def progress_of(
+    directory: Path, epochs: int, started_at: float, now: float, *, iterations: bool = False
+) -> tuple[int, float | None, float | None]:
+    """(epochs done, or iterations for a detection run, the last value of the primary validation metric, seconds
+    left estimated from the epochs or iterations done so far): what a running run's folder says of its progress, for
+    `status` (epoch_reached) and the live display."""
+    reached, value = validated_epochs(directory)
+    if iterations:
+        reached = trained_iterations(directory)
+    if not reached:
+        return 0, value, None
+    left = (now - started_at) / reached * max(0, epochs - reached)
+    return reached, value, left
+
+
 def epoch_reached(directory: Path) -> str | None:
     """`epoch 3/15` for a running run: the epochs its metrics log holds, of its config's epochs."""
-    reached, _ = validated_epochs(directory)
     config = read_json(directory / CONFIG) or {}
     trainer = (config.get("trainer") or {}) if isinstance(config, dict) else {}
-    if config.get("task") == "detection":  # detection counts iterations (its epochs are stretches between checkpoints)
-        return f"iteration {trained_iterations(directory)}/{trainer.get('iterations') or '?'}"
+    detection = config.get("task") == "detection"  # it counts iterations (its epochs: stretches between checkpoints)
+    reached, _, _ = progress_of(directory, 0, 0.0, 0.0, iterations=detection)
+    if detection:
+        return f"iteration {reached}/{trainer.get('iterations') or '?'}"
     epochs = trainer.get("epochs")
     if not reached:
         return f"epoch 0/{epochs}" if epochs else None
     return f"epoch {reached}/{epochs or '?'}"
 
 
-def scheduler_view(manifest: dict, rows: list[dict]) -> list[str]:
+def scheduler_view(manifest: Manifest, rows: list[RunRow]) -> list[str]:
     """Refine the rows of runs submitted to SLURM with the scheduler's view; returns notes to print.
 
     One squeue and one sacct call for the whole sweep (an_lab.launch.slurm_queue), only for runs that are not done.
@@ -113,7 +129,7 @@ def scheduler_view(manifest: dict, rows: list[dict]) -> list[str]:
     return notes
 
 
-def best_cells(rows: list[dict], metric: Metric = METRICS["top1_err"]) -> tuple[list[str], stats.Estimate] | None:
+def best_cells(rows: list[RunRow], metric: Metric = METRICS["top1_err"]) -> tuple[list[str], stats.Estimate] | None:
     """(labels, estimate of the metric's final value) of the cell with the best mean over its finished runs (the
     lowest error, the highest AP), with every cell whose mean ties it (to 1e-9 points)."""
     values: dict[str, list[float]] = {}
@@ -128,7 +144,7 @@ def best_cells(rows: list[dict], metric: Metric = METRICS["top1_err"]) -> tuple[
     return labels, stats.estimate(values[labels[0]], bounds=METRIC_RANGE)
 
 
-def _best_line(rows: list[dict], metric: Metric = METRICS["top1_err"]) -> str | None:
+def _best_line(rows: list[RunRow], metric: Metric = METRICS["top1_err"]) -> str | None:
     found = best_cells(rows, metric)
     final = all(row.get("state") == "done" for row in rows)
     if found is None:
@@ -146,7 +162,7 @@ def _best_line(rows: list[dict], metric: Metric = METRICS["top1_err"]) -> str | 
     )
 
 
-def render_status(manifest: dict, rows: list[dict]) -> str:
+def render_status(manifest: Manifest, rows: list[RunRow]) -> str:
     metric = sweep_metric(manifest)
     table = [("cell", "seed", "run id", metric.label, "state")]
     for row in rows:
@@ -166,13 +182,13 @@ def render_status(manifest: dict, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def journal_note(manifest: dict) -> str | None:
+def journal_note(manifest: Manifest) -> str | None:
     """A search sweep's Optuna journal lock when it is stale or held (an_lab.sweeps.journal); else None."""
     sweep_dir = Path(manifest["output_dir"]) / "sweeps" / str(manifest["name"])
     return lock_note(sweep_dir) if (sweep_dir / JOURNAL).exists() else None
 
 
-def _sweep_file(manifest: dict) -> str:
+def _sweep_file(manifest: Manifest) -> str:
     """The sweep file to relaunch, as the user can type it (relative to the working directory where it lies under
     it, as a shell would complete it)."""
     recorded = str(manifest.get("sweep_file") or "SWEEP.yaml")
@@ -181,7 +197,7 @@ def _sweep_file(manifest: dict) -> str:
     return shlex.quote(recorded)
 
 
-def orchestrator_line(manifest: dict) -> str | None:
+def orchestrator_line(manifest: Manifest) -> str | None:
     """`orchestrator: slurm 123 RUNNING` for a sweep launched with --detach (one squeue/sacct call); else None."""
     from an_lab.launch.slurm import recorded_orchestrator
     from an_lab.launch.slurm_queue import query

@@ -35,17 +35,22 @@ class Timings:
 
     rates: dict[tuple, dict[str, list[float]]] = field(default_factory=dict)
     calibrated: dict[tuple, tuple[float, str]] = field(default_factory=dict)  # key -> (seconds per MAC, device)
+    _rates: dict[tuple, tuple[float, str, int] | None] = field(default_factory=dict, repr=False)  # measured, by key
 
     def rate(self, config: RunConfig) -> tuple[float, str, int] | None:
         """(seconds per MAC, device, runs measured) for a run like this one; the device with the most runs; from
         a calibration (0 runs measured) where no run has finished."""
-        found = self.rates.get(_key(config))
-        if not found:
-            if (calibration := self.calibrated.get(_calibration_key(config))) is not None:
-                return calibration[0], calibration[1], 0
-            return None
-        device, values = max(found.items(), key=lambda item: len(item[1]))
-        return statistics.median(values), device, len(values)
+        key = _key(config)
+        if key not in self._rates:
+            found = self.rates.get(key)
+            if found:
+                device, values = max(found.items(), key=lambda item: len(item[1]))
+                self._rates[key] = statistics.median(values), device, len(values)
+            else:
+                self._rates[key] = None
+        if self._rates[key] is None and (calibration := self.calibrated.get(_calibration_key(config))) is not None:
+            return calibration[0], calibration[1], 0
+        return self._rates[key]
 
 
 def _calibration_key(config: RunConfig) -> tuple:

@@ -573,3 +573,41 @@ def test_intervals_stay_in_the_metrics_range(tmp_path, capsys):
     rows = _rows(table(capsys, folder, "--metric", "top1", "--detail", "--baseline", "none"))
     low, high = rows["AN"]["95% CI"].strip("[]").split(", ")
     assert float(low) == 0.0 and float(high) > 2.0
+
+
+def _styler_html(shown: pd.DataFrame, classes: pd.DataFrame) -> str:
+    """How the table was rendered before it was written directly: pandas' Styler, the reference for its HTML."""
+    from pandas.io.formats.style import Styler
+
+    rules = [
+        {"selector": "td.best", "props": "font-weight: bold;"},
+        {"selector": "td, th", "props": "padding: 2px 8px; text-align: right;"},
+        {"selector": "td:first-child, th:first-child", "props": "text-align: left;"},
+        {"selector": "thead th", "props": "border-bottom: 1px solid;"},
+    ]
+    styler = Styler(shown, uuid="an_lab_results", cell_ids=False).hide(axis="index").format(escape="html")
+    styler = styler.format_index(escape="html", axis=1).set_td_classes(classes).set_table_styles(rules)
+    text = styler.to_html(table_attributes='class="an-lab-results"')
+    return text if text.endswith("\n") else text + "\n"
+
+
+@pytest.mark.parametrize("rows", [0, 3])
+def test_html_and_latex_tables_are_what_pandas_styler_writes(rows):
+    """The HTML and LaTeX tables are written directly (the Styler took seconds for 10,000 rows); they must be the
+    Styler's text to the byte: escapes (& < > ' "), CSS classes, an empty cell, an empty table, the notes."""
+    from an_lab.analysis.table import _html, _latex, _latex_title
+
+    names = ["Method <&>", "#Params (M)", "AP^bb_50", 'it\'s "x"']
+    texts = [["A & <b>", "1.00", "**2** ± 1", ""], ["B'q\"", "—", "3 ± 4†", "x_y"], ["C", "5", "6", "7"]][:rows]
+    shown = pd.DataFrame(texts, columns=names) if rows else pd.DataFrame({name: [] for name in names}, dtype=object)
+    classes = pd.DataFrame("", index=shown.index, columns=shown.columns)
+    if rows:
+        classes.iloc[0, 2], classes.iloc[1, 2] = "best", "incomplete"
+    assert _html(shown, classes, ["note <1> & 'two'"]) == _styler_html(shown, classes) + (
+        '<p class="an-lab-note">note &lt;1&gt; &amp; &#x27;two&#x27;</p>\n'
+    )
+    styler = shown.rename(columns=_latex_title).style.hide(axis="index")
+    reference = styler.to_latex(hrules=True, column_format="l" + "r" * (shown.shape[1] - 1))
+    assert _latex(shown, []) == reference
+    note = r"\multicolumn{4}{l}{\footnotesize a note} \\" + "\n"
+    assert _latex(shown, ["a note"]) == reference.replace("\\end{tabular}", note + "\\end{tabular}")
