@@ -125,8 +125,10 @@ _LABELLED = {"model.name", "model.norm", "model.an.pooling", "model.an.head", "m
 # backbone's starting weights follow the norm, so a change of backbone_init is not spelled out.
 _DETECTION_NORMS = {"bn_frozen": "BN*", "syncbn": "SyncBN", "gn": "GN", "an": "AN (w/ BN)"}
 _HEAD_NORMS = {"none": "", "gn": " + GN heads", "an_gn": " + AN (w/ GN) heads"}
+_DETECTOR_TITLES = {"mask_rcnn": "Mask R-CNN", "cascade_mask_rcnn": "Cascade Mask R-CNN", "htc": "HTC"}
 _DETECTION_LABELLED = {
     "model.head_norm",
+    "model.detector",
     "model.backbone_init",
     *(f"model.backbone_init.{k}" for k in ("sweep", "cell")),
 }
@@ -152,6 +154,8 @@ def label(config: RunConfig, changes: dict[str, Any], *, with_model: bool = Fals
         text = model.norm.upper()
     if with_model:
         text = f"{model_title(model.name)} {text}"
+    if config.task == "detection" and (model.detector or "mask_rcnn") != "mask_rcnn":
+        text = f"{_DETECTOR_TITLES[model.detector]} {text}"  # the papers' rows: "Cascade Mask R-CNN ResNet-101 BN*"
     skip = (
         _LABELLED
         | ({"recipe"} if with_model else set())

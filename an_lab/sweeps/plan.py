@@ -67,6 +67,9 @@ FPN_RPN_MACS_PER_PIXEL = 106_000
 BOX_HEAD_MACS = {"2fc": 13_900_000, "4conv1fc": 128_400_000}  # 7x7x256 RoI features -> 1024, per RoI
 MASK_HEAD_MACS = 513_000_000  # four 3x3 256-channel convs at 14x14 and the 2x deconvolution, per positive RoI
 POSITIVE_FRACTION = 0.25
+# How often a detector runs its box head and its mask head on a stage's sampled RoIs: a cascade once per stage (3);
+# HTC's mask information flow runs the earlier stages' mask heads again at each stage (1 + 2 + 3 = 6).
+HEAD_RUNS = {"mask_rcnn": (1, 1), "cascade_mask_rcnn": (3, 3), "htc": (3, 6)}
 
 
 def detection_macs_per_image(config: RunConfig) -> float:
@@ -77,7 +80,9 @@ def detection_macs_per_image(config: RunConfig) -> float:
     backbone = MACS_PER_IMAGE[model.name] * pixels / NATIVE_SIZE[model.name] ** 2
     rois = model.detector_options.get("box_batch_size_per_image", 512)
     box_head = BOX_HEAD_MACS[model.box_head or ("2fc" if (model.head_norm or "none") == "none" else "4conv1fc")]
-    return backbone + FPN_RPN_MACS_PER_PIXEL * pixels + rois * (box_head + POSITIVE_FRACTION * MASK_HEAD_MACS)
+    box_runs, mask_runs = HEAD_RUNS[model.detector or "mask_rcnn"]
+    heads = rois * (box_runs * box_head + mask_runs * POSITIVE_FRACTION * MASK_HEAD_MACS)
+    return backbone + FPN_RPN_MACS_PER_PIXEL * pixels + heads
 
 
 def training_macs_per_image(config: RunConfig) -> float:

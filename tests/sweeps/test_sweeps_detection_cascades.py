@@ -27,17 +27,17 @@ def _rows(name: str, root: Path) -> dict[str, object]:
 def test_the_cascade_tables_run_the_20e_schedule_on_the_papers_rows(tmp_path):
     table3 = _rows("detection-table3", tmp_path)
     assert {label: (c.model.detector, c.model.name, c.model.norm) for label, c in table3.items()} == {
-        "BN*": ("cascade_mask_rcnn", "resnet101", "bn_frozen"),
-        "AN (w/ BN)": ("cascade_mask_rcnn", "resnet101", "an"),
-        "BN*, detector=htc": ("htc", "resnet101", "bn_frozen"),
-        "AN (w/ BN), detector=htc": ("htc", "resnet101", "an"),
+        "Cascade Mask R-CNN BN*": ("cascade_mask_rcnn", "resnet101", "bn_frozen"),
+        "Cascade Mask R-CNN AN (w/ BN)": ("cascade_mask_rcnn", "resnet101", "an"),
+        "HTC BN*": ("htc", "resnet101", "bn_frozen"),
+        "HTC AN (w/ BN)": ("htc", "resnet101", "an"),
     }
     table5 = _rows("detection-table5", tmp_path)
     assert {label: (c.model.name, c.model.norm) for label, c in table5.items()} == {
-        "ResNet-101 BN*": ("resnet101", "bn_frozen"),
-        "ResNet-101 AN (w/ BN)": ("resnet101", "an"),
-        "AOGNet-40M BN*": ("aognet_40m", "bn_frozen"),
-        "AOGNet-40M AN (w/ BN)": ("aognet_40m", "an"),
+        "Cascade Mask R-CNN ResNet-101 BN*": ("resnet101", "bn_frozen"),
+        "Cascade Mask R-CNN ResNet-101 AN (w/ BN)": ("resnet101", "an"),
+        "Cascade Mask R-CNN AOGNet-40M BN*": ("aognet_40m", "bn_frozen"),
+        "Cascade Mask R-CNN AOGNet-40M AN (w/ BN)": ("aognet_40m", "an"),
     }
     for config in [*table3.values(), *table5.values()]:
         assert config.recipe == "cascade_mask_rcnn_20e" and config.model.box_head == "2fc"

@@ -379,8 +379,11 @@ def test_help_imports_only_the_command_line(tmp_path):
     ] == []
 
 
-@pytest.mark.parametrize("head_norm", ["none", "gn"])
-def test_the_detection_estimate_matches_torchs_flop_counter_within_a_tenth(head_norm):
+@pytest.mark.parametrize(
+    ("detector", "head_norm"),
+    [("mask_rcnn", "none"), ("mask_rcnn", "gn"), ("cascade_mask_rcnn", "none"), ("htc", "none")],
+)
+def test_the_detection_estimate_matches_torchs_flop_counter_within_a_tenth(detector, head_norm):
     """A Mask R-CNN training forward pass counted by torch (convolutions and linear layers) against the plan's
     per-image estimate, with enough ground-truth boxes that a quarter of the sampled RoIs are positive."""
     import torch
@@ -390,11 +393,17 @@ def test_the_detection_estimate_matches_torchs_flop_counter_within_a_tenth(head_
     from an_lab.models.detection import build_mask_rcnn
     from an_lab.sweeps.plan import detection_macs_per_image
 
-    overrides = ["recipe=mask_rcnn_1x", "data.image_size=192", f"model.head_norm={head_norm}"]
+    overrides = [
+        "recipe=mask_rcnn_1x",
+        "data.image_size=192",
+        f"model.head_norm={head_norm}",
+        f"model.detector={detector}",
+    ]
     config = load_config(None, [*overrides, "model.detector_options={box_batch_size_per_image: 64}"])
     model = build_mask_rcnn(
         "resnet50",
         num_classes=5,
+        detector=detector,
         head_norm=head_norm,
         min_size=192,
         max_size=320,
