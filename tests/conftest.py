@@ -13,6 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+# Triton's interpreter runs the fused AN kernels on CPU tensors where there is no GPU. Triton reads this when it is
+# first imported (its standard library, tl.zeros and the like, is defined then), and any test may import it first
+# (torch._dynamo does, at collection): so it is set here, before anything else is imported (tests/nn/test_fused.py).
+if not Path("/dev/nvidiactl").exists():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 from an_lab.identity import IDENTITY_SCHEME
 
 os.environ.setdefault("WANDB_MODE", "offline")
