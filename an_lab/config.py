@@ -85,10 +85,19 @@ def control_character(text: str) -> str | None:
 
 
 class Strict(BaseModel):
+    """The project's one strict pydantic base: an unknown key is an error, never ignored (sweep files, launcher
+    settings and run configs derive from it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Frozen(Strict):
+    """A strict model that cannot be changed once made: a run config is its identity."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ANConfig(Strict):
+class ANConfig(Frozen):
     # None: the paper's schedule for the network
     k: Annotated[int | tuple[int, ...] | None, BeforeValidator(_k_schedule)] = None
     pooling: Pooling = "rsd"
@@ -110,7 +119,7 @@ DETECTOR_OPTIONS = {
 }
 
 
-class BackboneInit(Strict):
+class BackboneInit(Frozen):
     """A run of a classification sweep of the same project, by sweep name, cell (label or baseline name) and seed."""
 
     sweep: str = Field(min_length=1, max_length=200)
@@ -118,7 +127,7 @@ class BackboneInit(Strict):
     seed: Seed = 0
 
 
-class ModelConfig(Strict):
+class ModelConfig(Frozen):
     name: ModelName = "cifar_resnet20"  # detection: the backbone (resnet50, resnet101, mobilenet_v2)
     norm: Norm = "an"  # detection: the backbone's norm (bn_frozen = BN*, gn, syncbn, an)
     an: ANConfig = ANConfig()
@@ -181,7 +190,7 @@ class ModelConfig(Strict):
         return self
 
 
-class DataConfig(Strict):
+class DataConfig(Frozen):
     name: DataName = "digits"
     root: str = "data"  # data folder; imagefolder expects root/train/<class>/* and root/val/<class>/*
     # training crop side; validation resizes to image_size / 0.875 for ImageNet
@@ -207,7 +216,7 @@ class DataConfig(Strict):
         return value
 
 
-class OptimConfig(Strict):
+class OptimConfig(Frozen):
     base_lr: Number = Field(0.1, gt=0)  # lr = base_lr * global_batch / 256
     momentum: Number = Field(0.9, ge=0, lt=1)
     nesterov: bool = Field(False, strict=True)
@@ -235,7 +244,7 @@ class OptimConfig(Strict):
         return value
 
 
-class TrainerConfig(Strict):
+class TrainerConfig(Frozen):
     epochs: int = Field(120, ge=1, le=MAX_EPOCHS, strict=True)
     precision: Precision = "32"
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
@@ -258,7 +267,7 @@ class TrainerConfig(Strict):
     eval_every: int | None = Field(None, ge=1, le=MAX_ITERATIONS, strict=True)
 
 
-class WandbConfig(Strict):
+class WandbConfig(Frozen):
     mode: Literal["offline", "online", "disabled"] = "offline"
     project: str = "an-lab"
     entity: str | None = None
@@ -284,7 +293,7 @@ RecipeName = Literal[
 ]
 
 
-class RunConfig(Strict):
+class RunConfig(Frozen):
     recipe: RecipeName = "custom"
     task: Task = "classification"
     model: ModelConfig = ModelConfig()

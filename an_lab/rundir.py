@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
 
-from an_lab.errors import UsageError
+from an_lab.atomic import write_json
 from an_lab.metrics import TASKS, primary
 
 CONFIG, STARTED, FAILED, RESULT, CHECKPOINT, METRICS = (
@@ -57,19 +57,10 @@ CLAIM_FD_ENV = "AN_LAB_CLAIM_FD"
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    """Write to a temporary file beside the target and rename: readers see the old file or the whole new one.
-
-    On any failure (a full disk, a read-only folder) the temporary file is removed, the old file stays as it was, and
-    a UsageError names the path and the reason.
-    """
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        os.replace(temporary, path)
-    except OSError as error:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-        raise UsageError(f"cannot write {path}: {error.strerror or error}; nothing there was changed") from None
+    """Write to a temporary file beside the target and rename (an_lab.atomic): readers see the old file or the whole
+    new one. On any failure (a full disk, a read-only folder) the old file stays as it was, and a UsageError names
+    the path and the reason."""
+    write_json(path, data)
 
 
 def read_json(path: Path) -> dict | None:
@@ -135,7 +126,7 @@ class Result(TypedDict, total=False):
     previous_run_ids: list[str]  # the ids it had before an_lab.migrate moved it
 
 
-def _finite(value: object) -> bool:
+def _is_finite_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -155,13 +146,13 @@ def result_problem(result: object, run_id: str | None = None) -> str | None:
     for name, value in final.items():
         if value is None:
             continue
-        if not _finite(value):
+        if not _is_finite_number(value):
             return f"final.{name} is {value!r}, not a finite number"
         numbers += 1
     if not numbers:
         return "it has no final metric"
     best = result.get("best", {})
-    if not isinstance(best, dict) or not all(value is None or _finite(value) for value in best.values()):
+    if not isinstance(best, dict) or not all(value is None or _is_finite_number(value) for value in best.values()):
         return "its 'best' metrics are not finite numbers"
     return None
 
@@ -266,7 +257,11 @@ def claim_owner(run_dir: Path) -> dict | None:
 def describe_owner(owner: dict | None) -> str:
     if not owner:
         return "another process"
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(owner["time"])) if _finite(owner.get("time")) else "?"
+    when = (
+        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(owner["time"]))
+        if _is_finite_number(owner.get("time"))
+        else "?"
+    )
     return f"{owner.get('role', 'a process')} pid {owner.get('pid', '?')} on {owner.get('host', '?')} (since {when})"
 
 

@@ -83,7 +83,7 @@ class Comparison:
         return finite and enough and (self.ci_low > 0 or self.ci_high < 0)
 
 
-def _finite(values: Iterable[float]) -> np.ndarray:
+def _finite_array(values: Iterable[float]) -> np.ndarray:
     array = np.asarray([float(v) for v in values if v is not None], dtype=float)
     return array[np.isfinite(array)]
 
@@ -154,7 +154,7 @@ def estimate(
     """n, mean, std (ddof=1) and the CI of the mean of the finite values (NaN where n is too small); the interval
     no narrower than `resolution` and inside `bounds` (see the module)."""
     _check(method)
-    sample = _finite(values)
+    sample = _finite_array(values)
     n = len(sample)
     if n == 0:
         return Estimate(0, NAN, NAN, NAN, NAN)
@@ -172,7 +172,7 @@ def estimate(
 
 def probability_better(cell: Iterable[float], baseline: Iterable[float], *, lower_is_better: bool = True) -> float:
     """P(a run of the cell beats a run of the baseline), ties counted half: Mann-Whitney U / (n m)."""
-    a, b = _finite(cell), _finite(baseline)
+    a, b = _finite_array(cell), _finite_array(baseline)
     if len(a) == 0 or len(b) == 0:
         return NAN
     # The Mann-Whitney U of the cell (scipy.stats.mannwhitneyu's statistic, counted directly: the test's p-value is
@@ -214,7 +214,7 @@ def _compare(cell, baseline, lower_is_better: bool, method: str, confidence: flo
         differences = estimate([cell[seed] - baseline[seed] for seed in shared], method=method, confidence=confidence)
         low, high = differences.ci_low, differences.ci_high
         return Comparison(len(shared), len(shared), True, differences.mean, low, high, p_better, differences.method)
-    a, b = _finite(cell.values()), _finite(baseline.values())
+    a, b = _finite_array(cell.values()), _finite_array(baseline.values())
     if len(a) == 0 or len(b) == 0:
         return Comparison(len(a), len(b), False, NAN, NAN, NAN, p_better)
     diff = float(a.mean() - b.mean())
@@ -249,7 +249,7 @@ def estimate_many(
     """[estimate(sample, resolution=...) for each sample], the t intervals computed for many samples at once."""
     _check(method)
     steps = list(resolutions) if resolutions is not None else [None] * len(samples)
-    arrays = [_finite(values) for values in samples]
+    arrays = [_finite_array(values) for values in samples]
     found: list[Estimate | None] = [None] * len(arrays)
     groups: dict[int, list[int]] = {}
     for position, array in enumerate(arrays):

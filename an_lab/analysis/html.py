@@ -25,9 +25,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from an_lab.analysis.plots import render_figures, write_files
+from an_lab.analysis.plots import out_advice, render_figures
 from an_lab.analysis.results import collect, primary_metric, sweep_task
 from an_lab.analysis.table import render_table
+from an_lab.atomic import write_files
 from an_lab.errors import UsageError
 from an_lab.metrics import Metric
 from an_lab.rundir import CONFIG, read_json, read_result
@@ -345,5 +346,5 @@ def write_summary(
     full disk or a read-only folder is a UsageError naming the path."""
     path = Path(out)
     page = render_summary(manifest, runs, baseline)
-    write_files({path: page.encode("utf-8")})
+    write_files({path: page.encode("utf-8")}, advice=out_advice)
     return path

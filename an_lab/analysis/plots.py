@@ -27,12 +27,9 @@ temporary files renamed into place, and a full disk or a read-only folder is one
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import io
 import math
-import os
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from an_lab.analysis.results import check_manifest, collect, primary_metric
+from an_lab.atomic import write_files
 from an_lab.errors import UsageError
 from an_lab.metrics import METRIC_RANGE, Metric
 from an_lab.rundir import epoch_metrics
@@ -368,7 +366,7 @@ def _note(figure, lines: list[str]) -> None:
     figure.text(0.01, -0.01, "\n".join(lines), ha="left", va="top", fontsize=11, color="0.2", linespacing=1.4)
 
 
-def _finite(values) -> list[float]:
+def _finite_list(values) -> list[float]:
     return [value for value in values if value is not None and math.isfinite(value)]
 
 
@@ -426,7 +424,7 @@ def _draw_cell(ax, x: float, item: Bar | Reference | Point, look: _Look, gid: st
 
 def _value_range(items) -> tuple[float, float]:
     """The y range that shows every seed, mean and CI of the items (Bar, Reference or Point), padded."""
-    numbers = _finite(v for item in items for v in (*item.values, item.mean, item.ci_low, item.ci_high))
+    numbers = _finite_list(v for item in items for v in (*item.values, item.mean, item.ci_low, item.ci_high))
     low, high = (min(numbers), max(numbers)) if numbers else (0.0, 1.0)
     pad = max(0.08 * (high - low), 0.15)
     return max(METRIC_RANGE[0], low - pad), min(METRIC_RANGE[1], high + pad)  # a percentage's axis stays in range
@@ -589,7 +587,7 @@ def _draw_curve(full, zoom, gid: str, points: list[tuple[int, Estimate]], start:
 
 def _label_ends(zoom, ends: list[tuple[int, str, Estimate]]) -> None:
     """The final mean at each line's end, right of the zoom panel, so that the ranking reads without the legend."""
-    numbers = _finite(v for _, _, e in ends for v in (e.mean, e.ci_low, e.ci_high))
+    numbers = _finite_list(v for _, _, e in ends for v in (e.mean, e.ci_low, e.ci_high))
     low, high = min(numbers), max(numbers)
     pad = max(0.12 * (high - low), 0.4)
     zoom.set_ylim(max(METRIC_RANGE[0], low - pad), min(METRIC_RANGE[1], high + pad))
@@ -784,80 +782,16 @@ def plot_sweep(manifest: Manifest, out_dir: str | Path, runs: pd.DataFrame | Non
     returns the paths written. UsageError when no run is done yet or when the folder cannot take them."""
     drawn = render_figures(manifest, runs, IMAGE_FORMATS)
     folder = Path(out_dir)
-    return write_files({folder / filename: data for filename, data in drawn.items()})
+    return write_files({folder / filename: data for filename, data in drawn.items()}, advice=out_advice)
 
 
 # ---------------------------------------------------------------- writing files
 
 
-def _make_folders(folder: Path, created: list[Path]) -> None:
-    """Create `folder` and its missing parents, appending each folder this call made to `created` (outermost
-    first) as soon as it exists, so that a later failure can remove them again."""
-    missing = []
-    for candidate in (folder, *folder.parents):
-        if candidate.is_dir():
-            break
-        missing.append(candidate)
-    for candidate in reversed(missing):
-        try:
-            candidate.mkdir()
-        except FileExistsError:
-            if not candidate.is_dir():
-                raise
-            continue  # made meanwhile by someone else: not ours to remove
-        created.append(candidate)
-
-
-def _advice(error: OSError) -> str:
+def out_advice(error: OSError) -> str:
+    """What to do when a figure, page or report cannot be written where --out points (an_lab.atomic.write_files)."""
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         return "free some space, or choose another place with --out"
     if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return "choose a writable place with --out"
     return "choose another place with --out"
-
-
-def write_files(files: dict[Path, bytes]) -> list[Path]:
-    """Write every file or none, and never leave a half-written one: each is written (and fsynced) to a temporary
-    file in its own folder, and only once all of them are complete are they renamed over their targets (os.replace),
-    so a reader sees the old file or the whole new one. When a step fails (a full disk, a read-only folder, a target
-    that is a folder) the temporary files and the folders made here are removed, the files already there keep their
-    content, and a UsageError names the path and the reason. Returns the paths written, in the given order."""
-    created: list[Path] = []
-    pending: list[tuple[Path, Path]] = []  # (temporary file, target)
-    replaced: list[Path] = []
-    action, subject = "write", None
-    try:
-        for path, data in files.items():
-            action, subject = "create the folder", path.parent
-            _make_folders(path.parent, created)
-            action, subject = "write", path
-            temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-            pending.append((temporary, path))
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-        for temporary, path in pending:
-            subject = path
-            os.replace(temporary, path)
-            replaced.append(path)
-    except BaseException as error:  # an interrupt cleans up too; only OSError becomes the user's error
-        for temporary, _ in pending:
-            with contextlib.suppress(OSError):
-                temporary.unlink(missing_ok=True)
-        for folder in reversed(created):
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        if not isinstance(error, OSError):
-            raise
-        if action == "create the folder" and error.filename:
-            subject = Path(os.fsdecode(error.filename))
-        kept = (
-            f"{len(replaced)} of the {len(files)} files were already replaced ({', '.join(map(str, replaced))})"
-            if replaced
-            else "nothing there was changed"
-        )
-        reason = error.strerror or str(error)
-        raise UsageError(f"cannot {action} {subject}: {reason}; {kept} ({_advice(error)})") from None
-    return [path for _, path in pending]

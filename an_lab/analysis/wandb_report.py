@@ -33,9 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from an_lab.analysis.plots import write_files
+from an_lab.analysis.plots import out_advice
 from an_lab.analysis.results import check_manifest, sweep_task
 from an_lab.analysis.table import render_table
+from an_lab.atomic import write_files
 from an_lab.errors import UsageError
 from an_lab.metrics import primary
 from an_lab.rundir import CONFIG, read_json
@@ -287,7 +288,7 @@ def write_report_spec(
     }
     out = Path(path)
     # through a temporary file (write_files): a previous spec is kept whole when the disk is full or read-only
-    write_files({out: (json.dumps(document, indent=2) + "\n").encode("utf-8")})
+    write_files({out: (json.dumps(document, indent=2) + "\n").encode("utf-8")}, advice=out_advice)
     return out
 
 

@@ -10,9 +10,9 @@ import re
 import reprlib
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from an_lab.config import MAX_DEVICES, MAX_NUM_NODES, control_character
+from an_lab.config import MAX_DEVICES, MAX_NUM_NODES, Strict, control_character
 
 # sbatch options that launcher.slurm.additional_parameters may not set, and why. Keys are written as submitit spells
 # them, '_' for '-' (mail_type: --mail-type). sbatch also takes any unambiguous prefix of a long option (--out is
@@ -57,10 +57,6 @@ _SLURM_VALUES = {
 _SBATCH_KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _MEMORY = re.compile(r"[0-9]{1,15}(?:[KMGTkmgt][Bb]?)?")
 _TIME = re.compile(r"[0-9][0-9:-]{0,31}")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 def _sbatch_key_problem(key: Any) -> str | None:
@@ -116,7 +112,8 @@ class SlurmSettings(Strict):
     mem: str | None = None  # e.g. "64G"; a bare number is megabytes, as in sbatch
     constraint: str | None = None
     array_parallelism: int | None = Field(None, ge=1, strict=True)
-    additional_parameters: dict[str, Any] = {}  # more sbatch options: {mail_type: END, hold: true}
+    # more sbatch options: {mail_type: END, hold: true}
+    additional_parameters: dict[str, Any] = Field(default_factory=dict)
     # How often `--wait` asks the scheduler (one squeue, at most one sacct per poll); the interval doubles, up to
     # 8 times this, while nothing changes.
     poll_interval_s: float = Field(30.0, ge=0.5, le=3600)

@@ -237,13 +237,16 @@ def _detection_result(config: RunConfig, trainer: pl.Trainer, module, throughput
         **_identity_fields(config),
         "task": "detection",
         "final": {
-            **{name: _finite(final.get(f"val_{name}")) for name in names},
+            **{name: _number_or_none(final.get(f"val_{name}")) for name in names},
             "train_loss": every[-1].get("train_loss"),
         },
-        "best": {**{name: _finite(best.get(f"val_{name}")) for name in names}, "epoch": int(best["epoch"])},
+        "best": {**{name: _number_or_none(best.get(f"val_{name}")) for name in names}, "epoch": int(best["epoch"])},
         "tail": {
             "epoch": [int(row["epoch"]) for row in tail],
-            **{key: [_finite(row.get(key)) for row in tail] for key in ("val_bbox_ap", "val_segm_ap", "train_loss")},
+            **{
+                key: [_number_or_none(row.get(key)) for row in tail]
+                for key in ("val_bbox_ap", "val_segm_ap", "train_loss")
+            },
         },
         "params": counts.total,
         "trainable_params": counts.trainable,
@@ -254,7 +257,7 @@ def _detection_result(config: RunConfig, trainer: pl.Trainer, module, throughput
     }
 
 
-def _finite(value) -> float | None:
+def _number_or_none(value) -> float | None:
     """A metric for result.json: None where COCO has no value (AP of a size the data lacks) rather than NaN."""
     return value if isinstance(value, int | float) and math.isfinite(value) else None
 

@@ -19,7 +19,6 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     Tag,
@@ -34,6 +33,7 @@ from an_lab.config import (
     BackboneInit,
     RunConfig,
     Seed,
+    Strict,
     control_character,
     normalize_sections,
     parse_assignment,
@@ -132,10 +132,6 @@ def config_key_problem(key: str) -> str | None:
     return f"unknown config key {key!r}{hint}{here}"
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 class LauncherSettings(Strict):
     executor: Literal["local", "slurm"] = "local"
     max_parallel: int = Field(1, ge=1)  # runs at once (local processes, or SLURM array tasks unless array_parallelism)
@@ -177,13 +173,14 @@ class SearchSettings(Strict):
     direction: Literal["minimize", "maximize"] | None = None
     n_trials: int = Field(20, ge=1)
     sampler: str = "tpe"
-    sampler_options: dict[str, Any] = {}
+    sampler_options: dict[str, Any] = Field(default_factory=dict)
     pruner: str = "median"
-    pruner_options: dict[str, Any] = {}
+    pruner_options: dict[str, Any] = Field(default_factory=dict)
     storage: str | None = None  # any Optuna storage URL; default: a journal file in the sweep folder
     # How long a write to the journal waits for its lock held by another live process (an_lab.sweeps.journal)
     lock_wait_s: float = Field(LOCK_WAIT_S, gt=0, le=86_400)
-    space: dict[str, Range] = {}  # numeric ranges; list-valued axes are the categorical dimensions
+    # numeric ranges; list-valued axes are the categorical dimensions
+    space: dict[str, Range] = Field(default_factory=dict)
 
     @field_validator("metric")
     @classmethod
@@ -272,10 +269,10 @@ class SweepSpec(Strict):
     name: str
     description: str = ""
     mode: Literal[MODES]  # type: ignore[valid-type]
-    base: dict[str, Any] = {}
-    axes: dict[str, list[Any]] = {}
-    cells: list[dict[str, Any]] = []
-    baselines: dict[str, dict[str, Any]] = {}
+    base: dict[str, Any] = Field(default_factory=dict)
+    axes: dict[str, list[Any]] = Field(default_factory=dict)
+    cells: list[dict[str, Any]] = Field(default_factory=list)
+    baselines: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # A list of seeds, an adaptive policy ({min, max, until: {metric, ci_halfwidth}}), or None: the base's trainer.seed.
     seeds: (
         Annotated[
