@@ -45,9 +45,11 @@ def reference_forward_and_weights(layer: AttentiveNorm2d, x: torch.Tensor) -> tu
 
 
 def _randomized(layer: AttentiveNorm2d) -> AttentiveNorm2d:
+    """Running statistics (where the layer keeps them) and the a2 head's BatchNorm1d away from their initial values."""
     with torch.no_grad():
-        layer.running_mean.normal_()
-        layer.running_var.uniform_(0.5, 2.0)
+        if layer.running_mean is not None:
+            layer.running_mean.normal_()
+            layer.running_var.uniform_(0.5, 2.0)
         if layer.attention.norm is not None:
             layer.attention.norm.weight.uniform_(0.5, 1.5)
             layer.attention.norm.bias.normal_()

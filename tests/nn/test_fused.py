@@ -21,6 +21,7 @@ import textwrap
 
 import pytest
 import torch
+from test_attentive_norm import _randomized  # tests/nn: the same layer set-up for both paths
 from torch import nn
 
 from an_lab.catalog import ACTIVATIONS, HEADS, POOLINGS
@@ -46,17 +47,6 @@ DEVICES = [
 ]
 LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 FP32 = {"out": 5e-6, "grad": 1e-4}  # measured at most 7e-7 and 2.8e-5 over the design cells
-
-
-def _randomized(layer: AttentiveNorm2d) -> AttentiveNorm2d:
-    with torch.no_grad():
-        if layer.running_mean is not None:
-            layer.running_mean.normal_()
-            layer.running_var.uniform_(0.5, 2.0)
-        if layer.attention.norm is not None:
-            layer.attention.norm.weight.uniform_(0.5, 1.5)
-            layer.attention.norm.bias.normal_()
-    return layer
 
 
 def _float64_reference(layer: AttentiveNorm2d) -> AttentiveNorm2d:
