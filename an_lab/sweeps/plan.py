@@ -108,16 +108,14 @@ def run_macs(config: RunConfig) -> int | None:
     if config.task == "detection":
         devices = trainer.devices if isinstance(trainer.devices, int) else 1
         images = trainer.iterations * config.data.batch_size * devices * trainer.num_nodes
-        return round(images * TRAINING_FACTOR * detection_macs_per_image(config))
+        return round(images * training_macs_per_image(config))
     images = train_images(config.data)
     if images is None:
         return None
     if trainer.limit_train_batches is not None:
         devices = trainer.devices if isinstance(trainer.devices, int) else 1
         images = min(images, trainer.limit_train_batches * config.data.batch_size * devices * trainer.num_nodes)
-    name = config.model.name
-    per_image = MACS_PER_IMAGE[name] * (config.data.image_size / NATIVE_SIZE[name]) ** 2
-    return round(trainer.epochs * images * TRAINING_FACTOR * per_image)
+    return round(trainer.epochs * images * training_macs_per_image(config))
 
 
 @dataclass
