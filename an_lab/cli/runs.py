@@ -337,11 +337,13 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         print(f"warning: {missing} (planned anyway; `an-lab sweep` needs the data)", file=sys.stderr)
     if args.calibrate:
         from an_lab.rundir import state
-        from an_lab.sweeps.plan import TO_RUN, training_macs_per_image
-        from an_lab.sweeps.timing import calibrate
+        from an_lab.sweeps.plan import TO_RUN, run_macs, training_macs_per_image
+        from an_lab.sweeps.timing import calibrate, measured
 
         configs = [run.config for run in runs if state(run.run_dir)[0] in TO_RUN]
-        calibrate(sweep.output_dir, configs, training_macs_per_image, say=lambda line: print(line, file=sys.stderr))
+        timings = measured(sweep.output_dir, run_macs)
+        say = lambda line: print(line, file=sys.stderr)  # noqa: E731
+        calibrate(timings, sweep.output_dir, configs, training_macs_per_image, say=say)
     print(render(make_plan(sweep, check_data=False, runs=runs)))
     if (note := pending_note(sweep.output_dir)) is not None:
         print(f"note: {note}", file=sys.stderr)

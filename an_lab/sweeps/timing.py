@@ -73,16 +73,16 @@ def read_calibrations(output_dir: Path) -> dict[tuple, tuple[float, str]]:
     return found
 
 
-def calibrate(output_dir: Path, configs: list[RunConfig], macs_per_image, say=print) -> int:
-    """Time a few training steps of each distinct kind of run among `configs` that has neither a finished run nor a
-    calibration, and keep the figures in the output folder. Imports torch. Returns how many were calibrated."""
+def calibrate(timings: Timings, output_dir: Path, configs: list[RunConfig], macs_per_image, say=print) -> int:
+    """Time a few training steps of each distinct kind of run among `configs` that `timings` (measured: finished
+    runs and kept calibrations) cannot time, and keep the figures in the output folder. Imports torch. Returns how
+    many were calibrated."""
     from an_lab.lightning_modules.calibrate import seconds_per_image
 
-    known = read_calibrations(output_dir)
-    timings = Timings(calibrated=known)
+    known = dict(timings.calibrated)
     todo = {}
     for config in configs:
-        if timings.rate(config) is None and _calibration_key(config) not in known:
+        if timings.rate(config) is None:
             todo.setdefault(_calibration_key(config), config)
     for key, config in todo.items():
         name, norm, size, task, batch, threads = key

@@ -521,10 +521,14 @@ def test_plan_calibrate_times_networks_without_a_finished_run_and_keeps_the_figu
     assert "calibrat" not in wall, wall
 
     (output / CALIBRATION).write_text("{not json")
+    # the finished seed-0 runs time the seed-1 runs: nothing is calibrated, even with no calibration kept
+    timed = an_lab("plan", path, "--calibrate", "--set", "seeds=[0,1]")
+    assert timed.returncode == 0 and "calibrating" not in timed.stderr, timed.stderr
     damaged = an_lab("plan", path, "--set", "data.image_size=24")
     assert damaged.returncode == 0 and "Traceback" not in damaged.stderr
     assert "no finished run to time cifar_resnet20 (an) at 24 px" in damaged.stdout
 
-    gpu = an_lab("plan", path, "--calibrate", "--set", "trainer.accelerator=gpu")
+    # at 24 px no finished run times it, so it would be calibrated: not on a machine without the run's GPU
+    gpu = an_lab("plan", path, "--calibrate", "--set", "trainer.accelerator=gpu", "--set", "data.image_size=24")
     assert gpu.returncode == 2 and "this machine has no CUDA GPU" in gpu.stderr, gpu.stderr
     assert "Traceback" not in gpu.stderr
