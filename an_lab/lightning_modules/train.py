@@ -273,28 +273,34 @@ def _package_version() -> str:
 _CLOSED_WANDB_RUNS: set[int] = set()  # ids of the W&B runs close_wandb has closed (or tried to) in this process
 
 
-def close_wandb(logger, exit_code: int | None = None, say=print) -> None:
+def close_wandb(logger, exit_code: int | None = None, say=print, leaving: bool = False) -> None:
     """Finish the W&B run of a logger, if it started one (a second call does nothing).
 
     A job that SLURM requeues or cancels loses W&B's service process with its step (slurmstepd signals every process
     of the step): finishing then fails on a lost connection. That is one line in the job log, not two tracebacks
     (the failed finish and W&B's atexit teardown, which `wandb.teardown()` unregisters); the offline files keep
-    what the service wrote, and the resumed attempt logs on under the same W&B id."""
+    what the service wrote, and the resumed attempt logs on under the same W&B id.
+
+    `leaving`: the process is on its way out (a signal, a requeue's exit). The service may still be alive when the
+    run finishes and be killed a moment later, before the interpreter exits: W&B's atexit teardown would then fail
+    with a traceback. Tearing the connection down here unregisters that hook whatever happens next."""
     run = logger._experiment if isinstance(logger, WandbLogger) else None
     if run is None or id(run) in _CLOSED_WANDB_RUNS:
         return
     _CLOSED_WANDB_RUNS.add(id(run))
+    import wandb
+
     try:
         run.finish(exit_code=exit_code)
     except Exception as error:  # a lost connection, an abandoned handle: W&B observes and never fails the run
-        import wandb
-
-        with contextlib.suppress(Exception):
-            wandb.teardown()
+        leaving = True
         say(
             f"note: W&B could not close the run ({type(error).__name__}: its service process ended with the job); "
             "what it wrote is kept"
         )
+    if leaving:
+        with contextlib.suppress(Exception):
+            wandb.teardown()
 
 
 def _global_rank_from_env() -> int:
@@ -448,7 +454,9 @@ def _fit(config: RunConfig, directory: Path, plugins: list | None, progress: boo
     if wandb_logger is not None:
         loggers.append(wandb_logger)
     throughput = Throughput()
-    stop = SigtermStop(lambda: [close_wandb(logger, exit_code=SigtermStop.EXIT_CODE, say=say) for logger in loggers])
+    stop = SigtermStop(
+        lambda: [close_wandb(logger, exit_code=SigtermStop.EXIT_CODE, say=say, leaving=True) for logger in loggers]
+    )
     trainer = _trainer(config, loggers, [throughput, AtomicLastCheckpoint(directory)], plugins, progress)
     try:
         with stop:
@@ -456,6 +464,10 @@ def _fit(config: RunConfig, directory: Path, plugins: list | None, progress: boo
     except DivergenceError as error:
         mark_failed(directory, f"diverged: {error}")
         raise RunFailed(f"run {run_id(config)} diverged: {error}") from None
+    except BaseException:  # a requeue's sys.exit, a signal: the process is leaving, W&B's service may go first
+        if wandb_logger is not None:
+            close_wandb(wandb_logger, say=say, leaving=True)
+        raise
     finally:
         if wandb_logger is not None:
             close_wandb(wandb_logger, say=say)

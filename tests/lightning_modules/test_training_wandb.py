@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 import socket
 import threading
 
@@ -62,3 +64,61 @@ def test_an_online_run_without_a_reachable_server_falls_back_to_offline_with_one
     (run,) = [path for path in (tmp_path / "runs").iterdir() if path.is_dir()]
     assert json.loads((run / "result.json").read_text())["final"]["top1_err"] >= 0
     assert len(list((run / "wandb").rglob("offline-run-*"))) == 1
+
+
+LEAVING_SCRIPT = """
+import os, signal, sys, threading, time
+from pathlib import Path
+from an_lab.config import load_config
+from an_lab.lightning_modules.train import train
+
+config = load_config(sys.argv[1])
+run = Path(sys.argv[2])
+
+def requeue(signum, frame):  # what submitit's handler does on a time limit: checkpoint, requeue, sys.exit(-1)
+    sys.exit(-1)
+
+def signal_after_first_checkpoint():
+    while not any(run.glob("*/last.ckpt")):
+        time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGUSR2)
+
+signal.signal(signal.SIGUSR2, requeue)
+threading.Thread(target=signal_after_first_checkpoint, daemon=True).start()
+try:
+    train(config, progress=False)
+finally:
+    # SLURM ends every process of the step on a requeue: W&B's service dies before this interpreter exits.
+    me = str(os.getpid())
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+            except OSError:
+                continue
+            if parent == me:
+                os.kill(int(entry.name), signal.SIGKILL)
+"""
+
+
+def test_a_run_left_by_a_requeue_exit_tears_wandb_down_before_its_service_dies(tmp_path, data_root):
+    # CI once caught W&B's atexit teardown failing with a ConnectionResetError traceback in a requeued job's log: the
+    # run had finished while the service was alive, then SLURM killed the service before the interpreter exited.
+    config = write_config(
+        tmp_path / "leaving.yaml",
+        {
+            "model": {"name": "cifar_resnet20", "norm": "an"},
+            "data": {"name": "digits", "root": str(data_root), "image_size": 16, "batch_size": 64, "num_workers": 0},
+            "trainer": {"epochs": 3, "limit_train_batches": 2},
+            "wandb": {"mode": "offline"},
+            "output_dir": str(tmp_path / "runs"),
+        },
+    )
+    script = tmp_path / "leaving.py"
+    script.write_text(LEAVING_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), str(config), str(tmp_path / "runs")], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 255, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr[-3000:]
+    assert any((tmp_path / "runs").glob("*/wandb/offline-run-*")), "W&B never started: the test would prove nothing"
