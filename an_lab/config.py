@@ -148,18 +148,23 @@ class ModelConfig(Frozen):
     backbone_init: BackboneInit | str | None = None
     backbone_init_ignore: tuple[str, ...] = ()  # fnmatch patterns of keys the backbone_init load may leave out
     # Detection: torchvision MaskRCNN's sampling and output sizes (DETECTOR_OPTIONS; the defaults are COCO's), e.g.
-    # fewer proposals and detections for small images with few objects
+    # fewer proposals and detections for small images with few objects, and the detector's widths
+    # (catalog.DETECTOR_WIDTHS: fpn_channels, box_fc_channels; torchvision's 256 and 1024), e.g. narrower for them
     detector_options: dict[str, Annotated[int, Field(strict=True, ge=1, le=100_000)]] = {}
 
     @field_validator("detector_options")
     @classmethod
     def _known_detector_options(cls, value: dict) -> dict:
-        unknown = sorted(set(value) - set(DETECTOR_OPTIONS))
+        known = {**DETECTOR_OPTIONS, **catalog.DETECTOR_WIDTHS}
+        unknown = sorted(set(value) - set(known))
         if unknown:
-            raise ValueError(
-                f"unknown detector option(s) {', '.join(unknown)}; choose among {', '.join(DETECTOR_OPTIONS)}"
-            )
-        return value
+            raise ValueError(f"unknown detector option(s) {', '.join(unknown)}; choose among {', '.join(known)}")
+        least, most = catalog.DETECTOR_WIDTH_RANGE
+        for name in catalog.DETECTOR_WIDTHS:
+            if name in value and not least <= value[name] <= most:
+                raise ValueError(f"{name} is {value[name]}; a width is from {least} to {most} channels")
+        # torchvision's own value builds the same detector as no value: the run id must not tell them apart
+        return {name: setting for name, setting in value.items() if setting != known[name]}
 
     @model_validator(mode="before")
     @classmethod

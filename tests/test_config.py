@@ -119,6 +119,8 @@ DETECTION = ["recipe=mask_rcnn_1x"]
         ([*DETECTION, "model.detector_options={rpn_top: 5}"], "unknown detector option(s) rpn_top; choose among"),
         ([*DETECTION, "model.detector_options={box_detections_per_img: 0}"], "model.detector_options.box_detections"),
         ([*DETECTION, "model.backbone_init={sweep: a}"], "model.backbone_init"),
+        ([*DETECTION, "model.detector_options={fpn_channels: 4}"], "fpn_channels is 4; a width is from 8 to 4096"),
+        ([*DETECTION, "model.detector_options={box_fc_channels: 9999}"], "box_fc_channels is 9999; a width is from"),
         (["task=segmentation"], "task: 'segmentation' is not valid; choose one of 'classification' or 'detection'"),
     ],
 )
@@ -126,6 +128,16 @@ def test_detection_keys_are_checked_against_the_task(overrides, message):
     with pytest.raises(UsageError) as caught:
         load_config(None, overrides)
     assert message in str(caught.value)
+
+
+def test_a_detectors_widths_are_detector_options_and_join_its_id_only_when_set():
+    narrow = load_config(None, [*DETECTION, "model.detector_options={fpn_channels: 64, box_fc_channels: 256}"])
+    assert narrow.model.detector_options == {"fpn_channels": 64, "box_fc_channels": 256}
+    default = load_config(None, DETECTION)
+    assert run_id(narrow) != run_id(default)
+    # torchvision's own values, spelt out, build the same detector: the same run
+    spelt = load_config(None, [*DETECTION, "model.detector_options={fpn_channels: 256, rpn_batch_size_per_image: 256}"])
+    assert spelt.model.detector_options == {} and run_id(spelt) == run_id(default)
 
 
 def test_the_mask_rcnn_recipes_are_the_papers_schedules_and_classification_ids_are_unchanged():

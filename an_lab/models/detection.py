@@ -66,13 +66,15 @@ import torch
 from torch import nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.backbone_utils import BackboneWithFPN, _resnet_fpn_extractor
-from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, TwoMLPHead
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-from torchvision.ops import FrozenBatchNorm2d
+from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from an_lab.catalog import BOX_HEADS, DETECTORS, HEAD_K, HEAD_NORMS, check_choice
+from an_lab.catalog import BOX_HEADS, DETECTOR_WIDTH_RANGE, DETECTOR_WIDTHS, DETECTORS, HEAD_K, HEAD_NORMS, check_choice
 from an_lab.catalog import DETECTION_BACKBONES as BACKBONES
 from an_lab.catalog import DETECTION_NORMS as BACKBONE_NORMS
+from an_lab.catalog import HEAD_CONVS as _HEAD_CONVS  # convs of the 4conv1fc box head and of the mask head
 from an_lab.models.convert import replace_layer
 from an_lab.models.detection_cascade import CascadeRoIHeads, stage_heads
 from an_lab.models.registry import create
@@ -82,9 +84,8 @@ from an_lab.nn import AttentiveNorm2d
 # configuration).
 HEAD_GROUPS = 32
 
-FPN_CHANNELS = 256  # torchvision's FPN width; the heads below are sized for it
-_HEAD_CONVS = (FPN_CHANNELS,) * 4
-_BOX_FC = 1024
+FPN_CHANNELS = DETECTOR_WIDTHS["fpn_channels"]  # torchvision's FPN width; the RPN head and the heads' convs follow it
+_BOX_FC = DETECTOR_WIDTHS["box_fc_channels"]  # torchvision's representation size: the box head's fc layers
 _BOX_ROI = 7  # MaskRCNN's default box RoIAlign output
 
 _CREATE_NORM = {"bn_frozen": "bn", "gn": "gn", "syncbn": "bn", "an": "an"}
@@ -179,12 +180,26 @@ def apply_an_finetuning_rule(module: nn.Module) -> nn.Module:
 # -- backbones ------------------------------------------------------------------------------------------------
 
 
-def _resnet_backbone(classifier: nn.Module, trainable_layers: int, fpn_norm) -> BackboneWithFPN:
-    """torchvision's ResNet-FPN extractor: layer1-4 into the FPN plus LastLevelMaxPool, the first stages frozen."""
-    return _resnet_fpn_extractor(classifier, trainable_layers, norm_layer=fpn_norm)
+class Widths(NamedTuple):
+    """The detector's widths: the FPN's channels (also the RPN head's and the heads' convs') and the box head's fc
+    channels. torchvision's are 256 and 1024; a narrower detector suits small images with few objects."""
+
+    fpn: int = FPN_CHANNELS
+    box_fc: int = _BOX_FC
 
 
-def _mobilenet_backbone(classifier: nn.Module, trainable_layers: int, fpn_norm) -> BackboneWithFPN:
+def _resnet_backbone(classifier: nn.Module, trainable_layers: int, fpn_norm, fpn_channels: int) -> BackboneWithFPN:
+    """torchvision's ResNet-FPN extractor: layer1-4 into the FPN plus LastLevelMaxPool, the first stages frozen. It
+    builds a 256-channel FPN; another width gets an FPN of its own on the same layers."""
+    backbone = _resnet_fpn_extractor(classifier, trainable_layers, norm_layer=fpn_norm)
+    if fpn_channels != backbone.out_channels:
+        in_channels = [block[0].in_channels for block in backbone.fpn.inner_blocks]
+        backbone.fpn = FeaturePyramidNetwork(in_channels, fpn_channels, LastLevelMaxPool(), norm_layer=fpn_norm)
+        backbone.out_channels = fpn_channels
+    return backbone
+
+
+def _mobilenet_backbone(classifier: nn.Module, trainable_layers: int, fpn_norm, fpn_channels: int) -> BackboneWithFPN:
     """MobileNet-v2 features, the last block of each of strides 4-32 into the FPN (module docstring: why)."""
     features = classifier.features
     strided = [index for index, block in enumerate(features) if getattr(block, "_is_cn", False)]
@@ -199,10 +214,10 @@ def _mobilenet_backbone(classifier: nn.Module, trainable_layers: int, fpn_norm) 
     stage_ends = [start - 1 for start in strided[1:]] + [len(features) - 1]
     return_layers = {str(index): str(level) for level, index in enumerate(stage_ends)}
     in_channels = [features[index].out_channels for index in stage_ends]
-    return BackboneWithFPN(features, return_layers, in_channels, FPN_CHANNELS, norm_layer=fpn_norm)
+    return BackboneWithFPN(features, return_layers, in_channels, fpn_channels, norm_layer=fpn_norm)
 
 
-def _aognet_backbone(classifier: nn.Module, trainable_layers: int, fpn_norm) -> BackboneWithFPN:
+def _aognet_backbone(classifier: nn.Module, trainable_layers: int, fpn_norm, fpn_channels: int) -> BackboneWithFPN:
     """An AOGNet's four stages into the FPN (strides 4-32; AOGNet-12M 128, 256, 512, 824 channels, AOGNet-40M 224,
     448, 896, 1400: the authors' FPN in_channels). Its layers are the stem and the four stages (5, like a ResNet's
     stem and layer1-4); ``trainable_layers`` of them, counted from the end, train: 3, the default, freezes the stem
@@ -216,11 +231,11 @@ def _aognet_backbone(classifier: nn.Module, trainable_layers: int, fpn_norm) -> 
         classifier.get_submodule(name).requires_grad_(False)
     return_layers = {name: str(level) for level, name in enumerate(layers[1:])}
     in_channels = list(classifier.config.filter_list[1:])
-    return BackboneWithFPN(classifier, return_layers, in_channels, FPN_CHANNELS, norm_layer=fpn_norm)
+    return BackboneWithFPN(classifier, return_layers, in_channels, fpn_channels, norm_layer=fpn_norm)
 
 
 def _build_backbone(
-    name: str, backbone_norm: str, k, trainable_layers: int, fpn_norm, create_options: dict[str, Any]
+    name: str, backbone_norm: str, k, trainable_layers: int, fpn_norm, fpn_channels: int, create_options: dict[str, Any]
 ) -> BackboneWithFPN:
     classifier = create(name, norm=_CREATE_NORM[backbone_norm], k=k, num_classes=1000, **create_options)
     if backbone_norm == "bn_frozen":
@@ -228,7 +243,7 @@ def _build_backbone(
     elif backbone_norm == "an":
         apply_an_finetuning_rule(classifier)
     extract = {"mobilenet_v2": _mobilenet_backbone, "aognet_12m": _aognet_backbone, "aognet_40m": _aognet_backbone}
-    backbone = extract.get(name, _resnet_backbone)(classifier, trainable_layers, fpn_norm)
+    backbone = extract.get(name, _resnet_backbone)(classifier, trainable_layers, fpn_norm, fpn_channels)
     # Frozen stages keep their statistics too: their (Sync)BatchNorm layers become FrozenBatchNorm2d.
     freeze_batch_norms(backbone.body, select=_all_parameters_frozen)
     if backbone_norm == "syncbn":
@@ -262,42 +277,69 @@ def _attentive_group_norms(ks: tuple[int, ...]) -> Callable[[int], AttentiveNorm
     return make
 
 
-def _heads(head_norm: str, box_head: str, head_ks: tuple[int, ...], an_mask_head: bool) -> dict[str, nn.Module]:
-    """MaskRCNN's box_head and mask_head arguments; the ones left out take torchvision's defaults."""
-    heads: dict[str, nn.Module] = {}
+def _heads(
+    head_norm: str, box_head: str, head_ks: tuple[int, ...], an_mask_head: bool, widths: Widths, num_classes: int
+) -> dict[str, Any]:
+    """MaskRCNN's head arguments (and num_classes); the heads left out take torchvision's defaults, which are sized
+    for its widths: another width brings every head, and then the predictors carry the classes."""
+    heads: dict[str, Any] = {"num_classes": num_classes}
+    fpn, box_fc = widths
     if box_head == "4conv1fc":
         box_norm = {"none": None, "gn": _group_norm, "an_gn": _attentive_group_norms(head_ks)}[head_norm]
         heads["box_head"] = FastRCNNConvFCHead(
-            (FPN_CHANNELS, _BOX_ROI, _BOX_ROI), list(_HEAD_CONVS), [_BOX_FC], norm_layer=box_norm
+            (fpn, _BOX_ROI, _BOX_ROI), [fpn] * _HEAD_CONVS, [box_fc], norm_layer=box_norm
         )
-    if head_norm != "none":
-        mask_norm = _attentive_group_norms(head_ks) if an_mask_head else _group_norm
-        heads["mask_head"] = MaskRCNNHeads(FPN_CHANNELS, list(_HEAD_CONVS), 1, norm_layer=mask_norm)
+    elif widths != Widths():
+        heads["box_head"] = TwoMLPHead(fpn * _BOX_ROI**2, box_fc)
+    if head_norm != "none" or widths != Widths():
+        mask_norm = None if head_norm == "none" else _attentive_group_norms(head_ks) if an_mask_head else _group_norm
+        heads["mask_head"] = MaskRCNNHeads(fpn, [fpn] * _HEAD_CONVS, 1, norm_layer=mask_norm)
+    if widths != Widths():
+        heads["box_predictor"] = FastRCNNPredictor(box_fc, num_classes)
+        heads["mask_predictor"] = MaskRCNNPredictor(fpn, fpn, num_classes)
+        heads["num_classes"] = None  # MaskRCNN takes the classes from the predictors
     return heads
 
 
 def _cascade_heads(
-    detector: str, num_classes: int, head_norm: str, box_head: str, head_ks: tuple[int, ...], an_mask_head: bool
+    detector: str,
+    num_classes: int,
+    head_norm: str,
+    box_head: str,
+    head_ks: tuple[int, ...],
+    an_mask_head: bool,
+    widths: Widths,
 ) -> dict[str, list[nn.Module]]:
     """A fresh box head, predictor and mask head per cascade stage, normalized as _heads normalizes Mask R-CNN's."""
+    fpn, box_fc = widths
 
     def box() -> nn.Module:
         if box_head == "2fc":
-            return TwoMLPHead(FPN_CHANNELS * _BOX_ROI**2, _BOX_FC)
+            return TwoMLPHead(fpn * _BOX_ROI**2, box_fc)
         norm = {"none": None, "gn": _group_norm, "an_gn": _attentive_group_norms(head_ks)}[head_norm]
-        return FastRCNNConvFCHead((FPN_CHANNELS, _BOX_ROI, _BOX_ROI), list(_HEAD_CONVS), [_BOX_FC], norm_layer=norm)
+        return FastRCNNConvFCHead((fpn, _BOX_ROI, _BOX_ROI), [fpn] * _HEAD_CONVS, [box_fc], norm_layer=norm)
 
     def mask_convs() -> nn.Module:
         norm = None if head_norm == "none" else _attentive_group_norms(head_ks) if an_mask_head else _group_norm
-        return MaskRCNNHeads(FPN_CHANNELS, list(_HEAD_CONVS), 1, norm_layer=norm)
+        return MaskRCNNHeads(fpn, [fpn] * _HEAD_CONVS, 1, norm_layer=norm)
 
     def mask_predictor() -> nn.Module:
-        return MaskRCNNPredictor(FPN_CHANNELS, FPN_CHANNELS, num_classes)
+        return MaskRCNNPredictor(fpn, fpn, num_classes)
 
-    return stage_heads(num_classes, box, _BOX_FC, mask_convs, mask_predictor, htc=detector == "htc")
+    return stage_heads(num_classes, box, box_fc, mask_convs, mask_predictor, htc=detector == "htc", mask_channels=fpn)
 
 
 # -- the detector ---------------------------------------------------------------------------------------------
+
+
+def _width(name: str, value: Any) -> int:
+    least, most = DETECTOR_WIDTH_RANGE
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
+        raise ValueError(
+            f"{name}={value!r} is not valid; give an integer from {least} to {most} "
+            f"(torchvision's: {DETECTOR_WIDTHS[name]})"
+        )
+    return value
 
 
 def build_mask_rcnn(
@@ -328,9 +370,11 @@ def build_mask_rcnn(
     torchvision's count of trainable stages from the top (ResNets and AOGNets 0-5, MobileNet-v2 0-6). min_size,
     max_size: the resize of GeneralizedRCNNTransform. detector_options: further MaskRCNN arguments (RPN and RoI
     sampling, thresholds; a cascade takes its RoI sampling, score threshold, NMS and detections per image from them
-    too). an_options go to create() (pooling, head, activation, placement, stem, zero_init_residual);
-    zero_init_residual defaults to False here: the backbone is meant to receive classification weights, and with
-    them absent a zero gamma in a frozen norm would silence its residual branch for good.
+    too), and the widths (catalog.DETECTOR_WIDTHS, `Widths`): fpn_channels (the FPN's, the RPN head's and the convs
+    of the heads; 256) and box_fc_channels (the box head's fc layers; 1024). an_options go to create() (pooling,
+    head, activation, placement, stem, zero_init_residual); zero_init_residual defaults to False here: the backbone
+    is meant to receive classification weights, and with them absent a zero gamma in a frozen norm would silence its
+    residual branch for good.
     """
     check_choice("detector", detector, DETECTORS)
     check_choice("backbone", backbone, BACKBONES)
@@ -347,21 +391,21 @@ def build_mask_rcnn(
         raise ValueError(f"k_head and an_mask_head apply to head_norm='an_gn', not {head_norm!r}")
     head_ks = _resolve_head_k(k_head)
 
+    options = dict(detector_options or {})
+    widths = Widths(*(_width(name, options.pop(name, default)) for name, default in DETECTOR_WIDTHS.items()))
+
     fpn_norm = None if head_norm == "none" else _group_norm
     create_options = {"zero_init_residual": False, **an_options}
-    body = _build_backbone(backbone, backbone_norm, k, trainable_layers, fpn_norm, create_options)
-    model = MaskRCNN(
-        body,
-        num_classes=num_classes,
-        min_size=min_size,
-        max_size=max_size,
-        **(_heads(head_norm, box_head, head_ks, an_mask_head) if detector == "mask_rcnn" else {}),
-        **dict(detector_options or {}),
-    )
+    body = _build_backbone(backbone, backbone_norm, k, trainable_layers, fpn_norm, widths.fpn, create_options)
+    if detector == "mask_rcnn":
+        heads = _heads(head_norm, box_head, head_ks, an_mask_head, widths, num_classes)
+    else:  # a cascade replaces Mask R-CNN's RoI heads below: these only need to fit the FPN's width
+        heads = _heads("none", "2fc", head_ks, False, widths, num_classes)
+    model = MaskRCNN(body, min_size=min_size, max_size=max_size, **heads, **options)
     if detector != "mask_rcnn":
         single = model.roi_heads  # Mask R-CNN's heads: their sampling and test settings carry over
         model.roi_heads = CascadeRoIHeads(
-            **_cascade_heads(detector, num_classes, head_norm, box_head, head_ks, an_mask_head),
+            **_cascade_heads(detector, num_classes, head_norm, box_head, head_ks, an_mask_head, widths),
             htc=detector == "htc",
             box_roi_pool=single.box_roi_pool,
             mask_roi_pool=single.mask_roi_pool,

@@ -316,6 +316,85 @@ def test_train_losses_and_eval_detections(backbone, backbone_norm, head_norm):
         assert found["masks"].min() >= 0 and found["masks"].max() <= 1
 
 
+# -- narrower detectors (detector_options fpn_channels, box_fc_channels) -------------------------------------------
+
+
+def _conv(c_in: int, c_out: int, kernel: int) -> int:
+    return c_in * c_out * kernel * kernel + c_out
+
+
+@pytest.mark.parametrize("backbone", ["resnet50", "mobilenet_v2"])
+def test_the_fpn_rpn_and_heads_follow_the_widths(backbone):
+    fpn, fc, classes = 64, 256, 91
+    narrow = _meta_detector(backbone, detector_options=(("fpn_channels", fpn), ("box_fc_channels", fc)))
+    levels = {"resnet50": (256, 512, 1024, 2048), "mobilenet_v2": (24, 32, 96, 1280)}[backbone]
+    heads = narrow.roi_heads
+    expected = {
+        "fpn": sum(_conv(c, fpn, 1) + _conv(fpn, fpn, 3) for c in levels),
+        "rpn": _conv(fpn, fpn, 3) + _conv(fpn, 3, 1) + _conv(fpn, 12, 1),  # 3 anchor shapes per place
+        "box_head": (fpn * 49 * fc + fc) + (fc * fc + fc),
+        "box_predictor": (fc * classes + classes) + (fc * 4 * classes + 4 * classes),
+        "mask_head": 4 * _conv(fpn, fpn, 3),
+        "mask_predictor": _conv(fpn, fpn, 2) + _conv(fpn, classes, 1),  # the 2x2 transposed conv, the 1x1 logits
+    }
+    parts = {
+        "fpn": narrow.backbone.fpn,
+        "rpn": narrow.rpn.head,
+        "box_head": heads.box_head,
+        "box_predictor": heads.box_predictor,
+        "mask_head": heads.mask_head,
+        "mask_predictor": heads.mask_predictor,
+    }
+    assert {name: parameter_counts(part).total for name, part in parts.items()} == expected
+    assert narrow.backbone.out_channels == fpn
+    # The body is the same network at any width.
+    default = _meta_detector(backbone)
+    assert parameter_counts(narrow.backbone.body) == parameter_counts(default.backbone.body)
+
+
+def test_torchvisions_widths_given_explicitly_build_the_default_detector():
+    named = _meta_detector("mobilenet_v2", detector_options=(("fpn_channels", 256), ("box_fc_channels", 1024)))
+    assert parameter_counts(named) == parameter_counts(_meta_detector("mobilenet_v2"))
+
+
+@pytest.mark.parametrize(
+    ("detector", "head_norm"),
+    [("mask_rcnn", "none"), ("mask_rcnn", "an_gn"), ("cascade_mask_rcnn", "gn"), ("htc", "none")],
+)
+def test_a_narrow_detector_trains_and_detects(detector, head_norm):
+    torch.manual_seed(0)
+    options = {**CHEAP, "fpn_channels": 32, "box_fc_channels": 64}
+    model = build_mask_rcnn(
+        "mobilenet_v2",
+        num_classes=5,
+        detector=detector,
+        head_norm=head_norm,
+        min_size=SIZE,
+        max_size=SIZE,
+        detector_options=options,
+    )
+    images, targets = _batch()
+    _calibrate(model, images)
+    model.train()
+    losses = model(images, targets)
+    assert all(torch.isfinite(v) for v in losses.values()), losses
+    sum(losses.values()).backward()
+    trainable = [p for p in [*model.roi_heads.parameters(), *model.rpn.parameters()] if p.requires_grad]
+    assert trainable and all(p.grad is not None for p in trainable)
+    model.eval()
+    with torch.no_grad():
+        (found, _) = model(images)
+    assert 0 < len(found["boxes"]) <= CHEAP["box_detections_per_img"]
+    assert found["masks"].shape[1:] == (1, *images[0].shape[1:])
+
+
+@pytest.mark.parametrize("value", [4, 5000, 64.0, True])
+def test_a_width_out_of_range_is_refused_with_the_range(value):
+    refused = pytest.raises(ValueError, match=r"fpn_channels=.* is not valid; give an integer from 8 to 4096")
+    with refused, torch.device("meta"):
+        build_mask_rcnn("mobilenet_v2", num_classes=5, detector_options={"fpn_channels": value})
+
+
 def test_an_mask_head_takes_an_empty_batch_of_rois():
     detector = _small_detector("mobilenet_v2", head_norm="an_gn", an_mask_head=True)
     assert sum(isinstance(m, AttentiveNorm2d) for m in detector.roi_heads.mask_head.modules()) == 4
