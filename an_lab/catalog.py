@@ -26,6 +26,11 @@ NORM_CHOICES = ("bn", "gn", "sn", "se", "an", "an_gn")
 # 4conv1fc box head that AN w/ GN replaces the GN of (one K each).
 DETECTORS = ("mask_rcnn", "cascade_mask_rcnn", "htc")
 DETECTION_BACKBONES = ("resnet50", "resnet101", "mobilenet_v2", "aognet_12m", "aognet_40m")
+# Each backbone's stages in torchvision's count of trainable layers (a ResNet's stem and layer1-4, an AOGNet's stem and
+# four stages, MobileNet-v2's six), and how many of them, from the top, train by default (the papers' frozen stem and
+# first stage).
+DETECTION_STAGES = {"resnet50": 5, "resnet101": 5, "mobilenet_v2": 6, "aognet_12m": 5, "aognet_40m": 5}
+TRAINABLE_STAGES = 3
 BOX_HEADS = ("2fc", "4conv1fc")
 MAX_DETECTION_SIDE = 4_096  # the longest image side a detector is profiled at (config.MAX_IMAGE_SIZE alike)
 DETECTION_NORMS = ("bn_frozen", "gn", "syncbn", "an")

@@ -146,6 +146,9 @@ class ModelConfig(Frozen):
     head_k: Annotated[int | tuple[int, ...] | None, BeforeValidator(_k_schedule)] = None
     an_mask_head: bool | None = Field(None, strict=True)  # an_gn: AN w/ GN in the mask head too (default: GN there)
     backbone_init: BackboneInit | str | None = None
+    # Detection only: how many of the backbone's stages train, from the top (catalog.DETECTION_STAGES; None: 3, the
+    # papers' frozen stem and first stage). A backbone pretrained on little data may need all of them to adapt.
+    trainable_layers: int | None = Field(None, ge=0, le=max(catalog.DETECTION_STAGES.values()), strict=True)
     backbone_init_ignore: tuple[str, ...] = ()  # fnmatch patterns of keys the backbone_init load may leave out
     # Detection: torchvision MaskRCNN's sampling and output sizes (DETECTOR_OPTIONS; the defaults are COCO's), e.g.
     # fewer proposals and detections for small images with few objects, and the detector's widths
@@ -332,6 +335,7 @@ DETECTION_KEYS = {
     ("model", "box_head"): None,
     ("model", "an_mask_head"): None,
     ("model", "backbone_init"): None,
+    ("model", "trainable_layers"): None,
     ("model", "backbone_init_ignore"): (),
     ("model", "detector_options"): {},
     ("data", "max_size"): None,
@@ -388,6 +392,11 @@ def _detection_problems(config: RunConfig) -> list[str]:
         )
     if config.data.name not in DETECTION_DATA:
         problems.append(f"data.name {config.data.name!r}: detection reads {' or '.join(DETECTION_DATA)} (COCO format)")
+    stages = catalog.DETECTION_STAGES.get(model.name)
+    if model.trainable_layers is not None and stages is not None and model.trainable_layers > stages:
+        problems.append(
+            f"model.trainable_layers {model.trainable_layers}: {model.name} has {stages} stages; give 0 to {stages}"
+        )
     if model.box_head == "2fc" and model.head_norm not in (None, "none"):
         problems.append(f"model.box_head '2fc' has no convs for model.head_norm {model.head_norm!r}: use 4conv1fc")
     for key in ("head_k", "an_mask_head"):

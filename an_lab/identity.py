@@ -46,7 +46,11 @@ CHECKSUMMED_DATA = ("cifar10", "cifar100")  # torchvision's downloads, checked a
 AN_NORMS = ("an", "an_gn")
 # Keys added after runs were recorded, with the values that mean what those runs did: at one of them a key stays out
 # of the identity, so that the runs keep their ids (Mask R-CNN, the 2/3 and 8/9 learning-rate steps).
-LATER_KEYS = {("model", "detector"): (None, "mask_rcnn"), ("optim", "lr_steps"): (None,)}
+LATER_KEYS = {
+    ("model", "detector"): (None, "mask_rcnn"),
+    ("optim", "lr_steps"): (None,),
+    ("model", "trainable_layers"): (None, catalog.TRAINABLE_STAGES),
+}
 ANNOTATIONS = "annotations"
 DATA_FILE = ".an-lab-data.json"  # in an output folder: the last fingerprint seen of each data folder its runs read
 

@@ -119,6 +119,8 @@ DETECTION = ["recipe=mask_rcnn_1x"]
         ([*DETECTION, "model.detector_options={rpn_top: 5}"], "unknown detector option(s) rpn_top; choose among"),
         ([*DETECTION, "model.detector_options={box_detections_per_img: 0}"], "model.detector_options.box_detections"),
         ([*DETECTION, "model.backbone_init={sweep: a}"], "model.backbone_init"),
+        ([*DETECTION, "model.trainable_layers=6"], "model.trainable_layers 6: resnet50 has 5 stages; give 0 to 5"),
+        (["model.trainable_layers=5"], "model.trainable_layers is a detection key"),
         ([*DETECTION, "model.detector_options={fpn_channels: 4}"], "fpn_channels is 4; a width is from 8 to 4096"),
         ([*DETECTION, "model.detector_options={box_fc_channels: 9999}"], "box_fc_channels is 9999; a width is from"),
         (["task=segmentation"], "task: 'segmentation' is not valid; choose one of 'classification' or 'detection'"),
@@ -128,6 +130,16 @@ def test_detection_keys_are_checked_against_the_task(overrides, message):
     with pytest.raises(UsageError) as caught:
         load_config(None, overrides)
     assert message in str(caught.value)
+
+
+def test_trainable_layers_name_a_run_only_away_from_the_default_of_3():
+    default = load_config(None, DETECTION)
+    three = load_config(None, [*DETECTION, "model.trainable_layers=3"])
+    every = load_config(None, [*DETECTION, "model.name=mobilenet_v2", "model.trainable_layers=6"])
+    assert run_id(three) == run_id(default)
+    assert every.model.trainable_layers == 6 and run_id(every) != run_id(
+        load_config(None, [*DETECTION, "model.name=mobilenet_v2"])
+    )
 
 
 def test_a_detectors_widths_are_detector_options_and_join_its_id_only_when_set():

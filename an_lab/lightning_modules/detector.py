@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from an_lab import catalog
 from an_lab.config import RunConfig
 from an_lab.data_sources import few
 from an_lab.errors import UsageError
@@ -57,6 +58,7 @@ def build_detector(config: RunConfig, num_classes: int) -> nn.Module:
         min_size=data.image_size,
         max_size=data.max_size or round(data.image_size * 1333 / 800),
         detector_options=model.detector_options,
+        trainable_layers=catalog.TRAINABLE_STAGES if model.trainable_layers is None else model.trainable_layers,
         **an_options,
     )
 

@@ -71,7 +71,16 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from an_lab.catalog import BOX_HEADS, DETECTOR_WIDTH_RANGE, DETECTOR_WIDTHS, DETECTORS, HEAD_K, HEAD_NORMS, check_choice
+from an_lab.catalog import (
+    BOX_HEADS,
+    DETECTOR_WIDTH_RANGE,
+    DETECTOR_WIDTHS,
+    DETECTORS,
+    HEAD_K,
+    HEAD_NORMS,
+    TRAINABLE_STAGES,
+    check_choice,
+)
 from an_lab.catalog import DETECTION_BACKBONES as BACKBONES
 from an_lab.catalog import DETECTION_NORMS as BACKBONE_NORMS
 from an_lab.catalog import HEAD_CONVS as _HEAD_CONVS  # convs of the 4conv1fc box head and of the mask head
@@ -353,7 +362,7 @@ def build_mask_rcnn(
     k_head: int | tuple[int, ...] | None = None,
     box_head: str | None = None,
     an_mask_head: bool = False,
-    trainable_layers: int = 3,
+    trainable_layers: int = TRAINABLE_STAGES,
     min_size: int = 800,
     max_size: int = 1333,
     detector_options: Mapping[str, Any] | None = None,

@@ -246,3 +246,17 @@ def test_model_an_impl_reaches_every_an_layer_of_a_detector(tmp_path, detector):
     tree["model"].update(name="mobilenet_v2", detector=detector, an={"impl": "torch"})
     layers = [m for m in build_detector(RunConfig.model_validate(tree), 5).modules() if isinstance(m, AttentiveNorm2d)]
     assert layers and all(layer.impl == "torch" for layer in layers)
+
+
+@pytest.mark.parametrize(("trainable_layers", "frozen_blocks"), [(None, 7), (6, 0), (0, 19)])
+def test_model_trainable_layers_reach_the_detectors_backbone(tmp_path, trainable_layers, frozen_blocks):
+    # MobileNet-v2's features 0-18: 3 (the default) freezes features 0-6, 6 trains all of them, 0 none.
+    from an_lab.config import RunConfig
+    from an_lab.lightning_modules.detector import build_detector
+
+    tree = detection_tree(tmp_path / "coco", tmp_path / "runs", norm="bn_frozen")
+    tree["model"].update(name="mobilenet_v2", trainable_layers=trainable_layers)
+    with torch.device("meta"):
+        features = build_detector(RunConfig.model_validate(tree), 5).backbone.body
+    frozen = [name for name, block in features.named_children() if not any(p.requires_grad for p in block.parameters())]
+    assert frozen == [str(index) for index in range(frozen_blocks)]
