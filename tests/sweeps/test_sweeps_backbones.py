@@ -134,6 +134,20 @@ def test_cells_resolve_by_label_or_baseline_name_to_the_run_of_the_detection_run
     assert changes == [{"model.backbone_init": {"sweep": "table1", "cell": cell}} for cell in ("an", "Bn")]
 
 
+def test_expansion_finds_another_sweep_only_through_the_finder_it_is_handed(tmp_path):
+    """expand() sits below the manifest and imports nothing above it: another sweep is looked up by the finder the
+    caller hands it (an_lab.sweeps.manifest.find_sweep, as every sweep command does); without one, a cell that names a
+    sweep is a programming error, never a guess."""
+    runs = classification_manifest(tmp_path)
+    path = detection_sweep(tmp_path, runs, {"sweep": "table1", "cell": "AN"})
+    with pytest.raises(TypeError, match="given no sweep finder"):
+        expand(load_sweep(path))
+    assert [run.config.model.backbone_init for run in expand(load_sweep(path), find=find_sweep)] == [
+        str(runs / AN_RUNS[0]),
+        str(runs / AN_RUNS[1]),
+    ]
+
+
 def test_a_cell_index_and_an_explicit_seed_pick_that_run_and_ids_do_not_follow_the_working_directory(
     tmp_path, monkeypatch
 ):
