@@ -13,7 +13,8 @@ Given manifest = an_lab.sweeps.manifest.load_manifest(sweep file or sweep folder
 from an_lab.analysis.html import render_summary, write_summary
 from an_lab.analysis.plots import axis_groups, cell_curves, plot_sweep, render_figures, scatter_points
 from an_lab.analysis.results import collect
-from an_lab.analysis.table import FORMATS, METRICS, render_table, resolve_baseline, summarize
+from an_lab.analysis.summary import METRICS, resolve_baseline, summarize
+from an_lab.analysis.table import FORMATS, render_table
 from an_lab.analysis.wandb_report import build_report, publish_report, sync_sweep, write_report_spec
 
 __all__ = [

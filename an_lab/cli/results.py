@@ -88,7 +88,8 @@ def _table_arguments(parser: argparse.ArgumentParser) -> None:
 )
 def _cmd_table(args: argparse.Namespace) -> int:
 
-    from an_lab.analysis.table import parse_threshold, render_table
+    from an_lab.analysis.convergence import parse_threshold
+    from an_lab.analysis.table import render_table
     from an_lab.sweeps.manifest import load_manifest
 
     if args.min_seeds < 2:

@@ -291,11 +291,13 @@ def _with_backbone(config, path: str | None):
 
     from an_lab.config import BackboneInit
     from an_lab.sweeps.backbones import KEY, BackboneResolver, require_done
+    from an_lab.sweeps.manifest import find_sweep
 
     if not isinstance(config.model.backbone_init, BackboneInit):
         return config
     source = str(path or "defaults")
-    config, backbone = BackboneResolver(Path(path).parent if path else Path.cwd()).resolve(config, source)
+    resolver = BackboneResolver(Path(path).parent if path else Path.cwd(), find_sweep)
+    config, backbone = resolver.resolve(config, source)
     require_done([backbone], f"{source}: {KEY}")
     return config
 

@@ -5,7 +5,9 @@
     print(render(make_plan(sweep)))                                  # what `an-lab plan` prints
 
 A detection run's `model.backbone_init: {sweep, cell, seed}` is resolved while expanding (backbones.py) to the
-folder of that classification run, before the run id is computed; `an-lab sweep` refuses to start a detection run
+folder of that classification run, before the run id is computed; the classification sweep is looked up by the finder
+expand() is handed (`expand(sweep, find=an_lab.sweeps.manifest.find_sweep)`, as every sweep command does, so that
+expansion imports nothing above it). `an-lab sweep` refuses to start a detection run
 whose backbone has not finished, except on SLURM, where it waits for the job training it (sbatch afterok).
 
 Torch-free: `an-lab plan` and `an-lab status` import only this package, pydantic and yaml.

@@ -3,8 +3,9 @@
     model: {name: resnet50, norm: an, backbone_init: {sweep: table1, cell: AN, seed: 0}}
 
 The sweep is found by name: first its folder `<output_dir>/sweeps/<name>/manifest.json` (output_dir: the detection
-run's), else a sweep file `<name>.yaml` beside the detection sweep file (or config file), expanded in memory. The cell
-is matched by label or baseline name (case-insensitive), else by index; the run by seed. A backbone_init that gives no
+run's), else a sweep file `<name>.yaml` beside the detection sweep file (or config file), expanded in memory. Finding
+it is the job of an_lab.sweeps.manifest.find_sweep, which the resolver is handed (it sits above expansion). The cell is
+matched by label or baseline name (case-insensitive), else by index; the run by seed. A backbone_init that gives no
 seed follows the detection run's own seed. The classification run must be a classification run and train the same
 network as the detection backbone.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +27,13 @@ from an_lab.config import BackboneInit, RunConfig
 from an_lab.errors import UsageError
 from an_lab.rundir import CONFIG, read_json, read_result, state
 from an_lab.sweeps.records import Manifest, ManifestCell
-from an_lab.sweeps.spec import check_name
 
 KEY = "model.backbone_init"
-MANIFEST = "manifest.json"  # an_lab.sweeps.manifest.MANIFEST (that module imports expand, which imports this one)
-# Sweep files being expanded in memory to find a backbone: a sweep that names itself would otherwise never end.
-_EXPANDING: set[Path] = set()
+
+SweepFinder = Callable[[str, Path, Path, str], Manifest]
+"""(sweep name, the detection run's output_dir, the folder its sweep file is looked for in, where) -> that sweep's
+manifest, or a UsageError. Finding a sweep reads manifests and expands sweep files, which sit above expansion: the
+finder is passed in from there (an_lab.sweeps.manifest.find_sweep), so that this module and expand.py import neither."""
 
 
 @dataclass(frozen=True)
@@ -55,10 +58,12 @@ class Backbone:
 class BackboneResolver:
     """Resolves the backbone_init of run configs, reading each classification sweep once.
 
-    search_dir: where `<name>.yaml` is looked for (the folder of the detection sweep file or config file)."""
+    search_dir: where `<name>.yaml` is looked for (the folder of the detection sweep file or config file).
+    find: looks a sweep up by name (an_lab.sweeps.manifest.find_sweep); None where no config may name a sweep."""
 
-    def __init__(self, search_dir: str | Path) -> None:
+    def __init__(self, search_dir: str | Path, find: SweepFinder | None = None) -> None:
         self.search_dir = Path(search_dir)
+        self.find = find
         self._manifests: dict[tuple[str, str], Manifest] = {}
 
     def resolve(self, config: RunConfig, where: str) -> tuple[RunConfig, Backbone | None]:
@@ -84,51 +89,10 @@ class BackboneResolver:
     def _manifest(self, name: str, output_dir: Path, where: str) -> Manifest:
         key = (str(output_dir), name)
         if key not in self._manifests:
-            self._manifests[key] = _find(name, output_dir, self.search_dir, where)
+            if self.find is None:
+                raise TypeError(f"{where}: {KEY} names sweep {name!r}, but this resolver was given no sweep finder")
+            self._manifests[key] = self.find(name, output_dir, self.search_dir, where)
         return self._manifests[key]
-
-
-def _find(name: str, output_dir: Path, search_dir: Path, where: str) -> Manifest:
-    """The named sweep's manifest: its folder's manifest.json, else its sweep file expanded in memory."""
-    try:
-        check_name(name, "the sweep name")
-    except ValueError as error:
-        raise UsageError(f"{where}: {KEY}.sweep: {error}") from None
-    folder = output_dir / "sweeps" / name
-    if (folder / MANIFEST).is_file():
-        from an_lab.sweeps.manifest import load_manifest
-
-        return load_manifest(folder)
-    path = search_dir / f"{name}.yaml"
-    if path.is_file():
-        return _expand_file(path, name, where)
-    raise UsageError(
-        f"{where}: {KEY}.sweep {name!r}: no such sweep; looked for its folder {folder / MANIFEST} (written by "
-        f"`an-lab sweep`) and for its sweep file {path}; launch the classification sweep first (an-lab sweep "
-        f"{name}.yaml), or give {KEY} a run folder or a checkpoint file instead"
-    )
-
-
-def _expand_file(path: Path, name: str, where: str) -> Manifest:
-    """The manifest of a classification sweep file, built in memory (nothing is written)."""
-    from an_lab.sweeps.expand import base_config
-    from an_lab.sweeps.manifest import load_manifest
-    from an_lab.sweeps.spec import load_sweep
-
-    resolved = path.resolve()
-    if resolved in _EXPANDING:
-        raise UsageError(f"{where}: {KEY}.sweep {name!r}: {path} takes its own runs' backbones from itself")
-    task = base_config(load_sweep(path)).task
-    if task != "classification":
-        raise UsageError(
-            f"{where}: {KEY}.sweep {name!r}: {path} is a {task} sweep (task: {task}); a backbone comes from a "
-            "classification sweep (task: classification)"
-        )
-    _EXPANDING.add(resolved)
-    try:
-        return load_manifest(path)
-    finally:
-        _EXPANDING.discard(resolved)
 
 
 def _cell_choice(cell: ManifestCell) -> str:

@@ -30,7 +30,7 @@ from an_lab.errors import UsageError
 from an_lab.identity import run_id, seeded_run_ids
 from an_lab.paths import anchor, is_path_key
 from an_lab.sweeps.backbones import KEY as BACKBONE_KEY
-from an_lab.sweeps.backbones import Backbone, BackboneResolver
+from an_lab.sweeps.backbones import Backbone, BackboneResolver, SweepFinder
 from an_lab.sweeps.spec import CONFIG_KEYS, Loc, Sweep, axis_settings, config_key_problem, show_loc
 
 
@@ -311,11 +311,16 @@ class Resolver:
         return config
 
 
-def resolve_settings(sweep: Sweep, settings: dict[str, Any], tags: tuple[str, ...] = ()) -> RunConfig:
-    """One run config from dotted settings on the sweep's base (for search trials); errors as UsageError."""
+def resolve_settings(
+    sweep: Sweep, settings: dict[str, Any], tags: tuple[str, ...] = (), *, find: SweepFinder | None = None
+) -> RunConfig:
+    """One run config from dotted settings on the sweep's base (for search trials); errors as UsageError.
+
+    find: looks up the sweep a model.backbone_init names (an_lab.sweeps.manifest.find_sweep)."""
     flat = dict(leaf for key, value in settings.items() for leaf in _leaves(key, value))
     config = Resolver(sweep).resolve(flat, {}, tags)
-    return BackboneResolver(sweep.path.parent).resolve(config, sweep.where(sweep.base_key_loc(BACKBONE_KEY)))[0]
+    backbones = BackboneResolver(sweep.path.parent, find)
+    return backbones.resolve(config, sweep.where(sweep.base_key_loc(BACKBONE_KEY)))[0]
 
 
 @dataclass
@@ -395,12 +400,16 @@ def _check_search_space(sweep: Sweep, resolver: Resolver, base: _Draft) -> None:
             resolver.resolve({**base.settings, key: value}, {**base.sources, key: ("search", "space", key, end)})
 
 
-def expand(sweep: Sweep, seeds: dict[int, list[int]] | list[int] | None = None) -> list[PlannedRun]:
+def expand(
+    sweep: Sweep, seeds: dict[int, list[int]] | list[int] | None = None, *, find: SweepFinder | None = None
+) -> list[PlannedRun]:
     """Every run of the sweep, cells in order and seeds within each cell; raises UsageError on an invalid or
     duplicate cell. Search mode returns its baselines only (trials come from Optuna).
 
     seeds: cell index -> the seeds that cell runs (adaptive seeding, an_lab.sweeps.seeding), or one list for every
-    cell; cells it does not name run the sweep's initial seeds."""
+    cell; cells it does not name run the sweep's initial seeds.
+    find: looks up the sweep a cell's model.backbone_init names (an_lab.sweeps.manifest.find_sweep, which expands
+    that sweep's file in turn: passed in, so that expansion imports nothing above it)."""
     resolver = Resolver(sweep)
     base, drafts = _drafts(sweep)
     base_config = resolver.resolve(base.settings, base.sources, base.tags)
@@ -418,7 +427,7 @@ def expand(sweep: Sweep, seeds: dict[int, list[int]] | list[int] | None = None) 
     with_model = len({config.model.name for config in configs}) > 1
     an_detail = any(key.startswith("model.an.") for changes in all_changes for key in changes) or sweep.mode == "search"
     initial = sweep.spec.initial_seeds()
-    backbones = BackboneResolver(sweep.path.parent)
+    backbones = BackboneResolver(sweep.path.parent, find)
     runs: list[PlannedRun] = []
     owner: dict[str, Cell] = {}
     for index, (draft, config, changes) in enumerate(zip(drafts, configs, all_changes, strict=True)):

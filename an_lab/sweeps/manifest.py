@@ -21,11 +21,14 @@ from pathlib import Path
 from an_lab.errors import UsageError
 from an_lab.migrate import pending_note
 from an_lab.rundir import write_json_atomic
+from an_lab.sweeps.backbones import KEY as BACKBONE_KEY
 from an_lab.sweeps.expand import PlannedRun, base_config, expand
 from an_lab.sweeps.records import Manifest, ManifestCell
 from an_lab.sweeps.spec import Sweep, check_name, load_sweep
 
 MANIFEST = "manifest.json"
+# Sweep files being expanded in memory to find a backbone: a sweep that names itself would otherwise never end.
+_EXPANDING: set[Path] = set()
 
 
 def build_manifest(sweep: Sweep, runs: list[PlannedRun]) -> Manifest:
@@ -137,7 +140,7 @@ def _load_manifest(
         found.append(sweep)
     if sweep.mode == "search" and (sweep.sweep_dir / MANIFEST).is_file():
         return _load_manifest(sweep.sweep_dir)  # the trials Optuna asked are known only to the sweep folder
-    return build_manifest(sweep, expand(sweep))
+    return build_manifest(sweep, expand(sweep, find=find_sweep))
 
 
 def _beside(manifest: Manifest, folder: Path) -> Manifest:
@@ -252,3 +255,42 @@ def load_sweep_target(target: str | Path, overrides: list[str] | tuple[str, ...]
     if "recorded_output_dir" in manifest:  # a moved sweep folder: its runs are the ones beside it
         recorded.append(f"output_dir={manifest['output_dir']}")
     return load_sweep(source, [*recorded, *overrides])
+
+
+def find_sweep(name: str, output_dir: Path, search_dir: Path, where: str) -> Manifest:
+    """The manifest of the sweep a detection run's model.backbone_init names (an_lab.sweeps.backbones): its folder's
+    manifest.json under the detection run's output_dir, else its sweep file `<name>.yaml` in search_dir, expanded in
+    memory. where: the file (and line) that names it, for error messages."""
+    try:
+        check_name(name, "the sweep name")
+    except ValueError as error:
+        raise UsageError(f"{where}: {BACKBONE_KEY}.sweep: {error}") from None
+    folder = output_dir / "sweeps" / name
+    if (folder / MANIFEST).is_file():
+        return load_manifest(folder)
+    path = search_dir / f"{name}.yaml"
+    if path.is_file():
+        return _expand_file(path, name, where)
+    raise UsageError(
+        f"{where}: {BACKBONE_KEY}.sweep {name!r}: no such sweep; looked for its folder {folder / MANIFEST} (written "
+        f"by `an-lab sweep`) and for its sweep file {path}; launch the classification sweep first (an-lab sweep "
+        f"{name}.yaml), or give {BACKBONE_KEY} a run folder or a checkpoint file instead"
+    )
+
+
+def _expand_file(path: Path, name: str, where: str) -> Manifest:
+    """The manifest of a classification sweep file, built in memory (nothing is written)."""
+    resolved = path.resolve()
+    if resolved in _EXPANDING:
+        raise UsageError(f"{where}: {BACKBONE_KEY}.sweep {name!r}: {path} takes its own runs' backbones from itself")
+    task = base_config(load_sweep(path)).task
+    if task != "classification":
+        raise UsageError(
+            f"{where}: {BACKBONE_KEY}.sweep {name!r}: {path} is a {task} sweep (task: {task}); a backbone comes from "
+            "a classification sweep (task: classification)"
+        )
+    _EXPANDING.add(resolved)
+    try:
+        return load_manifest(path)
+    finally:
+        _EXPANDING.discard(resolved)

@@ -35,7 +35,7 @@ from an_lab.rundir import (
 )
 from an_lab.sweeps.expand import expand, resolve_settings, show
 from an_lab.sweeps.journal import journal_storage
-from an_lab.sweeps.manifest import build_manifest, check_owner, write_manifest
+from an_lab.sweeps.manifest import build_manifest, check_owner, find_sweep, write_manifest
 from an_lab.sweeps.selection import make_run_dir
 from an_lab.sweeps.spec import PRUNERS, SAMPLERS, Sweep
 
@@ -163,7 +163,7 @@ class SearchSource:
         self.sweep, self.executor, self.say = sweep, executor, say
         self.search = sweep.spec.search
         self.study = _study(sweep)
-        self.baselines = expand(sweep)
+        self.baselines = expand(sweep, find=find_sweep)
         self.cells: dict[int, dict] = {}
         self.resumable: list[RunRequest] = []
         self._reattach()
@@ -267,7 +267,7 @@ class SearchSource:
         trial = self.study.ask()
         settings = _suggest(self.sweep, trial)
         tags = tuple(f"{key.rpartition('.')[2]}={show(value)}"[:64] for key, value in settings.items())
-        config = resolve_settings(self.sweep, settings, tags)
+        config = resolve_settings(self.sweep, settings, tags, find=find_sweep)
         directory = run_dir(config)
         cell = _trial_cell(trial.number, settings, tags, config, directory)
         trial.set_user_attr("run_id", directory.name)

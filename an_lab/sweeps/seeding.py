@@ -25,6 +25,7 @@ from an_lab import stats
 from an_lab.metrics import PRIMARY, TASK_METRICS, task_of
 from an_lab.rundir import CONFIG, read_result
 from an_lab.sweeps.expand import PlannedRun, expand
+from an_lab.sweeps.manifest import find_sweep
 from an_lab.sweeps.spec import SeedPolicy, Sweep
 
 
@@ -92,7 +93,7 @@ def plan_seeds(sweep: Sweep) -> tuple[dict[int, list[int]], list[CellSeeds]]:
     if not isinstance(policy, SeedPolicy):
         raise TypeError("plan_seeds needs a sweep with adaptive seeds")
     candidates = policy.candidates()
-    planned = expand(sweep, seeds=candidates)
+    planned = expand(sweep, seeds=candidates, find=find_sweep)
     metric = target_metric(sweep, planned)
     cells = _by_cell(planned)
     reference = _reference(cells)
@@ -146,8 +147,8 @@ def _grow(runs: list[PlannedRun], ref_values: dict[int, float], count: int, poli
 def planned_runs(sweep: Sweep) -> list[PlannedRun]:
     """The runs the sweep wants now: with adaptive seeds, as many seeds per cell as its results so far call for."""
     if isinstance(sweep.spec.seeds, SeedPolicy):
-        return expand(sweep, plan_seeds(sweep)[0])
-    return expand(sweep)
+        return expand(sweep, plan_seeds(sweep)[0], find=find_sweep)
+    return expand(sweep, find=find_sweep)
 
 
 def render_seeds(summary: list[CellSeeds], policy: SeedPolicy) -> list[str]:

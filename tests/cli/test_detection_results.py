@@ -9,8 +9,8 @@ import pytest
 import yaml
 from conftest import an_lab
 
-from an_lab.analysis.table import METRICS as TABLE_CHOICES
-from an_lab.analysis.table import TASK_SELECTIONS
+from an_lab.analysis.summary import METRICS as TABLE_CHOICES
+from an_lab.analysis.summary import TASK_SELECTIONS
 from an_lab.cli.results import _table_arguments
 from an_lab.cli.runs import result_lines
 from an_lab.sweeps.spec import METRICS as SEARCH_METRICS

@@ -20,6 +20,7 @@ from an_lab.launch.base import LaunchError
 from an_lab.launch.slurm import Shape, dependency, sbatch_parameters
 from an_lab.launch.slurm_settings import SlurmSettings
 from an_lab.sweeps.expand import expand
+from an_lab.sweeps.manifest import find_sweep
 from an_lab.sweeps.run import backbone_jobs
 from an_lab.sweeps.spec import load_sweep
 
@@ -117,7 +118,7 @@ def test_cells_resolve_by_label_or_baseline_name_to_the_run_of_the_detection_run
     runs = classification_manifest(tmp_path)
     cells = [{"model.backbone_init": {"cell": "an"}}, {"model.backbone_init": {"cell": "Bn"}}]
     path = detection_sweep(tmp_path, runs, {"sweep": "table1", "cell": "AN"}, cells)
-    planned = expand(load_sweep(path))
+    planned = expand(load_sweep(path), find=find_sweep)
     folders = [(run.cell.index, run.seed, run.config.model.backbone_init) for run in planned]
     assert folders == [
         (0, 0, str(runs / AN_RUNS[0])),
@@ -133,6 +134,20 @@ def test_cells_resolve_by_label_or_baseline_name_to_the_run_of_the_detection_run
     assert changes == [{"model.backbone_init": {"sweep": "table1", "cell": cell}} for cell in ("an", "Bn")]
 
 
+def test_expansion_finds_another_sweep_only_through_the_finder_it_is_handed(tmp_path):
+    """expand() sits below the manifest and imports nothing above it: another sweep is looked up by the finder the
+    caller hands it (an_lab.sweeps.manifest.find_sweep, as every sweep command does); without one, a cell that names a
+    sweep is a programming error, never a guess."""
+    runs = classification_manifest(tmp_path)
+    path = detection_sweep(tmp_path, runs, {"sweep": "table1", "cell": "AN"})
+    with pytest.raises(TypeError, match="given no sweep finder"):
+        expand(load_sweep(path))
+    assert [run.config.model.backbone_init for run in expand(load_sweep(path), find=find_sweep)] == [
+        str(runs / AN_RUNS[0]),
+        str(runs / AN_RUNS[1]),
+    ]
+
+
 def test_a_cell_index_and_an_explicit_seed_pick_that_run_and_ids_do_not_follow_the_working_directory(
     tmp_path, monkeypatch
 ):
@@ -144,7 +159,7 @@ def test_a_cell_index_and_an_explicit_seed_pick_that_run_and_ids_do_not_follow_t
     planned_from = {}
     for where in (tmp_path, tmp_path / "sub", tmp_path / "sub" / "deeper"):
         monkeypatch.chdir(where)
-        planned_from[where] = expand(load_sweep(os.path.relpath(path, where)))
+        planned_from[where] = expand(load_sweep(os.path.relpath(path, where)), find=find_sweep)
     planned = planned_from[tmp_path]
     assert [run.config.model.backbone_init for run in planned] == [str(runs / BN_RUNS[1])] * 2
     assert [run.seed for run in planned] == [0, 1] and planned[0].run_id != planned[1].run_id
@@ -156,14 +171,14 @@ def test_the_sweep_file_beside_the_detection_sweep_is_expanded_in_memory_and_ids
     classification = classification_sweep_file(tmp_path, tmp_path / "cls-runs")
     path = detection_sweep(tmp_path, tmp_path / "det-runs", {"sweep": "table1", "cell": "bn"})
     expected = {run.seed: run.run_dir for run in expand(load_sweep(classification)) if run.cell.name == "bn"}
-    planned = expand(load_sweep(path))
+    planned = expand(load_sweep(path), find=find_sweep)
     assert [run.config.model.backbone_init for run in planned] == [str(expected[0]), str(expected[1])]
     assert not (tmp_path / "cls-runs").exists() and not (tmp_path / "det-runs").exists()  # nothing written
 
     # The same classification runs written elsewhere: the folders follow, the ids do not (a backbone is named by its
     # run id, what it computes, not by where its folder lies: an_lab.identity.backbone_identity).
     classification_sweep_file(tmp_path, tmp_path / "elsewhere")
-    moved = expand(load_sweep(path))
+    moved = expand(load_sweep(path), find=find_sweep)
     assert [run.config.model.backbone_init for run in moved] == [
         str(tmp_path / "elsewhere" / expected[seed].name) for seed in (0, 1)
     ]
@@ -238,7 +253,7 @@ def test_a_local_sweep_stops_before_launching_when_a_backbone_is_not_done(tmp_pa
     assert not list(runs.glob("resnet50-bn_frozen-*/config.json"))  # nothing was started
 
     finish(runs / AN_RUNS[1])
-    assert backbone_jobs(load_sweep(path), expand(load_sweep(path)), can_wait=False) == {}
+    assert backbone_jobs(load_sweep(path), expand(load_sweep(path), find=find_sweep), can_wait=False) == {}
 
 
 def test_an_unfinished_backbone_without_a_queued_job_is_refused_for_slurm(tmp_path):
@@ -248,7 +263,7 @@ def test_an_unfinished_backbone_without_a_queued_job_is_refused_for_slurm(tmp_pa
     (runs / AN_RUNS[0] / "slurm.json").write_text(json.dumps({"job_id": "12;scancel -u root"}))  # no job id
     sweep = load_sweep(path)
     with pytest.raises(UsageError) as error:
-        backbone_jobs(sweep, expand(sweep), can_wait=True)
+        backbone_jobs(sweep, expand(sweep, find=find_sweep), can_wait=True)
     assert "1 backbone run(s) are neither done nor queued or running on SLURM" in str(error.value)
     assert f"`an-lab sweep {tmp_path / 'table1.yaml'} --executor slurm`" in str(error.value)
 

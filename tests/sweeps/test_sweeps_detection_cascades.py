@@ -4,6 +4,7 @@ Tables 4 and 5), each backbone resolved to the run of sweeps/table2.yaml with th
 from pathlib import Path
 
 from an_lab.sweeps.expand import expand
+from an_lab.sweeps.manifest import find_sweep
 from an_lab.sweeps.spec import load_sweep
 
 SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
@@ -14,7 +15,7 @@ def _rows(name: str, root: Path) -> dict[str, object]:
         (run.config.model.name, run.config.model.norm): run.run_id for run in expand(load_sweep(SWEEPS / "table2.yaml"))
     }
     rows = {}
-    for run in expand(load_sweep(SWEEPS / f"{name}.yaml", [f"base.data.root={root}"])):
+    for run in expand(load_sweep(SWEEPS / f"{name}.yaml", [f"base.data.root={root}"]), find=find_sweep):
         model = run.config.model
         source = "bn" if model.norm == "bn_frozen" else model.norm
         assert Path(model.backbone_init).name == classification[(model.name, source)], run.cell.label

@@ -11,6 +11,7 @@ from conftest import an_lab
 from an_lab.config import RunConfig, deep_merge, resolve
 from an_lab.identity import run_id
 from an_lab.sweeps import expand, load_sweep, make_plan, render
+from an_lab.sweeps.manifest import find_sweep
 from an_lab.sweeps.spec import nest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -431,7 +432,7 @@ def test_shipped_detection_sweeps_are_the_papers_rows_on_the_classification_runs
     }
     rows = {}
     for name in ("detection-table2", "detection-table4"):
-        for run in expand(load_sweep(SWEEPS / f"{name}.yaml", ["base.data.root=" + str(tmp_path)])):
+        for run in expand(load_sweep(SWEEPS / f"{name}.yaml", ["base.data.root=" + str(tmp_path)]), find=find_sweep):
             model = run.config.model
             source = "bn" if model.norm == "bn_frozen" else model.norm
             assert Path(model.backbone_init).name == classification[(model.name, source)]
@@ -450,7 +451,7 @@ def test_shipped_detection_sweeps_are_the_papers_rows_on_the_classification_runs
         "BN*": "none",
     }
     pretrain = {(r.config.model.norm, r.seed): r.run_id for r in expand(load_sweep(SWEEPS / "detection-pretrain.yaml"))}
-    for run in expand(load_sweep(SWEEPS / "detection-quickstart.yaml")):
+    for run in expand(load_sweep(SWEEPS / "detection-quickstart.yaml"), find=find_sweep):
         source = "bn" if run.config.model.norm == "bn_frozen" else "an"
         assert Path(run.config.model.backbone_init).name == pretrain[(source, run.seed)]
 
