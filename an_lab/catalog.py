@@ -37,10 +37,10 @@ DETECTION_NORMS = ("bn_frozen", "gn", "syncbn", "an")
 DETECTION_ONLY_NORMS = ("bn_frozen", "syncbn")
 HEAD_NORMS = ("none", "gn", "an_gn")
 HEAD_CONVS = 4
-# detector_options that size a detector (the rest are MaskRCNN's own arguments), with torchvision's widths: the FPN's
-# channels (also the RPN head's and the heads' convs') and the box head's fc channels; and the range a width may take.
-DETECTOR_WIDTHS = {"fpn_channels": 256, "box_fc_channels": 1024}
-DETECTOR_WIDTH_RANGE = (8, 4096)
+# detector_options that size a detector (the rest are MaskRCNN's own arguments): name -> (torchvision's value, least,
+# most). The FPN's channels (also the RPN head's and the heads' convs'), the box head's fc channels, and the side of the
+# smallest anchor (on the stride-4 level; it doubles at each level up to stride 64).
+DETECTOR_SIZES = {"fpn_channels": (256, 8, 4096), "box_fc_channels": (1024, 8, 4096), "anchor_size": (32, 4, 1024)}
 HEAD_K = (10, 10, 20, 20)
 PLACEMENTS = ("paper", "all")
 STEMS = ("plain", "deep")

@@ -88,22 +88,22 @@ class ModelConfig(Frozen):
     trainable_layers: int | None = Field(None, ge=0, le=max(catalog.DETECTION_STAGES.values()), strict=True)
     backbone_init_ignore: tuple[str, ...] = ()  # fnmatch patterns of keys the backbone_init load may leave out
     # Detection: torchvision MaskRCNN's sampling and output sizes (DETECTOR_OPTIONS; the defaults are COCO's), e.g.
-    # fewer proposals and detections for small images with few objects, and the detector's widths
-    # (catalog.DETECTOR_WIDTHS: fpn_channels, box_fc_channels; torchvision's 256 and 1024), e.g. narrower for them
+    # fewer proposals and detections for small images with few objects, and the detector's sizes
+    # (catalog.DETECTOR_SIZES: fpn_channels, box_fc_channels, anchor_size; torchvision's 256, 1024 and 32), e.g. a
+    # narrower detector with smaller anchors for them
     # (pydantic copies a mutable default for each model; ruff cannot tell from here that Frozen is a pydantic model)
     detector_options: dict[str, Annotated[int, Field(strict=True, ge=1, le=100_000)]] = {}  # noqa: RUF012
 
     @field_validator("detector_options")
     @classmethod
     def _known_detector_options(cls, value: dict) -> dict:
-        known = {**DETECTOR_OPTIONS, **catalog.DETECTOR_WIDTHS}
+        known = {**DETECTOR_OPTIONS, **{name: size[0] for name, size in catalog.DETECTOR_SIZES.items()}}
         unknown = sorted(set(value) - set(known))
         if unknown:
             raise ValueError(f"unknown detector option(s) {', '.join(unknown)}; choose among {', '.join(known)}")
-        least, most = catalog.DETECTOR_WIDTH_RANGE
-        for name in catalog.DETECTOR_WIDTHS:
+        for name, (_, least, most) in catalog.DETECTOR_SIZES.items():
             if name in value and not least <= value[name] <= most:
-                raise ValueError(f"{name} is {value[name]}; a width is from {least} to {most} channels")
+                raise ValueError(f"{name} is {value[name]}; give {least} to {most}")
         # torchvision's own value builds the same detector as no value: the run id must not tell them apart
         return {name: setting for name, setting in value.items() if setting != known[name]}
 

@@ -65,6 +65,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN, _resnet_fpn_extractor
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
@@ -73,8 +74,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from an_lab.catalog import (
     BOX_HEADS,
-    DETECTOR_WIDTH_RANGE,
-    DETECTOR_WIDTHS,
+    DETECTOR_SIZES,
     DETECTORS,
     HEAD_K,
     HEAD_NORMS,
@@ -93,8 +93,11 @@ from an_lab.nn import AttentiveNorm2d
 # configuration).
 HEAD_GROUPS = 32
 
-FPN_CHANNELS = DETECTOR_WIDTHS["fpn_channels"]  # torchvision's FPN width; the RPN head and the heads' convs follow it
-_BOX_FC = DETECTOR_WIDTHS["box_fc_channels"]  # torchvision's representation size: the box head's fc layers
+FPN_CHANNELS = DETECTOR_SIZES["fpn_channels"][0]  # torchvision's FPN width; the RPN head and the heads' convs follow it
+_BOX_FC = DETECTOR_SIZES["box_fc_channels"][0]  # torchvision's representation size: the box head's fc layers
+_ANCHOR = DETECTOR_SIZES["anchor_size"][0]  # torchvision's smallest anchor, doubled at each of the 5 FPN levels
+_ASPECT_RATIOS = (0.5, 1.0, 2.0)  # torchvision's, at every level
+_ANCHOR_LEVELS = 5  # strides 4 to 32 of every backbone's FPN and the max-pooled level above them
 _BOX_ROI = 7  # MaskRCNN's default box RoIAlign output
 
 _CREATE_NORM = {"bn_frozen": "bn", "gn": "gn", "syncbn": "bn", "an": "an"}
@@ -341,12 +344,11 @@ def _cascade_heads(
 # -- the detector ---------------------------------------------------------------------------------------------
 
 
-def _width(name: str, value: Any) -> int:
-    least, most = DETECTOR_WIDTH_RANGE
+def _size(name: str, value: Any) -> int:
+    default, least, most = DETECTOR_SIZES[name]
     if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
         raise ValueError(
-            f"{name}={value!r} is not valid; give an integer from {least} to {most} "
-            f"(torchvision's: {DETECTOR_WIDTHS[name]})"
+            f"{name}={value!r} is not valid; give an integer from {least} to {most} (torchvision's: {default})"
         )
     return value
 
@@ -379,8 +381,9 @@ def build_mask_rcnn(
     torchvision's count of trainable stages from the top (ResNets and AOGNets 0-5, MobileNet-v2 0-6). min_size,
     max_size: the resize of GeneralizedRCNNTransform. detector_options: further MaskRCNN arguments (RPN and RoI
     sampling, thresholds; a cascade takes its RoI sampling, score threshold, NMS and detections per image from them
-    too), and the widths (catalog.DETECTOR_WIDTHS, `Widths`): fpn_channels (the FPN's, the RPN head's and the convs
-    of the heads; 256) and box_fc_channels (the box head's fc layers; 1024). an_options go to create() (pooling,
+    too), and the sizes (catalog.DETECTOR_SIZES): fpn_channels (the FPN's, the RPN head's and the convs of the
+    heads; 256), box_fc_channels (the box head's fc layers; 1024) and anchor_size (the smallest anchor's side, on the
+    stride-4 level, doubled at each level; 32). an_options go to create() (pooling,
     head, activation, placement, stem, zero_init_residual); zero_init_residual defaults to False here: the backbone
     is meant to receive classification weights, and with them absent a zero gamma in a frozen norm would silence its
     residual branch for good.
@@ -401,7 +404,11 @@ def build_mask_rcnn(
     head_ks = _resolve_head_k(k_head)
 
     options = dict(detector_options or {})
-    widths = Widths(*(_width(name, options.pop(name, default)) for name, default in DETECTOR_WIDTHS.items()))
+    fpn_channels, box_fc, anchor = (_size(name, options.pop(name, size[0])) for name, size in DETECTOR_SIZES.items())
+    widths = Widths(fpn_channels, box_fc)
+    if anchor != _ANCHOR:  # torchvision's generator otherwise: sizes 32 to 512 over the 5 levels
+        sizes = tuple((anchor * 2**level,) for level in range(_ANCHOR_LEVELS))
+        options["rpn_anchor_generator"] = AnchorGenerator(sizes, (_ASPECT_RATIOS,) * _ANCHOR_LEVELS)
 
     fpn_norm = None if head_norm == "none" else _group_norm
     create_options = {"zero_init_residual": False, **an_options}

@@ -352,6 +352,27 @@ def test_the_fpn_rpn_and_heads_follow_the_widths(backbone):
     assert parameter_counts(narrow.backbone.body) == parameter_counts(default.backbone.body)
 
 
+def test_anchor_size_sets_the_smallest_anchor_and_doubles_it_per_level():
+    small = _meta_detector("mobilenet_v2", detector_options=(("anchor_size", 16),)).rpn.anchor_generator
+    assert small.sizes == ((16,), (32,), (64,), (128,), (256,))
+    assert small.aspect_ratios == ((0.5, 1.0, 2.0),) * 5
+    assert _meta_detector("mobilenet_v2").rpn.anchor_generator.sizes == ((32,), (64,), (128,), (256,), (512,))
+    # a real forward pass puts the anchors on the image: 3 per place of each level of a 64 x 64 input
+    torch.manual_seed(0)
+    model = build_mask_rcnn(
+        "mobilenet_v2", num_classes=5, min_size=64, max_size=64, detector_options={"anchor_size": 8}
+    )
+    model.eval()
+    images = model.transform([torch.rand(3, 64, 64)])[0]
+    features = list(model.backbone(images.tensors).values())
+    anchors = model.rpn.anchor_generator(images, features)[0]
+    places = sum(f.shape[-2] * f.shape[-1] for f in features)
+    assert anchors.shape == (3 * places, 4)
+    sides = (anchors[:, 2:] - anchors[:, :2]).prod(dim=1).sqrt()
+    assert torch.allclose(sides.min(), torch.tensor(8.0), atol=0.01)
+    assert torch.allclose(sides.max(), torch.tensor(128.0), atol=0.01)
+
+
 def test_torchvisions_widths_given_explicitly_build_the_default_detector():
     named = _meta_detector("mobilenet_v2", detector_options=(("fpn_channels", 256), ("box_fc_channels", 1024)))
     assert parameter_counts(named) == parameter_counts(_meta_detector("mobilenet_v2"))
@@ -388,11 +409,20 @@ def test_a_narrow_detector_trains_and_detects(detector, head_norm):
     assert found["masks"].shape[1:] == (1, *images[0].shape[1:])
 
 
-@pytest.mark.parametrize("value", [4, 5000, 64.0, True])
-def test_a_width_out_of_range_is_refused_with_the_range(value):
-    refused = pytest.raises(ValueError, match=r"fpn_channels=.* is not valid; give an integer from 8 to 4096")
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("fpn_channels", 4, "from 8 to 4096"),
+        ("fpn_channels", 5000, "from 8 to 4096"),
+        ("box_fc_channels", 64.0, "from 8 to 4096"),
+        ("fpn_channels", True, "from 8 to 4096"),
+        ("anchor_size", 2, "from 4 to 1024"),
+    ],
+)
+def test_a_size_out_of_range_is_refused_with_the_range(option, value, message):
+    refused = pytest.raises(ValueError, match=rf"{option}=.* is not valid; give an integer {message}")
     with refused, torch.device("meta"):
-        build_mask_rcnn("mobilenet_v2", num_classes=5, detector_options={"fpn_channels": value})
+        build_mask_rcnn("mobilenet_v2", num_classes=5, detector_options={option: value})
 
 
 def test_an_mask_head_takes_an_empty_batch_of_rois():

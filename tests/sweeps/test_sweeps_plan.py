@@ -450,10 +450,18 @@ def test_shipped_detection_sweeps_are_the_papers_rows_on_the_classification_runs
         "AN (w/ BN)": "none",
         "BN*": "none",
     }
-    pretrain = {(r.config.model.norm, r.seed): r.run_id for r in expand(load_sweep(SWEEPS / "detection-pretrain.yaml"))}
-    for run in expand(load_sweep(SWEEPS / "detection-quickstart.yaml"), find=find_sweep):
+    pretrain = {r.config.model.norm: r.run_id for r in expand(load_sweep(SWEEPS / "detection-pretrain.yaml"))}
+    assert len(pretrain) == 2  # one backbone per norm: the detectors of both seeds start from it
+    quickstart = expand(load_sweep(SWEEPS / "detection-quickstart.yaml"), find=find_sweep)
+    assert sorted((run.config.model.norm, run.seed) for run in quickstart) == [
+        ("an", 0),
+        ("an", 1),
+        ("bn_frozen", 0),
+        ("bn_frozen", 1),
+    ]
+    for run in quickstart:
         source = "bn" if run.config.model.norm == "bn_frozen" else "an"
-        assert Path(run.config.model.backbone_init).name == pretrain[(source, run.seed)]
+        assert Path(run.config.model.backbone_init).name == pretrain[source]
 
 
 def test_plan_estimates_wall_time_from_the_finished_runs_of_the_same_network(tmp_path, data_root):
