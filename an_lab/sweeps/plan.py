@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from an_lab import rundir
+from an_lab import catalog, rundir
 from an_lab.config import DataConfig, RunConfig
 from an_lab.data_sources import annotation_path
 from an_lab.sweeps.expand import PlannedRun, base_config, check_data_paths, show
@@ -61,12 +61,27 @@ def train_images(data: DataConfig) -> int | None:
 # Mask R-CNN + FPN, per training image (an estimate from the layer shapes, checked against torch's FLOP counter in
 # tests/sweeps/test_sweeps_plan.py): the backbone (MACS_PER_IMAGE scaled to the resized image: shorter side
 # data.image_size, longer side 4/3 of it as COCO's typical 640 x 480, at most data.max_size), the FPN and RPN per input
-# pixel (1x1 laterals from strides 4-32, 3x3 256-channel outputs at strides 4-32, the RPN's 3x3 conv at strides 4-64),
-# the box head per sampled RoI (box_batch_size_per_image, 512) and the mask head per positive RoI (a quarter of them).
-FPN_RPN_MACS_PER_PIXEL = 106_000
-BOX_HEAD_MACS = {"2fc": 13_900_000, "4conv1fc": 128_400_000}  # 7x7x256 RoI features -> 1024, per RoI
-MASK_HEAD_MACS = 513_000_000  # four 3x3 256-channel convs at 14x14 and the 2x deconvolution, per positive RoI
+# pixel, the box head per sampled RoI (box_batch_size_per_image, 512) and the mask head per positive RoI (a quarter of
+# them), at the detector's widths (detector_options fpn_channels F, box_fc_channels B; torchvision's 256 and 1024):
+# per input pixel, the 1x1 laterals from strides 4-32 (about 7,700 MACs at F = 256, linear in F) and the 3x3 F-channel
+# convs of the FPN outputs (strides 4-32) and of the RPN (strides 4-64; 98,300 at 256, quadratic in F); per RoI, 7x7xF
+# features into the 2fc head (fc6 49 F B, fc7 B B) or through the 4conv1fc head (four 3x3 convs at 7x7, then fc 49 F B);
+# per positive RoI, the mask head's four 3x3 convs at 14x14 and its 2x2 deconvolution (40 x 196 F^2).
+FPN_LATERAL_MACS_PER_PIXEL = 7_700
+FPN_RPN_3X3_MACS_PER_PIXEL = 98_300
 POSITIVE_FRACTION = 0.25
+
+
+def _box_head_macs(box_head: str, fpn: int, box_fc: int) -> int:
+    if box_head == "2fc":
+        return 49 * fpn * box_fc + box_fc * box_fc
+    return 4 * 9 * 49 * fpn * fpn + 49 * fpn * box_fc
+
+
+def _mask_head_macs(fpn: int) -> int:
+    return 40 * 196 * fpn * fpn
+
+
 # How often a detector runs its box head and its mask head on a stage's sampled RoIs: a cascade once per stage (3);
 # HTC's mask information flow runs the earlier stages' mask heads again at each stage (1 + 2 + 3 = 6).
 HEAD_RUNS = {"mask_rcnn": (1, 1), "cascade_mask_rcnn": (3, 3), "htc": (3, 6)}
@@ -78,11 +93,15 @@ def detection_macs_per_image(config: RunConfig) -> float:
     long = min(data.max_size or round(short * 1333 / 800), round(short * 4 / 3))
     pixels = short * long
     backbone = MACS_PER_IMAGE[model.name] * pixels / NATIVE_SIZE[model.name] ** 2
-    rois = model.detector_options.get("box_batch_size_per_image", 512)
-    box_head = BOX_HEAD_MACS[model.box_head or ("2fc" if (model.head_norm or "none") == "none" else "4conv1fc")]
+    options = model.detector_options
+    rois = options.get("box_batch_size_per_image", 512)
+    fpn, box_fc = (options.get(name, catalog.DETECTOR_SIZES[name][0]) for name in ("fpn_channels", "box_fc_channels"))
+    kind = model.box_head or ("2fc" if (model.head_norm or "none") == "none" else "4conv1fc")
     box_runs, mask_runs = HEAD_RUNS[model.detector or "mask_rcnn"]
-    heads = rois * (box_runs * box_head + mask_runs * POSITIVE_FRACTION * MASK_HEAD_MACS)
-    return backbone + FPN_RPN_MACS_PER_PIXEL * pixels + heads
+    heads = rois * (box_runs * _box_head_macs(kind, fpn, box_fc) + mask_runs * POSITIVE_FRACTION * _mask_head_macs(fpn))
+    scale = fpn / 256
+    fpn_rpn = FPN_LATERAL_MACS_PER_PIXEL * scale + FPN_RPN_3X3_MACS_PER_PIXEL * scale * scale
+    return backbone + fpn_rpn * pixels + heads
 
 
 def training_macs_per_image(config: RunConfig) -> float:

@@ -380,13 +380,24 @@ def test_help_imports_only_the_command_line(tmp_path):
     ] == []
 
 
+NARROW = {"fpn_channels": 32, "box_fc_channels": 256}  # the detection quickstart's widths
+
+
 @pytest.mark.parametrize(
-    ("detector", "head_norm"),
-    [("mask_rcnn", "none"), ("mask_rcnn", "gn"), ("cascade_mask_rcnn", "none"), ("htc", "none")],
+    ("detector", "head_norm", "sizes"),
+    [
+        ("mask_rcnn", "none", {}),
+        ("mask_rcnn", "gn", {}),
+        ("cascade_mask_rcnn", "none", {}),
+        ("htc", "none", {}),
+        ("mask_rcnn", "gn", NARROW),
+        ("mask_rcnn", "none", NARROW),
+    ],
 )
-def test_the_detection_estimate_matches_torchs_flop_counter_within_a_tenth(detector, head_norm):
+def test_the_detection_estimate_matches_torchs_flop_counter_within_a_tenth(detector, head_norm, sizes):
     """A Mask R-CNN training forward pass counted by torch (convolutions and linear layers) against the plan's
-    per-image estimate, with enough ground-truth boxes that a quarter of the sampled RoIs are positive."""
+    per-image estimate, with enough ground-truth boxes that a quarter of the sampled RoIs are positive; at
+    torchvision's widths and at the quickstart's narrower ones."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -400,7 +411,9 @@ def test_the_detection_estimate_matches_torchs_flop_counter_within_a_tenth(detec
         f"model.head_norm={head_norm}",
         f"model.detector={detector}",
     ]
-    config = load_config(None, [*overrides, "model.detector_options={box_batch_size_per_image: 64}"])
+    options = {"box_batch_size_per_image": 64, **sizes}
+    spelt = ", ".join(f"{name}: {value}" for name, value in options.items())
+    config = load_config(None, [*overrides, f"model.detector_options={{{spelt}}}"])
     model = build_mask_rcnn(
         "resnet50",
         num_classes=5,
@@ -408,7 +421,7 @@ def test_the_detection_estimate_matches_torchs_flop_counter_within_a_tenth(detec
         head_norm=head_norm,
         min_size=192,
         max_size=320,
-        detector_options={"box_batch_size_per_image": 64},
+        detector_options=options,
     ).train()
     torch.manual_seed(0)
     corners = torch.rand(24, 2) * 180
