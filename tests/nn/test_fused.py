@@ -34,6 +34,9 @@ from an_lab.nn.attentive_norm import DOUBLE_BACKWARD_ERROR
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 pytest.importorskip("triton")
+# About 100 s on 2 CPU cores through Triton's interpreter: out of the quick path (-m "not slow"), still run by the
+# test command (CI) and by benchmarks/gpu_check.sh.
+pytestmark = pytest.mark.slow
 fused = importlib.import_module("an_lab.nn.fused")
 
 DEVICES = [
