@@ -289,26 +289,35 @@ def _attentive_group_norms(ks: tuple[int, ...]) -> Callable[[int], AttentiveNorm
     return make
 
 
+def _box_head(box_head: str, head_norm: str, head_ks: tuple[int, ...], widths: Widths) -> nn.Module:
+    """The 2fc head (TwoMLPHead) or the 4conv1fc head, its convs normalized as head_norm says."""
+    fpn, box_fc = widths
+    if box_head == "2fc":
+        return TwoMLPHead(fpn * _BOX_ROI**2, box_fc)
+    norm = {"none": None, "gn": _group_norm, "an_gn": _attentive_group_norms(head_ks)}[head_norm]
+    return FastRCNNConvFCHead((fpn, _BOX_ROI, _BOX_ROI), [fpn] * _HEAD_CONVS, [box_fc], norm_layer=norm)
+
+
+def _mask_convs(head_norm: str, head_ks: tuple[int, ...], an_mask_head: bool, widths: Widths) -> nn.Module:
+    """The mask head's four convs: plain, GN, or AN w/ GN with an_mask_head."""
+    norm = None if head_norm == "none" else _attentive_group_norms(head_ks) if an_mask_head else _group_norm
+    return MaskRCNNHeads(widths.fpn, [widths.fpn] * _HEAD_CONVS, 1, norm_layer=norm)
+
+
 def _heads(
     head_norm: str, box_head: str, head_ks: tuple[int, ...], an_mask_head: bool, widths: Widths, num_classes: int
 ) -> dict[str, Any]:
     """MaskRCNN's head arguments (and num_classes); the heads left out take torchvision's defaults, which are sized
     for its widths: another width brings every head, and then the predictors carry the classes."""
     heads: dict[str, Any] = {"num_classes": num_classes}
-    fpn, box_fc = widths
-    if box_head == "4conv1fc":
-        box_norm = {"none": None, "gn": _group_norm, "an_gn": _attentive_group_norms(head_ks)}[head_norm]
-        heads["box_head"] = FastRCNNConvFCHead(
-            (fpn, _BOX_ROI, _BOX_ROI), [fpn] * _HEAD_CONVS, [box_fc], norm_layer=box_norm
-        )
-    elif widths != Widths():
-        heads["box_head"] = TwoMLPHead(fpn * _BOX_ROI**2, box_fc)
-    if head_norm != "none" or widths != Widths():
-        mask_norm = None if head_norm == "none" else _attentive_group_norms(head_ks) if an_mask_head else _group_norm
-        heads["mask_head"] = MaskRCNNHeads(fpn, [fpn] * _HEAD_CONVS, 1, norm_layer=mask_norm)
-    if widths != Widths():
-        heads["box_predictor"] = FastRCNNPredictor(box_fc, num_classes)
-        heads["mask_predictor"] = MaskRCNNPredictor(fpn, fpn, num_classes)
+    narrow = widths != Widths()
+    if box_head == "4conv1fc" or narrow:
+        heads["box_head"] = _box_head(box_head, head_norm, head_ks, widths)
+    if head_norm != "none" or narrow:
+        heads["mask_head"] = _mask_convs(head_norm, head_ks, an_mask_head, widths)
+    if narrow:
+        heads["box_predictor"] = FastRCNNPredictor(widths.box_fc, num_classes)
+        heads["mask_predictor"] = MaskRCNNPredictor(widths.fpn, widths.fpn, num_classes)
         heads["num_classes"] = None  # MaskRCNN takes the classes from the predictors
     return heads
 
@@ -322,23 +331,16 @@ def _cascade_heads(
     an_mask_head: bool,
     widths: Widths,
 ) -> dict[str, list[nn.Module]]:
-    """A fresh box head, predictor and mask head per cascade stage, normalized as _heads normalizes Mask R-CNN's."""
-    fpn, box_fc = widths
-
-    def box() -> nn.Module:
-        if box_head == "2fc":
-            return TwoMLPHead(fpn * _BOX_ROI**2, box_fc)
-        norm = {"none": None, "gn": _group_norm, "an_gn": _attentive_group_norms(head_ks)}[head_norm]
-        return FastRCNNConvFCHead((fpn, _BOX_ROI, _BOX_ROI), [fpn] * _HEAD_CONVS, [box_fc], norm_layer=norm)
-
-    def mask_convs() -> nn.Module:
-        norm = None if head_norm == "none" else _attentive_group_norms(head_ks) if an_mask_head else _group_norm
-        return MaskRCNNHeads(fpn, [fpn] * _HEAD_CONVS, 1, norm_layer=norm)
-
-    def mask_predictor() -> nn.Module:
-        return MaskRCNNPredictor(fpn, fpn, num_classes)
-
-    return stage_heads(num_classes, box, box_fc, mask_convs, mask_predictor, htc=detector == "htc", mask_channels=fpn)
+    """A fresh box head, predictor and mask head per cascade stage, built as _heads builds Mask R-CNN's."""
+    return stage_heads(
+        num_classes,
+        lambda: _box_head(box_head, head_norm, head_ks, widths),
+        widths.box_fc,
+        lambda: _mask_convs(head_norm, head_ks, an_mask_head, widths),
+        lambda: MaskRCNNPredictor(widths.fpn, widths.fpn, num_classes),
+        htc=detector == "htc",
+        mask_channels=widths.fpn,
+    )
 
 
 # -- the detector ---------------------------------------------------------------------------------------------
@@ -383,10 +385,9 @@ def build_mask_rcnn(
     sampling, thresholds; a cascade takes its RoI sampling, score threshold, NMS and detections per image from them
     too), and the sizes (catalog.DETECTOR_SIZES): fpn_channels (the FPN's, the RPN head's and the convs of the
     heads; 256), box_fc_channels (the box head's fc layers; 1024) and anchor_size (the smallest anchor's side, on the
-    stride-4 level, doubled at each level; 32). an_options go to create() (pooling,
-    head, activation, placement, stem, zero_init_residual); zero_init_residual defaults to False here: the backbone
-    is meant to receive classification weights, and with them absent a zero gamma in a frozen norm would silence its
-    residual branch for good.
+    stride-4 level, doubled at each level; 32). an_options go to create() (pooling, head, activation, placement, stem,
+    zero_init_residual); zero_init_residual defaults to False here: the backbone is meant to receive classification
+    weights, and with them absent a zero gamma in a frozen norm would silence its residual branch for good.
     """
     check_choice("detector", detector, DETECTORS)
     check_choice("backbone", backbone, BACKBONES)
