@@ -37,6 +37,7 @@ DETECTION_NORMS = ("bn_frozen", "gn", "syncbn", "an")
 DETECTION_ONLY_NORMS = ("bn_frozen", "syncbn")
 HEAD_NORMS = ("none", "gn", "an_gn")
 HEAD_CONVS = 4
+HEAD_GROUPS = 32  # the groups of GN and of AN w/ GN in the FPN and heads: their channels must be a multiple of it
 # detector_options that size a detector (the rest are MaskRCNN's own arguments): name -> (torchvision's value, least,
 # most). The FPN's channels (also the RPN head's and the heads' convs'), the box head's fc channels, and the side of the
 # smallest anchor (on the stride-4 level; it doubles at each level up to stride 64).

@@ -121,6 +121,10 @@ DETECTION = ["recipe=mask_rcnn_1x"]
         ([*DETECTION, "model.backbone_init={sweep: a}"], "model.backbone_init"),
         ([*DETECTION, "model.trainable_layers=6"], "model.trainable_layers 6: resnet50 has 5 stages; give 0 to 5"),
         (["model.trainable_layers=5"], "model.trainable_layers is a detection key"),
+        (
+            [*DETECTION, "model.head_norm=gn", "model.detector_options={fpn_channels: 48}"],
+            "fpn_channels 48: model.head_norm 'gn' normalizes the FPN and heads in 32 groups; give a multiple of 32",
+        ),
         ([*DETECTION, "model.detector_options={fpn_channels: 4}"], "fpn_channels is 4; give 8 to 4096"),
         ([*DETECTION, "model.detector_options={box_fc_channels: 9999}"], "box_fc_channels is 9999; give 8 to 4096"),
         (["task=segmentation"], "task: 'segmentation' is not valid; choose one of 'classification' or 'detection'"),

@@ -122,6 +122,12 @@ def _detection_problems(config: RunConfig) -> list[str]:
         problems.append(
             f"model.trainable_layers {model.trainable_layers}: {model.name} has {stages} stages; give 0 to {stages}"
         )
+    fpn = model.detector_options.get("fpn_channels")
+    if fpn is not None and model.head_norm not in (None, "none") and fpn % catalog.HEAD_GROUPS:
+        problems.append(
+            f"model.detector_options.fpn_channels {fpn}: model.head_norm {model.head_norm!r} normalizes the FPN and "
+            f"heads in {catalog.HEAD_GROUPS} groups; give a multiple of {catalog.HEAD_GROUPS} (e.g. 32, 64, 256)"
+        )
     if model.box_head == "2fc" and model.head_norm not in (None, "none"):
         problems.append(f"model.box_head '2fc' has no convs for model.head_norm {model.head_norm!r}: use 4conv1fc")
     for key in ("head_k", "an_mask_head"):

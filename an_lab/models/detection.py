@@ -76,6 +76,7 @@ from an_lab.catalog import (
     BOX_HEADS,
     DETECTOR_SIZES,
     DETECTORS,
+    HEAD_GROUPS,
     HEAD_K,
     HEAD_NORMS,
     TRAINABLE_STAGES,
@@ -91,7 +92,6 @@ from an_lab.nn import AttentiveNorm2d
 
 # HEAD_K (catalog): K of the AN w/ GN layers after the four convs of the box head, in order (the AN reference
 # configuration).
-HEAD_GROUPS = 32
 
 FPN_CHANNELS = DETECTOR_SIZES["fpn_channels"][0]  # torchvision's FPN width; the RPN head and the heads' convs follow it
 _BOX_FC = DETECTOR_SIZES["box_fc_channels"][0]  # torchvision's representation size: the box head's fc layers
