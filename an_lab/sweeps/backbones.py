@@ -6,8 +6,10 @@ The sweep is found by name: first its folder `<output_dir>/sweeps/<name>/manifes
 run's), else a sweep file `<name>.yaml` beside the detection sweep file (or config file), expanded in memory. Finding
 it is the job of an_lab.sweeps.manifest.find_sweep, which the resolver is handed (it sits above expansion). The cell is
 matched by label or baseline name (case-insensitive), else by index; the run by seed. A backbone_init that gives no
-seed follows the detection run's own seed. The classification run must be a classification run and train the same
-network as the detection backbone.
+seed follows the detection run's own seed; a seed the cell does not list (adaptive seeds asking for a fourth, a search
+trial's seed) names the run that cell would have at that seed, its id computed as the classification sweep computes
+it (and checked against a listed run first): `an-lab sweep` of the detection sweep trains it first, as one more seed of
+that cell. The classification run must be a classification run and train the same network as the detection backbone.
 
 The training layer reads only the resolved form: the run folder as an absolute path, written into the config before
 the detection run's id is computed; the id names that folder by its run id (an_lab.identity), so that it depends on
@@ -23,8 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from an_lab.config import BackboneInit, RunConfig
 from an_lab.errors import UsageError
+from an_lab.identity import run_id as config_run_id
 from an_lab.rundir import CONFIG, read_json, read_result, state
 from an_lab.sweeps.records import Manifest, ManifestCell
 
@@ -46,13 +51,16 @@ class Backbone:
     sweep_file: str  # its file, to launch it (`an-lab sweep FILE`)
     cell: str  # the cell's label
     seed: int
+    cell_index: int = 0  # the cell's index in that sweep
+    listed: bool = True  # whether the sweep lists this seed for the cell (else one more seed of it, trained first)
 
     def done(self) -> bool:
         return read_result(self.run_dir)[0] is not None
 
     def describe(self) -> str:
         current, _ = state(self.run_dir)
-        return f"cell {self.cell!r} seed {self.seed} of sweep {self.sweep} ({self.folder}: {current})"
+        extra = "" if self.listed else ", a seed that sweep does not list"
+        return f"cell {self.cell!r} seed {self.seed} of sweep {self.sweep} ({self.folder}: {current}{extra})"
 
 
 class BackboneResolver:
@@ -77,12 +85,14 @@ class BackboneResolver:
         seed = init.seed if given else config.trainer.seed
         manifest = self._manifest(init.sweep, Path(config.output_dir), where)
         cell = _cell(manifest, init.cell, where)
-        run_id = _run_id(manifest, cell, seed, given, where)
+        run_id, listed = _run_id(manifest, cell, seed, given, where)
         run_dir = Path(manifest["output_dir"]) / run_id
         label = str(cell.get("label") or cell.get("name") or cell["index"])
         _check_fits(config, _run_tree(manifest, cell, run_dir), manifest["name"], label, where)
         sweep_file = str(manifest.get("sweep_file") or self.search_dir / f"{init.sweep}.yaml")
-        backbone = Backbone(_folder(run_dir), run_dir, manifest["name"], sweep_file, label, seed)
+        backbone = Backbone(
+            _folder(run_dir), run_dir, manifest["name"], sweep_file, label, seed, int(cell["index"]), listed
+        )
         model = config.model.model_copy(update={"backbone_init": backbone.folder})
         return config.model_copy(update={"model": model}), backbone
 
@@ -120,10 +130,14 @@ def _cell(manifest: Manifest, wanted: str, where: str) -> ManifestCell:
     )
 
 
-def _run_id(manifest: Manifest, cell: ManifestCell, seed: int, given: bool, where: str) -> str:
+def _run_id(manifest: Manifest, cell: ManifestCell, seed: int, given: bool, where: str) -> tuple[str, bool]:
+    """(the run id of the cell's run at this seed, whether the cell lists it). A seed the cell does not list, when the
+    detection run's own seed chose it, names the run the cell would have at that seed."""
     for run in cell["runs"]:
         if run.get("seed") == seed:
-            return run["run_id"]
+            return run["run_id"], True
+    if not given and (computed := _unlisted_run_id(manifest, cell, seed)) is not None:
+        return computed, False
     seeds = ", ".join(str(run.get("seed")) for run in cell["runs"]) or "none"
     which = f"{seed}" if given else f"not given, so the detection run's own trainer.seed ({seed})"
     hint = "" if given else f"; set {KEY}.seed to one of them, or run the detection sweep on those seeds"
@@ -131,6 +145,29 @@ def _run_id(manifest: Manifest, cell: ManifestCell, seed: int, given: bool, wher
         f"{where}: {KEY}.seed {which}: cell {cell.get('label')!r} of sweep {manifest['name']} has no run with that "
         f"seed; its seeds are {seeds}{hint}"
     )
+
+
+def _unlisted_run_id(manifest: Manifest, cell: ManifestCell, seed: int) -> str | None:
+    """The id of the cell's run at a seed it does not list: a listed run's config (its config.json, else the manifest's
+    base config with the cell's changes) at that seed. None unless that config gives the listed run its own id back
+    (then the id is the one the classification sweep would compute: nothing is guessed)."""
+    for run in cell["runs"]:
+        listed_id, listed_seed = run.get("run_id"), run.get("seed")
+        if not isinstance(listed_id, str) or not isinstance(listed_seed, int):
+            continue
+        tree = _run_tree(manifest, cell, Path(manifest["output_dir"]) / listed_id)
+        trainer = tree.get("trainer") if isinstance(tree, dict) else None
+        if not isinstance(trainer, dict):
+            continue
+        try:
+            config = RunConfig.model_validate({**tree, "trainer": {**trainer, "seed": listed_seed}})
+            if config_run_id(config) != listed_id:
+                continue
+            trainer_at_seed = config.trainer.model_copy(update={"seed": seed})
+            return config_run_id(config.model_copy(update={"trainer": trainer_at_seed}))
+        except (ValidationError, ValueError, TypeError):
+            continue
+    return None
 
 
 def _run_tree(manifest: Manifest, cell: ManifestCell, run_dir: Path) -> dict | None:
@@ -189,8 +226,40 @@ def require_done(backbones: list[Backbone], what: str, slurm_hint: bool = False)
     first = "; ".join(backbone.describe() for backbone in waiting[:5])
     more = f" and {len(waiting) - 5} more" if len(waiting) > 5 else ""
     hint = " (with --executor slurm, runs whose backbone is queued there wait for its job)" if slurm_hint else ""
+    if any(not backbone.listed for backbone in waiting):
+        hint += (
+            "; a seed a sweep does not list is trained as one more seed of its cell by `an-lab sweep` of a detection "
+            "sweep that needs it"
+        )
     raise UsageError(
         f"{what}: {len(waiting)} backbone run(s) of classification sweep(s) "
         f"{', '.join(sorted({b.sweep for b in waiting}))} are not done: {first}{more}; run "
         f"{' and '.join(f'`an-lab sweep {file}`' for file in files)} first, then launch this again{hint}"
     )
+
+
+def backbone_jobs(what: str, waiting: dict[str, Backbone], can_wait: bool) -> dict[str, tuple[str, ...]]:
+    """For runs about to start (run id -> its backbone), those whose backbone (a classification run) is not done: the
+    SLURM jobs training those backbones, which they must wait for (run id -> job ids). Locally nothing can wait: an
+    unfinished backbone is an error that says which sweep to run first; on SLURM so is one that no job is queued or
+    running for. what: the sweep (file and name) the runs belong to, for the message."""
+    waiting = {run: backbone for run, backbone in waiting.items() if not backbone.done()}
+    if not waiting:
+        return {}
+    if not can_wait:
+        require_done(list(waiting.values()), what, slurm_hint=True)
+    from an_lab.launch.slurm import training_jobs
+
+    jobs, problem = training_jobs(sorted({backbone.run_dir for backbone in waiting.values()}))
+    missing = list({b.run_dir: b for b in waiting.values() if b.run_dir not in jobs}.values())
+    if missing:
+        files = sorted({backbone.sweep_file for backbone in missing})
+        why = f" (the queue could not be read: {problem})" if problem else ""
+        raise UsageError(
+            f"{what}: {len(missing)} backbone run(s) are neither done nor queued or running on SLURM{why}: "
+            f"{'; '.join(backbone.describe() for backbone in missing[:5])}"
+            f"{f' and {len(missing) - 5} more' if len(missing) > 5 else ''}; submit them first with "
+            f"{' and '.join(f'`an-lab sweep {file} --executor slurm`' for file in files)}, then launch this again "
+            "(its runs then wait for those jobs)"
+        )
+    return {run_id: (jobs[backbone.run_dir],) for run_id, backbone in waiting.items()}

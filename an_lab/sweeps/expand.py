@@ -313,14 +313,15 @@ class Resolver:
 
 def resolve_settings(
     sweep: Sweep, settings: dict[str, Any], tags: tuple[str, ...] = (), *, find: SweepFinder | None = None
-) -> RunConfig:
-    """One run config from dotted settings on the sweep's base (for search trials); errors as UsageError.
+) -> tuple[RunConfig, Backbone | None]:
+    """One run config from dotted settings on the sweep's base (for search trials), and the classification run its
+    model.backbone_init names (None if none); errors as UsageError.
 
     find: looks up the sweep a model.backbone_init names (an_lab.sweeps.manifest.find_sweep)."""
     flat = dict(leaf for key, value in settings.items() for leaf in _leaves(key, value))
     config = Resolver(sweep).resolve(flat, {}, tags)
     backbones = BackboneResolver(sweep.path.parent, find)
-    return backbones.resolve(config, sweep.where(sweep.base_key_loc(BACKBONE_KEY)))[0]
+    return backbones.resolve(config, sweep.where(sweep.base_key_loc(BACKBONE_KEY)))
 
 
 @dataclass

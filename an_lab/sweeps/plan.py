@@ -12,6 +12,7 @@ from pathlib import Path
 from an_lab import catalog, rundir
 from an_lab.config import DataConfig, RunConfig
 from an_lab.data_sources import annotation_path
+from an_lab.sweeps.backbones import Backbone
 from an_lab.sweeps.expand import PlannedRun, base_config, check_data_paths, show
 from an_lab.sweeps.seeding import plan_seeds, planned_runs, render_seeds
 from an_lab.sweeps.spec import SeedPolicy, Sweep
@@ -243,21 +244,35 @@ def _seed_words(seeds) -> str:
     return f"{count} seed{'s' if count > 1 else ''}"
 
 
-def _chain_lines(runs: list[PlannedRun]) -> list[str]:
+def _chain_lines(backbones: list[Backbone]) -> list[str]:
     """The sweeps this sweep's backbones come from: how many of those runs are done, and what `an-lab sweep` does."""
     chains: dict[str, dict] = {}
-    for run in runs:
-        if run.backbone is not None:
-            entry = chains.setdefault(run.backbone.sweep_file, {"name": run.backbone.sweep, "folders": {}})
-            entry["folders"][run.backbone.run_dir] = run.backbone.done()
+    for backbone in backbones:
+        entry = chains.setdefault(backbone.sweep_file, {"name": backbone.sweep, "folders": {}, "unlisted": set()})
+        entry["folders"][backbone.run_dir] = backbone.done()
+        if not backbone.listed and not backbone.done():
+            entry["unlisted"].add(backbone.run_dir)
     lines = []
     for file, entry in sorted(chains.items()):
         done, total = sum(entry["folders"].values()), len(entry["folders"])
-        then = (
-            "" if done == total else f"; `an-lab sweep` runs the {total - done} missing first (`an-lab sweep {file}`)"
-        )
+        unlisted = len(entry["unlisted"])
+        more = f", {unlisted} of them seeds that sweep does not list" if unlisted else ""
+        then = ""
+        if done < total:
+            alone = " trains the listed ones alone" if unlisted else ""
+            then = f"; `an-lab sweep` runs the {total - done} missing first{more} (`an-lab sweep {file}`{alone})"
         lines.append(f"backbones: {done} of {total} runs of sweep {entry['name']} ({file}) done{then}")
     return lines
+
+
+def _backbones(plan: Plan) -> list[Backbone]:
+    """Every backbone the sweep's runs (and, in a search, its trials) start from."""
+    backbones = [run.backbone for run in plan.runs if run.backbone is not None]
+    if plan.sweep.mode == "search":
+        from an_lab.sweeps.search import trial_backbones
+
+        backbones += trial_backbones(plan.sweep)
+    return backbones
 
 
 def render(plan: Plan) -> str:
@@ -296,7 +311,7 @@ def render(plan: Plan) -> str:
         )
     if isinstance(seeds, SeedPolicy):
         lines += render_seeds(plan_seeds(sweep)[1], seeds)
-    lines += _chain_lines(plan.runs)
+    lines += _chain_lines(_backbones(plan))
     lines.append(f"compute: {plan.estimate.words()}")
     launcher = sweep.spec.launcher
     lines.append(f"wall time: {plan.wall.words(launcher.max_parallel, launcher.executor == 'slurm')}")

@@ -20,7 +20,7 @@ from pathlib import Path
 from an_lab.errors import UsageError
 from an_lab.launch.base import Executor, Handle, LaunchError, RunRequest, hand_over
 from an_lab.rundir import read_json, state
-from an_lab.sweeps.backbones import Backbone, require_done
+from an_lab.sweeps.backbones import Backbone, backbone_jobs
 from an_lab.sweeps.expand import PlannedRun
 from an_lab.sweeps.loop import reconcile, report_calls
 from an_lab.sweeps.selection import RETRYABLE, claim_run, holder, prepare, sweep_lock, validate
@@ -133,57 +133,92 @@ def _submitted_since(run: PlannedRun, since: float) -> bool:
 # `an-lab sweep`
 
 
-def run_sweep(sweep: Sweep, options: Options, say: Callable[[str], None] = print, chain: tuple[str, ...] = ()) -> bool:
+def run_sweep(
+    sweep: Sweep,
+    options: Options,
+    say: Callable[[str], None] = print,
+    chain: tuple[str, ...] = (),
+    extra: dict[int, list[int]] | None = None,
+) -> bool:
     """Launch (and, locally or with --wait, follow) the runs of a sweep that are not done, after the missing runs of
-    the sweeps its detection runs take their backbones from (chain: the sweep files already being launched). Returns
-    whether it followed them to their end (then the caller reports the sweep's results)."""
+    the sweeps its detection runs take their backbones from (chain: the sweep files already being launched). extra:
+    seeds to run beside the sweep's own (cell index -> seeds), the backbones a detection sweep needs that this sweep
+    does not list. Returns whether it followed them to their end (then the caller reports the sweep's results)."""
     from an_lab.migrate import prepare as prepare_output
 
     prepare_output(sweep.output_dir, say)  # runs finished under an earlier version's ids keep their results
+    chain = (*chain, str(sweep.path.resolve()))
     if sweep.mode == "search":
-        from an_lab.sweeps.search import run_search
-
-        with sweep_errors(sweep):
-            executor = make_executor(sweep, options)
-            try:
-                run_search(sweep, executor, say)  # as many trials in flight as the executor runs at once
-            finally:
-                executor.close()
-        return True
-    runs = validate(sweep)  # before anything is written or any scheduler is asked
-    _backbone_sweeps_first(sweep, runs, options, say, (*chain, str(sweep.path.resolve())))
+        return _search(sweep, options, say, chain)
+    runs = validate(sweep, extra)  # before anything is written or any scheduler is asked
+    _backbone_sweeps_first(sweep, runs, options, say, chain)
     with sweep_errors(sweep):
         executor = make_executor(sweep, options)
         try:
-            return _rounds(sweep, executor, options, say, runs)
+            return _rounds(sweep, executor, options, say, runs, chain)
         finally:
             executor.close()
 
 
-def _backbone_sweeps_first(sweep: Sweep, runs: list[PlannedRun], options: Options, say, chain: tuple[str, ...]):
-    """Launch the classification sweeps whose runs are this sweep's backbones and are not done, in this command:
-    locally they run (and are followed) first; on SLURM they are submitted first, and this sweep's runs then wait for
-    their jobs (afterok). A sweep whose file is not there is left to the error that names what to run."""
+def _search(sweep: Sweep, options: Options, say, chain: tuple[str, ...]) -> bool:
+    """A search: the backbones its trials can start from are trained (locally) or submitted (SLURM) first, then
+    Optuna's trials run, each waiting on SLURM for its backbone's job."""
+    from an_lab.sweeps.search import run_search, trial_backbones
+
+    backbones = trial_backbones(sweep)
+    _backbone_sweeps_first(sweep, backbones, options, say, chain)
+    with sweep_errors(sweep):
+        executor = make_executor(sweep, options)
+        try:
+            what = f"{sweep.path}: sweep {sweep.name}"
+            backbone_jobs(what, {b.folder: b for b in backbones}, executor.can_wait_for_jobs)  # all there, or queued
+            run_search(sweep, executor, say)  # as many trials in flight as the executor runs at once
+        finally:
+            executor.close()
+    return True
+
+
+def _backbone_sweeps_first(sweep: Sweep, needs: list[PlannedRun] | list[Backbone], options: Options, say, chain):
+    """Launch the classification sweeps whose runs are this sweep's backbones (those of its runs, or the backbones
+    themselves) and are not done, in this command: locally they run (and are followed) first; on SLURM they are
+    submitted first, and this sweep's runs then wait for their jobs (afterok). Backbones at seeds a sweep does not
+    list run as more seeds of their cells. A sweep whose file is not there is left to the error that names what to
+    run."""
     from an_lab.sweeps.manifest import load_sweep_target
 
-    files = sorted({run.backbone.sweep_file for run in runs if run.backbone is not None and not run.backbone.done()})
-    for file in files:
+    backbones = [need.backbone if isinstance(need, PlannedRun) else need for need in needs]
+    missing = [backbone for backbone in backbones if backbone is not None and not backbone.done()]
+    for file in sorted({backbone.sweep_file for backbone in missing}):
         resolved = str(Path(file).resolve())
         if not Path(file).is_file():
             continue
         if resolved in chain:
             raise UsageError(f"{sweep.path}: its backbones come from {file}, which takes its own from this sweep")
-        say(f"sweep {sweep.name}: its backbones come from {file}, whose runs are not all done: launching them first")
-        run_sweep(load_sweep_target(file), dataclasses.replace(options, max_parallel=None), say, chain)
+        extra: dict[int, list[int]] = {}
+        for backbone in missing:
+            if backbone.sweep_file == file and not backbone.listed:
+                extra.setdefault(backbone.cell_index, []).append(backbone.seed)
+        more = f" (and {sum(map(len, extra.values()))} more seed(s) of its cells)" if extra else ""
+        say(
+            f"sweep {sweep.name}: its backbones come from {file}, whose runs are not all done: launching them "
+            f"first{more}"
+        )
+        run_sweep(load_sweep_target(file), dataclasses.replace(options, max_parallel=None), say, chain, extra)
 
 
-def _rounds(sweep: Sweep, executor: Executor, options: Options, say, runs: list[PlannedRun]) -> bool:
-    """One round, or with adaptive seeds, rounds until no cell asks for more seeds."""
+def _rounds(
+    sweep: Sweep, executor: Executor, options: Options, say, runs: list[PlannedRun], chain: tuple[str, ...]
+) -> bool:
+    """One round, or with adaptive seeds, rounds until no cell asks for more seeds (the backbones a later round's
+    seeds start from are trained or submitted before it)."""
     from an_lab.sweeps.display import Display
 
     follow = executor.follows
     launched: set[str] = set()
     while True:
+        if runs is None:
+            runs = validate(sweep)
+            _backbone_sweeps_first(sweep, runs, options, say, chain)
         todo, adopted, after = _select(sweep, executor, options, launched, say, runs)
         runs = None
         if launched and not todo and not adopted:
@@ -206,7 +241,7 @@ def _rounds(sweep: Sweep, executor: Executor, options: Options, say, runs: list[
 
 
 def _select(
-    sweep: Sweep, executor: Executor, options: Options, launched: set[str], say, runs: list[PlannedRun] | None
+    sweep: Sweep, executor: Executor, options: Options, launched: set[str], say, runs: list[PlannedRun]
 ) -> tuple[list, list, dict[str, tuple[str, ...]]]:
     """The runs to submit, the handles of runs in flight on the executor (SLURM jobs of an earlier launch), and the
     SLURM jobs each run to submit must wait for (those training its backbone)."""
@@ -222,7 +257,7 @@ def _select(
             for run in selection.launch
             if run.run_id not in launched and run.run_id not in flying and run.run_id not in refused
         ]
-        after = backbone_jobs(sweep, todo, executor.can_wait_for_jobs)
+        after = planned_backbone_jobs(sweep, todo, executor.can_wait_for_jobs)
         executor.check([request_for(run) for run in todo])
     failed = len(selection.failed) + len([run for run in selection.launch if run.run_id in refused])
     where = executor.in_flight_words(len(adopted), len(selection.running))
@@ -234,33 +269,10 @@ def _select(
     return todo, adopted, after
 
 
-def backbone_jobs(sweep: Sweep, todo: list[PlannedRun], can_wait: bool) -> dict[str, tuple[str, ...]]:
-    """For the runs about to start whose backbone (a classification run) is not done: the SLURM jobs training those
-    backbones, which they must wait for (run id -> job ids). Locally nothing can wait: an unfinished backbone is an
-    error that says which sweep to run first; on SLURM so is one that no job is queued or running for."""
-    waiting: dict[str, Backbone] = {
-        run.run_id: run.backbone for run in todo if run.backbone is not None and not run.backbone.done()
-    }
-    if not waiting:
-        return {}
-    what = f"{sweep.path}: sweep {sweep.name}"
-    if not can_wait:
-        require_done(list(waiting.values()), what, slurm_hint=True)
-    from an_lab.launch.slurm import training_jobs
-
-    jobs, problem = training_jobs(sorted({backbone.run_dir for backbone in waiting.values()}))
-    missing = list({b.run_dir: b for b in waiting.values() if b.run_dir not in jobs}.values())
-    if missing:
-        files = sorted({backbone.sweep_file for backbone in missing})
-        why = f" (the queue could not be read: {problem})" if problem else ""
-        raise UsageError(
-            f"{what}: {len(missing)} backbone run(s) are neither done nor queued or running on SLURM{why}: "
-            f"{'; '.join(backbone.describe() for backbone in missing[:5])}"
-            f"{f' and {len(missing) - 5} more' if len(missing) > 5 else ''}; submit them first with "
-            f"{' and '.join(f'`an-lab sweep {file} --executor slurm`' for file in files)}, then launch this again "
-            "(its runs then wait for those jobs)"
-        )
-    return {run_id: (jobs[backbone.run_dir],) for run_id, backbone in waiting.items()}
+def planned_backbone_jobs(sweep: Sweep, todo: list[PlannedRun], can_wait: bool) -> dict[str, tuple[str, ...]]:
+    """The SLURM jobs each run about to start must wait for: those training its backbone (an_lab.sweeps.backbones)."""
+    waiting = {run.run_id: run.backbone for run in todo if run.backbone is not None}
+    return backbone_jobs(f"{sweep.path}: sweep {sweep.name}", waiting, can_wait)
 
 
 def _report_queued(sweep: Sweep, executor: Executor, source: GridSource, say) -> None:
@@ -283,7 +295,7 @@ def detach(sweep: Sweep, argv: list[str]) -> str:
 
     runs = validate(sweep)
     pending = [run for run in runs if state(run.run_dir)[0] != "done"]
-    backbone_jobs(sweep, pending, can_wait=True)  # here, not in the job: the detached sweep submits to SLURM
+    planned_backbone_jobs(sweep, pending, can_wait=True)  # here, not in the job: the detached sweep submits to SLURM
     with sweep_errors(sweep):
         make_executor(sweep, Options("slurm")).check([request_for(run) for run in pending])  # jobs that fit, first
         return submit_orchestrator(sweep.sweep_dir, f"an-lab-{sweep.name}", sweep.spec.launcher.slurm, argv)

@@ -12,6 +12,7 @@ result without training. Trials appear in the sweep manifest as cells of kind "t
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -33,12 +34,15 @@ from an_lab.rundir import (
     try_claim,
     write_json_atomic,
 )
+from an_lab.sweeps.backbones import KEY as BACKBONE_KEY
+from an_lab.sweeps.backbones import Backbone, backbone_jobs
 from an_lab.sweeps.expand import expand, resolve_settings, show
 from an_lab.sweeps.journal import journal_storage
 from an_lab.sweeps.manifest import build_manifest, check_owner, find_sweep, write_manifest
 from an_lab.sweeps.selection import make_run_dir
 from an_lab.sweeps.spec import PRUNERS, SAMPLERS, Sweep
 
+MAX_BACKBONE_CHOICES = 256  # combinations of the search's backbone axes resolved before launch; more: per trial
 MAX_STALLS = 3  # attempts in a row without a new epoch before a trial fails instead of resuming
 ABANDONED = "abandoned"  # user attribute of a trial asked but never started: it does not count towards n_trials
 
@@ -134,6 +138,33 @@ def _suggest(sweep: Sweep, trial) -> dict[str, Any]:
         else:
             settings[key] = trial.suggest_float(key, bounds.low, bounds.high, step=bounds.step, log=bounds.log)
     return settings
+
+
+def _decides_backbone(key: str) -> bool:
+    """Whether a searched key can change the classification run a trial starts from: its backbone_init, or the
+    trial's seed (which a backbone_init without a seed follows)."""
+    return key.startswith(BACKBONE_KEY) or key in ("model", "trainer", "trainer.seed")
+
+
+def trial_backbones(sweep: Sweep) -> list[Backbone]:
+    """The classification runs a search's trials can start from: the base config's backbone under every combination
+    of the searched values that decide it (list axes, and integer ranges), so that they are trained or submitted
+    before the first trial. Past MAX_BACKBONE_CHOICES combinations, the base's alone; each trial still waits for
+    (or, locally, fails without) its own."""
+    choices = [[(key, value) for value in values] for key, values in sweep.spec.axes.items() if _decides_backbone(key)]
+    for key, bounds in sweep.spec.search.space.items():
+        if _decides_backbone(key) and bounds.type == "int":
+            choices.append([(key, v) for v in range(int(bounds.low), int(bounds.high) + 1, int(bounds.step or 1))])
+    combinations = 1
+    for values in choices:
+        combinations *= len(values)
+    settings = [dict(combo) for combo in itertools.product(*choices)] if combinations <= MAX_BACKBONE_CHOICES else [{}]
+    found: dict[Path, Backbone] = {}
+    for chosen in settings:
+        backbone = resolve_settings(sweep, chosen, find=find_sweep)[1]
+        if backbone is not None:
+            found.setdefault(backbone.run_dir, backbone)
+    return list(found.values())
 
 
 def _metric_rows(run_dir: Path, metric: str) -> list[tuple[int, float]]:
@@ -267,7 +298,7 @@ class SearchSource:
         trial = self.study.ask()
         settings = _suggest(self.sweep, trial)
         tags = tuple(f"{key.rpartition('.')[2]}={show(value)}"[:64] for key, value in settings.items())
-        config = resolve_settings(self.sweep, settings, tags, find=find_sweep)
+        config, backbone = resolve_settings(self.sweep, settings, tags, find=find_sweep)
         directory = run_dir(config)
         cell = _trial_cell(trial.number, settings, tags, config, directory)
         trial.set_user_attr("run_id", directory.name)
@@ -286,6 +317,9 @@ class SearchSource:
             )
             self.say(f"{label}: the same run {'was pruned' if pruned else 'failed'} before ({detail})")
             return None
+        after = self._backbone_jobs(trial, label, directory, backbone)
+        if after is None:
+            return None
         make_run_dir(directory)
         remember_data(config)
         claim = try_claim(directory, "search orchestrator")
@@ -294,8 +328,20 @@ class SearchSource:
             self.say(f"{label}: not run, {describe_owner(claim_owner(directory))} is training the same run")
             return None
         write_json_atomic(directory / CONFIG, config.model_dump(mode="json"))
-        request = RunRequest(directory.name, directory, config, label, payload=self._payload(trial, label))
+        request = RunRequest(directory.name, directory, config, label, payload=self._payload(trial, label), after=after)
         return hand_over(request, claim, self.executor.holds_claims)
+
+    def _backbone_jobs(self, trial, label: str, directory: Path, backbone: Backbone | None) -> tuple[str, ...] | None:
+        """The SLURM jobs a trial's run waits for (those training its backbone; none once it is done), or None when
+        it cannot start: its backbone is not done and cannot be waited for (then the trial fails, saying why)."""
+        if backbone is None or backbone.done():
+            return ()
+        try:
+            return backbone_jobs(label, {directory.name: backbone}, self.executor.can_wait_for_jobs)[directory.name]
+        except UsageError as error:
+            self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
+            self.say(f"not run: {error}")
+            return None
 
     def should_stop(self, handle: Handle) -> bool:
         payload = handle.request.payload

@@ -144,11 +144,22 @@ def _grow(runs: list[PlannedRun], ref_values: dict[int, float], count: int, poli
     return min(policy.max, max(count + 1, needed)), halfwidth
 
 
-def planned_runs(sweep: Sweep) -> list[PlannedRun]:
-    """The runs the sweep wants now: with adaptive seeds, as many seeds per cell as its results so far call for."""
+def planned_runs(sweep: Sweep, extra: dict[int, list[int]] | None = None) -> list[PlannedRun]:
+    """The runs the sweep wants now: with adaptive seeds, as many seeds per cell as its results so far call for.
+    extra: more seeds of some cells (cell index -> seeds), run besides (the backbones a detection sweep needs)."""
     if isinstance(sweep.spec.seeds, SeedPolicy):
-        return expand(sweep, plan_seeds(sweep)[0], find=find_sweep)
-    return expand(sweep, find=find_sweep)
+        runs = expand(sweep, plan_seeds(sweep)[0], find=find_sweep)
+    else:
+        runs = expand(sweep, find=find_sweep)
+    if not extra:
+        return runs
+    seeds: dict[int, list[int]] = {}
+    for run in runs:
+        seeds.setdefault(run.cell.index, []).append(run.seed)
+    for index, more in extra.items():
+        if index in seeds:
+            seeds[index] += [seed for seed in sorted(set(more)) if seed not in seeds[index]]
+    return expand(sweep, seeds, find=find_sweep)
 
 
 def render_seeds(summary: list[CellSeeds], policy: SeedPolicy) -> list[str]:

@@ -57,9 +57,10 @@ def select_runs(runs: list[PlannedRun], retry_failed: bool) -> Selection:
     return Selection(launch, done, failed, running)
 
 
-def validate(sweep: Sweep) -> list[PlannedRun]:
-    """The runs the sweep wants now, after checking that their data is there."""
-    runs = planned_runs(sweep)
+def validate(sweep: Sweep, extra: dict[int, list[int]] | None = None) -> list[PlannedRun]:
+    """The runs the sweep wants now (with extra: these seeds of these cells besides), after checking that their data
+    is there."""
+    runs = planned_runs(sweep, extra)
     check_data_paths(sweep, runs)
     return runs
 

@@ -21,7 +21,9 @@ from an_lab.launch.slurm import Shape, dependency, sbatch_parameters
 from an_lab.launch.slurm_settings import SlurmSettings
 from an_lab.sweeps.expand import expand
 from an_lab.sweeps.manifest import find_sweep
-from an_lab.sweeps.run import backbone_jobs
+from an_lab.sweeps.run import planned_backbone_jobs
+from an_lab.sweeps.search import trial_backbones
+from an_lab.sweeps.seeding import planned_runs
 from an_lab.sweeps.spec import load_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -185,6 +187,105 @@ def test_the_sweep_file_beside_the_detection_sweep_is_expanded_in_memory_and_ids
     assert [run.run_id for run in moved] == [run.run_id for run in planned]
 
 
+def test_a_seed_the_cell_does_not_list_names_the_run_that_sweep_would_train_at_it_and_plan_says_so(tmp_path):
+    """Adaptive seeds (or a list of seeds) may ask a detection cell for a seed its backbone cell does not list: the
+    backbone is the run that cell would have at that seed (its id as the classification sweep computes it), trained
+    first as one more seed of that cell, rather than a refusal that needs every candidate seed listed."""
+    classification = classification_sweep_file(tmp_path, tmp_path / "runs")
+    path = detection_sweep(tmp_path, tmp_path / "runs", {"sweep": "table1", "cell": "BN"}, seeds=[0, 1, 2])
+    planned = expand(load_sweep(path), find=find_sweep)
+    three = yaml.safe_load(classification.read_text())
+    three["seeds"] = [0, 1, 2]
+    (tmp_path / "three.yaml").write_text(yaml.safe_dump(three))
+    trained = {run.seed: run.run_dir for run in expand(load_sweep(tmp_path / "three.yaml")) if run.cell.name == "bn"}
+    assert [run.backbone.run_dir for run in planned] == [trained[0], trained[1], trained[2]]
+    assert [run.backbone.listed for run in planned] == [True, True, False]
+    assert "a seed that sweep does not list" in planned[2].backbone.describe()
+
+    # The chain trains it as one more seed of that cell (cell 1, BN): its manifest then lists it.
+    with_extra = planned_runs(load_sweep(classification), {1: [2], 0: []})
+    assert sorted((run.cell.label, run.seed) for run in with_extra) == [
+        ("AN", 0),
+        ("AN", 1),
+        ("BN", 0),
+        ("BN", 1),
+        ("BN", 2),
+    ]
+    assert {run.run_dir for run in with_extra} >= set(trained.values())
+    shown = an_lab("plan", path)
+    assert shown.returncode == 0, shown.stderr
+    assert "backbones: 0 of 3 runs of sweep table1" in shown.stdout
+    assert "runs the 3 missing first, 1 of them seeds that sweep does not list" in shown.stdout
+    assert "trains the listed ones alone" in shown.stdout
+
+    # A manifest whose runs its own config cannot reproduce (ids written by hand here) is never guessed at.
+    runs = classification_manifest(tmp_path / "hand")
+    with pytest.raises(UsageError, match="has no run with that seed; its seeds are 0, 1"):
+        expand(
+            load_sweep(detection_sweep(tmp_path / "hand", runs, {"sweep": "table1", "cell": "BN"}, seeds=[2])),
+            find=find_sweep,
+        )
+
+
+def search_sweep(folder: Path, output: Path, backbone: dict, **extra) -> Path:
+    """<folder>/det-search.yaml: a search over which classification cell the detector starts from, and its lr."""
+    tree = yaml.safe_load(detection_sweep(folder, output, backbone).read_text())
+    tree.pop("cells")
+    tree.pop("seeds")
+    tree.update(
+        name="det-search",
+        mode="search",
+        axes={"model.backbone_init.cell": ["AN", "BN"]},
+        search={"metric": "val_bbox_ap", "direction": "maximize", "n_trials": 2, "sampler": "random"},
+        **extra,
+    )
+    path = folder / "det-search.yaml"
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    return path
+
+
+def test_a_search_plans_the_backbones_its_trials_can_take_and_refuses_to_start_locally_without_them(tmp_path, capsys):
+    runs = classification_manifest(tmp_path)
+    finish(runs / BN_RUNS[0])
+    path = search_sweep(tmp_path, runs, {"sweep": "table1", "cell": "AN"})
+    backbones = trial_backbones(load_sweep(path))
+    assert sorted(backbone.run_dir.name for backbone in backbones) == [AN_RUNS[0], BN_RUNS[0]]  # seed 0: the base's
+    shown = an_lab("plan", path)
+    assert shown.returncode == 0, shown.stderr
+    assert "backbones: 1 of 2 runs of sweep table1" in shown.stdout and "runs the 1 missing first" in shown.stdout
+
+    err = failure(capsys, "sweep", path)  # table1.yaml is not there to run: the missing backbone is named
+    assert "sweep det-search: 1 backbone run(s) of classification sweep(s) table1 are not done" in err
+    assert f"cell 'AN' seed 0 of sweep table1 ({runs / AN_RUNS[0]}: pending)" in err
+    assert not (runs / "sweeps" / "det-search").exists()  # no study, no trial, no run folder
+    assert not list(runs.glob("resnet50-bn_frozen-*"))
+
+
+def test_a_trial_whose_backbone_is_not_done_fails_saying_why_and_the_search_goes_on(tmp_path):
+    """Past the check before launch (a backbone failed since, or a searched value no check could list), a trial whose
+    backbone is not done is told FAIL with the reason; it is never started on an unfinished backbone."""
+    import optuna
+
+    from an_lab.launch.local import LocalExecutor
+    from an_lab.sweeps.search import SearchSource
+
+    runs = classification_manifest(tmp_path)
+    path = search_sweep(tmp_path, runs, {"sweep": "table1", "cell": "AN"})
+    said: list[str] = []
+    executor = LocalExecutor(1)
+    try:
+        source = SearchSource(load_sweep(path), executor, said.append)
+        assert source.take(1) == []
+    finally:
+        executor.close()
+    trials = source.study.get_trials()  # it asked on: each trial that cannot start is told, up to n_trials
+    assert [trial.state for trial in trials] == [optuna.trial.TrialState.FAIL] * 2
+    refused = [line for line in said if line.startswith("not run: trial ")]
+    assert len(refused) == 2 and all("model.backbone_init.cell=" in line for line in refused)
+    assert all("backbone run(s) of classification sweep(s) table1 are not done" in line for line in refused)
+    assert not list(runs.glob("resnet50-bn_frozen-*"))  # nothing written for it
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Errors: exit 2, one paragraph naming the file, the key and the valid choices
 
@@ -253,7 +354,7 @@ def test_a_local_sweep_stops_before_launching_when_a_backbone_is_not_done(tmp_pa
     assert not list(runs.glob("resnet50-bn_frozen-*/config.json"))  # nothing was started
 
     finish(runs / AN_RUNS[1])
-    assert backbone_jobs(load_sweep(path), expand(load_sweep(path), find=find_sweep), can_wait=False) == {}
+    assert planned_backbone_jobs(load_sweep(path), expand(load_sweep(path), find=find_sweep), can_wait=False) == {}
 
 
 def test_an_unfinished_backbone_without_a_queued_job_is_refused_for_slurm(tmp_path):
@@ -263,7 +364,7 @@ def test_an_unfinished_backbone_without_a_queued_job_is_refused_for_slurm(tmp_pa
     (runs / AN_RUNS[0] / "slurm.json").write_text(json.dumps({"job_id": "12;scancel -u root"}))  # no job id
     sweep = load_sweep(path)
     with pytest.raises(UsageError) as error:
-        backbone_jobs(sweep, expand(sweep, find=find_sweep), can_wait=True)
+        planned_backbone_jobs(sweep, expand(sweep, find=find_sweep), can_wait=True)
     assert "1 backbone run(s) are neither done nor queued or running on SLURM" in str(error.value)
     assert f"`an-lab sweep {tmp_path / 'table1.yaml'} --executor slurm`" in str(error.value)
 
@@ -355,7 +456,8 @@ def test_a_local_sweep_launches_its_backbone_sweeps_missing_runs_first_and_plan_
     tmp_path, data_root, capsys
 ):
     """The classification sweep has never run: plan says so, and one `an-lab sweep` of the detection sweep runs that
-    sweep's missing runs first (its AN and BN cells, 2 seeds), then the detection runs from the BN ones."""
+    sweep's missing runs first (its AN and BN cells, 2 seeds, and a third seed of BN that the detection sweep's
+    adaptive seeds want and that sweep does not list), then the detection runs from the BN ones."""
     shutil.copytree(data_root / "digits", tmp_path / "data" / "digits")
     classification_sweep_file(tmp_path, tmp_path / "runs")
     tree = yaml.safe_load((tmp_path / "table1.yaml").read_text())
@@ -365,15 +467,19 @@ def test_a_local_sweep_launches_its_backbone_sweeps_missing_runs_first_and_plan_
     tree = yaml.safe_load(path.read_text())
     tree["base"]["trainer"] = {"iterations": 2, "checkpoint_every": 2, "eval_every": 2}
     tree["base"]["data"].update(image_size=64, batch_size=2)
+    tree["seeds"] = {"min": 3, "max": 3, "until": {"ci_halfwidth": 1.0}}  # seed 2: one table1 does not list
     path.write_text(yaml.safe_dump(tree))
     plan = an_lab("plan", path)
-    assert "backbones: 0 of 2 runs of sweep table1" in plan.stdout and "runs the 2 missing first" in plan.stdout
+    assert "backbones: 0 of 3 runs of sweep table1" in plan.stdout and "runs the 3 missing first" in plan.stdout
+    assert "1 of them seeds that sweep does not list" in plan.stdout
     done = an_lab("sweep", path, timeout=900)
     said = done.stdout + done.stderr
     assert done.returncode == 0, said[-3000:]
-    assert "its backbones come from" in said and "launching them first" in said
+    assert "its backbones come from" in said and "launching them first (and 1 more seed(s) of its cells)" in said
     trained = sorted(p.parent.name for p in (tmp_path / "runs").glob("resnet50-*/result.json"))
-    assert len([name for name in trained if name.startswith(("resnet50-bn-", "resnet50-an-"))]) == 4
-    assert len([name for name in trained if name.startswith("resnet50-bn_frozen-")]) == 2
+    assert len([name for name in trained if name.startswith(("resnet50-bn-", "resnet50-an-"))]) == 5
+    assert len([name for name in trained if name.startswith("resnet50-bn_frozen-")]) == 3
     again = an_lab("plan", path)
-    assert "backbones: 2 of 2 runs of sweep table1" in again.stdout and "missing first" not in again.stdout
+    assert "backbones: 3 of 3 runs of sweep table1" in again.stdout and "missing first" not in again.stdout
+    manifest = json.loads((tmp_path / "runs" / "sweeps" / "table1" / "manifest.json").read_text())
+    assert [[run["seed"] for run in cell["runs"]] for cell in manifest["cells"]] == [[0, 1], [0, 1, 2]]
