@@ -21,7 +21,7 @@ from an_lab.identity import remember_data, run_dir, run_id
 from an_lab.lightning_modules.callbacks import AtomicLastCheckpoint, DivergenceError, SigtermStop, Throughput
 from an_lab.lightning_modules.claims import RunBusy, resume_point, set_aside_corrupt_result, take_claim
 from an_lab.lightning_modules.classifier import ImageClassifier
-from an_lab.lightning_modules.data import ImageClassificationData
+from an_lab.lightning_modules.data.classification import ImageClassificationData
 from an_lab.lightning_modules.result import classification_result, detection_result, write_metrics_csv
 from an_lab.lightning_modules.trainer import build_trainer
 from an_lab.lightning_modules.wandb_logging import close_wandb, start_wandb_logger

@@ -12,7 +12,7 @@ from conftest import an_lab, kill_when, write_config
 from an_lab.config import load_config
 from an_lab.errors import UsageError
 from an_lab.identity import run_dir
-from an_lab.lightning_modules.coco_shapes import SHAPE_CLASSES, write_shapes_dataset
+from an_lab.lightning_modules.data.coco_shapes import SHAPE_CLASSES, write_shapes_dataset
 from an_lab.lightning_modules.detection_data import IterationBatches, ShardedBatches
 from an_lab.lightning_modules.detector import detection_lr, load_backbone
 from an_lab.metrics import TASK_METRICS

@@ -16,16 +16,16 @@ from torchvision import tv_tensors
 
 from an_lab.data_sources import TRAIN_FOLDER, VAL_FOLDER, annotation_path, check_coco
 from an_lab.errors import UsageError
-from an_lab.lightning_modules.coco import (
+from an_lab.lightning_modules.coco_eval import evaluate_coco
+from an_lab.lightning_modules.data.classification import EpochSeededSampler
+from an_lab.lightning_modules.data.coco import (
     CocoDetection,
     GroupedBatchSampler,
     aspect_ratio_groups,
     collate,
     detection_transforms,
 )
-from an_lab.lightning_modules.coco_eval import evaluate_coco
-from an_lab.lightning_modules.coco_shapes import SHAPE_CLASSES, SHAPES_MARKER, write_shapes_dataset
-from an_lab.lightning_modules.data import EpochSeededSampler
+from an_lab.lightning_modules.data.coco_shapes import SHAPE_CLASSES, SHAPES_MARKER, write_shapes_dataset
 
 SMALL = {"train_images": 24, "val_images": 12, "image_size": 64, "seed": 3}
 # pycocotools' mask decoding trips numpy 2's __array__(copy=...) deprecation inside pycocotools itself
