@@ -108,8 +108,8 @@ def _parts(config: RunConfig, resuming: bool, say) -> tuple[pl.LightningDataModu
     """The task's data module (set up) and Lightning module; a detection run that starts fresh takes its backbone's
     weights from model.backbone_init."""
     if config.task == "detection":
-        from an_lab.lightning_modules.detection_data import CocoDetectionData
-        from an_lab.lightning_modules.detector import MaskRCNNModule, load_backbone
+        from an_lab.lightning_modules.detection.data import CocoDetectionData
+        from an_lab.lightning_modules.detection.detector import MaskRCNNModule, load_backbone
 
         data = CocoDetectionData(config)
         data.prepare_data()
