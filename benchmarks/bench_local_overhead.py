@@ -107,7 +107,7 @@ def main() -> int:
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
 
-    from an_lab.lightning_modules.data import materialize_digits
+    from an_lab.lightning_modules.data.classification import materialize_digits
 
     with tempfile.TemporaryDirectory(prefix="bench-local-") as folder:
         base = Path(folder)

@@ -34,7 +34,7 @@ def main() -> None:
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-    from an_lab.lightning_modules.data import materialize_digits
+    from an_lab.lightning_modules.data.classification import materialize_digits
 
     folder = Path(tempfile.mkdtemp(prefix="an-lab-search-"))
     materialize_digits(folder / "data")

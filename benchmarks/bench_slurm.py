@@ -161,7 +161,7 @@ def main() -> int:
         print("starting the local SLURM cluster ...", flush=True)
         os.environ["SLURM_CONF"] = cluster_up(state)
         try:
-            from an_lab.lightning_modules.data import materialize_digits
+            from an_lab.lightning_modules.data.classification import materialize_digits
 
             data = work / "data"
             materialize_digits(data)

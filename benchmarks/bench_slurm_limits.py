@@ -22,7 +22,7 @@ import yaml
 from an_lab.launch import slurm_queue
 from an_lab.launch.slurm import SlurmExecutor
 from an_lab.launch.slurm_queue import ClusterLimits
-from an_lab.lightning_modules.data import materialize_digits
+from an_lab.lightning_modules.data.classification import materialize_digits
 from an_lab.sweeps.loop import Silent, reconcile
 from an_lab.sweeps.run import GridSource
 from an_lab.sweeps.selection import prepare

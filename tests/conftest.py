@@ -62,7 +62,7 @@ def _one_thread_per_worker():
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory) -> Path:
     """scikit-learn's digits written as PNG files in an imagefolder layout (done once per session)."""
-    from an_lab.lightning_modules.data import materialize_digits
+    from an_lab.lightning_modules.data.classification import materialize_digits
 
     root = tmp_path_factory.mktemp("data")
     materialize_digits(root)

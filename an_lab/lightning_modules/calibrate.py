@@ -58,7 +58,7 @@ def _classification_step(config: RunConfig, device: torch.device):
 
 
 def _detection_step(config: RunConfig, device: torch.device):
-    from an_lab.lightning_modules.detector import build_detector
+    from an_lab.lightning_modules.detection.detector import build_detector
 
     model = build_detector(config, CLASSES).to(device).train()
     size, batch = config.data.image_size, config.data.batch_size

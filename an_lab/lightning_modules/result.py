@@ -120,7 +120,7 @@ def _run_facts(config: RunConfig, trainer: pl.Trainer, throughput, seconds: floa
 def detection_result(config: RunConfig, trainer: pl.Trainer, module, throughput, seconds: float, say) -> dict:
     """result.json of a detection run: the last evaluation's AP (percent) in "final", the evaluation with the highest
     box AP in "best", the last evaluations in "tail"."""
-    from an_lab.lightning_modules.detector import detector_macs
+    from an_lab.lightning_modules.detection.detector import detector_macs
     from an_lab.models.detection import parameter_counts
 
     skipped: list[str] = []

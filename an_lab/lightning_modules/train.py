@@ -21,7 +21,7 @@ from an_lab.identity import remember_data, run_dir, run_id
 from an_lab.lightning_modules.callbacks import AtomicLastCheckpoint, DivergenceError, SigtermStop, Throughput
 from an_lab.lightning_modules.claims import RunBusy, resume_point, set_aside_corrupt_result, take_claim
 from an_lab.lightning_modules.classifier import ImageClassifier
-from an_lab.lightning_modules.data import ImageClassificationData
+from an_lab.lightning_modules.data.classification import ImageClassificationData
 from an_lab.lightning_modules.result import classification_result, detection_result, write_metrics_csv
 from an_lab.lightning_modules.trainer import build_trainer
 from an_lab.lightning_modules.wandb_logging import close_wandb, start_wandb_logger
@@ -108,8 +108,8 @@ def _parts(config: RunConfig, resuming: bool, say) -> tuple[pl.LightningDataModu
     """The task's data module (set up) and Lightning module; a detection run that starts fresh takes its backbone's
     weights from model.backbone_init."""
     if config.task == "detection":
-        from an_lab.lightning_modules.detection_data import CocoDetectionData
-        from an_lab.lightning_modules.detector import MaskRCNNModule, load_backbone
+        from an_lab.lightning_modules.detection.data import CocoDetectionData
+        from an_lab.lightning_modules.detection.detector import MaskRCNNModule, load_backbone
 
         data = CocoDetectionData(config)
         data.prepare_data()

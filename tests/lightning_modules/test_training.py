@@ -157,7 +157,7 @@ def test_bf16_true_precision_trains_an_in_bf16_with_fp32_statistics(tmp_path, da
 
     from an_lab.config import resolve
     from an_lab.lightning_modules.classifier import ImageClassifier
-    from an_lab.lightning_modules.data import ImageClassificationData
+    from an_lab.lightning_modules.data.classification import ImageClassificationData
     from an_lab.nn import AttentiveNorm2d
 
     config = resolve(_tiny_run(data_root, tmp_path / "runs", precision="bf16-true", accelerator="cpu"))

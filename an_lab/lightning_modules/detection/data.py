@@ -21,8 +21,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from an_lab.config import RunConfig, checkpoint_interval
-from an_lab.lightning_modules.coco import CocoDetection, aspect_ratio_groups, collate, detection_transforms
-from an_lab.lightning_modules.data import SeededSamples
+from an_lab.lightning_modules.data.classification import SeededSamples
+from an_lab.lightning_modules.data.coco import CocoDetection, aspect_ratio_groups, collate, detection_transforms
 
 
 class IterationBatches(Sampler):
@@ -106,7 +106,7 @@ class CocoDetectionData(pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         if self.data.name == "shapes":
-            from an_lab.lightning_modules.coco_shapes import SHAPES_SETTINGS, write_shapes_dataset
+            from an_lab.lightning_modules.data.coco_shapes import SHAPES_SETTINGS, write_shapes_dataset
 
             write_shapes_dataset(self.root, **SHAPES_SETTINGS)
 

@@ -22,7 +22,7 @@ from an_lab import catalog
 from an_lab.config import RunConfig
 from an_lab.data_sources import few
 from an_lab.errors import UsageError
-from an_lab.lightning_modules.coco_eval import encode_masks, evaluate_coco
+from an_lab.lightning_modules.detection.coco_eval import encode_masks, evaluate_coco
 from an_lab.metrics import TASK_METRICS
 from an_lab.models.detection import build_mask_rcnn, map_classification_state
 from an_lab.profiling import count_detector_macs, detector_image

@@ -8,8 +8,8 @@ from conftest import an_lab, write_config
 from an_lab.config import load_config
 from an_lab.data_sources import annotation_path
 from an_lab.identity import run_dir
-from an_lab.lightning_modules.coco_shapes import SHAPE_CLASSES, SHAPES_SETTINGS, write_shapes_dataset
-from an_lab.lightning_modules.object_crops import CONTEXT, ObjectCrops
+from an_lab.lightning_modules.data.coco_shapes import SHAPE_CLASSES, SHAPES_SETTINGS, write_shapes_dataset
+from an_lab.lightning_modules.data.object_crops import CONTEXT, ObjectCrops
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -125,7 +125,7 @@ class ImageClassificationData(pl.LightningDataModule):
         if self.config.name == "digits":
             materialize_digits(Path(self.config.root))
         elif self.config.name == "shapes":
-            from an_lab.lightning_modules.coco_shapes import SHAPES_SETTINGS, write_shapes_dataset
+            from an_lab.lightning_modules.data.coco_shapes import SHAPES_SETTINGS, write_shapes_dataset
 
             write_shapes_dataset(Path(self.config.root), **SHAPES_SETTINGS)
         elif self.config.name in ("cifar10", "cifar100") and self.config.download:
@@ -152,7 +152,7 @@ class ImageClassificationData(pl.LightningDataModule):
                 torchvision.datasets.ImageFolder(folder / "val", transform=val_tf),
             )
         if config.name == "shapes":  # the shapes detection set's objects, one crop each
-            from an_lab.lightning_modules.object_crops import ObjectCrops
+            from an_lab.lightning_modules.data.object_crops import ObjectCrops
 
             return ObjectCrops(root, config.train, train_tf), ObjectCrops(root, config.val, val_tf)
         if config.name in ("cifar10", "cifar100"):

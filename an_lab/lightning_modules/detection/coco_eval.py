@@ -14,7 +14,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from an_lab.data_sources import few
-from an_lab.lightning_modules.coco import load_coco
+from an_lab.lightning_modules.data.coco import load_coco
 
 METRIC_NAMES = ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l")  # COCOeval.stats[0..5]
 MASK_THRESHOLD = 0.5

@@ -1,6 +1,6 @@
 """COCO-format instance segmentation data for torchvision's Mask R-CNN: a dataset with transforms v2, an
 aspect-ratio grouped batch sampler and a pre-launch check of a COCO folder (the generated shapes data set is in
-coco_shapes.py, evaluation in coco_eval.py).
+coco_shapes.py, evaluation in detection/coco_eval.py).
 
 Layout (as COCO 2017): ROOT/train2017/*.png, ROOT/val2017/*.png, ROOT/annotations/instances_train2017.json and
 ROOT/annotations/instances_val2017.json. Labels are contiguous (1..C, 0 is Mask R-CNN's background); the dataset

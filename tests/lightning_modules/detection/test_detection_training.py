@@ -12,9 +12,9 @@ from conftest import an_lab, kill_when, write_config
 from an_lab.config import load_config
 from an_lab.errors import UsageError
 from an_lab.identity import run_dir
-from an_lab.lightning_modules.coco_shapes import SHAPE_CLASSES, write_shapes_dataset
-from an_lab.lightning_modules.detection_data import IterationBatches, ShardedBatches
-from an_lab.lightning_modules.detector import detection_lr, load_backbone
+from an_lab.lightning_modules.data.coco_shapes import SHAPE_CLASSES, write_shapes_dataset
+from an_lab.lightning_modules.detection.data import IterationBatches, ShardedBatches
+from an_lab.lightning_modules.detection.detector import detection_lr, load_backbone
 from an_lab.metrics import TASK_METRICS
 from an_lab.models.detection import build_mask_rcnn
 from an_lab.profiling import DETECTOR_BOX_ROIS, count_detector_macs, detector_image
@@ -239,7 +239,7 @@ def test_two_processes_train_one_stream_and_evaluate_the_whole_split(tmp_path, c
 @pytest.mark.parametrize("detector", ["mask_rcnn", "cascade_mask_rcnn"])
 def test_model_an_impl_reaches_every_an_layer_of_a_detector(tmp_path, detector):
     from an_lab.config import RunConfig
-    from an_lab.lightning_modules.detector import build_detector
+    from an_lab.lightning_modules.detection.detector import build_detector
     from an_lab.nn import AttentiveNorm2d
 
     tree = detection_tree(tmp_path / "coco", tmp_path / "runs", norm="an")
@@ -252,7 +252,7 @@ def test_model_an_impl_reaches_every_an_layer_of_a_detector(tmp_path, detector):
 def test_model_trainable_layers_reach_the_detectors_backbone(tmp_path, trainable_layers, frozen_blocks):
     # MobileNet-v2's features 0-18: 3 (the default) freezes features 0-6, 6 trains all of them, 0 none.
     from an_lab.config import RunConfig
-    from an_lab.lightning_modules.detector import build_detector
+    from an_lab.lightning_modules.detection.detector import build_detector
 
     tree = detection_tree(tmp_path / "coco", tmp_path / "runs", norm="bn_frozen")
     tree["model"].update(name="mobilenet_v2", trainable_layers=trainable_layers)

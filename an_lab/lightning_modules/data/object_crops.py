@@ -10,7 +10,7 @@ from pathlib import Path
 from PIL import Image
 from torch.utils.data import Dataset
 
-from an_lab.lightning_modules.coco import annotation_path, load_coco
+from an_lab.lightning_modules.data.coco import annotation_path, load_coco
 
 CONTEXT = 1.5  # the crop's side, in units of the object box's longer side
 
