@@ -1,9 +1,12 @@
 """Run configs: recipes, overrides, identity, and one clear error per mistake (exit 2, nothing started)."""
 
+import typing
+
 import pytest
 from conftest import an_lab, write_config
+from pydantic import ValidationError
 
-from an_lab.config import RECIPES, load_config
+from an_lab.config import RECIPES, RecipeName, RunConfig, load_config
 from an_lab.errors import UsageError
 from an_lab.identity import run_id
 
@@ -18,6 +21,24 @@ def test_recipes_are_presets_that_keys_override(tmp_path):
     aognet = load_config(None, ["recipe=aognet_sota", "model.name=aognet_40m", "data.batch_size=128"])
     assert aognet.model.zero_init_residual is False and aognet.model.stem == "plain" and aognet.trainer.epochs == 200
     assert aognet.optim.label_smoothing == 0.1 and aognet.data.batch_size == 128
+
+
+def test_the_recipe_names_are_the_keys_of_recipes():
+    """RecipeName is derived from RECIPES, so a recipe added there cannot be forgotten in the config's type: every
+    key is accepted (by load_config and by RunConfig itself), and an unknown name is refused with the list of them."""
+    names = tuple(RECIPES)
+    assert typing.get_args(RecipeName) == names
+    for name in names:
+        assert load_config(None, [f"recipe={name}"]).recipe == name
+        assert RunConfig.model_validate({"recipe": name}).recipe == name
+    with pytest.raises(UsageError) as refused:
+        load_config(None, ["recipe=fancy"])
+    assert str(refused.value).endswith(f"recipe 'fancy' is not valid; choose one of {', '.join(names)}")
+    with pytest.raises(ValidationError) as invalid:
+        RunConfig.model_validate({"recipe": "fancy"})
+    (error,) = invalid.value.errors()
+    assert error["type"] == "literal_error"
+    assert error["ctx"]["expected"] == ", ".join(map(repr, names[:-1])) + f" or {names[-1]!r}"
 
 
 def test_gn_backed_an_takes_the_a1_head_unless_a_head_is_named():

@@ -10,8 +10,9 @@ Given manifest = an_lab.sweeps.manifest.load_manifest(sweep file or sweep folder
   an_lab.analysis.wandb_report.
 """
 
+from an_lab.analysis.figure_data import axis_groups, cell_curves, scatter_points
 from an_lab.analysis.html import render_summary, write_summary
-from an_lab.analysis.plots import axis_groups, cell_curves, plot_sweep, render_figures, scatter_points
+from an_lab.analysis.plots import plot_sweep, render_figures
 from an_lab.analysis.results import collect
 from an_lab.analysis.summary import METRICS, resolve_baseline, summarize
 from an_lab.analysis.table import FORMATS, render_table

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from an_lab.analysis.plots import out_advice, render_figures
+from an_lab.analysis.output import out_advice
+from an_lab.analysis.plots import render_figures
 from an_lab.analysis.results import collect, primary_metric, sweep_task
 from an_lab.analysis.table import render_table
 from an_lab.atomic import write_files

@@ -23,6 +23,7 @@ from an_lab.metrics import METRICS as REGISTRY
 from an_lab.stats import (
     METHODS,
     MIN_MARK_N,
+    NAN,
     compare_many,
     estimate_many,
 )
@@ -74,7 +75,6 @@ COLUMN |= {f"best_{name}": f"best-epoch {REGISTRY[name].title}" for name in TASK
 BASE_METRIC = {key: REGISTRY[source.removeprefix("best_")] for key, source in SOURCE.items()}
 NO_BASELINE = "none"
 ERROR_METRICS = ("top1_err", "top5_err")  # percentages of the validation images: their resolution is 100 / images
-NAN = float("nan")
 # per metric m, summarize() has the columns m_<part>
 PARTS = (
     "n",

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from an_lab.analysis.plots import out_advice
+from an_lab.analysis.output import out_advice
 from an_lab.analysis.results import check_manifest, sweep_task
 from an_lab.analysis.table import render_table
 from an_lab.atomic import write_files

@@ -10,20 +10,11 @@ from pydantic import BaseModel, field_validator, model_validator
 from an_lab import catalog
 from an_lab.config.base import Frozen
 from an_lab.config.bounds import control_character
+from an_lab.config.recipes import RECIPES
 from an_lab.config.sections import DataConfig, ModelConfig, OptimConfig, Task, TrainerConfig, WandbConfig
 
-RecipeName = Literal[
-    "vanilla",
-    "sota",
-    "mobile",
-    "aognet",
-    "aognet_sota",
-    "cifar",
-    "mask_rcnn_1x",
-    "mask_rcnn_2x",
-    "cascade_mask_rcnn_20e",
-    "custom",
-]
+# RECIPES' keys, in their order: a recipe added there is valid at once (Literal[("a", "b")] is Literal["a", "b"]).
+RecipeName = Literal[tuple(RECIPES)]  # type: ignore[valid-type]
 
 
 class RunConfig(Frozen):

@@ -20,7 +20,8 @@ from conftest import an_lab, walk, write_manifest
 from scipy import stats
 
 from an_lab.analysis import collect, render_table, summarize
-from an_lab.analysis.plots import build_figures, cell_curves
+from an_lab.analysis.figure_data import cell_curves
+from an_lab.analysis.plots import build_figures
 from an_lab.cli import main
 from an_lab.errors import UsageError
 from an_lab.sweeps.manifest import load_manifest

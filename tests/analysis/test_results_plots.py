@@ -29,7 +29,8 @@ from PIL import Image
 from scipy import stats as scipy_stats
 
 from an_lab.analysis import axis_groups, cell_curves, collect, render_figures, render_table, scatter_points
-from an_lab.analysis.plots import FIGURES, STEMS, build_figures, curve_estimates
+from an_lab.analysis.figure_data import curve_estimates
+from an_lab.analysis.plots import FIGURES, STEMS, build_figures
 from an_lab.analysis.wandb_report import run_bounded
 from an_lab.cli import main
 from an_lab.sweeps.manifest import load_manifest
