@@ -3,10 +3,14 @@ id is computed (from the sweep folder's manifest, else the sweep file beside the
 (exit 2) per mistake; a backbone that has not finished stops a local launch, and on SLURM the detection jobs wait for
 the jobs training it (afterok). Real files on disk throughout; one test submits real jobs to the local cluster."""
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -447,6 +451,56 @@ def test_on_slurm_detection_jobs_wait_for_the_queued_backbone_job(tmp_path, slur
         assert "JobState=PENDING" in shown and "Reason=Dependency" in shown, shown
         assert "KillOInInvalidDependent=Yes" in shown, shown  # cancelled, not left pending, if the backbone fails
     finally:
+        for sweep in (path, classification):
+            an_lab("cancel", sweep, "--wait", "60", env=env, cwd=tmp_path, timeout=300)
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_on_slurm_a_search_submits_its_backbones_first_and_its_trial_waits_for_its_backbone_job(
+    tmp_path, slurm_cluster
+):
+    """One `an-lab sweep` of a detection search: the classification runs its trials can start from are submitted
+    first (the chain), then the trial's job with an afterok dependency on the job training its own backbone (a trial
+    used to get none and start on a backbone still in the queue)."""
+    slurm = {"executor": "slurm", "max_parallel": 2, "slurm": {"gpus_per_node": 0, "time": 10}}
+    classification = classification_sweep_file(tmp_path, tmp_path / "cls-runs")
+    spec = yaml.safe_load(classification.read_text())
+    held = {**slurm, "slurm": {**slurm["slurm"], "additional_parameters": {"hold": True}}}  # its jobs stay queued
+    spec.update(launcher=held, seeds=[0])  # AN and BN at seed 0: one array of two tasks
+    classification.write_text(yaml.safe_dump(spec))
+    path = search_sweep(tmp_path, tmp_path / "det-runs", {"sweep": "table1", "cell": "AN"}, launcher=slurm)
+    tree = yaml.safe_load(path.read_text())
+    tree["search"]["n_trials"] = 1
+    path.write_text(yaml.safe_dump(tree))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "an_lab.cli", "sweep", str(path), "--poll", "1"]
+    log = tmp_path / "orchestrator.log"
+    with log.open("w") as out:
+        orchestrator = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path, env=env, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 300
+        while not list((tmp_path / "det-runs").glob("*/slurm.json")) and time.monotonic() < deadline:
+            assert orchestrator.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.5)
+        said = log.read_text()
+        assert "whose runs are not all done: launching them first" in said, said[-3000:]
+        records = list((tmp_path / "det-runs").glob("*/slurm.json"))
+        assert len(records) == 1, said[-3000:]
+        trial_dir = records[0].parent
+        backbone_dir = Path(json.loads((trial_dir / "config.json").read_text())["model"]["backbone_init"])
+        backbone = json.loads((backbone_dir / "slurm.json").read_text())
+        backbone_job = f"{backbone['array_job_id']}_{backbone['array_task_id']}"
+        assert backbone["job_id"] == backbone_job
+        shown = scontrol_job(json.loads(records[0].read_text())["job_id"])
+        assert f"Dependency=afterok:{backbone_job}(unfulfilled)" in shown, shown
+        assert "JobState=PENDING" in shown and "Reason=Dependency" in shown, shown
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(orchestrator.pid, signal.SIGKILL)
+        orchestrator.wait(timeout=60)
         for sweep in (path, classification):
             an_lab("cancel", sweep, "--wait", "60", env=env, cwd=tmp_path, timeout=300)
 
