@@ -186,8 +186,7 @@ def _backbone_sweeps_first(sweep: Sweep, needs: list[PlannedRun] | list[Backbone
     run."""
     from an_lab.sweeps.manifest import load_sweep_target
 
-    backbones = [need.backbone if isinstance(need, PlannedRun) else need for need in needs]
-    missing = [backbone for backbone in backbones if backbone is not None and not backbone.done()]
+    missing = [backbone for backbone in _backbones_of(needs) if not backbone.done()]
     for file in sorted({backbone.sweep_file for backbone in missing}):
         resolved = str(Path(file).resolve())
         if not Path(file).is_file():
@@ -204,6 +203,12 @@ def _backbone_sweeps_first(sweep: Sweep, needs: list[PlannedRun] | list[Backbone
             f"first{more}"
         )
         run_sweep(load_sweep_target(file), dataclasses.replace(options, max_parallel=None), say, chain, extra)
+
+
+def _backbones_of(needs: list[PlannedRun] | list[Backbone]) -> list[Backbone]:
+    """The backbones of planned runs (those that have one), or the backbones given."""
+    backbones = (need.backbone if isinstance(need, PlannedRun) else need for need in needs)
+    return [backbone for backbone in backbones if backbone is not None]
 
 
 def _rounds(
@@ -289,13 +294,24 @@ def _report_queued(sweep: Sweep, executor: Executor, source: GridSource, say) ->
         say(f"follow with: an-lab status {sweep.path}   (stop with: an-lab cancel {sweep.path})")
 
 
-def detach(sweep: Sweep, argv: list[str]) -> str:
-    """Submit `an-lab ARGV` (this sweep, followed to its end) as its own small SLURM job; returns the job id."""
+def detach(sweep: Sweep, argv: list[str], say: Callable[[str], None] = print) -> str:
+    """Submit `an-lab ARGV` (this sweep, followed to its end) as its own small SLURM job; returns the job id. The
+    missing backbones of its runs (or of a search's trials) are submitted first, here, so that its jobs can wait for
+    theirs; nothing is submitted when its own jobs cannot fit the partition."""
     from an_lab.launch.slurm import submit_orchestrator
 
     runs = validate(sweep)
     pending = [run for run in runs if state(run.run_dir)[0] != "done"]
-    planned_backbone_jobs(sweep, pending, can_wait=True)  # here, not in the job: the detached sweep submits to SLURM
     with sweep_errors(sweep):
         make_executor(sweep, Options("slurm")).check([request_for(run) for run in pending])  # jobs that fit, first
+    if sweep.mode == "search":
+        from an_lab.sweeps.search import trial_backbones
+
+        needs: list[PlannedRun] | list[Backbone] = trial_backbones(sweep)
+    else:
+        needs = pending
+    _backbone_sweeps_first(sweep, needs, Options("slurm"), say, (str(sweep.path.resolve()),))  # submitted, not followed
+    backbones = {backbone.folder: backbone for backbone in _backbones_of(needs)}
+    backbone_jobs(f"{sweep.path}: sweep {sweep.name}", backbones, can_wait=True)  # queued by now, or an error
+    with sweep_errors(sweep):
         return submit_orchestrator(sweep.sweep_dir, f"an-lab-{sweep.name}", sweep.spec.launcher.slurm, argv)

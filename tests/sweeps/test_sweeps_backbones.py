@@ -505,6 +505,38 @@ def test_on_slurm_a_search_submits_its_backbones_first_and_its_trial_waits_for_i
             an_lab("cancel", sweep, "--wait", "60", env=env, cwd=tmp_path, timeout=300)
 
 
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_on_slurm_a_detached_detection_sweep_submits_its_backbone_sweep_before_its_orchestrator(
+    tmp_path, slurm_cluster
+):
+    """`--detach` used to refuse a detection sweep whose backbones were not queued yet: it now submits them first
+    (here, not in the orchestrator's job), then the orchestrator, whose detection jobs then wait for them."""
+    slurm = {"executor": "slurm", "max_parallel": 2, "slurm": {"gpus_per_node": 0, "time": 10}}
+    classification = classification_sweep_file(tmp_path, tmp_path / "cls-runs")
+    spec = yaml.safe_load(classification.read_text())
+    held = {**slurm, "slurm": {**slurm["slurm"], "additional_parameters": {"hold": True}}}
+    spec.update(launcher=held, baselines={}, seeds=[0])
+    classification.write_text(yaml.safe_dump(spec))
+    path = detection_sweep(tmp_path, tmp_path / "det-runs", {"sweep": "table1", "cell": "AN"}, launcher=slurm)
+    spec = yaml.safe_load(path.read_text())
+    spec["seeds"] = [0]
+    path.write_text(yaml.safe_dump(spec))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    try:
+        detached = an_lab("sweep", path, "--detach", env=env, cwd=tmp_path, timeout=300)
+        said = detached.stdout + detached.stderr
+        assert detached.returncode == 0, said[-3000:]
+        assert "whose runs are not all done: launching them first" in said
+        assert "orchestrator submitted as slurm job" in said
+        (record,) = list((tmp_path / "cls-runs").glob("*/slurm.json"))
+        shown = scontrol_job(json.loads(record.read_text())["job_id"])
+        assert "JobState=PENDING" in shown, shown  # held: the detection jobs will wait for it
+    finally:
+        for sweep in (path, classification):
+            an_lab("cancel", sweep, "--wait", "60", env=env, cwd=tmp_path, timeout=300)
+
+
 @pytest.mark.slow
 def test_a_local_sweep_launches_its_backbone_sweeps_missing_runs_first_and_plan_shows_the_chain(
     tmp_path, data_root, capsys
