@@ -21,6 +21,7 @@ from an_lab.errors import UsageError
 from an_lab.launch.base import Executor, Handle, LaunchError, RunRequest, hand_over
 from an_lab.rundir import read_json, state
 from an_lab.sweeps.backbones import Backbone, backbone_jobs
+from an_lab.sweeps.chain import backbones_of, trial_backbones
 from an_lab.sweeps.expand import PlannedRun
 from an_lab.sweeps.loop import reconcile, report_calls
 from an_lab.sweeps.selection import RETRYABLE, claim_run, holder, prepare, sweep_lock, validate
@@ -163,7 +164,7 @@ def run_sweep(
 def _search(sweep: Sweep, options: Options, say, chain: tuple[str, ...]) -> bool:
     """A search: the backbones its trials can start from are trained (locally) or submitted (SLURM) first, then
     Optuna's trials run, each waiting on SLURM for its backbone's job."""
-    from an_lab.sweeps.search import run_search, trial_backbones
+    from an_lab.sweeps.search import run_search
 
     backbones = trial_backbones(sweep)
     _backbone_sweeps_first(sweep, backbones, options, say, chain)
@@ -186,7 +187,7 @@ def _backbone_sweeps_first(sweep: Sweep, needs: list[PlannedRun] | list[Backbone
     run."""
     from an_lab.sweeps.manifest import load_sweep_target
 
-    missing = [backbone for backbone in _backbones_of(needs) if not backbone.done()]
+    missing = [backbone for backbone in backbones_of(needs) if not backbone.done()]
     for file in sorted({backbone.sweep_file for backbone in missing}):
         resolved = str(Path(file).resolve())
         if not Path(file).is_file():
@@ -203,12 +204,6 @@ def _backbone_sweeps_first(sweep: Sweep, needs: list[PlannedRun] | list[Backbone
             f"first{more}"
         )
         run_sweep(load_sweep_target(file), dataclasses.replace(options, max_parallel=None), say, chain, extra)
-
-
-def _backbones_of(needs: list[PlannedRun] | list[Backbone]) -> list[Backbone]:
-    """The backbones of planned runs (those that have one), or the backbones given."""
-    backbones = (need.backbone if isinstance(need, PlannedRun) else need for need in needs)
-    return [backbone for backbone in backbones if backbone is not None]
 
 
 def _rounds(
@@ -304,14 +299,9 @@ def detach(sweep: Sweep, argv: list[str], say: Callable[[str], None] = print) ->
     pending = [run for run in runs if state(run.run_dir)[0] != "done"]
     with sweep_errors(sweep):
         make_executor(sweep, Options("slurm")).check([request_for(run) for run in pending])  # jobs that fit, first
-    if sweep.mode == "search":
-        from an_lab.sweeps.search import trial_backbones
-
-        needs: list[PlannedRun] | list[Backbone] = trial_backbones(sweep)
-    else:
-        needs = pending
+    needs: list[PlannedRun] | list[Backbone] = trial_backbones(sweep) if sweep.mode == "search" else pending
     _backbone_sweeps_first(sweep, needs, Options("slurm"), say, (str(sweep.path.resolve()),))  # submitted, not followed
-    backbones = {backbone.folder: backbone for backbone in _backbones_of(needs)}
+    backbones = {backbone.folder: backbone for backbone in backbones_of(needs)}
     backbone_jobs(f"{sweep.path}: sweep {sweep.name}", backbones, can_wait=True)  # queued by now, or an error
     with sweep_errors(sweep):
         return submit_orchestrator(sweep.sweep_dir, f"an-lab-{sweep.name}", sweep.spec.launcher.slurm, argv)

@@ -12,7 +12,6 @@ result without training. Trials appear in the sweep manifest as cells of kind "t
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 from collections.abc import Callable
@@ -34,7 +33,6 @@ from an_lab.rundir import (
     try_claim,
     write_json_atomic,
 )
-from an_lab.sweeps.backbones import KEY as BACKBONE_KEY
 from an_lab.sweeps.backbones import Backbone, backbone_jobs
 from an_lab.sweeps.expand import expand, resolve_settings, show
 from an_lab.sweeps.journal import journal_storage
@@ -42,7 +40,6 @@ from an_lab.sweeps.manifest import build_manifest, check_owner, find_sweep, writ
 from an_lab.sweeps.selection import make_run_dir
 from an_lab.sweeps.spec import PRUNERS, SAMPLERS, Sweep
 
-MAX_BACKBONE_CHOICES = 256  # combinations of the search's backbone axes resolved before launch; more: per trial
 MAX_STALLS = 3  # attempts in a row without a new epoch before a trial fails instead of resuming
 ABANDONED = "abandoned"  # user attribute of a trial asked but never started: it does not count towards n_trials
 
@@ -138,33 +135,6 @@ def _suggest(sweep: Sweep, trial) -> dict[str, Any]:
         else:
             settings[key] = trial.suggest_float(key, bounds.low, bounds.high, step=bounds.step, log=bounds.log)
     return settings
-
-
-def _decides_backbone(key: str) -> bool:
-    """Whether a searched key can change the classification run a trial starts from: its backbone_init, or the
-    trial's seed (which a backbone_init without a seed follows)."""
-    return key.startswith(BACKBONE_KEY) or key in ("model", "trainer", "trainer.seed")
-
-
-def trial_backbones(sweep: Sweep) -> list[Backbone]:
-    """The classification runs a search's trials can start from: the base config's backbone under every combination
-    of the searched values that decide it (list axes, and integer ranges), so that they are trained or submitted
-    before the first trial. Past MAX_BACKBONE_CHOICES combinations, the base's alone; each trial still waits for
-    (or, locally, fails without) its own."""
-    choices = [[(key, value) for value in values] for key, values in sweep.spec.axes.items() if _decides_backbone(key)]
-    for key, bounds in sweep.spec.search.space.items():
-        if _decides_backbone(key) and bounds.type == "int":
-            choices.append([(key, v) for v in range(int(bounds.low), int(bounds.high) + 1, int(bounds.step or 1))])
-    combinations = 1
-    for values in choices:
-        combinations *= len(values)
-    settings = [dict(combo) for combo in itertools.product(*choices)] if combinations <= MAX_BACKBONE_CHOICES else [{}]
-    found: dict[Path, Backbone] = {}
-    for chosen in settings:
-        backbone = resolve_settings(sweep, chosen, find=find_sweep)[1]
-        if backbone is not None:
-            found.setdefault(backbone.run_dir, backbone)
-    return list(found.values())
 
 
 def _metric_rows(run_dir: Path, metric: str) -> list[tuple[int, float]]:

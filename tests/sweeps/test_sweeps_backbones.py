@@ -23,10 +23,10 @@ from an_lab.identity import run_id
 from an_lab.launch.base import LaunchError
 from an_lab.launch.slurm import Shape, dependency, sbatch_parameters
 from an_lab.launch.slurm_settings import SlurmSettings
+from an_lab.sweeps.chain import MAX_BACKBONE_CHOICES, trial_backbones
 from an_lab.sweeps.expand import expand
 from an_lab.sweeps.manifest import find_sweep
 from an_lab.sweeps.run import planned_backbone_jobs
-from an_lab.sweeps.search import trial_backbones
 from an_lab.sweeps.seeding import planned_runs
 from an_lab.sweeps.spec import load_sweep
 
@@ -263,6 +263,22 @@ def test_a_search_plans_the_backbones_its_trials_can_take_and_refuses_to_start_l
     assert f"cell 'AN' seed 0 of sweep table1 ({runs / AN_RUNS[0]}: pending)" in err
     assert not (runs / "sweeps" / "det-search").exists()  # no study, no trial, no run folder
     assert not list(runs.glob("resnet50-bn_frozen-*"))
+
+
+def test_the_backbones_a_search_can_take_cover_its_axes_and_integer_ranges_up_to_a_bound(tmp_path):
+    """Every combination of the searched values that decide a trial's backbone (its backbone_init axes, an integer
+    range of its seed) is resolved before launch; past MAX_BACKBONE_CHOICES a range is left to each trial (a range of
+    10**12 seeds is never enumerated)."""
+    classification_sweep_file(tmp_path, tmp_path / "runs")
+    path = search_sweep(tmp_path, tmp_path / "runs", {"sweep": "table1", "cell": "AN"})
+    tree = yaml.safe_load(path.read_text())
+    found = {}
+    for high in (1, MAX_BACKBONE_CHOICES, 10**12):
+        tree["search"]["space"] = {"model.backbone_init.seed": {"type": "int", "low": 0, "high": high}}
+        path.write_text(yaml.safe_dump(tree))
+        found[high] = sorted((b.cell, b.seed, b.listed) for b in trial_backbones(load_sweep(path)))
+    assert found[1] == [("AN", 0, True), ("AN", 1, True), ("BN", 0, True), ("BN", 1, True)]
+    assert found[MAX_BACKBONE_CHOICES] == found[10**12] == [("AN", 0, True), ("BN", 0, True)]
 
 
 def test_a_trial_whose_backbone_is_not_done_fails_saying_why_and_the_search_goes_on(tmp_path):
