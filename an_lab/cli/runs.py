@@ -500,7 +500,7 @@ def _cancel_arguments(cancel: argparse.ArgumentParser) -> None:
     "immediate `an-lab sweep` submits them again), and report them. Cancelled runs keep their last checkpoint.",
 )
 def _cmd_cancel(args: argparse.Namespace) -> int:
-    from an_lab.launch.slurm import recorded_orchestrator
+    from an_lab.launch.slurm_orchestrator import recorded_orchestrator
     from an_lab.launch.slurm_queue import cancel, submitted_jobs
 
     manifest, folder, settings = _cancel_target(args)

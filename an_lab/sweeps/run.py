@@ -293,7 +293,7 @@ def detach(sweep: Sweep, argv: list[str], say: Callable[[str], None] = print) ->
     """Submit `an-lab ARGV` (this sweep, followed to its end) as its own small SLURM job; returns the job id. The
     missing backbones of its runs (or of a search's trials) are submitted first, here, so that its jobs can wait for
     theirs; nothing is submitted when its own jobs cannot fit the partition."""
-    from an_lab.launch.slurm import submit_orchestrator
+    from an_lab.launch.slurm_orchestrator import submit_orchestrator
 
     runs = validate(sweep)
     pending = [run for run in runs if state(run.run_dir)[0] != "done"]

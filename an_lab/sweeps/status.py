@@ -199,7 +199,7 @@ def _sweep_file(manifest: Manifest) -> str:
 
 def orchestrator_line(manifest: Manifest) -> str | None:
     """`orchestrator: slurm 123 RUNNING` for a sweep launched with --detach (one squeue/sacct call); else None."""
-    from an_lab.launch.slurm import recorded_orchestrator
+    from an_lab.launch.slurm_orchestrator import recorded_orchestrator
     from an_lab.launch.slurm_queue import query
 
     job_id = recorded_orchestrator(Path(manifest["output_dir"]) / "sweeps" / str(manifest["name"]))

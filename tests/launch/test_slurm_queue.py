@@ -901,8 +901,8 @@ def test_parse_partitions_reads_limits_per_partition_and_the_largest_node():
     ],
 )
 def test_fit_problem_names_the_limit_a_job_can_never_meet(settings, shape, words):
-    from an_lab.launch.slurm import Shape, fit_problem, time_minutes
     from an_lab.launch.slurm_settings import SlurmSettings
+    from an_lab.launch.slurm_shape import Shape, fit_problem, time_minutes
 
     partition = queue.parse_partitions(SINFO_SITE)["gpu"]
     chosen = SlurmSettings(partition="gpu", **settings)
@@ -911,8 +911,8 @@ def test_fit_problem_names_the_limit_a_job_can_never_meet(settings, shape, words
 
 
 def test_gpus_asked_on_a_partition_without_them_are_refused_however_they_are_asked():
-    from an_lab.launch.slurm import Shape, fit_problem
     from an_lab.launch.slurm_settings import SlurmSettings
+    from an_lab.launch.slurm_shape import Shape, fit_problem
 
     partition = queue.parse_partitions(SINFO_SITE)["cpu"]
     for extra in ({"gres": "gpu:1"}, {"gpus": 2}, {"gpus_per_task": "1"}):

@@ -2,7 +2,7 @@
 
 import os
 
-from an_lab.launch.slurm import outside_allocation
+from an_lab.launch.slurm_sbatch import outside_allocation
 
 
 def test_a_submission_from_inside_a_job_drops_that_jobs_slurm_variables(monkeypatch):

@@ -21,8 +21,9 @@ from an_lab.cli import main
 from an_lab.errors import UsageError
 from an_lab.identity import run_id
 from an_lab.launch.base import LaunchError
-from an_lab.launch.slurm import Shape, dependency, sbatch_parameters
+from an_lab.launch.slurm_sbatch import dependency, sbatch_parameters
 from an_lab.launch.slurm_settings import SlurmSettings
+from an_lab.launch.slurm_shape import Shape
 from an_lab.sweeps.chain import MAX_BACKBONE_CHOICES, trial_backbones
 from an_lab.sweeps.expand import expand
 from an_lab.sweeps.manifest import find_sweep

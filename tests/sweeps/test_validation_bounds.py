@@ -15,7 +15,8 @@ from submitit.slurm.slurm import _make_sbatch_string
 
 from an_lab.config import resolve
 from an_lab.errors import UsageError
-from an_lab.launch.slurm import Shape, sbatch_parameters
+from an_lab.launch.slurm_sbatch import sbatch_parameters
+from an_lab.launch.slurm_shape import Shape
 from an_lab.sweeps.spec import SlurmSettings, load_sweep
 
 
