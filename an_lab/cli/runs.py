@@ -500,58 +500,16 @@ def _cancel_arguments(cancel: argparse.ArgumentParser) -> None:
     "immediate `an-lab sweep` submits them again), and report them. Cancelled runs keep their last checkpoint.",
 )
 def _cmd_cancel(args: argparse.Namespace) -> int:
-    from an_lab.launch.slurm_orchestrator import recorded_orchestrator
-    from an_lab.launch.slurm_queue import cancel, submitted_jobs
+    from an_lab.sweeps.cancel import cancel_sweep
 
-    manifest, folder, settings = _cancel_target(args)
-    # every job the sweep submitted, not only each run's latest: a duplicate submission is cancelled too
-    runs = {job_id: run_id for run_id, jobs in submitted_jobs(folder).items() for job_id, _ in jobs}
-    orchestrator = recorded_orchestrator(folder)
-    if orchestrator is not None:  # first, so that it submits nothing more
-        stopped, _ = cancel([orchestrator], wait_s=30)
-        for job in stopped:
-            print(f"orchestrator: slurm {job.job_id} cancelled (was {job.state.lower()})")
-    if not runs:
-        print(f"sweep {manifest['name']}: no SLURM jobs recorded in {folder}; nothing to cancel")
-        return 0
-    wait = args.wait if args.wait is not None else settings.cancel_wait_s
-    if not 0 <= wait <= 3600:
-        raise UsageError(f"--wait {wait:g}: give seconds between 0 and 3600")
-    cancelled, error = cancel(runs, wait_s=wait)
-    if error and not cancelled:
-        print(f"error: could not cancel the jobs of sweep {manifest['name']}: {error}", file=sys.stderr)
-        return 1
-    if not cancelled:
-        print(f"sweep {manifest['name']}: none of its {len(runs)} recorded SLURM jobs is queued or running")
-        return 0
-    labels = {run["run_id"]: cell["label"] for cell in manifest["cells"] for run in cell["runs"]}
-    for job in cancelled:
-        run_id = runs.get(job.job_id, "?")
-        print(f"{labels.get(run_id, run_id)} [{run_id}]: slurm {job.job_id} cancelled (was {job.state.lower()})")
-    arrays = sorted({job.job_id.split("_")[0] for job in cancelled})
-    print(
-        f"cancelled {len(cancelled)} job(s) of sweep {manifest['name']} (scancel {' '.join(arrays)}); the runs keep "
-        "their last.ckpt and resume on the next `an-lab sweep`"
-    )
-    if error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _cancel_target(args: argparse.Namespace):
-    """(manifest, the sweep's folder, its launcher.slurm settings: the defaults for a sweep folder), the sweep file
-    read once."""
-    from pathlib import Path
-
-    from an_lab.launch.slurm_settings import SlurmSettings
-    from an_lab.sweeps.manifest import load_target
-
-    manifest, sweep = load_target(args.sweep, args.set)
-    if Path(args.sweep).is_dir():
-        return manifest, Path(args.sweep), SlurmSettings()
-    folder = Path(manifest["output_dir"]) / "sweeps" / str(manifest["name"])
-    return manifest, folder, (sweep.spec.launcher.slurm if sweep is not None else None) or SlurmSettings()
+    if args.wait is not None and not 0 <= args.wait <= 3600:
+        raise UsageError(f"--wait {args.wait:g}: give seconds between 0 and 3600")
+    report = cancel_sweep(args.sweep, args.set, args.wait)
+    for line in report.lines:
+        print(line)
+    for line in report.errors:
+        print(line, file=sys.stderr)
+    return report.code
 
 
 def _completion_arguments(parser: argparse.ArgumentParser) -> None:
