@@ -6,8 +6,13 @@
      "cells": [{"index", "kind", "name", "label", "changes": {dotted key: value}, "tags": [...],
                 "runs": [{"run_id", "seed"}]}]}
 
+    <output_dir>/sweeps/<name>/results-index.npz
+    a cache of the numbers of the sweep's finished runs, each valid while its result.json is unchanged (written and
+    read by an_lab.analysis.results_index; safe to delete)
+
 Runs live in <output_dir>/<run_id>/ (an_lab.rundir). `status`, `table` and `plot` read a manifest from a sweep
-folder, or build the same dictionary from a sweep file without writing anything.
+folder, or build the same dictionary from a sweep file without writing anything (but `table`, `plot` and `report`
+keep the results index of a sweep folder that exists up to date).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from an_lab.sweeps.records import Manifest, ManifestCell
 from an_lab.sweeps.spec import Sweep, check_name, load_sweep
 
 MANIFEST = "manifest.json"
+RESULTS_INDEX = "results-index.npz"
 # Sweep files being expanded in memory to find a backbone: a sweep that names itself would otherwise never end.
 _EXPANDING: set[Path] = set()
 
@@ -229,6 +235,11 @@ def check_manifest(manifest: object, source: str | Path = "the sweep manifest") 
             f"{source}: the sweep manifest is not usable: {problem}; rewrite it with `an-lab sweep SWEEP.yaml`"
         )
     return manifest["cells"]  # type: ignore[index]
+
+
+def sweep_folder(manifest: Manifest) -> Path:
+    """<output_dir>/sweeps/<name>/: where the sweep's manifest and the files made from its runs live."""
+    return Path(manifest["output_dir"]) / "sweeps" / str(manifest["name"])
 
 
 def run_dirs(manifest: Manifest) -> dict[str, Path]:
