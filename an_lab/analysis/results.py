@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -29,8 +30,10 @@ from an_lab.analysis.results_index import read_index, settled, write_index
 from an_lab.metrics import METRICS, TASKS, Metric, manifest_task, primary
 from an_lab.rundir import Result, scan_runs
 from an_lab.stats import NAN
-from an_lab.sweeps.manifest import RESULTS_INDEX, check_manifest, sweep_folder
-from an_lab.sweeps.records import Manifest
+from an_lab.sweep_folder import RESULTS_INDEX, check_manifest, sweep_folder
+
+if TYPE_CHECKING:  # the records live in the sweeps package, which `table` of a sweep folder does not import
+    from an_lab.sweeps.records import Manifest
 
 _FINALS = tuple(METRICS)  # every metric of every task, in the registry's order
 _TAILS = tuple(f"tail_{primary(task).name}" for task in TASKS)  # tail_top1_err, tail_bbox_ap

@@ -21,7 +21,8 @@ from test_results_table import CELLS, _result, _write_sweep
 
 from an_lab.analysis import collect, render_table
 from an_lab.analysis.results_index import RACY_NS, read_index
-from an_lab.sweeps.manifest import RESULTS_INDEX, load_manifest
+from an_lab.sweep_folder import RESULTS_INDEX
+from an_lab.sweeps.manifest import load_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 DAMAGES = ("truncated", "bytes flipped", "not a zip", "empty", "a folder")
