@@ -127,6 +127,8 @@ class Result(TypedDict, total=False):
 
 
 def _is_finite_number(value: object) -> bool:
+    if type(value) is float or type(value) is int:  # what JSON gives, checked first (a result holds dozens)
+        return math.isfinite(value)
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from an_lab.analysis.results_index import read_index, settled, write_index
+from an_lab.analysis.results_index import read_index, settled_rows, write_index
 from an_lab.metrics import METRICS, TASKS, Metric, manifest_task, primary
 from an_lab.rundir import Result, scan_runs
 from an_lab.stats import NAN
@@ -90,24 +90,31 @@ def _numbers(values) -> np.ndarray:
     return np.array([value if type(value) is float or type(value) is int else NAN for value in values], dtype=float)
 
 
+def _checked(values) -> np.ndarray:
+    """A column of a result's "final" or "best" values, which rundir.result_problem has checked to be finite numbers
+    or null: null becomes NaN (as numpy converts it), a number itself."""
+    return np.array(list(values), dtype=float)
+
+
 def _result_columns(results: list[Result | None]) -> dict[str, object]:
-    """The numbers of the runs' results, one column each (NaN, or an empty tail, where a run has no result)."""
+    """The numbers of the runs' results, one column each (NaN, or an empty tail, where a run has no result). The
+    results are valid ones (rundir.result_problem finds nothing wrong), as rundir.scan_runs gives them."""
     found = [result if result is not None else _NONE for result in results]
     finals = [result.get("final") if isinstance(result.get("final"), dict) else _NONE for result in found]
     bests = [result.get("best") if isinstance(result.get("best"), dict) else _NONE for result in found]
     reported = set().union(*finals, *bests)  # a classification run reports no AP: those columns are NaN at once
     absent = np.full(len(found), NAN)
     columns: dict[str, object] = {
-        metric: _numbers(final.get(metric) for final in finals) if metric in reported else absent.copy()
+        metric: _checked(final.get(metric) for final in finals) if metric in reported else absent.copy()
         for metric in _FINALS
     }
     columns |= {
-        f"best_{metric}": _numbers(best.get(metric) for best in bests) if metric in reported else absent.copy()
+        f"best_{metric}": _checked(best.get(metric) for best in bests) if metric in reported else absent.copy()
         for metric in _FINALS
     }
-    columns["best_epoch"] = _numbers(best.get("epoch") for best in bests)
+    columns["best_epoch"] = _checked(best.get("epoch") for best in bests)
     for key in ("val_loss", "train_loss"):
-        columns[key] = _numbers(final.get(key) for final in finals)
+        columns[key] = _checked(final.get(key) for final in finals)
     for key in _NUMBERS[_NUMBERS.index("params") :]:
         columns[key] = _numbers(result.get(key) for result in found)
     for column in _TAILS:
@@ -182,12 +189,12 @@ def _fill_from_index(numbers: np.ndarray, tails: dict[str, list], rows: list[int
 def _update_index(path, output_dir, index, run_ids, stamps, fresh, reused, numbers, tails) -> None:
     """Rewrite the index when a result was read from its file that may now be indexed, or an indexed entry was not
     used (stale, deleted, no longer a run of the sweep): it then holds every done run with a settled result."""
-    now = time.time_ns()
-    if not any(settled(stamps[row], now) for row in fresh if stamps[row] is not None) and reused == (
-        len(index) if index is not None else 0
-    ):
+    if not fresh and reused == (len(index) if index is not None else 0):
+        return  # every entry used, nothing read from a file: the index is up to date
+    ok = settled_rows(stamps, time.time_ns())
+    if not ok[fresh].any() and reused == (len(index) if index is not None else 0):
         return
-    rows = [row for row, stamp in enumerate(stamps) if stamp is not None and settled(stamp, now)]
+    rows = np.flatnonzero(ok).tolist()
     write_index(
         path,
         output_dir,

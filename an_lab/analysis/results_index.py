@@ -107,10 +107,16 @@ def _parse(arrays: dict[str, np.ndarray], output_dir: str, columns: tuple, tails
     return Index(known, {run_id: row for row, run_id in enumerate(run_ids)}, stored, numbers, found_tails)
 
 
-def settled(found: Stamp, now_ns: int) -> bool:
-    """Whether a result file with this stamp may be indexed: last changed RACY_NS or longer ago, not in the future."""
-    changed = max(found[2], found[3])
-    return changed <= now_ns - RACY_NS
+def settled_rows(stamps: list[Stamp | None], now_ns: int) -> np.ndarray:
+    """Per stamp, whether its result may be indexed: last changed (mtime, ctime) RACY_NS or longer before now_ns, and
+    not in the future; False for None (no valid result read)."""
+    ok = np.zeros(len(stamps), dtype=bool)
+    rows = [row for row, found in enumerate(stamps) if found is not None]
+    if rows:
+        _, _, mtimes, ctimes = zip(*(stamps[row] for row in rows), strict=True)
+        changed = np.maximum(np.array(mtimes, dtype=np.int64), np.array(ctimes, dtype=np.int64))
+        ok[rows] = changed <= now_ns - RACY_NS
+    return ok
 
 
 def write_index(
@@ -124,9 +130,12 @@ def write_index(
 ) -> bool:
     """Write the index of these runs (their stamps, their rows of `numbers` over `columns`, their tails) atomically;
     False when it cannot be written (the sweep folder is read-only or missing), which only costs speed."""
-    keep = [row for row, run_id in enumerate(run_ids) if "\n" not in run_id]
-    run_ids, stamps, numbers = [run_ids[row] for row in keep], [stamps[row] for row in keep], numbers[keep]
-    present = ~np.isnan(numbers).all(axis=0) if len(keep) else np.zeros(len(columns), dtype=bool)
+    if any("\n" in run_id for run_id in run_ids):  # the ids are stored one per line
+        keep = [row for row, run_id in enumerate(run_ids) if "\n" not in run_id]
+        run_ids, stamps, numbers = [run_ids[row] for row in keep], [stamps[row] for row in keep], numbers[keep]
+        tails = {column: [values[row] for row in keep] for column, values in tails.items()}
+    present = ~np.isnan(numbers).all(axis=0) if len(run_ids) else np.zeros(len(columns), dtype=bool)
+    inodes, sizes, mtimes, ctimes = zip(*stamps, strict=True) if stamps else ((), (), (), ())
     meta = {
         "version": VERSION,
         "output_dir": output_dir,
@@ -138,14 +147,13 @@ def write_index(
     arrays = {
         "meta": _bytes(json.dumps(meta)),
         "run_ids": _bytes("\n".join(run_ids)),
-        "inodes": np.array([found[0] for found in stamps], dtype=np.uint64),
-        "stamps": np.array([found[1:] for found in stamps], dtype=np.int64).reshape(len(stamps), 3),
+        "inodes": np.array(inodes, dtype=np.uint64),
+        "stamps": np.array([sizes, mtimes, ctimes], dtype=np.int64).T.reshape(len(stamps), 3).copy(),
         "numbers": np.ascontiguousarray(numbers[:, present], dtype=np.float64),
     }
     for column, values in tails.items():
-        kept = [values[row] for row in keep]
-        arrays[f"{column}_lengths"] = np.array([len(tail) for tail in kept], dtype=np.int64)
-        arrays[f"{column}_values"] = np.array([value for tail in kept for value in tail], dtype=np.float64)
+        arrays[f"{column}_lengths"] = np.array([len(tail) for tail in values], dtype=np.int64)
+        arrays[f"{column}_values"] = np.array([value for tail in values for value in tail], dtype=np.float64)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     try:

@@ -138,8 +138,10 @@ def _samples(done: pd.DataFrame, metrics: tuple[str, ...]) -> dict[int, dict[str
     columns = [done[SOURCE[metric]].tolist() for metric in metrics]
     cells, seeds, run_ids = done["cell"].tolist(), done["seed"].tolist(), done["run_id"].tolist()
     for row, (cell, seed, run_id) in enumerate(zip(cells, seeds, run_ids, strict=True)):
-        per_metric = samples.setdefault(int(cell), {metric: {} for metric in metrics})
-        key = _key(seed, run_id)
+        per_metric = samples.get(cell)
+        if per_metric is None:
+            per_metric = samples[int(cell)] = {metric: {} for metric in metrics}
+        key = seed if type(seed) is int else _key(seed, run_id)
         if metrics and key in per_metric[metrics[0]]:
             key = f"run {run_id}"
         for metric, values in zip(metrics, columns, strict=True):
