@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from an_lab.analysis.results_index import read_index, settled_rows, write_index
+from an_lab.analysis.results_index import read_index, settled, stamp_arrays, write_index
 from an_lab.metrics import METRICS, TASKS, Metric, manifest_task, primary
 from an_lab.rundir import Result, scan_runs
 from an_lab.stats import NAN
@@ -191,16 +191,21 @@ def _update_index(path, output_dir, index, run_ids, stamps, fresh, reused, numbe
     used (stale, deleted, no longer a run of the sweep): it then holds every done run with a settled result."""
     if not fresh and reused == (len(index) if index is not None else 0):
         return  # every entry used, nothing read from a file: the index is up to date
-    ok = settled_rows(stamps, time.time_ns())
-    if not ok[fresh].any() and reused == (len(index) if index is not None else 0):
-        return
-    rows = np.flatnonzero(ok).tolist()
+    done = [row for row, stamp in enumerate(stamps) if stamp is not None]
+    inodes, times = stamp_arrays([stamps[row] for row in done])
+    ok = settled(times, time.time_ns())
+    read = np.zeros(len(stamps), dtype=bool)
+    read[fresh] = True
+    if not (read[done] & ok).any() and reused == (len(index) if index is not None else 0):
+        return  # only results too young to be indexed were read
+    rows = [row for row, keep in zip(done, ok.tolist(), strict=True) if keep]
     write_index(
         path,
         output_dir,
         _NUMBERS,
         [run_ids[row] for row in rows],
-        [stamps[row] for row in rows],
+        inodes[ok],
+        times[ok],
         numbers[rows],
         {column: [values[row] for row in rows] for column, values in tails.items()},
     )

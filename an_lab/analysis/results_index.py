@@ -107,16 +107,20 @@ def _parse(arrays: dict[str, np.ndarray], output_dir: str, columns: tuple, tails
     return Index(known, {run_id: row for row, run_id in enumerate(run_ids)}, stored, numbers, found_tails)
 
 
-def settled_rows(stamps: list[Stamp | None], now_ns: int) -> np.ndarray:
-    """Per stamp, whether its result may be indexed: last changed (mtime, ctime) RACY_NS or longer before now_ns, and
-    not in the future; False for None (no valid result read)."""
-    ok = np.zeros(len(stamps), dtype=bool)
-    rows = [row for row, found in enumerate(stamps) if found is not None]
-    if rows:
-        _, _, mtimes, ctimes = zip(*(stamps[row] for row in rows), strict=True)
-        changed = np.maximum(np.array(mtimes, dtype=np.int64), np.array(ctimes, dtype=np.int64))
-        ok[rows] = changed <= now_ns - RACY_NS
-    return ok
+def stamp_arrays(stamps: list[Stamp]) -> tuple[np.ndarray, np.ndarray]:
+    """The stamps as arrays: inodes (uint64) and (size, mtime_ns, ctime_ns) rows (int64)."""
+    try:
+        table = np.array(stamps, dtype=np.int64).reshape(len(stamps), 4)  # one pass in C
+    except OverflowError:  # an inode number of 2**63 or more (some network file systems)
+        inodes, sizes, mtimes, ctimes = zip(*stamps, strict=True)
+        return np.array(inodes, dtype=np.uint64), np.array([sizes, mtimes, ctimes], dtype=np.int64).T.copy()
+    return table[:, 0].astype(np.uint64), np.ascontiguousarray(table[:, 1:])
+
+
+def settled(times: np.ndarray, now_ns: int) -> np.ndarray:
+    """Per (size, mtime_ns, ctime_ns) row, whether its result may be indexed: last changed RACY_NS or longer before
+    now_ns, and not in the future."""
+    return np.maximum(times[:, 1], times[:, 2]) <= now_ns - RACY_NS
 
 
 def write_index(
@@ -124,18 +128,19 @@ def write_index(
     output_dir: str,
     columns: tuple[str, ...],
     run_ids: list[str],
-    stamps: list[Stamp],
+    inodes: np.ndarray,
+    times: np.ndarray,
     numbers: np.ndarray,
     tails: dict[str, list[tuple[float, ...]]],
 ) -> bool:
-    """Write the index of these runs (their stamps, their rows of `numbers` over `columns`, their tails) atomically;
-    False when it cannot be written (the sweep folder is read-only or missing), which only costs speed."""
+    """Write the index of these runs (their stamps as stamp_arrays() gives them, their rows of `numbers` over
+    `columns`, their tails) atomically; False when it cannot be written (the sweep folder is read-only or missing),
+    which only costs speed."""
     if any("\n" in run_id for run_id in run_ids):  # the ids are stored one per line
         keep = [row for row, run_id in enumerate(run_ids) if "\n" not in run_id]
-        run_ids, stamps, numbers = [run_ids[row] for row in keep], [stamps[row] for row in keep], numbers[keep]
+        run_ids, inodes, times, numbers = [run_ids[row] for row in keep], inodes[keep], times[keep], numbers[keep]
         tails = {column: [values[row] for row in keep] for column, values in tails.items()}
     present = ~np.isnan(numbers).all(axis=0) if len(run_ids) else np.zeros(len(columns), dtype=bool)
-    inodes, sizes, mtimes, ctimes = zip(*stamps, strict=True) if stamps else ((), (), (), ())
     meta = {
         "version": VERSION,
         "output_dir": output_dir,
@@ -147,8 +152,8 @@ def write_index(
     arrays = {
         "meta": _bytes(json.dumps(meta)),
         "run_ids": _bytes("\n".join(run_ids)),
-        "inodes": np.array(inodes, dtype=np.uint64),
-        "stamps": np.array([sizes, mtimes, ctimes], dtype=np.int64).T.reshape(len(stamps), 3).copy(),
+        "inodes": np.ascontiguousarray(inodes, dtype=np.uint64),
+        "stamps": np.ascontiguousarray(times, dtype=np.int64).reshape(len(run_ids), 3),
         "numbers": np.ascontiguousarray(numbers[:, present], dtype=np.float64),
     }
     for column, values in tails.items():
