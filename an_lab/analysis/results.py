@@ -76,7 +76,7 @@ def primary_metric(manifest: Manifest) -> Metric:
 
 
 def _number(value) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else float("nan")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else NAN
 
 
 def _tail(result: dict, column: str) -> tuple[float, ...]:
