@@ -25,11 +25,14 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from an_lab import catalog
-from an_lab.config import CLASSIFICATION_KEYS, DETECTION_KEYS, RunConfig
 from an_lab.errors import UsageError
 from an_lab.rundir import read_json, write_json_atomic
+
+if TYPE_CHECKING:  # the config's schema (pydantic) is imported when a config is at hand, not to read IDENTITY_SCHEME
+    from an_lab.config import RunConfig
 
 IDENTITY_SCHEME = 2
 # Keys that change how a run is executed or logged but not what it computes.
@@ -55,11 +58,19 @@ ANNOTATIONS = "annotations"
 DATA_FILE = ".an-lab-data.json"  # in an output folder: the last fingerprint seen of each data folder its runs read
 
 
+@functools.cache
+def _task_keys() -> tuple[tuple, tuple]:
+    from an_lab.config import CLASSIFICATION_KEYS, DETECTION_KEYS
+
+    return CLASSIFICATION_KEYS, DETECTION_KEYS
+
+
 def identity(config: RunConfig) -> dict:
     """The part of the resolved config that determines what a run computes, normalised (see the module)."""
     tree = config.model_dump(mode="json")
     dropped = list(NON_IDENTITY_KEYS)
-    dropped += CLASSIFICATION_KEYS if config.task == "detection" else DETECTION_KEYS
+    classification, detection = _task_keys()
+    dropped += classification if config.task == "detection" else detection
     if config.task == "classification":
         dropped.append(("optim", "warmup_iterations"))
     if config.model.norm not in AN_NORMS:

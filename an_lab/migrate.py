@@ -23,12 +23,15 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from an_lab.config import RunConfig
 from an_lab.errors import UsageError
 from an_lab.identity import IDENTITY_SCHEME, identity, run_id
 from an_lab.paths import anchor
 from an_lab.rundir import CONFIG, RESULT, read_json, read_result, state, write_json_atomic
+
+if TYPE_CHECKING:  # read-only commands ask pending_note() without importing the config's schema (pydantic)
+    from an_lab.config import RunConfig
 
 MARKER = ".an-lab-ids"
 LOG = "migrations.jsonl"
@@ -89,6 +92,8 @@ def today(folder: Path) -> tuple[RunConfig, str]:
     model = tree.get("model")
     if isinstance(model, dict) and isinstance(model.get("backbone_init"), str):
         model["backbone_init"] = anchor(model["backbone_init"], launched, f"{folder / CONFIG}: model.backbone_init")
+    from an_lab.config import RunConfig
+
     config = RunConfig.model_validate(tree)
     return config, run_id(config)
 

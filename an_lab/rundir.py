@@ -25,7 +25,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
@@ -127,6 +127,8 @@ class Result(TypedDict, total=False):
 
 
 def _is_finite_number(value: object) -> bool:
+    if type(value) is float or type(value) is int:  # what JSON gives, checked first (a result holds dozens)
+        return math.isfinite(value)
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -338,41 +340,73 @@ def read_runs(folder: Path, run_ids: Iterable[str]) -> Iterator[tuple[str, str |
     """(state, detail, result) of many runs of one output folder, as state() and read_result() tell them, in the
     order given: the folder is listed once, a finished run costs one file read (its result.json, read first) and a
     run without a folder none; anything else is looked at by state()."""
-    present, text = _listing(folder), os.fspath(folder)
+    for current, detail, result, _ in scan_runs(folder, run_ids):
+        yield current, detail, result
+
+
+# What identifies one version of a result file: (inode, size, mtime_ns, ctime_ns) of its stat. A result written
+# again (atomically: a new inode; or in place: a new ctime) gets another stamp.
+Stamp = tuple[int, int, int, int]
+
+
+def stamp(stat: os.stat_result) -> Stamp:
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+def scan_runs(
+    folder: Path, run_ids: Iterable[str], known: Mapping[str, Stamp] | None = None
+) -> Iterator[tuple[str, str | None, Result | None, Stamp | None]]:
+    """read_runs() with the stamp of each valid result.json it read (taken from the open file before reading it, so
+    that a file replaced meanwhile never pairs a new result with an old stamp; None for a run not done, or done but
+    found by the slower second look). `known`: run id -> the stamp of a result the caller holds already; a run whose
+    result.json still has that stamp is yielded as ("done", None, None, stamp) after one stat, without being read."""
+    present, text, known = _listing(folder), os.fspath(folder), known or {}
     for run_id in run_ids:
         if present is not None and run_id not in present:
-            yield "pending", None, None
+            yield "pending", None, None, None
             continue
-        result = _valid_result(f"{text}/{run_id}/{RESULT}", run_id)
+        path = f"{text}/{run_id}/{RESULT}"
+        held = known.get(run_id)
+        if held is not None:
+            try:
+                now = stamp(os.stat(path))
+            except OSError:
+                now = None
+            if now == held:
+                yield "done", None, None, held
+                continue
+        result, found = _valid_result(path, run_id)
         if result is not None:
-            yield "done", None, result
+            yield "done", None, result, found
             continue
         run_dir = folder / run_id
         current, detail = state(run_dir)
         if current == "done":  # written between the two looks
             result, _ = read_result(run_dir)
-        yield (current, detail, None) if result is None else ("done", None, result)
+        yield (current, detail, None, None) if result is None else ("done", None, result, None)
 
 
 _READ = 1 << 16
 
 
-def _valid_result(path: str, run_id: str) -> Result | None:
-    """The result at path when it is there and valid, else None (read_result says why)."""
+def _valid_result(path: str, run_id: str) -> tuple[Result | None, Stamp | None]:
+    """(the result at path, the stamp of the file it was read from) when it is there and valid, else (None, None)
+    (read_result says why)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        return None
+        return None, None
     try:
+        found = stamp(os.fstat(fd))
         chunks = [os.read(fd, _READ)]
         while len(chunks[-1]) == _READ:  # a result larger than one read
             chunks.append(os.read(fd, _READ))
         result = json.loads(b"".join(chunks))
     except (OSError, ValueError):
-        return None
+        return None, None
     finally:
         os.close(fd)
-    return None if result_problem(result, run_id) else result
+    return (None, None) if result_problem(result, run_id) else (result, found)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -10,13 +10,29 @@ Given manifest = an_lab.sweeps.manifest.load_manifest(sweep file or sweep folder
   an_lab.analysis.wandb_report.
 """
 
-from an_lab.analysis.figure_data import axis_groups, cell_curves, scatter_points
-from an_lab.analysis.html import render_summary, write_summary
-from an_lab.analysis.plots import plot_sweep, render_figures
-from an_lab.analysis.results import collect
-from an_lab.analysis.summary import METRICS, resolve_baseline, summarize
-from an_lab.analysis.table import FORMATS, render_table
-from an_lab.analysis.wandb_report import build_report, publish_report, sync_sweep, write_report_spec
+import importlib
+
+# name -> the module that defines it: imported on first use, so that `an-lab table` imports the table's modules
+# only, not the figures' and reports'
+_WHERE = {
+    "FORMATS": "an_lab.analysis.table",
+    "METRICS": "an_lab.analysis.summary",
+    "axis_groups": "an_lab.analysis.figure_data",
+    "build_report": "an_lab.analysis.wandb_report",
+    "cell_curves": "an_lab.analysis.figure_data",
+    "collect": "an_lab.analysis.results",
+    "plot_sweep": "an_lab.analysis.plots",
+    "publish_report": "an_lab.analysis.wandb_report",
+    "render_figures": "an_lab.analysis.plots",
+    "render_summary": "an_lab.analysis.html",
+    "render_table": "an_lab.analysis.table",
+    "resolve_baseline": "an_lab.analysis.summary",
+    "scatter_points": "an_lab.analysis.figure_data",
+    "summarize": "an_lab.analysis.summary",
+    "sync_sweep": "an_lab.analysis.wandb_report",
+    "write_report_spec": "an_lab.analysis.wandb_report",
+    "write_summary": "an_lab.analysis.html",
+}
 
 __all__ = [
     "FORMATS",
@@ -37,3 +53,11 @@ __all__ = [
     "write_report_spec",
     "write_summary",
 ]
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

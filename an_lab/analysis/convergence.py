@@ -4,14 +4,32 @@ line's) and the flags per cell that the results table marks with a double dagger
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from an_lab.errors import UsageError
 from an_lab.metrics import primary
-from an_lab.sweeps.records import Manifest
+
+if TYPE_CHECKING:  # the records live in the sweeps package, which `table` of a sweep folder does not import
+    from an_lab.sweeps.records import Manifest
 
 CONVERGENCE_KEYS = ("train_loss_max", "val_drop_max", "last_epochs")
+# The sweep schema's defaults (an_lab.sweeps.spec.ConvergenceSettings; a test keeps the two equal).
+DEFAULTS = {"train_loss_max": None, "val_drop_max": 1.0, "last_epochs": 3}
+
+
+def _surely_valid(settings: dict) -> bool:
+    """Whether ConvergenceSettings surely takes these settings as they are: the three keys, each threshold None or a
+    positive finite float, last_epochs an int in [2, 50]. Anything else (an int threshold, a string, a value out of
+    range) goes through the schema, which converts or explains; a test checks that this never accepts what the
+    schema refuses or changes."""
+    if settings.keys() != set(CONVERGENCE_KEYS):
+        return False
+    thresholds = (settings["train_loss_max"], settings["val_drop_max"])
+    if not all(value is None or (type(value) is float and math.isfinite(value) and value > 0) for value in thresholds):
+        return False
+    return type(settings["last_epochs"]) is int and 2 <= settings["last_epochs"] <= 50
 
 
 def parse_threshold(text: str, flag: str) -> float | None:
@@ -30,14 +48,17 @@ def parse_threshold(text: str, flag: str) -> float | None:
 def convergence_settings(manifest: Manifest, overrides: dict | None = None) -> dict:
     """train_loss_max, val_drop_max and last_epochs: the sweep's defaults, the manifest's "convergence", then
     `overrides` (a key given with None switches that check off)."""
-    from pydantic import ValidationError
-
-    from an_lab.sweeps.spec import ConvergenceSettings
-
     unknown = sorted(set(overrides or {}) - set(CONVERGENCE_KEYS))
     if unknown:
         raise UsageError(f"convergence settings {', '.join(unknown)}: choose among {', '.join(CONVERGENCE_KEYS)}")
     given = manifest.get("convergence") if isinstance(manifest.get("convergence"), dict) else {}
+    merged = {**DEFAULTS, **given, **(overrides or {})}
+    if _surely_valid(merged):
+        return merged  # what the schema gives back for these values, without importing it (and pydantic)
+    from pydantic import ValidationError
+
+    from an_lab.sweeps.spec import ConvergenceSettings
+
     merged = {**ConvergenceSettings().model_dump(), **given, **(overrides or {})}
     try:
         return ConvergenceSettings.model_validate(merged).model_dump()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -27,7 +28,9 @@ from an_lab.stats import (
     compare_many,
     estimate_many,
 )
-from an_lab.sweeps.records import Manifest
+
+if TYPE_CHECKING:  # the records live in the sweeps package, which `table` of a sweep folder does not import
+    from an_lab.sweeps.records import Manifest
 
 # --metric of a classification sweep: which error columns; "best" puts the best epoch's top-1 error beside the final one
 SELECTIONS = {
@@ -133,9 +136,12 @@ def _samples(done: pd.DataFrame, metrics: tuple[str, ...]) -> dict[int, dict[str
     """cell -> metric -> {seed: value} over the done runs (a repeated seed is keyed by the run's id)."""
     samples: dict[int, dict[str, dict]] = {}
     columns = [done[SOURCE[metric]].tolist() for metric in metrics]
-    for row, (cell, seed, run_id) in enumerate(zip(done["cell"], done["seed"], done["run_id"], strict=True)):
-        per_metric = samples.setdefault(int(cell), {metric: {} for metric in metrics})
-        key = _key(seed, run_id)
+    cells, seeds, run_ids = done["cell"].tolist(), done["seed"].tolist(), done["run_id"].tolist()
+    for row, (cell, seed, run_id) in enumerate(zip(cells, seeds, run_ids, strict=True)):
+        per_metric = samples.get(cell)
+        if per_metric is None:
+            per_metric = samples[int(cell)] = {metric: {} for metric in metrics}
+        key = seed if type(seed) is int else _key(seed, run_id)
         if metrics and key in per_metric[metrics[0]]:
             key = f"run {run_id}"
         for metric, values in zip(metrics, columns, strict=True):
@@ -146,12 +152,10 @@ def _samples(done: pd.DataFrame, metrics: tuple[str, ...]) -> dict[int, dict[str
 def _resolutions(done: pd.DataFrame) -> dict[int, float]:
     """cell -> the step of its top-1 / top-5 error in points (100 / the validation images), where all its done runs
     recorded one validation size; cells without it have no floor on their intervals."""
-    found: dict[int, float] = {}
-    for cell, sizes in done.groupby("cell", sort=False)["val_images"]:
-        distinct = set(sizes.tolist())
-        if len(distinct) == 1 and (size := distinct.pop()) == size and size > 0:
-            found[int(cell)] = 100.0 / size
-    return found
+    sizes = done.groupby("cell", sort=False)["val_images"]
+    low, high, counted, runs = sizes.min(), sizes.max(), sizes.count(), sizes.size()
+    one = (counted == runs) & (low == high) & (low > 0)  # every done run recorded it, and the same size
+    return {int(cell): 100.0 / size for cell, size in zip(low.index[one].tolist(), low[one].tolist(), strict=True)}
 
 
 class _Rules:

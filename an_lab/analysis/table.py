@@ -39,7 +39,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 
@@ -63,7 +63,9 @@ from an_lab.stats import (
     CONFIDENCE,
     MIN_MARK_N,
 )
-from an_lab.sweeps.records import Manifest
+
+if TYPE_CHECKING:  # the records live in the sweeps package, which `table` of a sweep folder does not import
+    from an_lab.sweeps.records import Manifest
 
 FORMATS = ("markdown", "latex", "csv", "html")
 UNITS = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K"))

@@ -90,11 +90,17 @@ def _cmd_table(args: argparse.Namespace) -> int:
 
     from an_lab.analysis.convergence import parse_threshold
     from an_lab.analysis.table import render_table
-    from an_lab.sweeps.manifest import load_manifest
+    from an_lab.sweep_folder import read_folder, say_pending
 
     if args.min_seeds < 2:
         raise UsageError(f"--min-seeds {args.min_seeds}: give 2 or more (a difference needs 2 seeds for a CI)")
-    manifest = load_manifest(args.sweep, args.set)
+    manifest = read_folder(args.sweep, args.set)  # a sweep folder is read without importing the sweep files' schema
+    if manifest is None:
+        from an_lab.sweeps.manifest import load_manifest
+
+        manifest = load_manifest(args.sweep, args.set)
+    else:
+        say_pending(manifest)
     convergence = {}
     if args.converged_loss is not None:
         convergence["train_loss_max"] = parse_threshold(args.converged_loss, "--converged-loss")

@@ -6,27 +6,33 @@
      "cells": [{"index", "kind", "name", "label", "changes": {dotted key: value}, "tags": [...],
                 "runs": [{"run_id", "seed"}]}]}
 
+The sweep folder's file names, reading its manifest and the manifest's checks live in an_lab.sweep_folder.
+
 Runs live in <output_dir>/<run_id>/ (an_lab.rundir). `status`, `table` and `plot` read a manifest from a sweep
-folder, or build the same dictionary from a sweep file without writing anything.
+folder, or build the same dictionary from a sweep file without writing anything (but `table`, `plot` and `report`
+keep the results index of a sweep folder that exists up to date).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 from an_lab.errors import UsageError
-from an_lab.migrate import pending_note
 from an_lab.rundir import write_json_atomic
+from an_lab.sweep_folder import (
+    MANIFEST,
+    check_name,
+    read_folder,
+    say_pending,
+)
 from an_lab.sweeps.backbones import KEY as BACKBONE_KEY
 from an_lab.sweeps.expand import PlannedRun, base_config, expand
 from an_lab.sweeps.records import Manifest, ManifestCell
-from an_lab.sweeps.spec import Sweep, check_name, load_sweep
+from an_lab.sweeps.spec import Sweep, load_sweep
 
-MANIFEST = "manifest.json"
 # Sweep files being expanded in memory to find a backbone: a sweep that names itself would otherwise never end.
 _EXPANDING: set[Path] = set()
 
@@ -109,56 +115,23 @@ def load_target(target: str | Path, overrides: list[str] | tuple[str, ...] = ())
     command that needs both reads the file once."""
     found: list[Sweep] = []
     manifest = _load_manifest(target, overrides, found)
-    if (note := pending_note(Path(manifest["output_dir"]))) is not None:
-        print(f"note: {note}", file=sys.stderr)
+    say_pending(manifest)
     return manifest, (found[0] if found else None)
 
 
 def _load_manifest(
     target: str | Path, overrides: list[str] | tuple[str, ...] = (), found: list | None = None
 ) -> Manifest:
+    folder = read_folder(target, overrides)
+    if folder is not None:
+        return folder
     path = Path(target)
-    if path.name == MANIFEST and path.is_file():
-        path = path.parent  # the manifest itself stands for its folder
-    if path.is_dir() and overrides:
-        raise UsageError(
-            f"{target}: --set applies to a sweep file, not to a sweep folder's manifest (the runs it lists are "
-            "fixed); give the sweep file with --set, or relaunch with `an-lab sweep FOLDER --set ...` first"
-        )
-    if path.is_dir():
-        try:
-            manifest = json.loads((path / MANIFEST).read_text())
-        except (OSError, ValueError):
-            raise UsageError(
-                f"{path}: no readable {MANIFEST} here; give the sweep file, or the folder "
-                "<output_dir>/sweeps/<name>/ that `an-lab sweep` wrote"
-            ) from None
-        check_manifest(manifest, path / MANIFEST)
-        return _beside(manifest, path)
     sweep = with_recorded_overrides(load_sweep(path, overrides))
     if found is not None:
         found.append(sweep)
     if sweep.mode == "search" and (sweep.sweep_dir / MANIFEST).is_file():
         return _load_manifest(sweep.sweep_dir)  # the trials Optuna asked are known only to the sweep folder
     return build_manifest(sweep, expand(sweep, find=find_sweep))
-
-
-def _beside(manifest: Manifest, folder: Path) -> Manifest:
-    """A sweep folder sits at <output_dir>/sweeps/<name>/: its runs are read next to it, wherever it was moved or
-    copied (an archive, an rsync back from a cluster), with a note when the recorded output_dir is another folder."""
-    here = folder.resolve()
-    if here.parent.name != "sweeps":
-        return manifest
-    beside = str(here.parent.parent)
-    recorded = manifest["output_dir"]
-    if os.path.normpath(recorded) != beside:
-        gone = "" if Path(recorded).is_dir() else " (gone)"
-        print(
-            f"note: {folder} was written for the runs in {recorded}{gone}; reading the runs beside it, in {beside}",
-            file=sys.stderr,
-        )
-        manifest = {**manifest, "output_dir": beside, "recorded_output_dir": recorded}
-    return manifest
 
 
 def with_recorded_overrides(sweep: Sweep, say=None) -> Sweep:
@@ -180,55 +153,6 @@ def recorded_overrides(sweep: Sweep) -> list[str]:
     if not isinstance(manifest, dict) or manifest.get("sweep_file") != str(sweep.path.resolve()):
         return []
     return [item for item in manifest.get("overrides") or [] if isinstance(item, str)]
-
-
-def _manifest_problem(manifest: object) -> str | None:
-    if not isinstance(manifest, dict):
-        return "it is not a JSON object"
-    for key in ("name", "output_dir"):
-        if not isinstance(manifest.get(key), str) or not manifest[key].strip():
-            return f"it has no {key} (a non-empty string)"
-    try:
-        check_name(manifest["name"], "its name")
-    except ValueError as error:
-        return str(error)
-    if not isinstance(manifest.get("cells"), list):
-        return "its cells are not a list"
-    indices: set[int] = set()
-    run_ids: set[str] = set()
-    for position, cell in enumerate(manifest["cells"]):
-        if not isinstance(cell, dict) or type(cell.get("index")) is not int or not isinstance(cell.get("runs"), list):
-            return f"cell {position} has no integer index or no list of runs"
-        if not isinstance(cell.get("label"), str | None) or not isinstance(cell.get("changes", {}), dict):
-            return f"cell {cell['index']} has a label that is not a string or changes that are not a mapping"
-        if cell["index"] in indices:
-            return f"two cells have the index {cell['index']}"
-        indices.add(cell["index"])
-        for run in cell["runs"]:
-            if not isinstance(run, dict) or not isinstance(run.get("run_id"), str):
-                return f"cell {cell['index']} has a run without a run_id"
-            try:  # a run id becomes a path under output_dir: no '..', no separators
-                check_name(run["run_id"], "a run id")
-            except ValueError as error:
-                return f"cell {cell['index']}: {error}"
-            if run["run_id"] in run_ids:
-                return f"run {run['run_id']} is listed twice"
-            run_ids.add(run["run_id"])
-            if not isinstance(run.get("seed"), int | None) or isinstance(run.get("seed"), bool):
-                return f"run {run['run_id']} has a seed that is not an integer"
-    return None
-
-
-def check_manifest(manifest: object, source: str | Path = "the sweep manifest") -> list[ManifestCell]:
-    """The manifest's cells, or a UsageError that says what is wrong with it (a hand-edited or damaged file).
-
-    Every reader of a manifest (status, cancel, table, plot, report, sync) relies on these checks."""
-    problem = _manifest_problem(manifest)
-    if problem:
-        raise UsageError(
-            f"{source}: the sweep manifest is not usable: {problem}; rewrite it with `an-lab sweep SWEEP.yaml`"
-        )
-    return manifest["cells"]  # type: ignore[index]
 
 
 def run_dirs(manifest: Manifest) -> dict[str, Path]:

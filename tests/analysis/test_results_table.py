@@ -611,3 +611,30 @@ def test_html_and_latex_tables_are_what_pandas_styler_writes(rows):
     assert _latex(shown, []) == reference
     note = r"\multicolumn{4}{l}{\footnotesize a note} \\" + "\n"
     assert _latex(shown, ["a note"]) == reference.replace("\\end{tabular}", note + "\\end{tabular}")
+
+
+def test_convergence_settings_taken_without_the_schema_are_what_the_schema_gives():
+    """convergence_settings() skips the sweep schema (pydantic) for settings it can tell are valid: its defaults are
+    the schema's, and every value it takes so is one the schema takes unchanged."""
+    from pydantic import ValidationError
+
+    from an_lab.analysis.convergence import DEFAULTS, _surely_valid
+    from an_lab.sweeps.spec import ConvergenceSettings
+
+    assert ConvergenceSettings().model_dump() == DEFAULTS
+    thresholds = [None, 0.0, -1.0, 1e-9, 0.5, 1.0, 2.0, 1e9, float("inf"), float("nan"), 1, 0, True, "1.0"]
+    epochs = [0, 1, 2, 3, 49, 50, 51, 2.0, True, None, "3"]
+    for loss in thresholds:
+        for drop in thresholds:
+            for last in epochs:
+                settings = {"train_loss_max": loss, "val_drop_max": drop, "last_epochs": last}
+                if not _surely_valid(settings):
+                    continue
+                try:
+                    checked = ConvergenceSettings.model_validate(settings).model_dump()
+                except ValidationError:
+                    pytest.fail(f"{settings} taken without the schema, which refuses it")
+                assert checked == settings and [type(value) for value in checked.values()] == [
+                    type(value) for value in settings.values()
+                ]
+    assert not _surely_valid({**DEFAULTS, "extra": 1.0}) and not _surely_valid({"val_drop_max": 1.0})

@@ -4,8 +4,6 @@ jobs, and the dotted run-config keys its axes, cells and baselines may set. Torc
 from __future__ import annotations
 
 import difflib
-import re
-import reprlib
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -28,6 +26,8 @@ from an_lab.config import (
 from an_lab.launch.slurm_settings import SlurmSettings
 from an_lab.metrics import METRICS as RESULT_METRICS
 from an_lab.metrics import logged_metric
+from an_lab.sweep_folder import MAX_NAME as MAX_NAME  # the names' rule lives with the sweep folder
+from an_lab.sweep_folder import check_name as check_name
 from an_lab.sweeps.journal import LOCK_WAIT_S
 
 MODES = ("ablation", "grid", "list", "search")
@@ -58,29 +58,6 @@ PRUNERS = {
 }
 # Run config keys the sweep sets itself: cells may not change them.
 RESERVED = ("output_dir", "wandb")
-
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-# Sweep, baseline and axis names become parts of paths and labels: the sweep folder <output_dir>/sweeps/<name>/ and the
-# files named after the sweep, the SLURM job name an-lab-<name>, the W&B group and tags. 64 characters keep every such
-# path component far below the 255 bytes a file name may have (a longer name would pass `plan` and then fail with
-# ENAMETOOLONG when the sweep writes its folder); run folders are named by run id, <model>-<norm>-<12 hex digits>.
-MAX_NAME = 64
-
-
-def check_name(value: str, what: str = "name") -> str:
-    """A name that becomes a folder, a W&B group or a job name: letters, digits, '_', '.', '-'; no '..' or slashes;
-    at most MAX_NAME characters."""
-    if isinstance(value, str) and len(value) > MAX_NAME:
-        raise ValueError(
-            f"{what} {reprlib.repr(value)} is {len(value)} characters long; at most {MAX_NAME} (it names folders, "
-            "files and the SLURM job)"
-        )
-    if not isinstance(value, str) or not _NAME.fullmatch(value) or ".." in value:
-        raise ValueError(
-            f"{what} {value!r} is not usable as a folder or job name: use only letters, digits, '_', '.' and '-', "
-            "start with a letter, digit or '_', and no '..' (no slashes, spaces or shell characters)"
-        )
-    return value
 
 
 def _walk_keys(model: type[BaseModel], prefix: str = "") -> dict[str, bool]:
