@@ -6,9 +6,13 @@ from pathlib import Path
 
 def test_no_caller_branches_on_the_executor():
     """The sweeps and the command line drive an executor through its interface (an_lab.launch.base.Executor): none
-    of them asks which executor it has, so a third executor changes nothing outside an_lab/launch."""
+    of them asks which executor it has, nor compares an executor's name or builds one by class (an_lab.launch.registry
+    does), so a third executor changes nothing outside an_lab/launch."""
     root = Path(__file__).resolve().parents[1] / "an_lab"
-    pattern = re.compile(r"executor\.name\s*[=!]=|getattr\(executor|isinstance\([^)]*Executor\)")
+    pattern = re.compile(
+        r"executor\.name\s*[=!]=|getattr\(executor|isinstance\([^)]*Executor\)"
+        r"|[=!]=\s*[\"'](local|slurm)[\"']|[\"'](local|slurm)[\"']\s*[=!]=|LocalExecutor|SlurmExecutor"
+    )
     found = [
         f"{path.relative_to(root)}:{number}"
         for folder in ("sweeps", "cli", "analysis")

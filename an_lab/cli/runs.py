@@ -10,6 +10,7 @@ from pathlib import Path
 from an_lab import catalog
 from an_lab.cli.commands import COMMANDS, add_set, add_sweep, command
 from an_lab.errors import UsageError
+from an_lab.launch.registry import NAMES
 
 
 def _k_schedule(text: str) -> int | tuple[int, ...]:
@@ -356,7 +357,7 @@ def _sweep_arguments(sweep: argparse.ArgumentParser) -> None:
     add_sweep(sweep)
     add_set(sweep)
     sweep.add_argument("--retry-failed", action="store_true", help="relaunch runs that failed")
-    sweep.add_argument("--executor", choices=("local", "slurm"), default=None, help="default: the file's launcher")
+    sweep.add_argument("--executor", choices=NAMES, default=None, help="default: the file's launcher")
     sweep.add_argument("--max-parallel", type=int, default=None, help="runs at once (default: the file's)")
     sweep.add_argument("--wait", action="store_true", help="slurm: follow the jobs until they end, then report")
     sweep.add_argument(
@@ -395,11 +396,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.detach:
         return _detach(sweep, args, executor)
     options = Options(executor, args.retry_failed, args.wait, args.max_parallel, args.poll)
-    if not run_sweep(sweep, options):
+    followed = run_sweep(sweep, options)
+    if followed is None:
         return 0
-    rows = _final_report(sweep, scheduler=executor == "slurm")
-    done = ("done",) if executor == "slurm" else ("done", "running")
-    return 0 if all(row["state"] in done or _pruned(row) for row in rows) else 1
+    rows = _final_report(sweep, scheduler=followed.scheduled)
+    return 0 if all(row["state"] in followed.settled() or _pruned(row) for row in rows) else 1
 
 
 def _pruned(row: dict) -> bool:
@@ -412,9 +413,7 @@ def _detach(sweep, args: argparse.Namespace, executor: str) -> int:
 
     from an_lab.sweeps.run import detach
 
-    if executor != "slurm":
-        raise UsageError("--detach submits the sweep's orchestrator as a SLURM job: use it with --executor slurm")
-    argv = ["sweep", str(Path(args.sweep).resolve()), "--executor", "slurm", "--wait"]
+    argv = ["sweep", str(Path(args.sweep).resolve()), "--executor", executor, "--wait"]
     for item in args.set:
         argv += ["--set", item]
     if args.retry_failed:
@@ -423,8 +422,8 @@ def _detach(sweep, args: argparse.Namespace, executor: str) -> int:
         argv += ["--max-parallel", str(args.max_parallel)]
     if args.poll is not None:
         argv += ["--poll", str(args.poll)]
-    job_id = detach(sweep, argv)
-    print(f"sweep {sweep.name}: orchestrator submitted as slurm job {job_id} (1 CPU, no GPU, requeued)")
+    job_id = detach(sweep, argv, executor)
+    print(f"sweep {sweep.name}: orchestrator submitted as {executor} job {job_id} (1 CPU, no GPU, requeued)")
     print(f"follow with: an-lab status {args.sweep}   (stop everything with: an-lab cancel {args.sweep})")
     return 0
 

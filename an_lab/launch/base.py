@@ -96,7 +96,25 @@ class Executor(abc.ABC):
     tick_s: float = 0.2  # how often the driving loop comes back (display refresh, prune checks)
     follows: bool = True  # whether the driving loop follows the runs to their end (SLURM: with --wait only)
     can_wait_for_jobs: bool = False  # whether a run can be submitted to start after other jobs (SLURM afterok)
+    # whether its runs are a scheduler's jobs: a followed sweep then ends with the queue's view, and a run still
+    # "running" at the end is a job that ended without its record (locally: another launcher is training it)
+    scheduled: bool = False
+    can_detach: bool = False  # whether it can run a sweep's own orchestrator as one of its jobs (--detach)
     scheduler_calls: int = 0  # how often it asked a scheduler (squeue, sacct, sinfo)
+
+    @classmethod
+    def submit_orchestrator(cls, home: Path, job_name: str, launcher: Any, argv: list[str]) -> str:
+        """Submit `an-lab ARGV` (a sweep followed to its end) as its own job; returns the job id (can_detach)."""
+        raise UsageError(f"the {cls.name} executor cannot run a sweep's orchestrator as a job (--detach)")
+
+    @classmethod
+    @abc.abstractmethod
+    def for_sweep(
+        cls, home: Path, job_name: str, launcher: Any, max_parallel: int, poll_s: float | None, follow: bool
+    ) -> Executor:
+        """The executor of one sweep: home its folder, job_name what the scheduler calls its jobs, launcher the sweep
+        file's launcher section (its own settings under its name, e.g. launcher.slurm), follow whether to follow the
+        runs to their end (--wait, a search)."""
 
     @property
     def refused(self) -> set[str]:

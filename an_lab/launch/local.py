@@ -110,6 +110,10 @@ class LocalExecutor(Executor):
     name = "local"
     holds_claims = True
 
+    @classmethod
+    def for_sweep(cls, home, job_name, launcher, max_parallel, poll_s, follow) -> LocalExecutor:
+        return cls(max_parallel)  # it always follows its children; nothing to poll but them
+
     def __init__(self, max_parallel: int, starter=None) -> None:
         self.gpus = visible_gpus()
         self.max_parallel = max(1, min(max_parallel, len(self.gpus) or max_parallel))

@@ -54,6 +54,10 @@ class SlurmExecutor(Executor):
 
     name = "slurm"
 
+    @classmethod
+    def for_sweep(cls, home, job_name, launcher, max_parallel, poll_s, follow) -> SlurmExecutor:
+        return cls(home, job_name, launcher.slurm, max_parallel, poll_interval_s=poll_s, wait=follow)
+
     def __init__(
         self,
         home: Path,
@@ -85,6 +89,14 @@ class SlurmExecutor(Executor):
         self.notes: list[str] = []
 
     can_wait_for_jobs = True
+    scheduled = True
+    can_detach = True
+
+    @classmethod
+    def submit_orchestrator(cls, home, job_name, launcher, argv) -> str:
+        from an_lab.launch.slurm_orchestrator import submit_orchestrator
+
+        return submit_orchestrator(home, job_name, launcher.slurm, argv)
 
     @property
     def refused(self) -> set[str]:

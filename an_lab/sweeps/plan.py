@@ -12,6 +12,7 @@ from pathlib import Path
 from an_lab import catalog, rundir
 from an_lab.config import DataConfig, RunConfig
 from an_lab.data_sources import annotation_path
+from an_lab.launch.registry import SCHEDULED
 from an_lab.sweeps.backbones import Backbone
 from an_lab.sweeps.chain import trial_backbones
 from an_lab.sweeps.expand import PlannedRun, base_config, check_data_paths, show
@@ -313,6 +314,6 @@ def render(plan: Plan) -> str:
     lines += _chain_lines(_backbones(plan))
     lines.append(f"compute: {plan.estimate.words()}")
     launcher = sweep.spec.launcher
-    lines.append(f"wall time: {plan.wall.words(launcher.max_parallel, launcher.executor == 'slurm')}")
+    lines.append(f"wall time: {plan.wall.words(launcher.max_parallel, launcher.executor in SCHEDULED)}")
     lines.append(f"sweep folder: {sweep.sweep_dir}/ (manifest written by `an-lab sweep`; plan writes nothing)")
     return "\n".join(lines)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from an_lab.errors import UsageError
 from an_lab.launch.base import Executor, Handle, LaunchError, RunRequest, hand_over
+from an_lab.launch.registry import NAMES, executor_class
 from an_lab.rundir import read_json, state
 from an_lab.sweeps.backbones import Backbone, backbone_jobs
 from an_lab.sweeps.chain import backbones_of, trial_backbones
@@ -38,21 +39,27 @@ class Options:
 
 
 def make_executor(sweep: Sweep, options: Options) -> Executor:
-    parallel = options.max_parallel or sweep.spec.launcher.max_parallel
-    if options.executor == "local":
-        from an_lab.launch.local import LocalExecutor
-
-        return LocalExecutor(parallel)
-    from an_lab.launch.slurm import SlurmExecutor
-
-    return SlurmExecutor(
+    """The executor options.executor names (an_lab.launch.registry), for this sweep."""
+    return executor_class(options.executor).for_sweep(
         sweep.sweep_dir,
         f"an-lab-{sweep.name}",
-        sweep.spec.launcher.slurm,
-        parallel,
-        poll_interval_s=options.poll_s,
-        wait=options.wait or sweep.mode == "search",  # a search follows its trials: it asks for more as they end
+        sweep.spec.launcher,
+        options.max_parallel or sweep.spec.launcher.max_parallel,
+        options.poll_s,
+        follow=options.wait or sweep.mode == "search",  # a search follows its trials: it asks for more as they end
     )
+
+
+@dataclass(frozen=True)
+class Followed:
+    """How `an-lab sweep` followed its runs to their end, for its final report."""
+
+    scheduled: bool  # its runs were a scheduler's jobs (Executor.scheduled): the report shows the queue's view
+
+    def settled(self) -> tuple[str, ...]:
+        """Run states that end a followed sweep well: done, and locally running (another launcher trains it); a
+        scheduler's run still "running" once its job was followed to its end ended without its record."""
+        return ("done",) if self.scheduled else ("done", "running")
 
 
 def request_for(run: PlannedRun, after: tuple[str, ...] = ()) -> RunRequest:
@@ -140,11 +147,12 @@ def run_sweep(
     say: Callable[[str], None] = print,
     chain: tuple[str, ...] = (),
     extra: dict[int, list[int]] | None = None,
-) -> bool:
+) -> Followed | None:
     """Launch (and, locally or with --wait, follow) the runs of a sweep that are not done, after the missing runs of
     the sweeps its detection runs take their backbones from (chain: the sweep files already being launched). extra:
     seeds to run beside the sweep's own (cell index -> seeds), the backbones a detection sweep needs that this sweep
-    does not list. Returns whether it followed them to their end (then the caller reports the sweep's results)."""
+    does not list. Returns how it followed them to their end, or None when it did not (a plain SLURM submission);
+    once followed, the caller reports the sweep's results."""
     from an_lab.migrate import prepare as prepare_output
 
     prepare_output(sweep.output_dir, say)  # runs finished under an earlier version's ids keep their results
@@ -156,12 +164,12 @@ def run_sweep(
     with sweep_errors(sweep):
         executor = make_executor(sweep, options)
         try:
-            return _rounds(sweep, executor, options, say, runs, chain)
+            return Followed(executor.scheduled) if _rounds(sweep, executor, options, say, runs, chain) else None
         finally:
             executor.close()
 
 
-def _search(sweep: Sweep, options: Options, say, chain: tuple[str, ...]) -> bool:
+def _search(sweep: Sweep, options: Options, say, chain: tuple[str, ...]) -> Followed:
     """A search: the backbones its trials can start from are trained (locally) or submitted (SLURM) first, then
     Optuna's trials run, each waiting on SLURM for its backbone's job."""
     from an_lab.sweeps.search import run_search
@@ -176,7 +184,7 @@ def _search(sweep: Sweep, options: Options, say, chain: tuple[str, ...]) -> bool
             run_search(sweep, executor, say)  # as many trials in flight as the executor runs at once
         finally:
             executor.close()
-    return True
+    return Followed(executor.scheduled)
 
 
 def _backbone_sweeps_first(sweep: Sweep, needs: list[PlannedRun] | list[Backbone], options: Options, say, chain):
@@ -289,19 +297,25 @@ def _report_queued(sweep: Sweep, executor: Executor, source: GridSource, say) ->
         say(f"follow with: an-lab status {sweep.path}   (stop with: an-lab cancel {sweep.path})")
 
 
-def detach(sweep: Sweep, argv: list[str], say: Callable[[str], None] = print) -> str:
-    """Submit `an-lab ARGV` (this sweep, followed to its end) as its own small SLURM job; returns the job id. The
-    missing backbones of its runs (or of a search's trials) are submitted first, here, so that its jobs can wait for
-    theirs; nothing is submitted when its own jobs cannot fit the partition."""
-    from an_lab.launch.slurm_orchestrator import submit_orchestrator
-
+def detach(sweep: Sweep, argv: list[str], executor: str, say: Callable[[str], None] = print) -> str:
+    """Submit `an-lab ARGV` (this sweep, followed to its end) as its own small job of the executor (one that
+    can_detach); returns the job id. The missing backbones of its runs (or of a search's trials) are submitted first,
+    here, so that its jobs can wait for theirs; nothing is submitted when its own jobs cannot fit the partition."""
+    options = Options(executor)
+    kind = executor_class(executor)
+    if not kind.can_detach:
+        able = [name for name in NAMES if executor_class(name).can_detach]
+        raise UsageError(
+            f"--detach submits the sweep's orchestrator as a job of a scheduler; the {executor} executor has none: "
+            f"use it with --executor {' or '.join(able)}"
+        )
     runs = validate(sweep)
     pending = [run for run in runs if state(run.run_dir)[0] != "done"]
     with sweep_errors(sweep):
-        make_executor(sweep, Options("slurm")).check([request_for(run) for run in pending])  # jobs that fit, first
+        make_executor(sweep, options).check([request_for(run) for run in pending])  # jobs that fit, first
     needs: list[PlannedRun] | list[Backbone] = trial_backbones(sweep) if sweep.mode == "search" else pending
-    _backbone_sweeps_first(sweep, needs, Options("slurm"), say, (str(sweep.path.resolve()),))  # submitted, not followed
+    _backbone_sweeps_first(sweep, needs, options, say, (str(sweep.path.resolve()),))  # submitted, not followed
     backbones = {backbone.folder: backbone for backbone in backbones_of(needs)}
     backbone_jobs(f"{sweep.path}: sweep {sweep.name}", backbones, can_wait=True)  # queued by now, or an error
     with sweep_errors(sweep):
-        return submit_orchestrator(sweep.sweep_dir, f"an-lab-{sweep.name}", sweep.spec.launcher.slurm, argv)
+        return kind.submit_orchestrator(sweep.sweep_dir, f"an-lab-{sweep.name}", sweep.spec.launcher, argv)

@@ -153,13 +153,13 @@ class WallTime:
         self.measured_runs = max(self.measured_runs, runs)
         self.calibrated += runs == 0
 
-    def words(self, parallel: int, slurm: bool) -> str:
+    def words(self, parallel: int, scheduled: bool) -> str:
         if not self.timed and not self.untimed:
             return "nothing to run"
         parts = []
         if self.timed:
             where = ", ".join(sorted(self.devices))
-            if slurm:
+            if scheduled:
                 suggested = _clock(math.ceil(self.longest * 1.5 / 60) * 60)
                 parts.append(
                     f"{self.seconds / 3600:.1f} device-hours for {self.timed} runs on {where} ({self._source()}); "

@@ -23,6 +23,7 @@ from an_lab.config import (
     Strict,
     control_character,
 )
+from an_lab.launch.registry import NAMES
 from an_lab.launch.slurm_settings import SlurmSettings
 from an_lab.metrics import METRICS as RESULT_METRICS
 from an_lab.metrics import logged_metric
@@ -98,7 +99,7 @@ def axis_settings(axis: str, value: Any) -> dict[str, Any]:
 
 
 class LauncherSettings(Strict):
-    executor: Literal["local", "slurm"] = "local"
+    executor: Literal[NAMES] = "local"  # type: ignore[valid-type]  # an_lab.launch.registry
     max_parallel: int = Field(1, ge=1)  # runs at once (local processes, or SLURM array tasks unless array_parallelism)
     slurm: SlurmSettings | None = None
 
