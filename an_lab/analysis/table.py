@@ -46,9 +46,11 @@ import pandas as pd
 from an_lab.analysis.convergence import convergence_settings
 from an_lab.analysis.results import sweep_task
 from an_lab.analysis.summary import (
+    BASE_METRIC,
     COLUMN,
     DEFAULT_SELECTION,
     DETAIL_EXTRA,
+    ERROR_METRICS,
     PARTS,
     SOURCE,
     TASK_SELECTIONS,
@@ -302,11 +304,12 @@ def _statistics_notes(
         return []
     percent = marks.escape(f"{CONFIDENCE:.0%}")
     low, high = (f"{bound:g}" for bound in METRIC_RANGE)
+    errors = any(BASE_METRIC[metric].name in ERROR_METRICS for metric in metrics)  # metrics with a step of their own
     if detail:
         notes = [
             f"n: runs with a value; Std: sample std (ddof=1); {percent} CI of the mean: {_ci_name(ci)}; every "
-            f"interval is kept within [{low}, {high}] and is never narrower than the error's step (100 / validation "
-            "images)"
+            f"interval is kept within [{low}, {high}]"
+            + (" and is never narrower than the error's step (100 / validation images)" if errors else "")
         ]
     else:
         notes = [f"mean{marks.pm}std over the done runs of each cell (sample std, ddof=1)"]

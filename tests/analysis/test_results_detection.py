@@ -460,3 +460,10 @@ def test_a_sweep_that_mixes_tasks_is_refused_at_plan(tmp_path, capsys):
     assert main(["plan", str(path)]) == 2
     said = capsys.readouterr().err
     assert "its cells mix tasks (classification: list cell" in said and "detection: list cell" in said, said
+
+
+def test_the_legend_claims_the_errors_step_floor_only_where_an_error_is_shown(sweep, capsys):
+    """The floor of an interval at one step (100 / validation images) applies to top-1 / top-5 errors; an AP table's
+    legend said it too (found comparing the detection quickstart's legend with the code)."""
+    legend = table(capsys, sweep, "--detail")
+    assert "kept within [0, 100]" in legend and "error's step" not in legend

@@ -638,3 +638,10 @@ def test_convergence_settings_taken_without_the_schema_are_what_the_schema_gives
                     type(value) for value in settings.values()
                 ]
     assert not _surely_valid({**DEFAULTS, "extra": 1.0}) and not _surely_valid({"val_drop_max": 1.0})
+
+
+def test_an_error_tables_legend_states_the_step_floor(evidence, capsys):
+    """Top-1 error moves in steps of 100 / validation images: its legend says intervals are never narrower (an AP
+    table's does not: tests/analysis/test_results_detection.py)."""
+    legend = table(capsys, evidence, "--metric", "top1", "--detail")
+    assert "never narrower than the error's step (100 / validation images)" in legend
