@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -57,6 +58,29 @@ def _one_thread_per_worker():
 
         torch.set_num_threads(1)
     yield
+
+
+SMALL_SHAPES = {"train_images": 24, "val_images": 12, "image_size": 64, "seed": 3}  # a COCO-format set in seconds
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any socket connection fails the test: code that reads COCO folders must never reach out."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the COCO code tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    """A small generated shapes set (SMALL_SHAPES), written once per test module."""
+    from an_lab.lightning_modules.data.coco_shapes import write_shapes_dataset
+
+    root = tmp_path_factory.mktemp("coco") / "shapes"
+    write_shapes_dataset(root, **SMALL_SHAPES)
+    return root
 
 
 @pytest.fixture(scope="session")

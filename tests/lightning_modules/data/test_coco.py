@@ -5,12 +5,12 @@ Small sets, no model, no network."""
 import json
 import math
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL_SHAPES
 from pycocotools import mask as mask_utils
 from torch.utils.data import DistributedSampler, RandomSampler, SequentialSampler, Subset
 from torchvision import tv_tensors
@@ -27,24 +27,11 @@ from an_lab.lightning_modules.data.coco import (
 )
 from an_lab.lightning_modules.data.coco_shapes import SHAPE_CLASSES, SHAPES_MARKER, write_shapes_dataset
 
-SMALL = {"train_images": 24, "val_images": 12, "image_size": 64, "seed": 3}
 # pycocotools' mask decoding trips numpy 2's __array__(copy=...) deprecation inside pycocotools itself
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-
-
-@pytest.fixture(autouse=True)
-def _no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("the COCO code tried to reach the network")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("coco") / "shapes"
-    write_shapes_dataset(root, **SMALL)
-    return root
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
+    pytest.mark.usefixtures("no_network"),  # tests/conftest.py; `shapes` (SMALL_SHAPES) comes from there too
+]
 
 
 @pytest.fixture
@@ -68,17 +55,17 @@ def _mask_box(mask: torch.Tensor) -> list[float]:
 
 def test_generator_is_deterministic_atomic_and_reused(shapes, tmp_path):
     again = tmp_path / "again"
-    summary = write_shapes_dataset(again, **SMALL)
+    summary = write_shapes_dataset(again, **SMALL_SHAPES)
     assert _files(again) == _files(shapes)  # same seed: the same JSON and image bytes
-    assert summary["parameters"] == SMALL and summary["categories"] == list(SHAPE_CLASSES)
-    assert summary["splits"][TRAIN_FOLDER]["images"] == SMALL["train_images"]
+    assert summary["parameters"] == SMALL_SHAPES and summary["categories"] == list(SHAPE_CLASSES)
+    assert summary["splits"][TRAIN_FOLDER]["images"] == SMALL_SHAPES["train_images"]
     assert [p.name for p in tmp_path.iterdir()] == ["again"]  # no temporary folder left beside it
 
     stamps = {path: path.stat().st_mtime_ns for path in again.rglob("*")}
-    assert write_shapes_dataset(again, **SMALL) == summary  # reused, not written again
+    assert write_shapes_dataset(again, **SMALL_SHAPES) == summary  # reused, not written again
     assert {path: path.stat().st_mtime_ns for path in again.rglob("*")} == stamps
 
-    other = write_shapes_dataset(tmp_path / "other", **{**SMALL, "seed": 4})
+    other = write_shapes_dataset(tmp_path / "other", **{**SMALL_SHAPES, "seed": 4})
     assert (
         _files(tmp_path / "other")[f"{TRAIN_FOLDER}/000000000001.png"]
         != _files(shapes)[f"{TRAIN_FOLDER}/000000000001.png"]
@@ -86,14 +73,14 @@ def test_generator_is_deterministic_atomic_and_reused(shapes, tmp_path):
     assert other["parameters"]["seed"] == 4
 
     with pytest.raises(UsageError, match=SHAPES_MARKER):
-        write_shapes_dataset(again, **{**SMALL, "seed": 5})
+        write_shapes_dataset(again, **{**SMALL_SHAPES, "seed": 5})
     (tmp_path / "occupied").mkdir()
     (tmp_path / "occupied" / "notes.txt").write_text("mine")
     with pytest.raises(UsageError, match="not a complete shapes data set"):
-        write_shapes_dataset(tmp_path / "occupied", **SMALL)
+        write_shapes_dataset(tmp_path / "occupied", **SMALL_SHAPES)
     assert (tmp_path / "occupied" / "notes.txt").read_text() == "mine"
     (tmp_path / "empty").mkdir()
-    write_shapes_dataset(tmp_path / "empty", **SMALL)  # an empty folder is taken
+    write_shapes_dataset(tmp_path / "empty", **SMALL_SHAPES)  # an empty folder is taken
     assert (tmp_path / "empty" / SHAPES_MARKER).is_file()
 
 
@@ -109,7 +96,7 @@ def test_generated_masks_boxes_and_categories_agree(shapes):
     seen_classes = set()
     for folder, content in contents.items():
         images = {image["id"]: image for image in content["images"]}
-        assert len(images) == SMALL[f"{folder[:-4]}_images"]
+        assert len(images) == SMALL_SHAPES[f"{folder[:-4]}_images"]
         per_image = {image_id: 0 for image_id in images}
         for annotation in content["annotations"]:
             image = images[annotation["image_id"]]
@@ -125,7 +112,7 @@ def test_generated_masks_boxes_and_categories_agree(shapes):
             seen_classes.add(annotation["category_id"])
         assert max(per_image.values()) <= 4 and sum(per_image.values()) >= len(images)
         for image in images.values():
-            assert max(image["width"], image["height"]) == SMALL["image_size"]
+            assert max(image["width"], image["height"]) == SMALL_SHAPES["image_size"]
     assert seen_classes == set(range(1, len(SHAPE_CLASSES) + 1))
 
 
@@ -144,7 +131,7 @@ def test_occluded_instances_own_disjoint_pixels(shapes):
 
 def test_dataset_returns_tv_tensors_with_matching_shapes(shapes):
     dataset = CocoDetection(shapes, VAL_FOLDER, annotation_path(shapes, VAL_FOLDER))
-    assert len(dataset) == SMALL["val_images"]
+    assert len(dataset) == SMALL_SHAPES["val_images"]
     assert dataset.num_classes == len(SHAPE_CLASSES) + 1 and dataset.classes[1:] == list(SHAPE_CLASSES)
     assert dataset.label_to_category == {i: i for i in range(1, len(SHAPE_CLASSES) + 1)}
     for index in range(len(dataset)):
@@ -176,7 +163,7 @@ def test_images_without_annotations_are_dropped_in_training_only(shapes_copy):
     content["annotations"] = [a for a in content["annotations"] if a["image_id"] != bare]
     path.write_text(json.dumps(content))
     train = CocoDetection(shapes_copy, TRAIN_FOLDER, path, train=True)
-    assert bare not in train.ids and len(train) == SMALL["train_images"] - 1
+    assert bare not in train.ids and len(train) == SMALL_SHAPES["train_images"] - 1
     kept = CocoDetection(shapes_copy, TRAIN_FOLDER, path)
     image, target = kept[kept.ids.index(bare)]
     assert target["boxes"].shape == (0, 4) and target["labels"].shape == (0,)
@@ -285,10 +272,9 @@ def _truncate_json(root: Path) -> str:
 
 
 def _delete_image(root: Path) -> str:
-    (root / VAL_FOLDER / f"{SMALL['train_images'] + 2:012d}.png").unlink()
-    return (
-        rf"{VAL_FOLDER}: 1 of the {SMALL['val_images']} images listed in .*instances_{VAL_FOLDER}\.json are missing: "
-    )
+    (root / VAL_FOLDER / f"{SMALL_SHAPES['train_images'] + 2:012d}.png").unlink()
+    listed = SMALL_SHAPES["val_images"]
+    return rf"{VAL_FOLDER}: 1 of the {listed} images listed in .*instances_{VAL_FOLDER}\.json are missing: "
 
 
 def _rename_category(root: Path) -> str:

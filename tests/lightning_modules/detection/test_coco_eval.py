@@ -2,36 +2,21 @@
 nothing scores 0. On a small generated shapes set; no model, no network."""
 
 import math
-import socket
-from pathlib import Path
 
 import pytest
 import torch
 
 from an_lab.data_sources import VAL_FOLDER, annotation_path
 from an_lab.lightning_modules.data.coco import CocoDetection
-from an_lab.lightning_modules.data.coco_shapes import SHAPE_CLASSES, write_shapes_dataset
+from an_lab.lightning_modules.data.coco_shapes import SHAPE_CLASSES
 from an_lab.lightning_modules.detection.coco_eval import evaluate_coco
 
-SMALL = {"train_images": 24, "val_images": 12, "image_size": 64, "seed": 3}
 # pycocotools' mask decoding trips numpy 2's __array__(copy=...) deprecation inside pycocotools itself
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
+    pytest.mark.usefixtures("no_network"),  # tests/conftest.py; `shapes` (SMALL_SHAPES) comes from there too
+]
 METRIC_KEYS = {f"{kind}_{name}" for kind in ("bbox", "segm") for name in ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l")}
-
-
-@pytest.fixture(autouse=True)
-def _no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("the COCO code tried to reach the network")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("coco") / "shapes"
-    write_shapes_dataset(root, **SMALL)
-    return root
 
 
 def _ground_truth_as_predictions(dataset: CocoDetection, shift: float = 0.0) -> dict[int, dict]:
