@@ -434,18 +434,27 @@ def scontrol_job(job_id: str) -> str:
     return shown.stdout
 
 
+SLURM = {"executor": "slurm", "max_parallel": 2, "slurm": {"gpus_per_node": 0, "time": 10}}
+
+
+def held_classification_sweep(folder: Path, **changes) -> Path:
+    """<folder>/table1.yaml (runs in cls-runs/) submitted to SLURM held: its jobs stay queued, for the detection jobs
+    to wait on. changes: top-level keys of the sweep file to replace."""
+    path = classification_sweep_file(folder, folder / "cls-runs")
+    spec = yaml.safe_load(path.read_text())
+    held = {**SLURM, "slurm": {**SLURM["slurm"], "additional_parameters": {"hold": True}}}
+    spec.update(launcher=held, **changes)
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_on_slurm_detection_jobs_wait_for_the_queued_backbone_job(tmp_path, slurm_cluster):
     """One `an-lab sweep` of the detection sweep submits the classification sweep's missing runs first (the chain),
     then the detection job with an afterok dependency on its backbone's job."""
-    slurm = {"executor": "slurm", "max_parallel": 2, "slurm": {"gpus_per_node": 0, "time": 10}}
-    classification = classification_sweep_file(tmp_path, tmp_path / "cls-runs")
-    spec = yaml.safe_load(classification.read_text())
-    held = {**slurm, "slurm": {**slurm["slurm"], "additional_parameters": {"hold": True}}}  # its jobs stay queued
-    spec.update(launcher=held, baselines={}, seeds=[0, 1])  # two tiny runs: one array of two tasks
-    classification.write_text(yaml.safe_dump(spec))
-    path = detection_sweep(tmp_path, tmp_path / "det-runs", {"sweep": "table1", "cell": "AN"}, launcher=slurm)
+    classification = held_classification_sweep(tmp_path, baselines={}, seeds=[0, 1])  # one array of two tasks
+    path = detection_sweep(tmp_path, tmp_path / "det-runs", {"sweep": "table1", "cell": "AN"}, launcher=SLURM)
     spec = yaml.safe_load(path.read_text())
     spec["seeds"] = [0]
     path.write_text(yaml.safe_dump(spec))
@@ -480,13 +489,8 @@ def test_on_slurm_a_search_submits_its_backbones_first_and_its_trial_waits_for_i
     """One `an-lab sweep` of a detection search: the classification runs its trials can start from are submitted
     first (the chain), then the trial's job with an afterok dependency on the job training its own backbone (a trial
     used to get none and start on a backbone still in the queue)."""
-    slurm = {"executor": "slurm", "max_parallel": 2, "slurm": {"gpus_per_node": 0, "time": 10}}
-    classification = classification_sweep_file(tmp_path, tmp_path / "cls-runs")
-    spec = yaml.safe_load(classification.read_text())
-    held = {**slurm, "slurm": {**slurm["slurm"], "additional_parameters": {"hold": True}}}  # its jobs stay queued
-    spec.update(launcher=held, seeds=[0])  # AN and BN at seed 0: one array of two tasks
-    classification.write_text(yaml.safe_dump(spec))
-    path = search_sweep(tmp_path, tmp_path / "det-runs", {"sweep": "table1", "cell": "AN"}, launcher=slurm)
+    classification = held_classification_sweep(tmp_path, seeds=[0])  # AN and BN at seed 0: one array of two tasks
+    path = search_sweep(tmp_path, tmp_path / "det-runs", {"sweep": "table1", "cell": "AN"}, launcher=SLURM)
     tree = yaml.safe_load(path.read_text())
     tree["search"]["n_trials"] = 1
     path.write_text(yaml.safe_dump(tree))
@@ -529,13 +533,8 @@ def test_on_slurm_a_detached_detection_sweep_submits_its_backbone_sweep_before_i
 ):
     """`--detach` used to refuse a detection sweep whose backbones were not queued yet: it now submits them first
     (here, not in the orchestrator's job), then the orchestrator, whose detection jobs then wait for them."""
-    slurm = {"executor": "slurm", "max_parallel": 2, "slurm": {"gpus_per_node": 0, "time": 10}}
-    classification = classification_sweep_file(tmp_path, tmp_path / "cls-runs")
-    spec = yaml.safe_load(classification.read_text())
-    held = {**slurm, "slurm": {**slurm["slurm"], "additional_parameters": {"hold": True}}}
-    spec.update(launcher=held, baselines={}, seeds=[0])
-    classification.write_text(yaml.safe_dump(spec))
-    path = detection_sweep(tmp_path, tmp_path / "det-runs", {"sweep": "table1", "cell": "AN"}, launcher=slurm)
+    classification = held_classification_sweep(tmp_path, baselines={}, seeds=[0])
+    path = detection_sweep(tmp_path, tmp_path / "det-runs", {"sweep": "table1", "cell": "AN"}, launcher=SLURM)
     spec = yaml.safe_load(path.read_text())
     spec["seeds"] = [0]
     path.write_text(yaml.safe_dump(spec))
