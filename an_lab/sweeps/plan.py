@@ -14,7 +14,7 @@ from an_lab.config import DataConfig, RunConfig
 from an_lab.data_sources import annotation_path
 from an_lab.launch.registry import SCHEDULED
 from an_lab.sweeps.backbones import Backbone
-from an_lab.sweeps.chain import trial_backbones
+from an_lab.sweeps.chain import backbones_of, trial_backbones
 from an_lab.sweeps.expand import PlannedRun, base_config, check_data_paths, show
 from an_lab.sweeps.seeding import plan_seeds, planned_runs, render_seeds
 from an_lab.sweeps.spec import SeedPolicy, Sweep
@@ -269,7 +269,7 @@ def _chain_lines(backbones: list[Backbone]) -> list[str]:
 
 def _backbones(plan: Plan) -> list[Backbone]:
     """Every backbone the sweep's runs (and, in a search, its trials) start from."""
-    backbones = [run.backbone for run in plan.runs if run.backbone is not None]
+    backbones = backbones_of(plan.runs)
     if plan.sweep.mode == "search":
         backbones += trial_backbones(plan.sweep)
     return backbones

@@ -179,8 +179,7 @@ def _search(sweep: Sweep, options: Options, say, chain: tuple[str, ...]) -> Foll
     with sweep_errors(sweep):
         executor = make_executor(sweep, options)
         try:
-            what = f"{sweep.path}: sweep {sweep.name}"
-            backbone_jobs(what, {b.folder: b for b in backbones}, executor.can_wait_for_jobs)  # all there, or queued
+            waits_for(sweep, {b.folder: b for b in backbones}, executor.can_wait_for_jobs)  # all there, or queued
             run_search(sweep, executor, say)  # as many trials in flight as the executor runs at once
         finally:
             executor.close()
@@ -279,8 +278,13 @@ def _select(
 
 def planned_backbone_jobs(sweep: Sweep, todo: list[PlannedRun], can_wait: bool) -> dict[str, tuple[str, ...]]:
     """The SLURM jobs each run about to start must wait for: those training its backbone (an_lab.sweeps.backbones)."""
-    waiting = {run.run_id: run.backbone for run in todo if run.backbone is not None}
-    return backbone_jobs(f"{sweep.path}: sweep {sweep.name}", waiting, can_wait)
+    return waits_for(sweep, {run.run_id: run.backbone for run in todo if run.backbone is not None}, can_wait)
+
+
+def waits_for(sweep: Sweep, backbones: dict[str, Backbone], can_wait: bool) -> dict[str, tuple[str, ...]]:
+    """backbone_jobs (an_lab.sweeps.backbones) for this sweep's runs or trials (key -> its backbone), its errors
+    naming the sweep file and the sweep."""
+    return backbone_jobs(f"{sweep.path}: sweep {sweep.name}", backbones, can_wait)
 
 
 def _report_queued(sweep: Sweep, executor: Executor, source: GridSource, say) -> None:
@@ -316,6 +320,6 @@ def detach(sweep: Sweep, argv: list[str], executor: str, say: Callable[[str], No
     needs: list[PlannedRun] | list[Backbone] = trial_backbones(sweep) if sweep.mode == "search" else pending
     _backbone_sweeps_first(sweep, needs, options, say, (str(sweep.path.resolve()),))  # submitted, not followed
     backbones = {backbone.folder: backbone for backbone in backbones_of(needs)}
-    backbone_jobs(f"{sweep.path}: sweep {sweep.name}", backbones, can_wait=True)  # queued by now, or an error
+    waits_for(sweep, backbones, can_wait=True)  # queued by now, or an error
     with sweep_errors(sweep):
         return kind.submit_orchestrator(sweep.sweep_dir, f"an-lab-{sweep.name}", sweep.spec.launcher, argv)
