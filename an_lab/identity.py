@@ -67,7 +67,50 @@ def _task_keys() -> tuple[tuple, tuple]:
 
 def identity(config: RunConfig) -> dict:
     """The part of the resolved config that determines what a run computes, normalised (see the module)."""
-    tree = config.model_dump(mode="json")
+    return {key: part for key in type(config).model_fields if (part := _part(config, key)) is not _LEFT_OUT}
+
+
+_LEFT_OUT = object()  # a top-level key that is no part of the identity
+
+
+def _part(config: RunConfig, key: str):
+    """One top-level key of the identity (_LEFT_OUT if none): what it holds depends on that section and, beyond it,
+    on the task alone (and the data section on output_dir, where its fingerprints are recorded)."""
+    if (key,) in NON_IDENTITY_KEYS:
+        return _LEFT_OUT
+    value = getattr(config, key)
+    tree = value.model_dump(mode="json") if hasattr(value, "model_dump") else value
+    if key == "model":
+        tree = _model_part(config, tree)
+    elif key == "trainer" and config.trainer.devices == "auto" and config.trainer.accelerator == "cpu":
+        tree["devices"] = 1  # Lightning runs "auto" on one process on the CPU
+    elif key == "data":
+        tree = data_identity(tree, config.output_dir)
+    for path in _dropped(config):
+        if path[0] != key:
+            continue
+        if len(path) == 1:
+            return _LEFT_OUT
+        node = tree
+        for part in path[1:-1]:
+            node = node.get(part, {})
+        node.pop(path[-1], None)
+    return tree
+
+
+def _model_part(config: RunConfig, tree: dict) -> dict:
+    model = config.model
+    if model.norm in AN_NORMS:
+        tree["an"]["k"] = list(catalog.resolve_k(model.name, model.an.k))
+    if model.head_norm == "an_gn" and (model.head_k is None or isinstance(model.head_k, int)):
+        tree["head_k"] = list(catalog.HEAD_K if model.head_k is None else (model.head_k,) * catalog.HEAD_CONVS)
+    if isinstance(model.backbone_init, str):
+        tree["backbone_init"] = backbone_identity(model.backbone_init)
+    return tree
+
+
+def _dropped(config: RunConfig) -> list[tuple[str, ...]]:
+    """The keys (paths from the top) that the run does not read or that do not change what it computes."""
     dropped = list(NON_IDENTITY_KEYS)
     classification, detection = _task_keys()
     dropped += classification if config.task == "detection" else detection
@@ -75,28 +118,12 @@ def identity(config: RunConfig) -> dict:
         dropped.append(("optim", "warmup_iterations"))
     if config.model.norm not in AN_NORMS:
         dropped.append(("model", "an"))
-    else:
-        tree["model"]["an"]["k"] = list(catalog.resolve_k(config.model.name, config.model.an.k))
     dropped += [
         path for path, unchanged in LATER_KEYS.items() if getattr(getattr(config, path[0]), path[1]) in unchanged
     ]
     if config.model.head_norm != "an_gn":
         dropped.append(("model", "head_k"))
-    elif config.model.head_k is None or isinstance(config.model.head_k, int):
-        tree["model"]["head_k"] = list(
-            catalog.HEAD_K if config.model.head_k is None else (config.model.head_k,) * catalog.HEAD_CONVS
-        )
-    if config.trainer.devices == "auto" and config.trainer.accelerator == "cpu":
-        tree["trainer"]["devices"] = 1  # Lightning runs "auto" on one process on the CPU
-    if isinstance(config.model.backbone_init, str):
-        tree["model"]["backbone_init"] = backbone_identity(config.model.backbone_init)
-    tree["data"] = data_identity(tree["data"], config.output_dir)
-    for path in dropped:
-        node = tree
-        for part in path[:-1]:
-            node = node.get(part, {})
-        node.pop(path[-1], None)
-    return tree
+    return dropped
 
 
 def data_identity(data: dict, output_dir: str | None = None) -> dict:
@@ -211,21 +238,51 @@ def run_id(config: RunConfig) -> str:
 _SEED = "\x00seed\x00"  # stands for trainer.seed in a canonical identity, to be replaced by each seed's number
 
 
+class RunIds:
+    """Run ids of many configs that share their sections (a sweep's cells: a grid of 10,000 cells has some tens of
+    distinct sections). Each distinct section's part of the identity is written out once, as the canonical JSON text
+    it contributes (the parts depend on their section and the task alone, the data's also on output_dir: _part), and
+    a config's canonical identity is those texts joined in key order: the same text as json.dumps of identity(config)
+    with sorted keys. Sections are told apart by object, which the cache keeps alive: one instance per expansion."""
+
+    def __init__(self) -> None:
+        self._parts: dict[tuple, tuple[object, str | None]] = {}
+        self._keys: dict[type, list[tuple[str, str]]] = {}
+
+    def _text(self, config: RunConfig, key: str) -> str | None:
+        value = getattr(config, key)
+        slot = (key, id(value), config.task, config.output_dir if key == "data" else None)
+        known = self._parts.get(slot)
+        if known is None or known[0] is not value:
+            part = _part(config, key)
+            if key == "trainer":
+                part["seed"] = _SEED
+            text = None if part is _LEFT_OUT else json.dumps(part, sort_keys=True, separators=(",", ":"))
+            known = self._parts[slot] = (value, text)
+        return known[1]
+
+    def seeded(self, config: RunConfig, seeds) -> list[str]:
+        """run_id(config with trainer.seed = seed) for each seed: the seed is one number in the canonical JSON, so
+        each id hashes that text with the seed's number in place (10 seeds of 10,000 cells cost 10,000 texts)."""
+        keys = self._keys.get(type(config))
+        if keys is None:  # (key, its JSON text) in key order, less the top-level keys never part of an identity
+            names = sorted(key for key in type(config).model_fields if (key,) not in NON_IDENTITY_KEYS)
+            keys = self._keys[type(config)] = [(key, json.dumps(key) + ":") for key in names]
+        texts = [(written, self._text(config, key)) for key, written in keys]
+        canonical = "{" + ",".join(written + text for written, text in texts if text is not None) + "}"
+        head, marker, tail = canonical.partition(json.dumps(_SEED))
+        if not marker or json.dumps(_SEED) in tail:  # the marker text written by the user somewhere: one at a time
+            return [
+                run_id(config.model_copy(update={"trainer": config.trainer.model_copy(update={"seed": seed})}))
+                for seed in seeds
+            ]
+        prefix = f"{config.model.name}-{config.model.norm}-"
+        return [prefix + hashlib.sha256(f"{head}{int(seed)}{tail}".encode()).hexdigest()[:12] for seed in seeds]
+
+
 def seeded_run_ids(config: RunConfig, seeds) -> list[str]:
-    """run_id(config with trainer.seed = seed) for each seed, the identity built and written out once: the seed is
-    one number in its canonical JSON, so each id hashes that text with the seed's number in place (what a 100,000-run
-    plan needs: 10 seeds of 10,000 cells cost 10,000 identities, not 100,000)."""
-    tree = identity(config)
-    tree["trainer"]["seed"] = _SEED
-    canonical = json.dumps(tree, sort_keys=True, separators=(",", ":"))
-    head, marker, tail = canonical.partition(json.dumps(_SEED))
-    if not marker or json.dumps(_SEED) in tail:  # the marker text written by the user somewhere: one at a time
-        return [
-            run_id(config.model_copy(update={"trainer": config.trainer.model_copy(update={"seed": seed})}))
-            for seed in seeds
-        ]
-    prefix = f"{config.model.name}-{config.model.norm}-"
-    return [prefix + hashlib.sha256(f"{head}{int(seed)}{tail}".encode()).hexdigest()[:12] for seed in seeds]
+    """run_id(config with trainer.seed = seed) for each seed, the identity built and written out once."""
+    return RunIds().seeded(config, seeds)
 
 
 def run_dir(config: RunConfig) -> Path:

@@ -8,7 +8,7 @@ import pytest
 
 from an_lab.config import load_config
 from an_lab.errors import UsageError
-from an_lab.identity import fingerprint, run_id, seeded_run_ids
+from an_lab.identity import RunIds, fingerprint, remember_data, run_id, seeded_run_ids
 from an_lab.paths import anchor
 
 
@@ -171,3 +171,59 @@ def test_the_ids_of_a_cells_seeds_hashed_at_once_are_the_ids_of_its_seeded_confi
         ]
         assert seeded_run_ids(config, seeds) == one_by_one
         assert len(set(one_by_one)) == len(seeds)
+
+
+def test_one_run_ids_cache_over_configs_that_share_sections_gives_each_its_own_id(tmp_path):
+    """RunIds (what a sweep's expansion uses) writes each distinct section's part once and tells sections apart by
+    object: configs sharing section objects but differing in the task, in output_dir (where an absent data folder's
+    last fingerprint is recorded) or in one section must each get run_id of their own config."""
+    data = imagefolder(tmp_path / "data")
+    folder = ["data.name=imagefolder", "data.num_classes=2", f"data.root={data}"]
+    detection = MASK_RCNN_RUNS[0][0]
+    configs = [load_config(None, overrides) for overrides in ([], folder, detection, ["recipe=mask_rcnn_1x"])]
+    configs += [load_config(None, [*detection, "model.head_k=3"]), load_config(None, ["model.norm=bn"])]
+    first = configs[0]
+    configs += [  # the same section objects under another task, another output_dir, one section changed
+        first.model_copy(update={"task": "detection"}),
+        configs[1].model_copy(update={"output_dir": str(tmp_path / "elsewhere")}),
+        first.model_copy(update={"model": first.model.model_copy(update={"norm": "bn"})}),
+        first.model_copy(update={"trainer": first.trainer.model_copy(update={"devices": "auto"})}),
+    ]
+    ids = RunIds()
+    seeds = [0, 5]
+    for _ in range(2):  # the second pass is served from the cache
+        got = [ids.seeded(config, seeds) for config in configs]
+        expected = [
+            [run_id(c.model_copy(update={"trainer": c.trainer.model_copy(update={"seed": s})})) for s in seeds]
+            for c in configs
+        ]
+        assert got == expected
+    firsts = [pair[0] for pair in got]
+    assert firsts[7] == firsts[1] and firsts[8] == firsts[5]  # a folder there now: output_dir is no part; bn is bn
+    assert len(set(firsts)) == len(firsts) - 2  # the task, devices "auto" (accelerator auto) and the rest: new ids
+
+
+def test_an_absent_data_folder_keeps_the_fingerprint_its_output_folder_recorded_in_a_shared_cache(tmp_path):
+    """Two output folders that recorded two fingerprints of one data folder, since removed: their runs keep two
+    ids, also when one RunIds serves both with the same data section object."""
+    data = imagefolder(tmp_path / "data")
+    one, two = tmp_path / "one", tmp_path / "two"
+    config = load_config(None, ["data.name=imagefolder", "data.num_classes=2", f"data.root={data}"])
+    ids = []
+    for output, image in ((one, "3.png"), (two, "4.png")):
+        output.mkdir()
+        (data / "train" / "a" / image).write_bytes(b"png")
+        fingerprint.cache_clear()
+        remember_data(config.model_copy(update={"output_dir": str(output)}))
+        ids.append(run_id(config.model_copy(update={"output_dir": str(output)})))
+    for path in data.rglob("*"):
+        if path.is_file():
+            path.unlink()
+    for path in sorted(data.rglob("*"), reverse=True):
+        path.rmdir()
+    data.rmdir()
+    fingerprint.cache_clear()
+    cache = RunIds()
+    shared = [config.model_copy(update={"output_dir": str(output)}) for output in (one, two)]
+    assert shared[0].data is shared[1].data
+    assert [cache.seeded(c, [c.trainer.seed])[0] for c in shared] == ids and ids[0] != ids[1]

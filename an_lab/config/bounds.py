@@ -3,6 +3,7 @@ a value that can only be a typo is an error before anything runs."""
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from typing import Annotated, Any
 
@@ -60,6 +61,7 @@ def valid_devices(value: Any) -> Any:
     raise ValueError(f"devices must be 'auto' or the processes per node, 1 to {MAX_DEVICES}, not {value!r}")
 
 
+@functools.lru_cache(maxsize=256)  # a plan checks one output_dir 10,000 times
 def control_character(text: str) -> str | None:
     """The first character of `text` that has no place on a line of a job script: control characters (line breaks,
     NUL, tab, escape...), line and paragraph separators and invisible format characters."""

@@ -8,7 +8,7 @@ search:   no cells of its own (Optuna picks trials later); its axis values and r
 Baselines are added in every mode: each is the base cell with the baseline's keys changed.
 
 Every cell resolves as `config.resolve` would (recipe preset, then the base, then the cell's keys), with `wandb.group`
-set to the sweep name and `wandb.tags` to the cell's values; wandb is no part of a run's identity, so ids survive.
+set to the sweep name and `wandb.tags` to what the cell changes; wandb is no part of a run's identity, so ids survive.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import functools
 import itertools
 import reprlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from an_lab import catalog
 from an_lab.config import RECIPES, SHORTHAND, BackboneInit, RunConfig, WandbConfig, deep_merge
 from an_lab.data_sources import check_data
 from an_lab.errors import UsageError
-from an_lab.identity import run_id, seeded_run_ids
+from an_lab.identity import RunIds, run_id
 from an_lab.paths import anchor, is_path_key
 from an_lab.sweeps.backbones import KEY as BACKBONE_KEY
 from an_lab.sweeps.backbones import Backbone, BackboneResolver, SweepFinder
@@ -41,19 +41,26 @@ class Cell:
     settings: dict[str, Any]  # dotted run-config keys -> values this cell sets on the sweep's base
     sources: dict[str, Loc]  # where in the sweep file each setting is written
     changes: dict[str, Any]  # the settings whose resolved value differs from the base cell's
+    shown: dict[str, str]  # the changes' values as users write them (show)
     label: str
     tags: tuple[str, ...]
     config: RunConfig  # before the sweep's seeds are applied
     name: str | None = None  # baselines: their name
     loc: Loc = ()  # the place in the file that makes this cell
-    wandb: WandbConfig | None = None  # its runs' W&B settings but the run name (group, job type, tags)
 
     def describe(self) -> str:
         return self.description
 
     @functools.cached_property
     def description(self) -> str:
-        return ", ".join(f"{key}={show(value)}" for key, value in self.changes.items()) or "(base)"
+        return ", ".join(f"{key}={text}" for key, text in self.shown.items()) or "(base)"
+
+    @functools.cached_property
+    def wandb(self) -> WandbConfig:
+        """Its runs' W&B settings but the run name: group = the sweep (set by the Resolver), job_type = the cell's
+        label, tags = what the cell changes (the run name, cell label and seed, is set per run). W&B is not part of
+        a run's identity: ids do not move. Made when first asked for: a plan does not need 10,000 of these."""
+        return self.config.wandb.model_copy(update={"job_type": self.label[:64], "tags": self.tags})
 
     @functools.cached_property
     def folder(self) -> Path:
@@ -134,8 +141,10 @@ _DETECTION_LABELLED = {
 }
 
 
-def label(config: RunConfig, changes: dict[str, Any], *, with_model: bool = False, an_detail: bool = True) -> str:
-    """The paper's way of naming a row: "RSD + A2 + hsigmoid + K=(10,10,20,20)" for AN, "BN" for a baseline.
+def row_title(config: RunConfig, with_model: bool, an_detail: bool) -> str:
+    """The paper's way of naming a row: "RSD + A2 + hsigmoid + K=(10,10,20,20)" for AN, "BN" for a baseline; a
+    cell's label is this, then its other changes as key=value (_extras). It reads the network and its norms alone,
+    so cells that share their model section share it.
 
     with_model: prefix the network ("ResNet-50 BN"; the recipe is then taken to go with it and left out);
     an_detail: spell out AN's choices (when the sweep varies them), else just "AN".
@@ -156,13 +165,13 @@ def label(config: RunConfig, changes: dict[str, Any], *, with_model: bool = Fals
         text = f"{model_title(model.name)} {text}"
     if config.task == "detection" and (model.detector or "mask_rcnn") != "mask_rcnn":
         text = f"{_DETECTOR_TITLES[model.detector]} {text}"  # the papers' rows: "Cascade Mask R-CNN ResNet-101 BN*"
-    skip = (
-        _LABELLED
-        | ({"recipe"} if with_model else set())
-        | (_DETECTION_LABELLED if config.task == "detection" else set())
-    )
-    extras = [f"{key.rpartition('.')[2]}={show(value)}" for key, value in changes.items() if key not in skip]
-    return ", ".join([text, *extras])
+    return text
+
+
+def _extras(task: str, shown: dict[str, str], with_model: bool) -> list[str]:
+    """The changes a cell's label spells out after its row title (shown: key -> value as users write it)."""
+    skip = _LABELLED | ({"recipe"} if with_model else set()) | (_DETECTION_LABELLED if task == "detection" else set())
+    return [f"{key.rpartition('.')[2]}={text}" for key, text in shown.items() if key not in skip]
 
 
 def _leaves(key: str, value: Any) -> Iterator[tuple[str, Any]]:
@@ -223,10 +232,14 @@ class Resolver:
         self.sweep = sweep
         self._trees: dict[str, dict] = {}
         self._validated: dict[tuple[str, str], BaseModel | dict] = {}
+        self._by_object: dict[int, tuple[dict, BaseModel | dict]] = {}  # sections no setting touched: by object
         wandb = sweep.base.get("wandb")
         self._wandb = dict(wandb) if isinstance(wandb, dict) else {}
+        self._wandb_sections: dict[tuple[str, ...], dict] = {}
 
-    def _tree(self, settings: dict[str, Any], tags: tuple[str, ...]) -> dict:
+    def _tree(self, settings: dict[str, Any], tags: tuple[str, ...]) -> tuple[dict, dict]:
+        """(the cell's tree, the recipe's tree before the cell's settings, whose section dicts the cell's tree
+        shares where no setting touched them)"""
         recipe = settings.get("recipe", self.sweep.base.get("recipe", "custom"))
         key = recipe if isinstance(recipe, str) else repr(recipe)
         if key not in self._trees:
@@ -250,13 +263,15 @@ class Resolver:
             if dotted in MERGED and isinstance(value, dict) and isinstance(previous, dict):
                 value = {**previous, **value}  # `model.backbone_init: {cell: BN}` keeps the base's sweep (and seed)
             node[parts[-1]] = value
-        tree["wandb"] = {**self._wandb, "group": self.sweep.name, "tags": tags}
-        return tree
+        if tags not in self._wandb_sections:
+            self._wandb_sections[tags] = {**self._wandb, "group": self.sweep.name, "tags": tags}
+        tree["wandb"] = self._wandb_sections[tags]
+        return tree, self._trees[key]
 
     def validate(self, settings: dict[str, Any], tags: tuple[str, ...] = ()) -> RunConfig | ValidationError:
-        tree = self._tree(settings, tags)
+        tree, shared = self._tree(settings, tags)
         try:
-            return RunConfig.model_validate(self._sections(tree))
+            return RunConfig.model_validate(self._sections(tree, shared))
         except ValidationError:
             pass
         try:  # the whole tree again, so that the error reads as config.resolve's would
@@ -264,7 +279,7 @@ class Resolver:
         except ValidationError as error:
             return error
 
-    def _sections(self, tree: dict) -> dict:
+    def _sections(self, tree: dict, shared: dict) -> dict:
         """The tree with each section (model, data, optim, ...) replaced by its validated model, each distinct
         section validated once: cells share most of their sections, and the models are frozen. A section that does not
         validate alone is left as written, for the whole run config's validation to report in place."""
@@ -273,6 +288,11 @@ class Resolver:
             model = SECTIONS.get(key)
             if model is None or not isinstance(value, dict):
                 continue
+            untouched = value is shared.get(key) or key == "wandb"  # the recipe's own dict: no setting touched it
+            known = self._by_object.get(id(value)) if untouched else None
+            if known is not None and known[0] is value:
+                out[key] = known[1]
+                continue
             cached = self._validated.get((key, repr(value)))
             if cached is None:
                 try:
@@ -280,6 +300,8 @@ class Resolver:
                 except ValidationError:
                     cached = value
                 self._validated[(key, repr(value))] = cached
+            if untouched:
+                self._by_object[id(value)] = (value, cached)  # kept alive here, so that its id is not reused
             out[key] = cached
         return out
 
@@ -329,22 +351,39 @@ class _Draft:
     kind: str
     settings: dict[str, Any]
     sources: dict[str, Loc]
-    tags: tuple[str, ...]
+    given_tags: tuple[str, ...] | None = None  # None: one per setting (key=value)
     name: str | None = None
     loc: Loc = ()
 
+    @property
+    def tags(self) -> tuple[str, ...]:
+        if self.given_tags is not None:
+            return self.given_tags
+        return tuple(f"{key.rpartition('.')[2]}={show(value)}"[:64] for key, value in self.settings.items())
 
-def _axis_draft(sweep: Sweep, kind: str, choice: dict[str, int], loc: Loc = ()) -> _Draft:
+
+def _axis_draft(sweep: Sweep, kind: str, choice: dict[str, int], loc: Loc = (), leaves: dict | None = None) -> _Draft:
+    """The cell that takes value `index` of each axis (choice: axis -> index); leaves: the dotted settings of each
+    (axis, index) already worked out, shared by the cells of one expansion."""
+    leaves = {} if leaves is None else leaves
     settings: dict[str, Any] = {}
     sources: dict[str, Loc] = {}
     for axis, index in choice.items():
-        value_loc: Loc = ("axes", axis, index)
-        for key, value in axis_settings(axis, sweep.spec.axes[axis][index]).items():
-            for leaf, leaf_value in _leaves(key, value):
-                settings[leaf] = leaf_value
-                sources[leaf] = value_loc if key == axis else (*value_loc, key)
-    tags = tuple(f"{key.rpartition('.')[2]}={show(value)}"[:64] for key, value in settings.items())
-    return _Draft(kind, settings, sources, tags, loc=loc)
+        if (axis, index) not in leaves:
+            leaves[axis, index] = _axis_leaves(sweep, axis, index)
+        for leaf, leaf_value, source in leaves[axis, index]:
+            settings[leaf] = leaf_value
+            sources[leaf] = source
+    return _Draft(kind, settings, sources, loc=loc)
+
+
+def _axis_leaves(sweep: Sweep, axis: str, index: int) -> list[tuple[str, Any, Loc]]:
+    value_loc: Loc = ("axes", axis, index)
+    return [
+        (leaf, leaf_value, value_loc if key == axis else (*value_loc, key))
+        for key, value in axis_settings(axis, sweep.spec.axes[axis][index]).items()
+        for leaf, leaf_value in _leaves(key, value)
+    ]
 
 
 def _drafts(sweep: Sweep) -> tuple[_Draft, list[_Draft]]:
@@ -352,25 +391,25 @@ def _drafts(sweep: Sweep) -> tuple[_Draft, list[_Draft]]:
     spec = sweep.spec
     axes = spec.axes
     first = dict.fromkeys(axes, 0)
-    base = _axis_draft(sweep, "base", first, ("base",)) if spec.mode != "list" else _Draft("base", {}, {}, ())
+    leaves: dict = {}
+    base = _axis_draft(sweep, "base", first, ("base",), leaves) if spec.mode != "list" else _Draft("base", {}, {})
     drafts: list[_Draft] = []
     if spec.mode == "ablation":
         drafts.append(base)
         for axis, values in axes.items():
             for index in range(1, len(values)):
-                drafts.append(_axis_draft(sweep, "axis", {**first, axis: index}, ("axes", axis, index)))
+                drafts.append(_axis_draft(sweep, "axis", {**first, axis: index}, ("axes", axis, index), leaves))
     elif spec.mode == "grid":
         names = list(axes)
         for combination in itertools.product(*(range(len(axes[name])) for name in names)):
-            drafts.append(_axis_draft(sweep, "grid", dict(zip(names, combination, strict=True))))
+            drafts.append(_axis_draft(sweep, "grid", dict(zip(names, combination, strict=True)), leaves=leaves))
     elif spec.mode == "list":
         for index, cell in enumerate(spec.cells):
             settings, sources = {}, {}
             for key, value in cell.items():
                 for leaf, leaf_value in _leaves(key, value):
                     settings[leaf], sources[leaf] = leaf_value, ("cells", index, key)
-            tags = tuple(f"{key.rpartition('.')[2]}={show(value)}"[:64] for key, value in settings.items())
-            drafts.append(_Draft("list", settings, sources, tags, loc=("cells", index)))
+            drafts.append(_Draft("list", settings, sources, loc=("cells", index)))
     for name, changes in spec.baselines.items():
         settings, sources = dict(base.settings), dict(base.sources)
         tags = [f"baseline={name}"]
@@ -413,40 +452,24 @@ def expand(
     that sweep's file in turn: passed in, so that expansion imports nothing above it)."""
     resolver = Resolver(sweep)
     base, drafts = _drafts(sweep)
-    base_config = resolver.resolve(base.settings, base.sources, base.tags)
+    # Resolved without W&B tags: a cell's are what it changes (Cell.wandb), and a W&B section that every cell
+    # shares is validated once.
+    base_config = resolver.resolve(base.settings, base.sources)
     if sweep.mode == "search":
         _check_search_space(sweep, resolver, base)
-    configs = [
-        base_config if draft is base else resolver.resolve(draft.settings, draft.sources, draft.tags)
-        for draft in drafts
-    ]
+    configs = [base_config if draft is base else resolver.resolve(draft.settings, draft.sources) for draft in drafts]
     _one_task(sweep, drafts, configs)
-    all_changes = [
-        {key: _get(config, key) for key in draft.settings if _get(config, key) != _get(base_config, key)}
-        for draft, config in zip(drafts, configs, strict=True)
-    ]
+    all_changes = _all_changes(drafts, configs, base_config)
     with_model = len({config.model.name for config in configs}) > 1
     an_detail = any(key.startswith("model.an.") for changes in all_changes for key in changes) or sweep.mode == "search"
     initial = sweep.spec.initial_seeds()
     backbones = BackboneResolver(sweep.path.parent, find)
+    ids = RunIds()
     runs: list[PlannedRun] = []
     owner: dict[str, Cell] = {}
-    for index, (draft, config, changes) in enumerate(zip(drafts, configs, all_changes, strict=True)):
-        cell = Cell(
-            index=index,
-            kind=draft.kind,
-            settings=draft.settings,
-            sources=draft.sources,
-            changes=changes,
-            label=label(config, changes, with_model=with_model, an_detail=an_detail),
-            tags=_cell_tags(draft, changes),
-            config=config,
-            name=draft.name,
-            loc=draft.loc,
-        )
-        cell = replace(cell, wandb=_wandb_identity(sweep, cell))
-        own = seeds if isinstance(seeds, list) else (seeds or {}).get(index)
-        for run in _cell_runs(sweep, cell, own or initial or (config.trainer.seed,), backbones):
+    for cell in _cells(drafts, configs, all_changes, with_model, an_detail):
+        own = seeds if isinstance(seeds, list) else (seeds or {}).get(cell.index)
+        for run in _cell_runs(sweep, cell, own or initial or (cell.config.trainer.seed,), backbones, ids):
             if run.run_id in owner:
                 raise _duplicate(sweep, owner[run.run_id], cell, run.run_id)
             owner[run.run_id] = cell
@@ -454,12 +477,60 @@ def expand(
     return runs
 
 
-def _cell_runs(sweep: Sweep, cell: Cell, seeds, backbones: BackboneResolver) -> Iterator[PlannedRun]:
+def _cells(
+    drafts: list[_Draft],
+    configs: list[RunConfig],
+    all_changes: list[dict],
+    with_model: bool,
+    an_detail: bool,
+) -> Iterator[Cell]:
+    """The cells, labelled and tagged; cells that share their model section (the configs, kept alive by the caller,
+    share the resolver's validated sections) share the first part of their label."""
+    titles: dict[tuple[int, str], str] = {}
+    for index, (draft, config, changes) in enumerate(zip(drafts, configs, all_changes, strict=True)):
+        shown = {key: show(value) for key, value in changes.items()}
+        slot = (id(config.model), config.task)
+        if slot not in titles:
+            titles[slot] = row_title(config, with_model, an_detail)
+        title = ", ".join([titles[slot], *_extras(config.task, shown, with_model)])
+        tags = _cell_tags(draft, shown)
+        yield Cell(
+            index=index,
+            kind=draft.kind,
+            settings=draft.settings,
+            sources=draft.sources,
+            changes=changes,
+            shown=shown,
+            label=title,
+            tags=tags,
+            config=config,
+            name=draft.name,
+            loc=draft.loc,
+        )
+
+
+def _all_changes(drafts: list[_Draft], configs: list[RunConfig], base_config: RunConfig) -> list[dict[str, Any]]:
+    """Per cell, its settings whose resolved value differs from the base cell's (each base value read once)."""
+    base_values: dict[str, Any] = {}
+    out = []
+    for draft, config in zip(drafts, configs, strict=True):
+        changes = {}
+        for key in draft.settings:
+            if key not in base_values:
+                base_values[key] = _get(base_config, key)
+            value = _get(config, key)
+            if value != base_values[key]:
+                changes[key] = value
+        out.append(changes)
+    return out
+
+
+def _cell_runs(sweep: Sweep, cell: Cell, seeds, backbones: BackboneResolver, ids: RunIds) -> Iterator[PlannedRun]:
     """The runs of a cell, one per seed. Their configs differ in the seed alone (and the W&B run name, no part of a
     run's identity), so the cell's identity is hashed once per seed without building a config per run; a detection
     cell whose backbone_init names a sweep's cell resolves it per seed first (the backbone's folder is hashed)."""
     if not isinstance(cell.config.model.backbone_init, BackboneInit):
-        for seed, identifier in zip(seeds, seeded_run_ids(cell.config, seeds), strict=True):
+        for seed, identifier in zip(seeds, ids.seeded(cell.config, seeds), strict=True):
             yield PlannedRun(cell, identifier, seed)
         return
     where = _backbone_where(sweep, cell)
@@ -492,16 +563,10 @@ def _backbone_where(sweep: Sweep, cell: Cell) -> str:
     return sweep.where(*((own,) if own else ()), sweep.base_key_loc(BACKBONE_KEY), ("base",))
 
 
-def _cell_tags(draft: _Draft, changes: dict[str, Any]) -> tuple[str, ...]:
+def _cell_tags(draft: _Draft, shown: dict[str, str]) -> tuple[str, ...]:
     """W&B tags of a cell: what it changes against the base cell (a BN baseline is not tagged with AN's choices)."""
-    own = [f"baseline={draft.name}"] if draft.kind == "baseline" else (["base"] if not changes else [])
-    return tuple(tag[:64] for tag in [*own, *(f"{key.rpartition('.')[2]}={show(v)}" for key, v in changes.items())])
-
-
-def _wandb_identity(sweep: Sweep, cell: Cell):
-    """The W&B settings of a cell's runs: group = the sweep, job_type = the cell, tags = what the cell changes
-    (the run name, cell label and seed, is set per run). W&B is not part of a run's identity: ids do not move."""
-    return cell.config.wandb.model_copy(update={"group": sweep.name, "job_type": cell.label[:64], "tags": cell.tags})
+    own = [f"baseline={draft.name}"] if draft.kind == "baseline" else (["base"] if not shown else [])
+    return tuple(tag[:64] for tag in [*own, *(f"{key.rpartition('.')[2]}={text}" for key, text in shown.items())])
 
 
 def _duplicate(sweep: Sweep, first: Cell, second: Cell, identifier: str) -> UsageError:

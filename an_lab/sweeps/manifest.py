@@ -54,7 +54,8 @@ def build_manifest(sweep: Sweep, runs: list[PlannedRun]) -> Manifest:
             },
         )
         entry["runs"].append({"run_id": run.run_id, "seed": run.seed})
-    base = next((run.cell.config for run in runs if run.cell.kind == "base"), None)
+    first = next((run.cell for run in runs if run.cell.kind == "base"), None)
+    base = first.config.model_copy(update={"wandb": first.wandb}) if first is not None else None  # W&B as its runs
     tasks = {run.cell.config.task for run in runs} or {base_config(sweep).task}
     return {
         "name": sweep.name,

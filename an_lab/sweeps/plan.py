@@ -217,12 +217,13 @@ def make_plan(sweep: Sweep, *, check_data: bool = True, runs: list[PlannedRun] |
 
 def run_states(runs: list[PlannedRun]) -> list[tuple[str, str | None]]:
     """rundir.state of each run, each output folder listed once (rundir.states)."""
-    by_folder: dict[Path, list[int]] = {}
+    by_folder: dict[str, list[int]] = {}  # by the text of the folder: 10,000 runs' Paths cost more than their states
     for position, run in enumerate(runs):
-        by_folder.setdefault(run.cell.folder, []).append(position)
+        by_folder.setdefault(run.cell.config.output_dir, []).append(position)
     found: list[tuple[str, str | None]] = [("pending", None)] * len(runs)
     for folder, positions in by_folder.items():
-        for position, state in zip(positions, rundir.states(folder, [runs[p].run_id for p in positions]), strict=True):
+        ids = [runs[p].run_id for p in positions]
+        for position, state in zip(positions, rundir.states(Path(folder), ids), strict=True):
             found[position] = state
     return found
 
