@@ -22,11 +22,22 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+class _VersionAction(argparse.Action):
+    """--version, looked up when asked for: reading the installed package's metadata takes 30 ms of every command."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"an-lab {_version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     from an_lab.cli import runs, results  # noqa: F401, I001  (registers their commands, in this order)
 
     parser = argparse.ArgumentParser(prog="an-lab", description="Attentive Normalization experiments and sweeps.")
-    parser.add_argument("--version", action="version", version=f"an-lab {_version()}")
+    parser.add_argument("--version", action=_VersionAction, help="show the version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         sub = commands.add_parser(command.name, help=command.help, description=command.description)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from an_lab import stats
 from an_lab.metrics import PRIMARY, TASK_METRICS, task_of
 from an_lab.rundir import CONFIG, read_result
 from an_lab.sweeps.expand import PlannedRun, expand
@@ -126,6 +125,8 @@ def plan_seeds(sweep: Sweep) -> tuple[dict[int, list[int]], list[CellSeeds]]:
 def _grow(runs: list[PlannedRun], ref_values: dict[int, float], count: int, policy: SeedPolicy, metric: str):
     """(seeds the cell wants, the CI half-width now): more seeds only once all its current ones and the reference's
     same seeds are done, and only while the half-width is above the target."""
+    from an_lab import stats  # here, not above: numpy takes 0.1 s of `plan`, and a sweep of fixed seeds never needs it
+
     values = _values(runs, metric)
     seeds = [run.seed for run in runs]
     if any(seed not in values or seed not in ref_values for seed in seeds):

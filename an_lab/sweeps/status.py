@@ -7,14 +7,17 @@ import shlex
 import statistics
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from an_lab import stats
 from an_lab.metrics import METRIC_RANGE, METRICS, Metric, manifest_task, primary
 from an_lab.rundir import CONFIG, read_json, read_runs, trained_iterations, validated_epochs
 from an_lab.sweeps.journal import JOURNAL, lock_note
 from an_lab.sweeps.manifest import run_dirs
 from an_lab.sweeps.plan import align, state_text
 from an_lab.sweeps.records import Manifest, RunRow
+
+if TYPE_CHECKING:  # an_lab.stats imports numpy (0.1 s): status imports it once there are results to estimate
+    from an_lab.stats import Estimate
 
 
 def sweep_metric(manifest: Manifest) -> Metric:
@@ -129,7 +132,7 @@ def scheduler_view(manifest: Manifest, rows: list[RunRow]) -> list[str]:
     return notes
 
 
-def best_cells(rows: list[RunRow], metric: Metric = METRICS["top1_err"]) -> tuple[list[str], stats.Estimate] | None:
+def best_cells(rows: list[RunRow], metric: Metric = METRICS["top1_err"]) -> tuple[list[str], Estimate] | None:
     """(labels, estimate of the metric's final value) of the cell with the best mean over its finished runs (the
     lowest error, the highest AP), with every cell whose mean ties it (to 1e-9 points)."""
     values: dict[str, list[float]] = {}
@@ -141,6 +144,8 @@ def best_cells(rows: list[RunRow], metric: Metric = METRICS["top1_err"]) -> tupl
     means = {cell: statistics.fmean(found) for cell, found in values.items()}
     best = min(means.values()) if metric.lower_is_better else max(means.values())
     labels = [cell for cell, mean in means.items() if abs(mean - best) <= 1e-9]
+    from an_lab import stats
+
     return labels, stats.estimate(values[labels[0]], bounds=METRIC_RANGE)
 
 

@@ -11,7 +11,7 @@ from conftest import an_lab
 from an_lab.config import RunConfig, deep_merge, resolve
 from an_lab.identity import run_id
 from an_lab.sweeps import expand, load_sweep, make_plan, render
-from an_lab.sweeps.manifest import find_sweep
+from an_lab.sweeps.manifest import build_manifest, find_sweep
 from an_lab.sweeps.spec import nest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,6 +156,15 @@ def test_run_ids_are_stable_and_survive_edits_of_other_cells(tmp_path):
     tree = deep_merge(sweep.base, nest(run.cell.settings))
     assert run_id(resolve(tree)) == run.run_id
     assert run_id(RunConfig.model_validate(run.config.model_dump() | {"wandb": {}})) == run.run_id
+    # Each run's W&B settings are its cell's (job type = label, tags = what the cell changes) plus its own name, and
+    # the manifest records the base cell's as its runs get them.
+    base_run = first[0]
+    wandb = base_run.config.wandb
+    assert (wandb.group, wandb.job_type, wandb.tags) == ("digits-ablation", base_run.cell.label, ("base",))
+    assert wandb.name == f"{base_run.cell.label} seed={base_run.seed}"
+    assert run.config.wandb.job_type == run.cell.label and run.config.wandb.tags == ("pooling=mean",)
+    recorded = build_manifest(sweep, first)["base_config"]["wandb"]
+    assert recorded == base_run.cell.wandb.model_dump(mode="json") and recorded["tags"] == ["base"]
 
 
 def test_plan_reads_done_and_failed_states_from_the_run_directories(tmp_path):
@@ -367,6 +376,18 @@ def test_cheap_commands_import_neither_torch_nor_lightning_nor_wandb(command, ow
     assert any(name.startswith("an_lab.") for name in modules), modules
     heavy = [name for name in modules if any(n in name for n in ("torch", "lightning", "wandb"))]
     assert heavy == []
+
+
+@pytest.mark.parametrize("command", ["plan", "status"])
+def test_plan_and_status_of_a_sweep_without_results_leave_numpy_unimported(tmp_path, command):
+    """numpy (a tenth of a second of a 10,000-run plan) is for statistics: a sweep of fixed seeds with no result yet
+    has none to compute, so neither command loads it."""
+    output = f"output_dir={tmp_path / 'runs'}"
+    result = an_lab(command, "sweeps/digits-ablation.yaml", "--set", output, python=("-X", "importtime"), cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    modules = imported_modules(result.stderr)
+    assert f"an_lab.sweeps.{command}" in modules  # the capture worked
+    assert [name for name in modules if name.partition(".")[0] in ("numpy", "scipy", "pandas")] == []
 
 
 def test_help_imports_only_the_command_line(tmp_path):
