@@ -67,7 +67,7 @@ def main() -> None:
     queued_before = slurm_queue.queued_count() or 0
     limits = ClusterLimits(real.max_array_size, args.max_submit + queued_before, "MaxSubmitJobs (given)", real.gpus)
     executor = SlurmExecutor(sweep.sweep_dir, "an-lab-big", sweep.spec.launcher.slurm, 1, limits=limits)
-    source = GridSource(sweep, selection.launch, False, False, print)
+    source = GridSource(sweep, selection.launch, False, executor, print)
     submit_started = time.perf_counter()
     reconcile(executor, source, Silent(), follow=False)
     submitted = time.perf_counter() - submit_started

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,20 @@ class Executor(abc.ABC):
     scheduled: bool = False
     can_detach: bool = False  # whether it can run a sweep's own orchestrator as one of its jobs (--detach)
     scheduler_calls: int = 0  # how often it asked a scheduler (squeue, sacct, sinfo)
+    claimant: str = "local launcher"  # who holds a run's claim while it is handed over, as a claim file names it
+    place: str = "on this machine"  # where its runs run, for messages ("queued or running on SLURM")
+
+    @classmethod
+    def queued_since(cls, run_dir: Path, since: float) -> bool:
+        """Whether another launch of the sweep queued this run after `since` (a run submitted twice would train
+        twice); never, where runs are not queued."""
+        return False
+
+    @classmethod
+    def training_jobs(cls, run_dirs: list[Path]) -> tuple[dict[Path, str], str | None]:
+        """The job queued or running each of these runs, for runs that must wait for them (can_wait_for_jobs):
+        (run folder -> job id, None), or ({}, why the queue could not be read); none where nothing can wait."""
+        return {}, None
 
     @classmethod
     def submit_orchestrator(cls, home: Path, job_name: str, launcher: Any, argv: list[str]) -> str:
@@ -177,3 +192,28 @@ class Executor(abc.ABC):
     def describe(self, handle: Handle) -> str:
         """The executor's view of a run for progress lines: e.g. `pid 1234` or `slurm 123_4`."""
         return handle.job_id
+
+
+class JobRecords(abc.ABC):
+    """What a scheduled executor recorded in a sweep's folder (the jobs of its runs, a detached orchestrator), read
+    and acted on without submitting anything: `status` refines run states with the scheduler's view of them, `cancel`
+    stops them. One subclass per scheduled executor (an_lab.launch.registry.RECORDS), in a module that imports neither
+    the executor nor its job library, so that `status` stays fast. Each finds nothing in a folder it did not write."""
+
+    @abc.abstractmethod
+    def refine(self, sweep_dir: Path, rows: list[Any], progress: Callable[[str], str | None]) -> list[str]:
+        """Refine, in place, the status rows (keys run_id, state, detail) of runs it submitted with what the scheduler
+        says of their jobs; returns notes. progress: run id -> how far a running run has got ("epoch 3/15")."""
+
+    @abc.abstractmethod
+    def orchestrator_line(self, sweep_dir: Path) -> str | None:
+        """`orchestrator: ...` for a sweep whose orchestrator runs as one of its jobs (--detach); else None."""
+
+    @abc.abstractmethod
+    def cancel(self, sweep_dir: Path, sweep: str, labels: dict[str, str], wait_s: float) -> tuple[list[str], list[str]]:
+        """Cancel the recorded orchestrator, then every job submitted for the sweep's runs, waiting up to wait_s
+        seconds for them to leave the queue; (lines saying what was cancelled, errors). labels: run id -> cell."""
+
+    @abc.abstractmethod
+    def cancel_wait_s(self, launcher: Any) -> float:
+        """How long `cancel` waits by default: from the sweep file's launcher section (None: a sweep folder)."""

@@ -7,7 +7,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the registry itself is read by the CLI's argument parser: no imports beyond the standard library
-    from an_lab.launch.base import Executor
+    from an_lab.launch.base import Executor, JobRecords
 
 EXECUTORS = {
     "local": "an_lab.launch.local:LocalExecutor",  # child processes on this machine
@@ -17,9 +17,23 @@ NAMES = tuple(EXECUTORS)
 # Those whose runs are a scheduler's jobs (their class says scheduled = True; tests/launch checks the two agree),
 # known without importing them: `plan` words its estimate in device-hours and a time limit for them.
 SCHEDULED = frozenset({"slurm"})
+# Those whose runs can wait for other jobs (can_wait_for_jobs; checked the same way), for messages that say so.
+CAN_WAIT = frozenset({"slurm"})
+# What each scheduled executor records in a sweep's folder, read by `status` and `cancel` without submitting anything
+# (an_lab.launch.base.JobRecords; modules that do not import the executor, so that status stays fast).
+RECORDS = {"slurm": "an_lab.launch.slurm_records:SlurmRecords"}
 
 
 def executor_class(name: str) -> type[Executor]:
     """The Executor subclass of a name in EXECUTORS (imported only now: the SLURM one brings submitit)."""
     module, _, attribute = EXECUTORS[name].partition(":")
     return getattr(importlib.import_module(module), attribute)
+
+
+def job_records() -> list[JobRecords]:
+    """One reader of each scheduled executor's records (RECORDS), in the registry's order."""
+    found = []
+    for path in RECORDS.values():
+        module, _, attribute = path.partition(":")
+        found.append(getattr(importlib.import_module(module), attribute)())
+    return found

@@ -91,6 +91,17 @@ class SlurmExecutor(Executor):
     can_wait_for_jobs = True
     scheduled = True
     can_detach = True
+    claimant = "slurm submission"
+    place = "on SLURM"
+
+    @classmethod
+    def queued_since(cls, run_dir: Path, since: float) -> bool:
+        entry = read_json(run_dir / RUN_JOB)
+        return isinstance(entry, dict) and float(entry.get("submitted_at") or 0) > since
+
+    @classmethod
+    def training_jobs(cls, run_dirs: list[Path]) -> tuple[dict[Path, str], str | None]:
+        return training_jobs(run_dirs)
 
     @classmethod
     def submit_orchestrator(cls, home, job_name, launcher, argv) -> str:

@@ -24,14 +24,19 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from an_lab.config import BackboneInit, RunConfig
 from an_lab.errors import UsageError
 from an_lab.identity import run_id as config_run_id
+from an_lab.launch.registry import CAN_WAIT
 from an_lab.rundir import CONFIG, read_json, read_result, state
 from an_lab.sweeps.records import Manifest, ManifestCell
+
+if TYPE_CHECKING:
+    from an_lab.launch.base import Executor
 
 KEY = "model.backbone_init"
 
@@ -217,7 +222,7 @@ def _folder(run_dir: Path) -> str:
     return os.path.normpath(os.path.abspath(run_dir))
 
 
-def require_done(backbones: list[Backbone], what: str, slurm_hint: bool = False) -> None:
+def require_done(backbones: list[Backbone], what: str, wait_hint: bool = False) -> None:
     """Refuse to start runs whose backbone has not finished training (a partial last.ckpt is no backbone)."""
     waiting = list({backbone.run_dir: backbone for backbone in backbones if not backbone.done()}.values())
     if not waiting:
@@ -225,7 +230,8 @@ def require_done(backbones: list[Backbone], what: str, slurm_hint: bool = False)
     files = sorted({backbone.sweep_file for backbone in waiting})
     first = "; ".join(backbone.describe() for backbone in waiting[:5])
     more = f" and {len(waiting) - 5} more" if len(waiting) > 5 else ""
-    hint = " (with --executor slurm, runs whose backbone is queued there wait for its job)" if slurm_hint else ""
+    waiting_executors = " or ".join(f"--executor {name}" for name in sorted(CAN_WAIT))
+    hint = f" (with {waiting_executors}, runs whose backbone is queued there wait for its job)" if wait_hint else ""
     if any(not backbone.listed for backbone in waiting):
         hint += (
             "; a seed a sweep does not list is trained as one more seed of its cell by `an-lab sweep` of a detection "
@@ -238,28 +244,28 @@ def require_done(backbones: list[Backbone], what: str, slurm_hint: bool = False)
     )
 
 
-def backbone_jobs(what: str, waiting: dict[str, Backbone], can_wait: bool) -> dict[str, tuple[str, ...]]:
+def backbone_jobs(
+    what: str, waiting: dict[str, Backbone], executor: Executor | type[Executor]
+) -> dict[str, tuple[str, ...]]:
     """For runs about to start (run id -> its backbone), those whose backbone (a classification run) is not done: the
-    SLURM jobs training those backbones, which they must wait for (run id -> job ids). Locally nothing can wait: an
-    unfinished backbone is an error that says which sweep to run first; on SLURM so is one that no job is queued or
-    running for. what: the sweep (file and name) the runs belong to, for the message."""
+    jobs training those backbones, which they must wait for (run id -> job ids). Where the executor cannot wait
+    (locally) an unfinished backbone is an error that says which sweep to run first; where it can, so is one that no
+    job is queued or running for. what: the sweep (file and name) the runs belong to, for the message."""
     waiting = {run: backbone for run, backbone in waiting.items() if not backbone.done()}
     if not waiting:
         return {}
-    if not can_wait:
-        require_done(list(waiting.values()), what, slurm_hint=True)
-    from an_lab.launch.slurm import training_jobs
-
-    jobs, problem = training_jobs(sorted({backbone.run_dir for backbone in waiting.values()}))
+    if not executor.can_wait_for_jobs:
+        require_done(list(waiting.values()), what, wait_hint=True)
+    jobs, problem = executor.training_jobs(sorted({backbone.run_dir for backbone in waiting.values()}))
     missing = list({b.run_dir: b for b in waiting.values() if b.run_dir not in jobs}.values())
     if missing:
         files = sorted({backbone.sweep_file for backbone in missing})
         why = f" (the queue could not be read: {problem})" if problem else ""
         raise UsageError(
-            f"{what}: {len(missing)} backbone run(s) are neither done nor queued or running on SLURM{why}: "
+            f"{what}: {len(missing)} backbone run(s) are neither done nor queued or running {executor.place}{why}: "
             f"{'; '.join(backbone.describe() for backbone in missing[:5])}"
             f"{f' and {len(missing) - 5} more' if len(missing) > 5 else ''}; submit them first with "
-            f"{' and '.join(f'`an-lab sweep {file} --executor slurm`' for file in files)}, then launch this again "
-            "(its runs then wait for those jobs)"
+            f"{' and '.join(f'`an-lab sweep {file} --executor {executor.name}`' for file in files)}, then launch this "
+            "again (its runs then wait for those jobs)"
         )
     return {run_id: (jobs[backbone.run_dir],) for run_id, backbone in waiting.items()}

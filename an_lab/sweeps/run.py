@@ -20,7 +20,7 @@ from pathlib import Path
 from an_lab.errors import UsageError
 from an_lab.launch.base import Executor, Handle, LaunchError, RunRequest, hand_over
 from an_lab.launch.registry import NAMES, executor_class
-from an_lab.rundir import read_json, state
+from an_lab.rundir import state
 from an_lab.sweeps.backbones import Backbone, backbone_jobs
 from an_lab.sweeps.chain import backbones_of, trial_backbones
 from an_lab.sweeps.expand import PlannedRun
@@ -92,7 +92,7 @@ class GridSource:
     sweep: Sweep
     runs: list[PlannedRun]
     retry_failed: bool
-    keep_claims: bool
+    executor: Executor
     say: Callable[[str], None]
     after: dict[str, tuple[str, ...]] = field(default_factory=dict)  # run id -> the SLURM jobs it waits for
     started: float = field(default_factory=time.time)
@@ -106,21 +106,21 @@ class GridSource:
         return not self.pending
 
     def submitting(self):
-        return contextlib.nullcontext() if self.keep_claims else sweep_lock(self.sweep)
+        return contextlib.nullcontext() if self.executor.holds_claims else sweep_lock(self.sweep)
 
     def take(self, count: int) -> list[RunRequest]:
-        requests = []
+        requests, keep = [], self.executor.holds_claims
         while self.pending and len(requests) < count:
             run = self.pending.pop(0)
-            if not self.keep_claims and _submitted_since(run, self.started):
+            if self.executor.queued_since(run.run_dir, self.started):
                 continue  # another launch of this sweep queued it meanwhile
-            claim = claim_run(run, self.retry_failed, "local launcher" if self.keep_claims else "slurm submission")
+            claim = claim_run(run, self.retry_failed, self.executor.claimant)
             if claim is None:
                 if state(run.run_dir)[0] not in ("done", *RETRYABLE):
                     self.taken.append(run)
                     self.say(f"{run.cell.label} [{run.run_id}]: left to {holder(run)}")
                 continue
-            requests.append(hand_over(request_for(run, self.after.get(run.run_id, ())), claim, self.keep_claims))
+            requests.append(hand_over(request_for(run, self.after.get(run.run_id, ())), claim, keep))
         return requests
 
     def should_stop(self, handle: Handle) -> bool:
@@ -128,13 +128,6 @@ class GridSource:
 
     def ended(self, handle: Handle) -> None:
         return None
-
-
-def _submitted_since(run: PlannedRun, since: float) -> bool:
-    from an_lab.launch.slurm import RUN_JOB
-
-    entry = read_json(run.run_dir / RUN_JOB)
-    return isinstance(entry, dict) and float(entry.get("submitted_at") or 0) > since
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -179,7 +172,7 @@ def _search(sweep: Sweep, options: Options, say, chain: tuple[str, ...]) -> Foll
     with sweep_errors(sweep):
         executor = make_executor(sweep, options)
         try:
-            waits_for(sweep, {b.folder: b for b in backbones}, executor.can_wait_for_jobs)  # all there, or queued
+            waits_for(sweep, {b.folder: b for b in backbones}, executor)  # all there, or queued
             run_search(sweep, executor, say)  # as many trials in flight as the executor runs at once
         finally:
             executor.close()
@@ -231,7 +224,7 @@ def _rounds(
         if launched and not todo and not adopted:
             return True
         display = Display(sweep, len(todo) + len(adopted), say, follow=bool(follow))
-        source = GridSource(sweep, todo, options.retry_failed, executor.holds_claims, display.say, after)
+        source = GridSource(sweep, todo, options.retry_failed, executor, display.say, after)
         started = time.monotonic()
         with display:
             for handle in adopted:
@@ -264,7 +257,7 @@ def _select(
             for run in selection.launch
             if run.run_id not in launched and run.run_id not in flying and run.run_id not in refused
         ]
-        after = planned_backbone_jobs(sweep, todo, executor.can_wait_for_jobs)
+        after = planned_backbone_jobs(sweep, todo, executor)
         executor.check([request_for(run) for run in todo])
     failed = len(selection.failed) + len([run for run in selection.launch if run.run_id in refused])
     where = executor.in_flight_words(len(adopted), len(selection.running))
@@ -276,15 +269,17 @@ def _select(
     return todo, adopted, after
 
 
-def planned_backbone_jobs(sweep: Sweep, todo: list[PlannedRun], can_wait: bool) -> dict[str, tuple[str, ...]]:
-    """The SLURM jobs each run about to start must wait for: those training its backbone (an_lab.sweeps.backbones)."""
-    return waits_for(sweep, {run.run_id: run.backbone for run in todo if run.backbone is not None}, can_wait)
+def planned_backbone_jobs(sweep: Sweep, todo: list[PlannedRun], executor: Executor) -> dict[str, tuple[str, ...]]:
+    """The jobs each run about to start must wait for: those training its backbone (an_lab.sweeps.backbones)."""
+    return waits_for(sweep, {run.run_id: run.backbone for run in todo if run.backbone is not None}, executor)
 
 
-def waits_for(sweep: Sweep, backbones: dict[str, Backbone], can_wait: bool) -> dict[str, tuple[str, ...]]:
+def waits_for(
+    sweep: Sweep, backbones: dict[str, Backbone], executor: Executor | type[Executor]
+) -> dict[str, tuple[str, ...]]:
     """backbone_jobs (an_lab.sweeps.backbones) for this sweep's runs or trials (key -> its backbone), its errors
     naming the sweep file and the sweep."""
-    return backbone_jobs(f"{sweep.path}: sweep {sweep.name}", backbones, can_wait)
+    return backbone_jobs(f"{sweep.path}: sweep {sweep.name}", backbones, executor)
 
 
 def _report_queued(sweep: Sweep, executor: Executor, source: GridSource, say) -> None:
@@ -320,6 +315,6 @@ def detach(sweep: Sweep, argv: list[str], executor: str, say: Callable[[str], No
     needs: list[PlannedRun] | list[Backbone] = trial_backbones(sweep) if sweep.mode == "search" else pending
     _backbone_sweeps_first(sweep, needs, options, say, (str(sweep.path.resolve()),))  # submitted, not followed
     backbones = {backbone.folder: backbone for backbone in backbones_of(needs)}
-    waits_for(sweep, backbones, can_wait=True)  # queued by now, or an error
+    waits_for(sweep, backbones, kind)  # queued by now, or an error
     with sweep_errors(sweep):
         return kind.submit_orchestrator(sweep.sweep_dir, f"an-lab-{sweep.name}", sweep.spec.launcher, argv)

@@ -307,7 +307,7 @@ class SearchSource:
         if backbone is None or backbone.done():
             return ()
         try:
-            return backbone_jobs(label, {directory.name: backbone}, self.executor.can_wait_for_jobs)[directory.name]
+            return backbone_jobs(label, {directory.name: backbone}, self.executor)[directory.name]
         except UsageError as error:
             self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
             self.say(f"not run: {error}")

@@ -9,8 +9,10 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from an_lab.launch.registry import job_records
 from an_lab.metrics import METRIC_RANGE, METRICS, Metric, manifest_task, primary
 from an_lab.rundir import CONFIG, read_json, read_runs, trained_iterations, validated_epochs
+from an_lab.sweep_folder import sweep_folder
 from an_lab.sweeps.journal import JOURNAL, lock_note
 from an_lab.sweeps.manifest import run_dirs
 from an_lab.sweeps.plan import align, state_text
@@ -81,54 +83,19 @@ def epoch_reached(directory: Path) -> str | None:
 
 
 def scheduler_view(manifest: Manifest, rows: list[RunRow]) -> list[str]:
-    """Refine the rows of runs submitted to SLURM with the scheduler's view; returns notes to print.
+    """Refine the rows of runs submitted to a scheduler with its view of their jobs (each scheduled executor's
+    records: an_lab.launch.registry.RECORDS; SLURM: one squeue and one sacct call for the runs that are not done);
+    returns notes to print."""
+    directories: dict[str, Path] = {}
 
-    One squeue and one sacct call for the whole sweep (an_lab.launch.slurm_queue), only for runs that are not done.
-    Queued and running jobs override what the run folder says (pending, requeued, running); a job that ended badly
-    makes its run failed with the scheduler's reason; a cancelled job leaves its run interrupted (resumable). Without
-    accounting, ended jobs keep the state of their run folder, with a note.
-    """
-    from an_lab.launch.slurm_queue import last_error_line, log_file, query, recorded_jobs
+    def progress(run_id: str) -> str | None:
+        if not directories:
+            directories.update(run_dirs(manifest))
+        return epoch_reached(directories[run_id])
 
-    sweep_dir = Path(manifest["output_dir"]) / "sweeps" / str(manifest["name"])
-    recorded = recorded_jobs(sweep_dir)
-    by_id = {row["run_id"]: row for row in rows}
-    unfinished = {
-        run_id: job for run_id, job in recorded.items() if run_id in by_id and by_id[run_id]["state"] != "done"
-    }
-    if not unfinished:
-        return []
-    view = query(unfinished.values())
-    directories = run_dirs(manifest)
-    for run_id, job_id in unfinished.items():
-        row, job = by_id[run_id], view.jobs.get(job_id)
-        if job is None:
-            if row["state"] == "pending":
-                row["detail"] = f"submitted as slurm {job_id}"
-            continue
-        folder_reason = row["detail"] if row["state"] == "failed" else None
-        if job.active:
-            detail = job.describe()
-            if job.state in ("RUNNING", "COMPLETING", "CONFIGURING"):
-                row["state"] = "running"
-                detail = "; ".join(filter(None, (detail, epoch_reached(directories[run_id]))))
-            elif job.stuck:
-                row["state"] = "stuck"
-                detail += ": it can never start as submitted; an-lab cancel, fix launcher.slurm, launch again"
-            elif job.requeues or job.state.startswith("REQUEUE") or job.reason == "BeginTime":
-                row["state"] = "requeued"
-            else:
-                row["state"] = "pending"
-            row["detail"] = detail
-        elif row["state"] == "failed" or job.failed:
-            log = log_file(sweep_dir, job_id)
-            reason = folder_reason or last_error_line(log) or f"see {log}"
-            row["state"], row["detail"] = "failed", f"{reason}; {job.describe()}"
-        else:  # cancelled, preempted without requeue, or ended without a result: resumable
-            row["state"] = "interrupted"
-            row["detail"] = f"{job.describe()}; resumes on the next launch"
-    known = sum(job in view.jobs for job in unfinished.values())
-    notes = [f"slurm: {known} of {len(unfinished)} unfinished runs' jobs known to the scheduler", *view.notes]
+    notes: list[str] = []
+    for records in job_records():
+        notes += records.refine(sweep_folder(manifest), rows, progress)
     return notes
 
 
@@ -189,7 +156,7 @@ def render_status(manifest: Manifest, rows: list[RunRow]) -> str:
 
 def journal_note(manifest: Manifest) -> str | None:
     """A search sweep's Optuna journal lock when it is stale or held (an_lab.sweeps.journal); else None."""
-    sweep_dir = Path(manifest["output_dir"]) / "sweeps" / str(manifest["name"])
+    sweep_dir = sweep_folder(manifest)
     return lock_note(sweep_dir) if (sweep_dir / JOURNAL).exists() else None
 
 
@@ -203,12 +170,8 @@ def _sweep_file(manifest: Manifest) -> str:
 
 
 def orchestrator_line(manifest: Manifest) -> str | None:
-    """`orchestrator: slurm 123 RUNNING` for a sweep launched with --detach (one squeue/sacct call); else None."""
-    from an_lab.launch.slurm_orchestrator import recorded_orchestrator
-    from an_lab.launch.slurm_queue import query
-
-    job_id = recorded_orchestrator(Path(manifest["output_dir"]) / "sweeps" / str(manifest["name"]))
-    if job_id is None:
-        return None
-    job = query([job_id]).jobs.get(job_id)
-    return f"orchestrator: {job.describe() if job else f'slurm {job_id} (not known to the scheduler)'}"
+    """`orchestrator: slurm 123 RUNNING` for a sweep launched with --detach (one scheduler call); else None."""
+    for records in job_records():
+        if (line := records.orchestrator_line(sweep_folder(manifest))) is not None:
+            return line
+    return None

@@ -518,7 +518,7 @@ def test_arrays_split_at_max_array_size_and_runs_wait_for_room_under_max_submit_
     queued = slurm_queue.queued_count()
     limits = ClusterLimits(max_array_size=3, max_submit_jobs=queued + 5, submit_limit_source="a test", gpus=False)
     executor = SlurmExecutor(sweep.sweep_dir, "an-lab-limits", sweep.spec.launcher.slurm, 7, limits=limits)
-    source = GridSource(sweep, selection.launch, False, False, print)
+    source = GridSource(sweep, selection.launch, False, executor, print)
 
     reconcile(executor, source, Silent(), follow=False)
     try:

@@ -21,6 +21,7 @@ from an_lab.cli import main
 from an_lab.errors import UsageError
 from an_lab.identity import run_id
 from an_lab.launch.base import LaunchError
+from an_lab.launch.registry import executor_class
 from an_lab.launch.slurm_sbatch import dependency, sbatch_parameters
 from an_lab.launch.slurm_settings import SlurmSettings
 from an_lab.launch.slurm_shape import Shape
@@ -375,7 +376,10 @@ def test_a_local_sweep_stops_before_launching_when_a_backbone_is_not_done(tmp_pa
     assert not list(runs.glob("resnet50-bn_frozen-*/config.json"))  # nothing was started
 
     finish(runs / AN_RUNS[1])
-    assert planned_backbone_jobs(load_sweep(path), expand(load_sweep(path), find=find_sweep), can_wait=False) == {}
+    assert (
+        planned_backbone_jobs(load_sweep(path), expand(load_sweep(path), find=find_sweep), executor_class("local"))
+        == {}
+    )
 
 
 def test_an_unfinished_backbone_without_a_queued_job_is_refused_for_slurm(tmp_path):
@@ -385,7 +389,7 @@ def test_an_unfinished_backbone_without_a_queued_job_is_refused_for_slurm(tmp_pa
     (runs / AN_RUNS[0] / "slurm.json").write_text(json.dumps({"job_id": "12;scancel -u root"}))  # no job id
     sweep = load_sweep(path)
     with pytest.raises(UsageError) as error:
-        planned_backbone_jobs(sweep, expand(sweep, find=find_sweep), can_wait=True)
+        planned_backbone_jobs(sweep, expand(sweep, find=find_sweep), executor_class("slurm"))
     assert "1 backbone run(s) are neither done nor queued or running on SLURM" in str(error.value)
     assert f"`an-lab sweep {tmp_path / 'table1.yaml'} --executor slurm`" in str(error.value)
 
