@@ -12,6 +12,7 @@ result without training. Trials appear in the sweep manifest as cells of kind "t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -42,6 +43,7 @@ from an_lab.sweeps.spec import PRUNERS, SAMPLERS, Sweep
 
 MAX_STALLS = 3  # attempts in a row without a new epoch before a trial fails instead of resuming
 ABANDONED = "abandoned"  # user attribute of a trial asked but never started: it does not count towards n_trials
+BACKBONE = "backbone"  # user attribute: the classification run a trial's detection run starts from
 
 
 def _study(sweep: Sweep):
@@ -141,6 +143,16 @@ def _metric_rows(run_dir: Path, metric: str) -> list[tuple[int, float]]:
     return [(int(row["epoch"]), row[metric]) for row in epoch_metrics(run_dir) if metric in row]
 
 
+def _backbone_from(recorded: Any) -> Backbone | None:
+    """The backbone a trial's user attributes record (None if none, or not one: then it is not waited for)."""
+    if not isinstance(recorded, dict):
+        return None
+    try:
+        return Backbone(**{**recorded, "run_dir": Path(recorded["run_dir"])})
+    except (TypeError, KeyError):
+        return None
+
+
 def _trial_cell(number: int, settings: dict, tags: tuple, config: RunConfig, directory: Path) -> dict:
     return {
         "index": 10_000 + number,
@@ -202,6 +214,7 @@ class SearchSource:
             label = self.cells.get(frozen.number, {}).get("label", f"trial {frozen.number}")
             payload = self._payload(trial, label)
             payload["reported"] = max(frozen.intermediate_values, default=-1)  # what the earlier orchestrator reported
+            payload["backbone"] = _backbone_from(frozen.user_attrs.get(BACKBONE))
             if "pruned_at" in frozen.user_attrs:  # pruned, but the orchestrator died before it was told
                 payload["pruned_at"] = frozen.user_attrs["pruned_at"]
             requests.append(RunRequest(directory.name, directory, config, label, payload=payload))
@@ -253,6 +266,11 @@ class SearchSource:
         requests: list[RunRequest] = []
         while len(requests) < room and self.resumable:
             request = self.resumable.pop(0)
+            payload = request.payload  # its backbone may be unfinished again (its job gone with the orchestrator)
+            after = self._backbone_jobs(payload["trial"], request.label, request.run_dir, payload.get("backbone"))
+            if after is None:
+                continue
+            request.after = after
             claim = try_claim(request.run_dir, "search orchestrator")
             if claim is None:
                 continue  # its own job trains it (reattach missed it); the next reattach follows it
@@ -273,6 +291,8 @@ class SearchSource:
         cell = _trial_cell(trial.number, settings, tags, config, directory)
         trial.set_user_attr("run_id", directory.name)
         trial.set_user_attr("cell", cell)
+        if backbone is not None:  # for a later orchestrator that resumes the trial: it waits for it again
+            trial.set_user_attr(BACKBONE, {**dataclasses.asdict(backbone), "run_dir": str(backbone.run_dir)})
         self.cells[trial.number] = cell
         self._write_manifest()
         label = cell["label"]
@@ -298,7 +318,8 @@ class SearchSource:
             self.say(f"{label}: not run, {describe_owner(claim_owner(directory))} is training the same run")
             return None
         write_json_atomic(directory / CONFIG, config.model_dump(mode="json"))
-        request = RunRequest(directory.name, directory, config, label, payload=self._payload(trial, label), after=after)
+        payload = {**self._payload(trial, label), "backbone": backbone}
+        request = RunRequest(directory.name, directory, config, label, payload=payload, after=after)
         return hand_over(request, claim, self.executor.holds_claims)
 
     def _backbone_jobs(self, trial, label: str, directory: Path, backbone: Backbone | None) -> tuple[str, ...] | None:

@@ -308,6 +308,46 @@ def test_a_trial_whose_backbone_is_not_done_fails_saying_why_and_the_search_goes
     assert not list(runs.glob("resnet50-bn_frozen-*"))  # nothing written for it
 
 
+def test_a_resumed_trial_checks_its_backbone_again_and_is_never_started_without_it(tmp_path):
+    """The orchestrator dies after asking a trial whose backbone was done; when the next one resumes the trial, the
+    backbone is no longer done (its result gone; on SLURM: its job gone with the orchestrator, to be waited for
+    again). The trial is told FAIL with the reason instead of starting without weights; the search goes on."""
+    import optuna
+
+    from an_lab.launch.local import LocalExecutor
+    from an_lab.sweeps.search import SearchSource
+
+    runs = classification_manifest(tmp_path)
+    for run in (AN_RUNS[0], BN_RUNS[0]):
+        finish(runs / run)
+    path = search_sweep(tmp_path, runs, {"sweep": "table1", "cell": "AN"})
+    said: list[str] = []
+    executor = LocalExecutor(1)
+    try:
+        asked = SearchSource(load_sweep(path), executor, said.append).take(1)
+    finally:
+        executor.close()
+    assert len(asked) == 1 and asked[0].after == ()  # done: nothing to wait for
+    backbone = asked[0].payload["backbone"]
+    assert backbone is not None and backbone.done()
+    asked[0].claim.release()  # the orchestrator dies before its run starts
+    (backbone.run_dir / "result.json").unlink()
+
+    executor = LocalExecutor(1)
+    try:
+        source = SearchSource(load_sweep(path), executor, said.append)
+        assert [request.payload["backbone"] for request in source.resumable] == [backbone]  # from the journal
+        taken = source.take(1)
+    finally:
+        executor.close()
+    assert asked[0].run_id not in [request.run_id for request in taken]
+    first = source.study.get_trials()[0]
+    assert first.state == optuna.trial.TrialState.FAIL
+    refused = [line for line in said if line.startswith("not run: trial 0")]
+    assert len(refused) == 1 and "are not done" in refused[0] and backbone.run_dir.name in refused[0]
+    assert not (asked[0].run_dir / "result.json").exists()
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Errors: exit 2, one paragraph naming the file, the key and the valid choices
 
