@@ -4,6 +4,7 @@ points apart with a seed-to-seed spread of 2 (3 seeds each) and two cells 0.1 ap
 P(better) Mann-Whitney U / (n m), and the bootstrap intervals scipy.stats.bootstrap's with the same random state."""
 
 import dataclasses
+import itertools
 import math
 import random
 
@@ -200,14 +201,18 @@ def test_many_cells_at_once_give_the_figures_of_one_cell_at_a_time(method):
     assert _figures(
         estimate_many([cell.values() for cell in cells], method=method, resolutions=steps, bounds=bounds)
     ) == (_figures(alone))
-    for lower in (True, False):
+    # the baseline of a sweep: 9 seeds; also 1 seed, 1 finite value of 2, none (no interval for any cell)
+    baselines = [baseline, {0: 21.0}, {0: float("nan"), 3: 20.5}, {}, {4: None}]
+    paired = []
+    for reference, lower in itertools.product(baselines, (True, False)):
         one_by_one = [
-            compare(cell, baseline, lower_is_better=lower, method=method, min_n=4, resolution=step, bounds=bounds)
+            compare(cell, reference, lower_is_better=lower, method=method, min_n=4, resolution=step, bounds=bounds)
             for cell, step in zip(cells, steps, strict=True)
         ]
         batched = compare_many(
-            cells, baseline, lower_is_better=lower, method=method, min_n=4, resolutions=steps, bounds=bounds
+            cells, reference, lower_is_better=lower, method=method, min_n=4, resolutions=steps, bounds=bounds
         )
         assert _figures(batched) == _figures(one_by_one)
         assert [item.significant for item in batched] == [item.significant for item in one_by_one]
-    assert sum(item.paired for item in one_by_one) > 60  # the batched path was taken for most cells
+        paired.append(sum(item.paired for item in one_by_one))
+    assert paired[0] > 60 and paired[2:] == [0] * (len(paired) - 2)  # the batched path for most cells, then none
