@@ -13,8 +13,9 @@ whose backbone has not finished, except on SLURM, where it waits for the job tra
 Torch-free: `an-lab plan` and `an-lab status` import only this package, pydantic and yaml.
 """
 
-from an_lab.sweeps.expand import Cell, PlannedRun, check_data_paths, expand, resolve_settings
+from an_lab.sweeps.expand import Cell, PlannedRun, check_data_paths, expand
 from an_lab.sweeps.plan import Plan, make_plan, render
+from an_lab.sweeps.resolver import resolve_settings
 from an_lab.sweeps.spec import Sweep, SweepSpec, load_sweep
 
 __all__ = [

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from an_lab.sweeps.backbones import KEY as BACKBONE_KEY
 from an_lab.sweeps.backbones import Backbone
-from an_lab.sweeps.expand import PlannedRun, resolve_settings
+from an_lab.sweeps.expand import PlannedRun
 from an_lab.sweeps.manifest import find_sweep
+from an_lab.sweeps.resolver import resolve_settings
 from an_lab.sweeps.spec import Sweep
 
 MAX_BACKBONE_CHOICES = 256  # combinations of a search's backbone axes resolved before launch; past it, per trial

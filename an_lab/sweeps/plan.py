@@ -15,7 +15,8 @@ from an_lab.data_sources import annotation_path
 from an_lab.launch.registry import SCHEDULED
 from an_lab.sweeps.backbones import Backbone
 from an_lab.sweeps.chain import backbones_of, trial_backbones
-from an_lab.sweeps.expand import PlannedRun, base_config, check_data_paths, show
+from an_lab.sweeps.expand import PlannedRun, base_config, check_data_paths
+from an_lab.sweeps.labels import show
 from an_lab.sweeps.seeding import plan_seeds, planned_runs, render_seeds
 from an_lab.sweeps.spec import SeedPolicy, Sweep
 from an_lab.sweeps.timing import WallTime, measured

@@ -35,9 +35,11 @@ from an_lab.rundir import (
     write_json_atomic,
 )
 from an_lab.sweeps.backbones import Backbone, backbone_jobs
-from an_lab.sweeps.expand import expand, resolve_settings, show
+from an_lab.sweeps.expand import expand
 from an_lab.sweeps.journal import journal_storage
+from an_lab.sweeps.labels import show
 from an_lab.sweeps.manifest import build_manifest, check_owner, find_sweep, write_manifest
+from an_lab.sweeps.resolver import resolve_settings
 from an_lab.sweeps.selection import make_run_dir
 from an_lab.sweeps.spec import PRUNERS, SAMPLERS, Sweep
 
