@@ -389,19 +389,7 @@ def build_mask_rcnn(
     zero_init_residual); zero_init_residual defaults to False here: the backbone is meant to receive classification
     weights, and with them absent a zero gamma in a frozen norm would silence its residual branch for good.
     """
-    check_choice("detector", detector, DETECTORS)
-    check_choice("backbone", backbone, BACKBONES)
-    check_choice("backbone_norm", backbone_norm, BACKBONE_NORMS)
-    check_choice("head_norm", head_norm, HEAD_NORMS)
-    if box_head is None:
-        box_head = "2fc" if head_norm == "none" else "4conv1fc"
-    check_choice("box_head", box_head, BOX_HEADS)
-    if box_head == "2fc" and head_norm != "none":
-        raise ValueError(f"head_norm={head_norm!r} needs box_head='4conv1fc': the 2fc head has no convs to normalize")
-    if k is not None and backbone_norm != "an":
-        raise ValueError(f"k sets the backbone's AN layers; it applies to backbone_norm='an', not {backbone_norm!r}")
-    if (k_head is not None or an_mask_head) and head_norm != "an_gn":
-        raise ValueError(f"k_head and an_mask_head apply to head_norm='an_gn', not {head_norm!r}")
+    box_head = _checked_choices(detector, backbone, backbone_norm, head_norm, box_head, k, k_head, an_mask_head)
     head_ks = _resolve_head_k(k_head)
 
     options = dict(detector_options or {})
@@ -420,19 +408,44 @@ def build_mask_rcnn(
         heads = _heads("none", "2fc", head_ks, False, widths, num_classes)
     model = MaskRCNN(body, min_size=min_size, max_size=max_size, **heads, **options)
     if detector != "mask_rcnn":
-        single = model.roi_heads  # Mask R-CNN's heads: their sampling and test settings carry over
-        model.roi_heads = CascadeRoIHeads(
-            **_cascade_heads(detector, num_classes, head_norm, box_head, head_ks, an_mask_head, widths),
-            htc=detector == "htc",
-            box_roi_pool=single.box_roi_pool,
-            mask_roi_pool=single.mask_roi_pool,
-            batch_size_per_image=single.fg_bg_sampler.batch_size_per_image,
-            positive_fraction=single.fg_bg_sampler.positive_fraction,
-            score_thresh=single.score_thresh,
-            nms_thresh=single.nms_thresh,
-            detections_per_img=single.detections_per_img,
-        )
+        heads = _cascade_heads(detector, num_classes, head_norm, box_head, head_ks, an_mask_head, widths)
+        model.roi_heads = _cascade_roi_heads(model.roi_heads, heads, htc=detector == "htc")
     return model
+
+
+def _checked_choices(detector, backbone, backbone_norm, head_norm, box_head, k, k_head, an_mask_head) -> str:
+    """build_mask_rcnn's choices checked together (ValueError naming the argument); returns the box head (None:
+    2fc without head norms, 4conv1fc with them)."""
+    check_choice("detector", detector, DETECTORS)
+    check_choice("backbone", backbone, BACKBONES)
+    check_choice("backbone_norm", backbone_norm, BACKBONE_NORMS)
+    check_choice("head_norm", head_norm, HEAD_NORMS)
+    if box_head is None:
+        box_head = "2fc" if head_norm == "none" else "4conv1fc"
+    check_choice("box_head", box_head, BOX_HEADS)
+    if box_head == "2fc" and head_norm != "none":
+        raise ValueError(f"head_norm={head_norm!r} needs box_head='4conv1fc': the 2fc head has no convs to normalize")
+    if k is not None and backbone_norm != "an":
+        raise ValueError(f"k sets the backbone's AN layers; it applies to backbone_norm='an', not {backbone_norm!r}")
+    if (k_head is not None or an_mask_head) and head_norm != "an_gn":
+        raise ValueError(f"k_head and an_mask_head apply to head_norm='an_gn', not {head_norm!r}")
+    return box_head
+
+
+def _cascade_roi_heads(single, heads: dict, htc: bool) -> CascadeRoIHeads:
+    """The RoI heads of Cascade Mask R-CNN or HTC in place of Mask R-CNN's (`single`), whose RoI pools, sampling and
+    test settings carry over."""
+    return CascadeRoIHeads(
+        **heads,
+        htc=htc,
+        box_roi_pool=single.box_roi_pool,
+        mask_roi_pool=single.mask_roi_pool,
+        batch_size_per_image=single.fg_bg_sampler.batch_size_per_image,
+        positive_fraction=single.fg_bg_sampler.positive_fraction,
+        score_thresh=single.score_thresh,
+        nms_thresh=single.nms_thresh,
+        detections_per_img=single.detections_per_img,
+    )
 
 
 # -- parameter counts and checkpoint mapping --------------------------------------------------------------------
