@@ -12,8 +12,10 @@ Under torch.compile the same maths runs as plain tensor ops for the compiler to 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
+import sys
 
 import torch
 import torch.distributed as dist
@@ -224,7 +226,11 @@ _TRITON_DEVICE = (
 
 
 def _kernels():
-    """an_lab.nn.fused (the Triton kernels), imported on first use; one clear error where Triton is missing."""
+    """an_lab.nn.fused (the Triton kernels), imported on first use; one clear error where Triton is missing. Once
+    imported it is read from sys.modules, which torch.compile can trace (importlib it cannot)."""
+    loaded = sys.modules.get("an_lab.nn.fused")
+    if loaded is not None:
+        return loaded
     try:
         return importlib.import_module("an_lab.nn.fused")
     except ImportError as error:
@@ -240,7 +246,7 @@ class _FusedPlaneMoments(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor):
-        mean, var = _kernels().plane_moments(x)
+        mean, var = _kernels().moments(x)
         ctx.save_for_backward(x, mean)
         ctx.set_materialize_grads(False)
         placeholder = x.new_empty(()).expand(x.shape)
@@ -255,7 +261,7 @@ class _FusedPlaneMoments(torch.autograd.Function):
         if grad_out is not None:
             grad_out = _kernels().addressable(grad_out)
         # One kernel: the affine's grad_out * scale plus the gradient through the plane moments.
-        return _kernels().input_grad(grad_out, x, mean, scale, grad_mean, grad_var)
+        return _kernels().grad_input(grad_out, x, mean, scale, grad_mean, grad_var)
 
 
 class _FusedPlaneAffine(torch.autograd.Function):
@@ -264,16 +270,14 @@ class _FusedPlaneAffine(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, placeholder, slot, mean, scale, shift):
         ctx.save_for_backward(x, mean, scale)
-        return _kernels().plane_affine(x, mean, scale, shift)
+        return _kernels().affine(x, mean, scale, shift)
 
     @staticmethod
     @_first_order
     def backward(ctx, grad_out: torch.Tensor):
         x, mean, scale = ctx.saved_tensors
         # The sums of grad_out and grad_out * (x - mean), and -scale * the first: the gradient of mean (x - mean).
-        sums = _kernels().plane_sums(
-            _kernels().addressable(grad_out), x, mean, scale if ctx.needs_input_grad[3] else None
-        )
+        sums = _kernels().sums(_kernels().addressable(grad_out), x, mean, scale if ctx.needs_input_grad[3] else None)
         # The input gradient grad_out * scale goes to _FusedPlaneMoments in two factors, as in _CenteredAffine.
         hand_off = ctx.needs_input_grad[1]
         return (
@@ -326,8 +330,10 @@ class AttentiveNorm2d(nn.Module):
     moments, then the normalise + mixture affine forward; per-plane sums, then the input gradient backward), the
     head and the statistics in small torch ops, on CUDA tensors (CPU tensors only under Triton's interpreter);
     ``"auto"`` (the default) runs the torch path on every device for now: it is to choose the fused path on CUDA
-    once a GPU measurement shows it faster, and none has been made yet. Under ``torch.compile`` and with
-    ``double_backward=True`` every impl runs the plain torch ops.
+    once a GPU measurement shows it faster, and none has been made yet. Under ``torch.compile`` the fused path's
+    kernels are torch custom ops (``an_lab::plane_moments`` ...), opaque to the compiler, so ``impl="triton"``
+    compiles without a graph break; the other impls trace the plain torch ops. With ``double_backward=True`` every
+    impl runs the plain torch ops.
     """
 
     def __init__(
@@ -364,6 +370,9 @@ class AttentiveNorm2d(nn.Module):
         self.track_running_stats = track_running_stats and norm == "batch"
         self.double_backward = double_backward
         self.impl = impl
+        if impl == "triton":  # imported now, not at a first forward that torch.compile traces (it cannot import)
+            with contextlib.suppress(ImportError, RuntimeError):  # missing Triton: one clear error at that forward
+                _kernels()
         self.sync_stats = False  # set by convert_sync_batchnorm, with its process group (None: the whole world)
         self.process_group = None
         self.gamma = nn.Parameter(torch.empty(k, num_features))
@@ -518,10 +527,10 @@ class AttentiveNorm2d(nn.Module):
         return out.to(x.dtype)
 
     def _uses_kernels(self, x: torch.Tensor) -> bool:
-        """Whether this call runs the fused Triton path: impl='triton' in eager first-order mode ('auto' keeps the
-        torch path until the fused one is measured faster on a GPU; double_backward and torch.compile trace the
-        plain ops, which the compiler fuses itself)."""
-        if self.impl != "triton" or self.double_backward or torch.compiler.is_compiling():
+        """Whether this call runs the fused Triton path: impl='triton' in first-order mode, eager or compiled (its
+        kernels then as custom ops); 'auto' keeps the torch path until the fused one is measured faster on a GPU,
+        and double_backward traces the plain ops."""
+        if self.impl != "triton" or self.double_backward:
             return False
         kernels = _kernels()
         if not (x.device.type == "cuda" or (x.device.type == "cpu" and kernels.INTERPRETED)):

@@ -23,6 +23,10 @@ Layouts: every tensor is addressed as n * stride_n + c * stride_c + p * stride_p
 which covers NCHW (stride_p = 1) and channels_last (stride_c = 1) without copies; a tile spans a block of
 channels and a block of positions, longer along whichever is contiguous. Any other layout is copied to NCHW.
 
+Under torch.compile the four passes run as torch custom ops (an_lab::plane_moments, plane_affine, plane_sums,
+input_grad, at the end of this module), which the compiler leaves as they are: no graph break; eager calls launch
+the kernels directly.
+
 Triton decides between compiling for the GPU and its CPU interpreter when a kernel is defined: with
 ``TRITON_INTERPRET=1`` set before this module is imported, the same kernels run on CPU tensors (the tests do
 that); without it, only CUDA tensors are accepted.
@@ -355,3 +359,87 @@ def input_grad(grad, x, mean, scale, grad_mean, grad_var) -> torch.Tensor:
         BLOCK_C=block_c, BLOCK_P=block_p, ACC=_accumulator(x.dtype),
     )  # fmt: skip
     return out
+
+
+# -- the kernels as torch custom ops ------------------------------------------------------------------------------
+# torch.compile cannot look into a Triton launch from Python: under compilation the passes go through these ops,
+# opaque to the compiler (no graph break), with fake implementations that give the outputs' shapes, dtypes and
+# layouts. Eager calls skip the dispatcher (a few microseconds an op, on a layer bound by the host issuing ops).
+
+
+@torch.library.custom_op("an_lab::plane_moments", mutates_args=())
+def _plane_moments_op(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return plane_moments(x)
+
+
+@_plane_moments_op.register_fake
+def _(x):
+    mean = x.new_empty(x.shape[:2], dtype=_statistics(x.dtype))
+    return mean, torch.empty_like(mean)
+
+
+@torch.library.custom_op("an_lab::plane_affine", mutates_args=())
+def _plane_affine_op(x: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    return plane_affine(x, mean, scale, shift)
+
+
+@_plane_affine_op.register_fake
+def _(x, mean, scale, shift):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("an_lab::plane_sums", mutates_args=())
+def _plane_sums_op(grad: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+    return torch.stack(plane_sums(grad, x, mean, scale))
+
+
+@_plane_sums_op.register_fake
+def _(grad, x, mean, scale):
+    return mean.new_empty((2 if scale is None else 3, *mean.shape))
+
+
+@torch.library.custom_op("an_lab::input_grad", mutates_args=())
+def _input_grad_op(
+    grad: torch.Tensor | None,
+    x: torch.Tensor,
+    mean: torch.Tensor,
+    scale: torch.Tensor | None,
+    grad_mean: torch.Tensor | None,
+    grad_var: torch.Tensor | None,
+) -> torch.Tensor:
+    return input_grad(grad, x, mean, scale, grad_mean, grad_var)
+
+
+@_input_grad_op.register_fake
+def _(grad, x, mean, scale, grad_mean, grad_var):
+    return torch.empty_like(x)
+
+
+def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """plane_moments, through its custom op under torch.compile."""
+    return _plane_moments_op(x) if torch.compiler.is_compiling() else plane_moments(x)
+
+
+def affine(x: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """plane_affine, through its custom op under torch.compile."""
+    return (
+        _plane_affine_op(x, mean, scale, shift)
+        if torch.compiler.is_compiling()
+        else plane_affine(x, mean, scale, shift)
+    )
+
+
+def sums(
+    grad: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor | None
+) -> tuple[torch.Tensor, ...]:
+    """plane_sums, through its custom op under torch.compile."""
+    if torch.compiler.is_compiling():
+        return tuple(_plane_sums_op(grad, x, mean, scale).unbind(0))
+    return plane_sums(grad, x, mean, scale)
+
+
+def grad_input(grad, x, mean, scale, grad_mean, grad_var) -> torch.Tensor:
+    """input_grad, through its custom op under torch.compile."""
+    if torch.compiler.is_compiling():
+        return _input_grad_op(grad, x, mean, scale, grad_mean, grad_var)
+    return input_grad(grad, x, mean, scale, grad_mean, grad_var)

@@ -401,11 +401,62 @@ def test_strided_inputs_and_broadcast_gradients(device):
     torch.testing.assert_close(layer.gamma.grad, twin.gamma.grad)
 
 
-def test_torch_compile_traces_the_torch_ops_without_a_graph_break():
+def test_torch_compile_traces_the_torch_path_without_a_graph_break():
     torch.manual_seed(11)
-    layer = AttentiveNorm2d(6, 3, impl="triton").double()
+    layer = AttentiveNorm2d(6, 3, impl="torch").double()
     twin = copy.deepcopy(layer)
-    twin.impl = "torch"
     x = torch.randn(3, 6, 5, 5, dtype=torch.float64)
     compiled = torch.compile(layer, backend="eager", fullgraph=True)  # fullgraph: a graph break is an error
     torch.testing.assert_close(compiled(x), twin(x))
+
+
+def _graphs(found: list[str]):
+    """A torch.compile backend that keeps each graph's code and runs the graph as it is."""
+
+    def backend(gm, example_inputs):
+        found.append(gm.print_readable(print_output=False))
+        return gm.forward
+
+    return backend
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("backend", ["graphs", "aot_eager", "inductor"])
+def test_torch_compile_runs_the_fused_kernels_as_custom_ops_without_a_graph_break(device, backend):
+    """impl='triton' under torch.compile(fullgraph=True): the four kernels are custom ops in the graph (forward and
+    backward), their fake implementations carry AOTAutograd's tracing, inductor compiles around them; the output,
+    the input gradient and the parameters' gradients are the torch path's, running statistics included."""
+    torch.manual_seed(11)
+    layer = _randomized(AttentiveNorm2d(6, 3, impl="triton")).double().to(device)
+    twin = _float64_reference(layer)
+    found: list[str] = []
+    compiled = torch.compile(layer, backend=_graphs(found) if backend == "graphs" else backend, fullgraph=True)
+    base = torch.randn(3, 6, 5, 7, dtype=torch.float64, device=device)
+    inputs = [base.clone().requires_grad_() for _ in range(2)]
+    for _ in range(2):  # the second call runs the compiled code again, with the running statistics moved once
+        outs = [compiled(inputs[0]), twin(inputs[1])]
+        torch.testing.assert_close(outs[0], outs[1])
+        for out in outs:
+            (out * torch.linspace(-1, 2, out.numel(), dtype=out.dtype, device=device).view_as(out)).sum().backward()
+        torch.testing.assert_close(inputs[0].grad, inputs[1].grad)
+        torch.testing.assert_close(layer.gamma.grad, twin.gamma.grad)
+        torch.testing.assert_close(layer.running_var, twin.running_var)
+    if backend == "graphs":
+        code = "\n".join(found)
+        assert [
+            op for op in ("plane_moments", "plane_affine", "plane_sums", "input_grad") if f"an_lab.{op}" not in code
+        ] == []
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_compiled_half_precision_channels_last_keeps_the_layout_and_dtype(device):
+    """A bf16 channels_last input through the compiled fused path: the output keeps bf16 and channels_last (the
+    fake implementation says so, and the kernel writes it), and matches the eager fused path."""
+    torch.manual_seed(5)
+    layer = _randomized(AttentiveNorm2d(8, 4, impl="triton")).to(device)
+    twin = copy.deepcopy(layer)
+    x = torch.randn(4, 8, 6, 6, device=device).to(torch.bfloat16).to(memory_format=torch.channels_last)
+    out = torch.compile(layer, backend="aot_eager", fullgraph=True)(x)
+    expected = twin(x)
+    assert out.dtype == torch.bfloat16 and out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, expected)
