@@ -67,15 +67,17 @@ def _task_keys() -> tuple[tuple, tuple]:
 
 def identity(config: RunConfig) -> dict:
     """The part of the resolved config that determines what a run computes, normalised (see the module)."""
-    return {key: part for key in type(config).model_fields if (part := _part(config, key)) is not _LEFT_OUT}
+    dropped = _dropped(config)
+    return {key: part for key in type(config).model_fields if (part := _part(config, key, dropped)) is not _LEFT_OUT}
 
 
 _LEFT_OUT = object()  # a top-level key that is no part of the identity
 
 
-def _part(config: RunConfig, key: str):
-    """One top-level key of the identity (_LEFT_OUT if none): what it holds depends on that section and, beyond it,
-    on the task alone (and the data section on output_dir, where its fingerprints are recorded)."""
+def _part(config: RunConfig, key: str, dropped: list[tuple[str, ...]]):
+    """One top-level key of the identity (_LEFT_OUT if none), with `dropped` the config's _dropped(): what it holds
+    depends on that section and, beyond it, on the task alone (and the data section on output_dir, where its
+    fingerprints are recorded)."""
     if (key,) in NON_IDENTITY_KEYS:
         return _LEFT_OUT
     value = getattr(config, key)
@@ -86,7 +88,7 @@ def _part(config: RunConfig, key: str):
         tree["devices"] = 1  # Lightning runs "auto" on one process on the CPU
     elif key == "data":
         tree = data_identity(tree, config.output_dir)
-    for path in _dropped(config):
+    for path in dropped:
         if path[0] != key:
             continue
         if len(path) == 1:
@@ -254,7 +256,7 @@ class RunIds:
         slot = (key, id(value), config.task, config.output_dir if key == "data" else None)
         known = self._parts.get(slot)
         if known is None or known[0] is not value:
-            part = _part(config, key)
+            part = _part(config, key, _dropped(config))
             if key == "trainer":
                 part["seed"] = _SEED
             text = None if part is _LEFT_OUT else json.dumps(part, sort_keys=True, separators=(",", ":"))
