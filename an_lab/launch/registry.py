@@ -24,16 +24,17 @@ CAN_WAIT = frozenset({"slurm"})
 RECORDS = {"slurm": "an_lab.launch.slurm_records:SlurmRecords"}
 
 
+def _load(path: str):
+    """The object a "module:attribute" path names, its module imported only now."""
+    module, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
 def executor_class(name: str) -> type[Executor]:
     """The Executor subclass of a name in EXECUTORS (imported only now: the SLURM one brings submitit)."""
-    module, _, attribute = EXECUTORS[name].partition(":")
-    return getattr(importlib.import_module(module), attribute)
+    return _load(EXECUTORS[name])
 
 
 def job_records() -> list[JobRecords]:
     """One reader of each scheduled executor's records (RECORDS), in the registry's order."""
-    found = []
-    for path in RECORDS.values():
-        module, _, attribute = path.partition(":")
-        found.append(getattr(importlib.import_module(module), attribute)())
-    return found
+    return [_load(path)() for path in RECORDS.values()]

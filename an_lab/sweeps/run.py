@@ -62,6 +62,12 @@ class Followed:
         return ("done",) if self.scheduled else ("done", "running")
 
 
+def submission_lock(sweep: Sweep, executor: Executor):
+    """What submitting runs holds: nothing where the executor's processes keep their claims (two launchers then
+    meet on the claims), else the sweep's launch lock (runs are claimed only briefly before they are queued)."""
+    return contextlib.nullcontext() if executor.holds_claims else sweep_lock(sweep)
+
+
 def request_for(run: PlannedRun, after: tuple[str, ...] = ()) -> RunRequest:
     return RunRequest(run.run_id, run.run_dir, run.config, label=run.cell.label, after=after)
 
@@ -106,7 +112,7 @@ class GridSource:
         return not self.pending
 
     def submitting(self):
-        return contextlib.nullcontext() if self.executor.holds_claims else sweep_lock(self.sweep)
+        return submission_lock(self.sweep, self.executor)
 
     def take(self, count: int) -> list[RunRequest]:
         requests, keep = [], self.executor.holds_claims
@@ -245,8 +251,7 @@ def _select(
 ) -> tuple[list, list, dict[str, tuple[str, ...]]]:
     """The runs to submit, the handles of runs in flight on the executor (SLURM jobs of an earlier launch), and the
     SLURM jobs each run to submit must wait for (those training its backbone)."""
-    # an executor whose processes hold their runs' claims needs no launch lock; one that submits needs it
-    with contextlib.nullcontext() if executor.holds_claims else sweep_lock(sweep):
+    with submission_lock(sweep, executor):
         selection = prepare(sweep, options.retry_failed, runs)
         candidates = [run for run in selection.launch + selection.running if run.run_id not in launched]
         adopted = executor.adopt([request_for(run) for run in candidates])
