@@ -53,6 +53,12 @@ def sweep_folder(manifest: dict) -> Path:
     return Path(manifest["output_dir"]) / "sweeps" / str(manifest["name"])
 
 
+def target_folder(target: str | Path, manifest: dict) -> Path:
+    """The sweep folder a command was given: the folder itself (wherever its manifest says the runs were), or a
+    sweep file's sweep_folder()."""
+    return Path(target) if Path(target).is_dir() else sweep_folder(manifest)
+
+
 def read_folder(target: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict | None:
     """The checked manifest of a sweep folder (or of its manifest.json), its runs read beside it; None when target
     is not a folder (a sweep file: an_lab.sweeps.manifest expands it). A folder with --set overrides is a

@@ -33,6 +33,7 @@ from an_lab.atomic import write_files
 from an_lab.errors import UsageError
 from an_lab.metrics import Metric
 from an_lab.rundir import CONFIG, read_json, read_result
+from an_lab.sweep_folder import sweep_folder
 from an_lab.sweeps.records import Manifest
 
 
@@ -97,11 +98,6 @@ def _png_uri(data: bytes) -> str:
 # ---------------------------------------------------------------- paths relative to the sweep folder
 
 
-def _sweep_folder(manifest: Manifest) -> Path:
-    """<output_dir>/sweeps/<name>/, where `an-lab sweep` keeps the manifest and the page goes by default."""
-    return Path(manifest["output_dir"]) / "sweeps" / str(manifest["name"])
-
-
 def _shown_path(text: str, manifest: Manifest) -> str:
     """A path as the page writes it: relative to the sweep folder when it lies in the project folder (the parent of
     output_dir); a relative path (to wherever the sweep was started) or one outside the project as it is."""
@@ -109,7 +105,7 @@ def _shown_path(text: str, manifest: Manifest) -> str:
     project = Path(manifest["output_dir"]).parent
     if not path.is_absolute() or not (path == project or project in path.parents):
         return text
-    return os.path.relpath(path, _sweep_folder(manifest))
+    return os.path.relpath(path, sweep_folder(manifest))
 
 
 def _relative_text(text: str, manifest: Manifest) -> str:

@@ -275,11 +275,8 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 
 def results_target(args: argparse.Namespace):
     """(manifest, the sweep's folder <output_dir>/sweeps/<name>/) for plot, report and sync."""
-    from pathlib import Path
-
+    from an_lab.sweep_folder import target_folder
     from an_lab.sweeps.manifest import load_manifest
 
     manifest = load_manifest(args.sweep, args.set)
-    if Path(args.sweep).is_dir():
-        return manifest, Path(args.sweep)
-    return manifest, Path(manifest["output_dir"]) / "sweeps" / str(manifest["name"])
+    return manifest, target_folder(args.sweep, manifest)

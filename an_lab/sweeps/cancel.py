@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from an_lab.launch.registry import job_records
-from an_lab.sweep_folder import sweep_folder
+from an_lab.sweep_folder import target_folder
 from an_lab.sweeps.manifest import load_target
 
 
@@ -32,7 +32,7 @@ def cancel_sweep(
     wait_s seconds for them to leave the queue (default: the sweep file's launcher settings, e.g.
     launcher.slurm.cancel_wait_s). Returns what happened."""
     manifest, sweep = load_target(target, overrides)
-    folder = Path(target) if Path(target).is_dir() else sweep_folder(manifest)
+    folder = target_folder(target, manifest)
     launcher = sweep.spec.launcher if sweep is not None else None
     labels = {run["run_id"]: cell["label"] for cell in manifest["cells"] for run in cell["runs"]}
     said = CancelReport()
