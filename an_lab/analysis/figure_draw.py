@@ -24,7 +24,7 @@ import numpy as np
 
 from an_lab.analysis.figure_data import AxisGroup, Bar, CellStats, Point, Reference
 from an_lab.metrics import METRIC_RANGE, Metric
-from an_lab.stats import Estimate
+from an_lab.stats import Estimate, finite_list
 
 CI_NOTE = "error bars: 95% CI of the mean over seeds (Student t), n per cell shown"
 STYLE = {
@@ -89,10 +89,6 @@ def _note(figure, lines: list[str]) -> None:
     figure.text(0.01, -0.01, "\n".join(lines), ha="left", va="top", fontsize=11, color="0.2", linespacing=1.4)
 
 
-def _finite_list(values) -> list[float]:
-    return [value for value in values if value is not None and math.isfinite(value)]
-
-
 def _jitter(key: int, count: int, spread: float) -> np.ndarray:
     """Horizontal offsets of a cell's `count` seed points: evenly spread over [-spread, spread] (no two on top of
     each other) in an order shuffled by a generator seeded with the cell's index, so that the same sweep gives the
@@ -147,7 +143,7 @@ def _draw_cell(ax, x: float, item: Bar | Reference | Point, look: _Look, gid: st
 
 def _value_range(items) -> tuple[float, float]:
     """The y range that shows every seed, mean and CI of the items (Bar, Reference or Point), padded."""
-    numbers = _finite_list(v for item in items for v in (*item.values, item.mean, item.ci_low, item.ci_high))
+    numbers = finite_list(v for item in items for v in (*item.values, item.mean, item.ci_low, item.ci_high))
     low, high = (min(numbers), max(numbers)) if numbers else (0.0, 1.0)
     pad = max(0.08 * (high - low), 0.15)
     return max(METRIC_RANGE[0], low - pad), min(METRIC_RANGE[1], high + pad)  # a percentage's axis stays in range
@@ -310,7 +306,7 @@ def _draw_curve(full, zoom, gid: str, points: list[tuple[int, Estimate]], start:
 
 def _label_ends(zoom, ends: list[tuple[int, str, Estimate]]) -> None:
     """The final mean at each line's end, right of the zoom panel, so that the ranking reads without the legend."""
-    numbers = _finite_list(v for _, _, e in ends for v in (e.mean, e.ci_low, e.ci_high))
+    numbers = finite_list(v for _, _, e in ends for v in (e.mean, e.ci_low, e.ci_high))
     low, high = min(numbers), max(numbers)
     pad = max(0.12 * (high - low), 0.4)
     zoom.set_ylim(max(METRIC_RANGE[0], low - pad), min(METRIC_RANGE[1], high + pad))
