@@ -478,6 +478,12 @@ def scontrol_job(job_id: str) -> str:
     return shown.stdout
 
 
+def cancel_sweeps(folder: Path, env: dict, *sweeps: Path) -> None:
+    """`an-lab cancel` of each sweep (run from `folder`), waiting for its jobs to leave the queue: a test's cleanup."""
+    for sweep in sweeps:
+        an_lab("cancel", sweep, "--wait", "60", env=env, cwd=folder, timeout=300)
+
+
 SLURM = {"executor": "slurm", "max_parallel": 2, "slurm": {"gpus_per_node": 0, "time": 10}}
 
 
@@ -498,10 +504,9 @@ def test_on_slurm_detection_jobs_wait_for_the_queued_backbone_job(tmp_path, slur
     """One `an-lab sweep` of the detection sweep submits the classification sweep's missing runs first (the chain),
     then the detection job with an afterok dependency on its backbone's job."""
     classification = held_classification_sweep(tmp_path, baselines={}, seeds=[0, 1])  # one array of two tasks
-    path = detection_sweep(tmp_path, tmp_path / "det-runs", {"sweep": "table1", "cell": "AN"}, launcher=SLURM)
-    spec = yaml.safe_load(path.read_text())
-    spec["seeds"] = [0]
-    path.write_text(yaml.safe_dump(spec))
+    path = detection_sweep(
+        tmp_path, tmp_path / "det-runs", {"sweep": "table1", "cell": "AN"}, launcher=SLURM, seeds=[0]
+    )
     env = dict(os.environ, PYTHONPATH=str(ROOT))
 
     try:
@@ -521,8 +526,7 @@ def test_on_slurm_detection_jobs_wait_for_the_queued_backbone_job(tmp_path, slur
         assert "JobState=PENDING" in shown and "Reason=Dependency" in shown, shown
         assert "KillOInInvalidDependent=Yes" in shown, shown  # cancelled, not left pending, if the backbone fails
     finally:
-        for sweep in (path, classification):
-            an_lab("cancel", sweep, "--wait", "60", env=env, cwd=tmp_path, timeout=300)
+        cancel_sweeps(tmp_path, env, path, classification)
 
 
 @pytest.mark.slurm
@@ -566,8 +570,7 @@ def test_on_slurm_a_search_submits_its_backbones_first_and_its_trial_waits_for_i
         with contextlib.suppress(ProcessLookupError):
             os.killpg(orchestrator.pid, signal.SIGKILL)
         orchestrator.wait(timeout=60)
-        for sweep in (path, classification):
-            an_lab("cancel", sweep, "--wait", "60", env=env, cwd=tmp_path, timeout=300)
+        cancel_sweeps(tmp_path, env, path, classification)
 
 
 @pytest.mark.slurm
@@ -578,10 +581,9 @@ def test_on_slurm_a_detached_detection_sweep_submits_its_backbone_sweep_before_i
     """`--detach` used to refuse a detection sweep whose backbones were not queued yet: it now submits them first
     (here, not in the orchestrator's job), then the orchestrator, whose detection jobs then wait for them."""
     classification = held_classification_sweep(tmp_path, baselines={}, seeds=[0])
-    path = detection_sweep(tmp_path, tmp_path / "det-runs", {"sweep": "table1", "cell": "AN"}, launcher=SLURM)
-    spec = yaml.safe_load(path.read_text())
-    spec["seeds"] = [0]
-    path.write_text(yaml.safe_dump(spec))
+    path = detection_sweep(
+        tmp_path, tmp_path / "det-runs", {"sweep": "table1", "cell": "AN"}, launcher=SLURM, seeds=[0]
+    )
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     try:
         detached = an_lab("sweep", path, "--detach", env=env, cwd=tmp_path, timeout=300)
@@ -593,8 +595,7 @@ def test_on_slurm_a_detached_detection_sweep_submits_its_backbone_sweep_before_i
         shown = scontrol_job(json.loads(record.read_text())["job_id"])
         assert "JobState=PENDING" in shown, shown  # held: the detection jobs will wait for it
     finally:
-        for sweep in (path, classification):
-            an_lab("cancel", sweep, "--wait", "60", env=env, cwd=tmp_path, timeout=300)
+        cancel_sweeps(tmp_path, env, path, classification)
 
 
 @pytest.mark.slow
