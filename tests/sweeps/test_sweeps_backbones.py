@@ -4,6 +4,7 @@ id is computed (from the sweep folder's manifest, else the sweep file beside the
 the jobs training it (afterok). Real files on disk throughout; one test submits real jobs to the local cluster."""
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ from an_lab.launch.registry import executor_class
 from an_lab.launch.slurm_sbatch import dependency, sbatch_parameters
 from an_lab.launch.slurm_settings import SlurmSettings
 from an_lab.launch.slurm_shape import Shape
+from an_lab.sweeps.backbones import Backbone
 from an_lab.sweeps.chain import MAX_BACKBONE_CHOICES, trial_backbones
 from an_lab.sweeps.expand import expand
 from an_lab.sweeps.manifest import find_sweep
@@ -346,6 +348,19 @@ def test_a_resumed_trial_checks_its_backbone_again_and_is_never_started_without_
     refused = [line for line in said if line.startswith("not run: trial 0")]
     assert len(refused) == 1 and "are not done" in refused[0] and backbone.run_dir.name in refused[0]
     assert not (asked[0].run_dir / "result.json").exists()
+
+
+def test_a_damaged_backbone_attribute_in_the_journal_reads_as_none_and_a_sound_one_round_trips():
+    """A trial's backbone, as its user attribute stores it (JSON in the Optuna journal), read back by the next
+    orchestrator: the same Backbone; a hand-edited or truncated attribute is no backbone, not a crash."""
+    from an_lab.sweeps.search import _backbone_from
+
+    backbone = Backbone("/runs/resnet50-bn-0123456789ab", Path("/runs/resnet50-bn-0123456789ab"), "table1", "t.yaml",
+                        "BN", 1, cell_index=1, listed=False)  # fmt: skip
+    stored = json.loads(json.dumps({**dataclasses.asdict(backbone), "run_dir": str(backbone.run_dir)}))
+    assert _backbone_from(stored) == backbone
+    for damaged in (None, "runs/x", [], {}, {"folder": "x"}, {**stored, "extra": 1}, {**stored, "run_dir": None}):
+        assert _backbone_from(damaged) is None, damaged
 
 
 # ---------------------------------------------------------------------------------------------------------------------
